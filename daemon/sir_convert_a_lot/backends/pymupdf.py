@@ -1,0 +1,76 @@
+"""The CPU backend: pymupdf4llm, with the layout models that ship inside the pymupdf-layout wheel.
+
+It runs offline and never does OCR (the config refuses ``ocr_mode`` other than ``off`` for it).
+``table_mode`` picks how tables are found:
+
+- ``accurate``: the layout path. A small ONNX graph model labels every block (text, title,
+  table, page header, ...) and a learned grid model builds table cells, so tables without ruling
+  lines are found too.
+- ``fast``: PyMuPDF's classic path with the ``lines_strict`` table strategy: only tables drawn
+  with ruling lines, and no layout model at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from typing import Any
+
+from sir_convert_a_lot.backends.base import BackendResult, Device, ProgressCallback
+from sir_convert_a_lot.errors import ErrorCode, JobFailure
+from sir_convert_a_lot.options import ConversionOptions
+from sir_convert_a_lot.preflight import OpenedPdf
+
+
+class PyMuPDFBackend:
+    name = "pymupdf"
+
+    def __init__(self) -> None:
+        self._layout_markdown: Any = None
+        self._classic_markdown: Any = None
+
+    def load(self, device: Device) -> None:
+        if device != "cpu":
+            raise JobFailure(
+                ErrorCode.VALIDATION_ERROR,
+                "The pymupdf backend runs on the CPU only.",
+                reason="backend_is_cpu_only",
+            )
+        # Importing pymupdf4llm activates pymupdf.layout and loads its ONNX models once.
+        with contextlib.redirect_stdout(io.StringIO()):
+            import pymupdf4llm
+            from pymupdf4llm.helpers import pymupdf_rag
+        self._layout_markdown = pymupdf4llm.to_markdown
+        self._classic_markdown = pymupdf_rag.to_markdown
+
+    def warm(self, sample: OpenedPdf, options: ConversionOptions) -> None:
+        for table_mode in ("accurate", "fast"):
+            self._markdown(sample, table_mode)
+
+    def convert(
+        self, pdf: OpenedPdf, options: ConversionOptions, progress: ProgressCallback
+    ) -> BackendResult:
+        progress(0, pdf.pages)
+        markdown = self._markdown(pdf, options.table_mode)
+        progress(pdf.pages, pdf.pages)
+        return BackendResult(
+            markdown=markdown,
+            backend_used=self.name,
+            acceleration_used="cpu",
+            ocr_enabled=False,
+        )
+
+    def _markdown(self, pdf: OpenedPdf, table_mode: str) -> str:
+        if self._layout_markdown is None:
+            raise RuntimeError("PyMuPDFBackend.convert before load")
+        # A fresh document each time: the layout path edits the document it is given.
+        import pymupdf
+
+        document = pymupdf.open(stream=pdf.data, filetype="pdf")
+        # pymupdf4llm reports progress and OCR decisions on stdout; keep the worker's quiet.
+        with contextlib.redirect_stdout(io.StringIO()), document:
+            if table_mode == "fast":
+                text = self._classic_markdown(document, table_strategy="lines_strict")
+            else:
+                text = self._layout_markdown(document, use_ocr=False, force_ocr=False)
+        return str(text)

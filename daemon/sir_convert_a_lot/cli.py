@@ -1,0 +1,173 @@
+"""``sir-convert``: the command line. Exit codes: 0 success, 1 runtime failure, 2 usage or
+configuration error (one clear line on stderr naming what is wrong)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from sir_convert_a_lot import __version__, logs
+from sir_convert_a_lot.config import DEFAULT_CONFIG_PATH, DEFAULT_ROOT, Config, load, render_default
+from sir_convert_a_lot.engine import EngineStartError
+from sir_convert_a_lot.errors import ConfigError
+from sir_convert_a_lot.policy import FORBIDDEN_ENV_PREFIX, forbidden_environment
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sir-convert",
+        description="Watch-folder daemon that converts PDFs to Markdown on the GPU.",
+    )
+    parser.add_argument("--version", action="version", version=f"sir-convert {__version__}")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG_PATH,
+        help=f"config file (default {DEFAULT_CONFIG_PATH})",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser("run", help="run the daemon in the foreground (systemd ExecStart)")
+    run.add_argument("--instance", help="this instance's name (default <hostname>-gpu<index>)")
+
+    convert = commands.add_parser(
+        "convert", help="convert files once, through the same engine, lock and outputs"
+    )
+    convert.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    convert.add_argument("--out", type=Path, help="output folder (default: the config's outbox)")
+
+    status = commands.add_parser(
+        "status", help="queue counts, live instances, GPU state, recent failures"
+    )
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    retry = commands.add_parser("retry", help="move failed originals back into the inbox")
+    retry.add_argument("names", nargs="*", metavar="NAME", help="file name, path or job id")
+    retry.add_argument("--all", action="store_true", help="every failed original")
+
+    init = commands.add_parser("init-config", help="write a complete default config (TOML)")
+    init.add_argument("--output", type=Path, help="where to write (default: the --config path)")
+    init.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        help=f"folder holding inbox, outbox, state, failed, archive (default {DEFAULT_ROOT})",
+    )
+    init.add_argument("--force", action="store_true", help="replace an existing file")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handler = _COMMANDS[args.command]
+    try:
+        return handler(args)
+    except (ConfigError, UsageError) as exc:
+        print(f"sir-convert: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_FAILURE
+
+
+def _load_config(args: argparse.Namespace) -> Config:
+    config = load(args.config)
+    logs.configure(config.log_level, config.log_format)
+    return config
+
+
+def _refuse_environment_unlock() -> None:
+    found = forbidden_environment(dict(os.environ))
+    if found:
+        raise ConfigError(
+            f"{found[0]}: the GPU-first lock cannot be lifted by environment variables "
+            f"({FORBIDDEN_ENV_PREFIX}*); unset it and use governance.decision_record instead"
+        )
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    _refuse_environment_unlock()
+    config = _load_config(args)
+    if args.instance:
+        config = replace(config, instance_name=args.instance)
+    from sir_convert_a_lot.service import Service
+
+    return Service(config).run()
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    _refuse_environment_unlock()
+    config = _load_config(args)
+    from sir_convert_a_lot.oneshot import convert_files
+
+    out = args.out if args.out is not None else config.paths.outbox
+    try:
+        outcomes = convert_files(config, list(args.files), out)
+    except EngineStartError as exc:
+        print(f"sir-convert: the converter could not start: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    for file, outcome in zip(args.files, outcomes, strict=True):
+        where = ", ".join(str(p) for p in outcome.outputs.values())
+        code = f" ({outcome.code})" if outcome.code else ""
+        print(f"{file}: {outcome.status}{code} -> {where}")
+    return EXIT_OK if all(o.status == "succeeded" for o in outcomes) else EXIT_FAILURE
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    config = _load_config(args)
+    from sir_convert_a_lot.operations import gather_status, render_status
+
+    status = gather_status(config)
+    if args.json:
+        print(json.dumps(status, sort_keys=True, indent=2))
+    else:
+        print(render_status(status))
+    return EXIT_OK
+
+
+def _cmd_retry(args: argparse.Namespace) -> int:
+    if not args.names and not args.all:
+        raise UsageError("retry: name the failed files to retry, or pass --all")
+    config = _load_config(args)
+    from sir_convert_a_lot.operations import retry
+
+    results = retry(config, list(args.names), args.all)
+    if not results:
+        print("nothing to retry")
+        return EXIT_FAILURE if args.names else EXIT_OK
+    for result in results:
+        if result.back_in_inbox is None:
+            print(f"{result.source}: not retried: {result.problem}")
+        else:
+            print(f"{result.source}: back in the inbox as {result.back_in_inbox}")
+    return EXIT_OK if all(r.back_in_inbox for r in results) else EXIT_FAILURE
+
+
+def _cmd_init_config(args: argparse.Namespace) -> int:
+    target: Path = args.output or args.config
+    if target.exists() and not args.force:
+        raise UsageError(f"init-config: {target} exists; pass --force to replace it")
+    root = args.root.absolute() if args.root else DEFAULT_ROOT
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(render_default(root), encoding="utf-8")
+    print(f"wrote {target}")
+    return EXIT_OK
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": _cmd_run,
+    "convert": _cmd_convert,
+    "status": _cmd_status,
+    "retry": _cmd_retry,
+    "init-config": _cmd_init_config,
+}

@@ -1,0 +1,386 @@
+"""The TOML configuration: one schema, strict validation, defaults, and the writer for init-config.
+
+Every key is declared once in ``SCHEMA`` with its type, default and check. Loading rejects an
+unknown key, a wrong type or a bad value with a ``ConfigError`` that names the key, so a typo in
+``/etc/sir-convert/config.toml`` stops the start with one clear line instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import socket
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import tomli_w
+
+from sir_convert_a_lot.errors import ConfigError
+from sir_convert_a_lot.options import (
+    OPTION_CHOICES,
+    OPTION_FIELDS,
+    TIMEOUT_RANGE,
+    ConversionOptions,
+)
+
+DEFAULT_CONFIG_PATH: Final = Path("/etc/sir-convert/config.toml")
+DEFAULT_ROOT: Final = Path("/srv/sir-convert")
+PATH_KEYS: Final = ("inbox", "outbox", "state", "failed", "archive")
+MIB: Final = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config key: its Python type(s), default, and an optional value check."""
+
+    types: tuple[type, ...]
+    default: Any
+    check: Callable[[Any], str | None] | None = None
+    doc: str = ""
+
+
+def _one_of(*choices: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(choices)}"
+
+    return check
+
+
+def _at_least(low: float) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if value >= low else f"must be at least {low}"
+
+    return check
+
+
+def _between(low: int, high: int) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if low <= value <= high else f"must be between {low} and {high}"
+
+    return check
+
+
+def _non_empty(value: Any) -> str | None:
+    return None if value.strip() else "must not be empty"
+
+
+def _globs(value: Any) -> str | None:
+    return None if all(isinstance(v, str) and v for v in value) else "must be non-empty strings"
+
+
+_NUMBER = (int, float)
+_OPTION_DEFAULTS = ConversionOptions()
+
+
+def _option_keys() -> dict[str, Key]:
+    keys = {
+        name: Key((str,), getattr(_OPTION_DEFAULTS, name), _one_of(*choices))
+        for name, choices in OPTION_CHOICES.items()
+    }
+    keys["document_timeout_seconds"] = Key(
+        (int,), _OPTION_DEFAULTS.document_timeout_seconds, _between(*TIMEOUT_RANGE)
+    )
+    return keys
+
+
+SCHEMA: Final[dict[str, dict[str, Key]]] = {
+    "paths": {name: Key((str,), str(DEFAULT_ROOT / name), _non_empty) for name in PATH_KEYS},
+    "watch": {
+        "mode": Key((str,), "inotify", _one_of("inotify", "polling")),
+        "poll_interval_seconds": Key(_NUMBER, 2, _at_least(0.05)),
+        "stability_seconds": Key(_NUMBER, 5, _at_least(0)),
+        "rescan_interval_seconds": Key(_NUMBER, 300, _at_least(1)),
+        "ignore": Key((list,), [], _globs),
+    },
+    "conversion": {
+        **_option_keys(),
+        "max_file_bytes": Key((int,), 50 * MIB, _at_least(1)),
+        "max_pages": Key((int,), 2000, _at_least(1)),
+    },
+    "output": {
+        "on_collision": Key((str,), "suffix", _one_of("suffix", "replace")),
+        "source_after_success": Key((str,), "archive", _one_of("archive", "delete")),
+    },
+    "retry": {"max_attempts": Key((int,), 3, _at_least(1))},
+    "instances": {
+        "name": Key((str,), ""),
+        "lease_seconds": Key(_NUMBER, 60, _at_least(2)),
+    },
+    "gpu": {
+        "device_index": Key((int,), 0, _at_least(0)),
+        "models_path": Key((str,), ""),
+    },
+    "governance": {
+        "allow_cpu_only": Key((bool,), False),
+        "allow_cpu_fallback": Key((bool,), False),
+        "decision_record": Key((str,), ""),
+    },
+    "service": {"stop_grace_seconds": Key(_NUMBER, 60, _at_least(0))},
+    "logging": {
+        "level": Key((str,), "info", _one_of("debug", "info", "warning", "error")),
+        "format": Key((str,), "auto", _one_of("auto", "console", "json")),
+    },
+}
+
+PROFILE_KEYS: Final[dict[str, Key]] = {
+    name: key for name, key in SCHEMA["conversion"].items() if name in OPTION_FIELDS
+}
+
+
+@dataclass(frozen=True)
+class Paths:
+    inbox: Path
+    outbox: Path
+    state: Path
+    failed: Path
+    archive: Path
+
+    def named(self) -> dict[str, Path]:
+        return {name: getattr(self, name) for name in PATH_KEYS}
+
+
+@dataclass(frozen=True)
+class WatchSettings:
+    mode: str
+    poll_interval_seconds: float
+    stability_seconds: float
+    rescan_interval_seconds: float
+    ignore: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Governance:
+    """The unlock switches. Effective only together with a decision record."""
+
+    allow_cpu_only: bool = False
+    allow_cpu_fallback: bool = False
+    decision_record: str = ""
+
+    @property
+    def unlocked(self) -> bool:
+        has_record = bool(self.decision_record.strip())
+        return has_record and (self.allow_cpu_only or self.allow_cpu_fallback)
+
+    @property
+    def lock(self) -> str:
+        return "unlocked" if self.unlocked else "gpu_first"
+
+
+@dataclass(frozen=True)
+class Config:
+    paths: Paths
+    watch: WatchSettings
+    defaults: ConversionOptions
+    profiles: Mapping[str, ConversionOptions]
+    max_file_bytes: int
+    max_pages: int
+    on_collision: str
+    source_after_success: str
+    max_attempts: int
+    instance_name: str
+    lease_seconds: float
+    device_index: int
+    models_path: str
+    governance: Governance
+    stop_grace_seconds: float
+    log_level: str
+    log_format: str
+    source: Path | None = field(default=None, compare=False)
+
+    def options_for(self, profile: str | None) -> ConversionOptions:
+        if profile is None:
+            return self.defaults
+        return self.profiles[profile]
+
+    def profile_of(self, relative_parts: tuple[str, ...]) -> str | None:
+        """The profile a file belongs to: its first folder level, when that names a profile."""
+        if len(relative_parts) > 1 and relative_parts[0] in self.profiles:
+            return relative_parts[0]
+        return None
+
+    def backends_in_use(self) -> frozenset[str]:
+        return frozenset({self.defaults.backend} | {p.backend for p in self.profiles.values()})
+
+
+def default_instance_name(device_index: int) -> str:
+    return f"{socket.gethostname()}-gpu{device_index}"
+
+
+def _check_value(where: str, key: Key, value: Any) -> Any:
+    wrong_type = not isinstance(value, key.types) or (
+        isinstance(value, bool) and bool not in key.types
+    )
+    if wrong_type:
+        wanted = " or ".join(_TYPE_NAMES[t] for t in key.types)
+        raise ConfigError(
+            f"{where}: expected {wanted}, got {_TYPE_NAMES.get(type(value), 'another type')}"
+        )
+    if key.check is not None:
+        problem = key.check(value)
+        if problem:
+            raise ConfigError(f"{where}: {problem} (got {value!r})")
+    return value
+
+
+_TYPE_NAMES: Final[dict[type, str]] = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    list: "a list",
+    dict: "a table",
+}
+
+
+def _read_section(name: str, raw: Any, keys: Mapping[str, Key], *, fill: bool) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{name}: expected a table")
+    unknown = sorted(set(raw) - set(keys))
+    if unknown:
+        raise ConfigError(f"{name}.{unknown[0]}: unknown key")
+    values = {k: _check_value(f"{name}.{k}", keys[k], v) for k, v in raw.items()}
+    if fill:
+        for k, key in keys.items():
+            values.setdefault(k, key.default)
+    return values
+
+
+def _resolve(path_text: str, base: Path) -> Path:
+    path = Path(path_text).expanduser()
+    return path if path.is_absolute() else (base / path)
+
+
+def parse(data: Mapping[str, Any], *, base_dir: Path, source: Path | None = None) -> Config:
+    """Validate a parsed TOML document and build the Config. Relative paths are taken
+    against ``base_dir`` (the config file's folder)."""
+    unknown = sorted(set(data) - set(SCHEMA) - {"profiles"})
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown section")
+    sections = {
+        name: _read_section(name, data.get(name, {}), keys, fill=True)
+        for name, keys in SCHEMA.items()
+    }
+
+    conversion = sections["conversion"]
+    defaults = ConversionOptions(**{k: conversion[k] for k in OPTION_FIELDS})
+    _check_backend_combination("conversion", defaults)
+
+    raw_profiles = data.get("profiles", {})
+    if not isinstance(raw_profiles, dict):
+        raise ConfigError("profiles: expected a table of profiles")
+    profiles: dict[str, ConversionOptions] = {}
+    for profile_name, raw in raw_profiles.items():
+        where = f"profiles.{profile_name}"
+        if not profile_name or profile_name.startswith(".") or "/" in profile_name:
+            raise ConfigError(f"{where}: a profile name must be a plain folder name")
+        overrides = _read_section(where, raw, PROFILE_KEYS, fill=False)
+        profiles[profile_name] = defaults.with_overrides(overrides)
+        _check_backend_combination(where, profiles[profile_name])
+
+    gov_values = sections["governance"]
+    governance = Governance(**gov_values)
+    if (
+        governance.allow_cpu_only or governance.allow_cpu_fallback
+    ) and not governance.decision_record.strip():
+        switch = "allow_cpu_only" if governance.allow_cpu_only else "allow_cpu_fallback"
+        raise ConfigError(
+            f"governance.decision_record: required when governance.{switch} is true "
+            "(name the decision record that allows it)"
+        )
+
+    watch = sections["watch"]
+    instances = sections["instances"]
+    gpu = sections["gpu"]
+    paths = Paths(**{k: _resolve(v, base_dir) for k, v in sections["paths"].items()})
+    return Config(
+        paths=paths,
+        watch=WatchSettings(
+            mode=watch["mode"],
+            poll_interval_seconds=float(watch["poll_interval_seconds"]),
+            stability_seconds=float(watch["stability_seconds"]),
+            rescan_interval_seconds=float(watch["rescan_interval_seconds"]),
+            ignore=tuple(watch["ignore"]),
+        ),
+        defaults=defaults,
+        profiles=profiles,
+        max_file_bytes=conversion["max_file_bytes"],
+        max_pages=conversion["max_pages"],
+        on_collision=sections["output"]["on_collision"],
+        source_after_success=sections["output"]["source_after_success"],
+        max_attempts=sections["retry"]["max_attempts"],
+        instance_name=instances["name"] or default_instance_name(gpu["device_index"]),
+        lease_seconds=float(instances["lease_seconds"]),
+        device_index=gpu["device_index"],
+        models_path=gpu["models_path"],
+        governance=governance,
+        stop_grace_seconds=float(sections["service"]["stop_grace_seconds"]),
+        log_level=sections["logging"]["level"],
+        log_format=sections["logging"]["format"],
+        source=source,
+    )
+
+
+def _check_backend_combination(where: str, options: ConversionOptions) -> None:
+    """pymupdf is a CPU-only, OCR-free backend: asking it for a GPU or OCR is a contradiction."""
+    if options.backend != "pymupdf":
+        return
+    if options.acceleration_policy != "cpu_only":
+        raise ConfigError(
+            f"{where}.acceleration_policy: the pymupdf backend runs on the CPU only; "
+            f'use acceleration_policy = "cpu_only" with it (got {options.acceleration_policy!r})'
+        )
+    if options.ocr_mode != "off":
+        raise ConfigError(
+            f'{where}.ocr_mode: the pymupdf backend does no OCR; use ocr_mode = "off" with it '
+            f"(got {options.ocr_mode!r})"
+        )
+
+
+def load(path: Path) -> Config:
+    """Read and validate a config file. Every problem is a ConfigError naming the key."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: config file not found "
+            f"(write one with: sir-convert init-config --output {path})"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: the config file is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    return parse(data, base_dir=path.parent.absolute(), source=path)
+
+
+def default_document(root: Path = DEFAULT_ROOT) -> dict[str, Any]:
+    """Every key with its default, as init-config writes it. Folders lie under ``root``."""
+    document: dict[str, Any] = {
+        section: {name: key.default for name, key in keys.items()}
+        for section, keys in SCHEMA.items()
+    }
+    document["paths"] = {name: str(root / name) for name in PATH_KEYS}
+    document["profiles"] = {}
+    return document
+
+
+_HEADER = """\
+# Sir Convert-a-Lot configuration. Every key is listed with its default.
+# Paths that are not absolute are taken relative to this file's folder.
+# The state folder must be on the same filesystem as the inbox.
+# Profiles: add [profiles.NAME] with any of the [conversion] option keys; files dropped under
+# inbox/NAME/ then use them. Example:
+#   [profiles.scans]
+#   ocr_mode = "force"
+# Governance: allow_cpu_only / allow_cpu_fallback take effect only with a decision_record
+# (see docs/decisions/0001-gpu-first-lock.md).
+
+"""
+
+
+def render_default(root: Path = DEFAULT_ROOT) -> str:
+    return _HEADER + tomli_w.dumps(default_document(root))

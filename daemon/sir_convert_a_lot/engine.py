@@ -1,0 +1,268 @@
+"""The conversion engine as the supervisor sees it: the lock policy, the device lock, and one
+supervised worker process that it starts, times out, kills and restarts.
+
+``convert`` either returns the worker's answer or raises ``WorkerCrashed`` / ``WorkerTimedOut``
+after the worker is gone; the next call starts a fresh one. Counting attempts is the caller's job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from sir_convert_a_lot import logs
+from sir_convert_a_lot.config import Config, Governance
+from sir_convert_a_lot.gpu import DeviceBusy, DeviceLock, GpuProbe
+from sir_convert_a_lot.options import ConversionOptions
+from sir_convert_a_lot.policy import Decision, RunOn, decide
+from sir_convert_a_lot.protocol import (
+    Converted,
+    ConvertRequest,
+    Failed,
+    Load,
+    Probed,
+    Progress,
+    Ready,
+    Shutdown,
+    StartupFailed,
+    WorkerSettings,
+)
+from sir_convert_a_lot.worker import worker_main
+
+log = logs.get()
+
+ProgressSink = Callable[[str, int, int], None]
+
+PROBE_TIMEOUT_SECONDS = 180.0
+LOAD_TIMEOUT_SECONDS = 1800.0
+
+
+class EngineStartError(Exception):
+    """The worker could not get ready (models missing, device busy, crashed while loading)."""
+
+    def __init__(self, reason: str, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.details = details or {}
+
+
+class WorkerCrashed(Exception):
+    def __init__(self, exitcode: int | None) -> None:
+        super().__init__(f"the worker process died (exit code {exitcode})")
+        self.exitcode = exitcode
+
+
+class WorkerTimedOut(Exception):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"the conversion ran past its limit of {seconds:g} s; worker killed")
+        self.seconds = seconds
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    pid: int
+    thread_id: int
+    probe: GpuProbe
+    versions: dict[str, str]
+    loaded: tuple[tuple[str, str], ...]
+    load_seconds: float
+    warm_seconds: float
+
+
+def load_plan(
+    option_sets: list[ConversionOptions], probe: GpuProbe, governance: Governance
+) -> tuple[tuple[str, str], ...]:
+    """The (backend, device) pairs the config can actually run, given the probe and the lock."""
+    plan: list[tuple[str, str]] = []
+    for options in option_sets:
+        decision = decide(options, probe, governance)
+        if isinstance(decision, RunOn):
+            pair = (options.backend, decision.device)
+            if pair not in plan:
+                plan.append(pair)
+    return tuple(plan)
+
+
+class Engine:
+    def __init__(
+        self,
+        config: Config,
+        governance: Governance,
+        *,
+        instance: str,
+        on_progress: ProgressSink | None = None,
+        lock_folder: Any = None,
+        wait_for_device: bool = True,
+        probe_override: GpuProbe | None = None,
+        fault_injection: tuple[str, ...] = (),
+    ) -> None:
+        self.config = config
+        self.governance = governance
+        self.on_progress = on_progress
+        self.settings = WorkerSettings(
+            device_index=config.device_index,
+            models_path=config.models_path,
+            max_file_bytes=config.max_file_bytes,
+            max_pages=config.max_pages,
+            log_level=config.log_level,
+            probe_override=probe_override.to_dict() if probe_override else None,
+            fault_injection=fault_injection,
+        )
+        self.device_lock = DeviceLock(config.device_index, instance, lock_folder)
+        self.wait_for_device = wait_for_device
+        self.info: WorkerInfo | None = None
+        self.starts = 0
+        self._process: BaseProcess | None = None
+        self._conn: Connection | None = None
+
+    @property
+    def probe(self) -> GpuProbe | None:
+        return self.info.probe if self.info else None
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.is_alive()
+
+    def decide(self, options: ConversionOptions) -> Decision:
+        if self.info is None:
+            self.start()
+        assert self.info is not None
+        return decide(options, self.info.probe, self.governance)
+
+    def start(self) -> WorkerInfo:
+        """Start the worker and wait until its models are loaded and warm."""
+        self._kill()
+        context = multiprocessing.get_context("spawn")
+        parent, child = context.Pipe()
+        process = context.Process(
+            target=worker_main, args=(child, self.settings), name="sca-worker", daemon=True
+        )
+        process.start()
+        child.close()
+        self._process, self._conn = process, parent
+        self.starts += 1
+        probed = self._receive(PROBE_TIMEOUT_SECONDS, "probing the GPU")
+        if not isinstance(probed, Probed):
+            raise self._startup_error(probed)
+        probe = GpuProbe.from_dict(probed.probe)
+        option_sets = [self.config.defaults, *self.config.profiles.values()]
+        plan = load_plan(option_sets, probe, self.governance)
+        if any(device == "cuda" for _, device in plan) and not self.device_lock.held:
+            self._lock_device()
+        parent.send(Load(plan))
+        ready = self._receive(LOAD_TIMEOUT_SECONDS, "loading models")
+        if not isinstance(ready, Ready):
+            raise self._startup_error(ready)
+        self.info = WorkerInfo(
+            pid=ready.pid,
+            thread_id=ready.thread_id,
+            probe=probe,
+            versions=probed.versions,
+            loaded=ready.loaded,
+            load_seconds=ready.load_seconds,
+            warm_seconds=ready.warm_seconds,
+        )
+        return self.info
+
+    def _lock_device(self) -> None:
+        try:
+            self.device_lock.acquire(wait=False)
+        except DeviceBusy as busy:
+            if not self.wait_for_device:
+                self._kill()
+                raise EngineStartError("device_busy", str(busy), busy.holder) from None
+            log.warning("device_busy_waiting", gpu=self.config.device_index, holder=busy.holder)
+            self.device_lock.acquire(wait=True)
+            log.info("device_lock_acquired", gpu=self.config.device_index)
+
+    def _startup_error(self, message: object) -> EngineStartError:
+        self._kill()
+        if isinstance(message, StartupFailed):
+            return EngineStartError(message.reason, message.message, message.details)
+        return EngineStartError("worker_failed", f"the worker did not start: {message}")
+
+    def _receive(self, timeout: float, doing: str) -> object:
+        assert self._conn is not None and self._process is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._kill()
+                raise EngineStartError("worker_start_timeout", f"the worker hung while {doing}")
+            try:
+                if self._conn.poll(min(remaining, 0.5)):
+                    return self._conn.recv()
+            except (EOFError, OSError):
+                pass
+            if not self._process.is_alive():
+                code = self._process.exitcode
+                self._kill()
+                raise EngineStartError(
+                    "worker_died", f"the worker died while {doing} (exit code {code})"
+                )
+
+    def convert(
+        self,
+        job_id: str,
+        source_path: str,
+        options: ConversionOptions,
+        run_on: RunOn,
+    ) -> Converted | Failed:
+        if not self.alive:
+            self.start()
+        assert self._conn is not None and self._process is not None
+        limit = float(options.document_timeout_seconds)
+        deadline = time.monotonic() + limit
+        try:
+            self._conn.send(ConvertRequest(job_id, source_path, options, run_on.device))
+        except (BrokenPipeError, OSError):
+            code = self._process.exitcode
+            self._kill()
+            raise WorkerCrashed(code) from None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._kill()
+                raise WorkerTimedOut(limit)
+            try:
+                if not self._conn.poll(min(remaining, 1.0)):
+                    if self._process.is_alive():
+                        continue
+                    raise EOFError
+                message = self._conn.recv()
+            except (EOFError, OSError):
+                self._process.join(timeout=5)
+                code = self._process.exitcode
+                self._kill()
+                raise WorkerCrashed(code) from None
+            if isinstance(message, Progress):
+                if self.on_progress is not None:
+                    self.on_progress(message.job_id, message.page, message.pages)
+                continue
+            if isinstance(message, Converted | Failed) and message.job_id == job_id:
+                return message
+
+    def stop(self) -> None:
+        if self._conn is not None and self.alive:
+            with contextlib.suppress(BrokenPipeError, OSError):
+                self._conn.send(Shutdown())
+            assert self._process is not None
+            self._process.join(timeout=10)
+        self._kill()
+        self.device_lock.release()
+
+    def _kill(self) -> None:
+        if self._process is not None:
+            if self._process.is_alive():
+                self._process.kill()
+            self._process.join(timeout=10)
+        if self._conn is not None:
+            self._conn.close()
+        self._process = None
+        self._conn = None

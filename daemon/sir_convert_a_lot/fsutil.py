@@ -1,0 +1,153 @@
+"""Small, careful filesystem operations: atomic JSON, durable renames, no-replace moves, and
+walking into output folders without following a planted symbolic link.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import stat
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # some network filesystems refuse fsync on folders
+        fd = os.open(path, _DIR_FLAGS)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def fsync_dir_fd(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.fsync(fd)
+
+
+def dump_json(data: Any) -> bytes:
+    return (json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def write_file_atomic(path: Path, content: bytes) -> None:
+    """Write a sibling temporary file, fsync it, rename it over ``path``, fsync the folder."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        _write_all(fd, content)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_file_atomic(path, dump_json(data))
+
+
+def read_json(path: Path, limit: int = 4 * 1024 * 1024) -> Any:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise ValueError(f"{path} is not a regular file")
+        return json.loads(handle.read(limit))
+
+
+def _write_all(fd: int, content: bytes) -> None:
+    view = memoryview(content)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def move_no_replace(src: Path, dst: Path) -> None:
+    """Move ``src`` to ``dst`` on one filesystem, failing with FileExistsError rather than
+    replacing an existing ``dst``. Uses link+unlink, which cannot overwrite; where hard links
+    are not supported, falls back to check-then-rename."""
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (
+            errno.EPERM,
+            errno.ENOTSUP,
+            errno.EOPNOTSUPP,
+            errno.EMLINK,
+            errno.EXDEV,
+        ):
+            raise
+        if os.path.lexists(dst):
+            raise FileExistsError(errno.EEXIST, "destination exists", str(dst)) from None
+        os.rename(src, dst)
+        return
+    os.unlink(src)
+
+
+def numbered(stem: str, suffix: str, number: int) -> str:
+    """``report.pdf``, ``report (2).pdf``, ``report (3).pdf``, ..."""
+    return f"{stem}{suffix}" if number == 1 else f"{stem} ({number}){suffix}"
+
+
+def move_to_free_name(src: Path, folder: Path, name: str) -> Path:
+    """Move ``src`` into ``folder`` as ``name``, or ``name (2)``... when taken. Returns the path."""
+    from sir_convert_a_lot.names import split_suffix
+
+    stem, suffix = split_suffix(name)
+    for number in range(1, 10_000):
+        target = folder / numbered(stem, suffix, number)
+        try:
+            move_no_replace(src, target)
+        except FileExistsError:
+            continue
+        return target
+    raise FileExistsError(errno.EEXIST, "no free name", str(folder / name))
+
+
+def make_dirs_no_symlinks(root: Path, parts: tuple[str, ...]) -> Path:
+    """Create ``root/parts...`` where every component is a real folder, never a symlink."""
+    current = root
+    for part in parts:
+        if part in ("", ".", ".."):
+            raise ValueError(f"refusing path component {part!r}")
+        current = current / part
+        with contextlib.suppress(FileExistsError):
+            current.mkdir()
+        info = os.lstat(current)
+        if not stat.S_ISDIR(info.st_mode):
+            raise NotADirectoryError(
+                errno.ENOTDIR, "not a real folder (a symlink or file is in the way)", str(current)
+            )
+    return current
+
+
+@contextlib.contextmanager
+def open_dir(path: Path) -> Iterator[int]:
+    fd = os.open(path, _DIR_FLAGS)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a job folder we built ourselves (no symlinks followed)."""
+    try:
+        entries = list(os.scandir(path))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            remove_tree(Path(entry.path))
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+    with contextlib.suppress(FileNotFoundError):
+        os.rmdir(path)

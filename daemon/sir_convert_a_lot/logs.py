@@ -1,0 +1,60 @@
+"""Structured logging, configured in one place: one event per line with ``event``, ``job_id``
+and ``source``; readable on a terminal, JSON lines everywhere else.
+
+File names come from whoever can write the inbox, so every string value is escaped before it is
+rendered: a name holding a newline or a terminal escape cannot forge or garble a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+from sir_convert_a_lot.names import display
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+def escape_values(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Escape control characters and undecodable bytes in every string value."""
+    for key, value in event_dict.items():
+        if isinstance(value, str):
+            event_dict[key] = display(value)
+    return event_dict
+
+
+def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    out = stream or sys.stderr
+    use_console = fmt == "console" or (fmt == "auto" and out.isatty())
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=out.isatty())
+        if use_console
+        else structlog.processors.JSONRenderer(sort_keys=True)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            escape_values,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=structlog.WriteLoggerFactory(file=out),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get(name: str = "sir_convert_a_lot") -> Any:
+    return structlog.get_logger(name)

@@ -1,0 +1,96 @@
+"""The GPU-first lock as one pure function of (options, GPU probe, governance).
+
+While the lock holds, a job runs on the GPU or fails with ``gpu_not_available``: ``gpu_prefer``
+behaves exactly like ``gpu_required`` and ``cpu_only`` is refused even with a GPU present. Only a
+governance unlock with a decision record (checked when the config loads) opens the CPU paths.
+Nothing here reads the environment: no variable can switch a CPU fallback on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sir_convert_a_lot.config import Governance
+from sir_convert_a_lot.errors import ErrorCode, JobFailure
+from sir_convert_a_lot.gpu import GpuProbe
+from sir_convert_a_lot.options import ConversionOptions
+
+CPU_ONLY_BACKENDS = frozenset({"pymupdf"})
+
+
+@dataclass(frozen=True)
+class RunOn:
+    """Run the job on ``device``; ``warnings`` go into the sidecar."""
+
+    device: Literal["cuda", "cpu"]
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Refused:
+    code: ErrorCode
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def as_failure(self) -> JobFailure:
+        return JobFailure(self.code, self.message, **self.details)
+
+
+Decision = RunOn | Refused
+
+
+def decide(options: ConversionOptions, probe: GpuProbe, governance: Governance) -> Decision:
+    policy = options.acceleration_policy
+    backend = options.backend
+    gpu = probe.cuda_available
+    lock = governance.lock
+
+    if backend in CPU_ONLY_BACKENDS and policy != "cpu_only":
+        return Refused(
+            ErrorCode.VALIDATION_ERROR,
+            f"The {backend} backend runs on the CPU only; it cannot honour {policy}.",
+            {"reason": "backend_is_cpu_only", "backend": backend, "acceleration_policy": policy},
+        )
+
+    if policy == "cpu_only":
+        if governance.unlocked and governance.allow_cpu_only:
+            return RunOn("cpu")
+        return _gpu_not_available(
+            "cpu_only_locked",
+            "CPU-only conversion is switched off by the GPU-first lock; ask the operator, "
+            "or drop the file into a folder whose profile uses the GPU.",
+            probe,
+            lock,
+        )
+
+    if gpu and backend not in CPU_ONLY_BACKENDS:
+        return RunOn("cuda")
+
+    if policy == "gpu_prefer" and governance.unlocked and governance.allow_cpu_fallback:
+        return RunOn("cpu", ("gpu_prefer_fell_back_to_cpu",))
+
+    return _gpu_not_available(
+        "no_cuda_device",
+        "No usable GPU was found on this host, and the GPU-first lock does not allow a CPU "
+        "conversion; the file can be retried once the GPU is back.",
+        probe,
+        lock,
+    )
+
+
+def _gpu_not_available(reason: str, message: str, probe: GpuProbe, lock: str) -> Refused:
+    return Refused(
+        ErrorCode.GPU_NOT_AVAILABLE,
+        message,
+        {"reason": reason, "probe": probe.reason, "lock": lock},
+    )
+
+
+FORBIDDEN_ENV_PREFIX = "SIR_CONVERT_A_LOT_ALLOW_CPU_"
+
+
+def forbidden_environment(environ: dict[str, str]) -> list[str]:
+    """Names of environment variables that try to unlock the CPU. Their presence stops the start:
+    the lock is lifted only by a decision record in the config, never by the environment."""
+    return sorted(name for name in environ if name.startswith(FORBIDDEN_ENV_PREFIX))

@@ -1,0 +1,192 @@
+"""Checks before any conversion: is this a regular file named .pdf, within limits, and a PDF that
+opens, unencrypted, with pages?
+
+Two halves. ``inspect_source`` runs in the supervisor and never parses the file (it only
+``lstat``s it and hashes a regular file it opened without following links). ``open_pdf`` parses
+it with PyMuPDF and runs in the worker process, where a hostile file can only take the worker
+down.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sir_convert_a_lot.errors import ErrorCode, JobFailure
+from sir_convert_a_lot.names import display, has_pdf_suffix
+
+_PDF_MAGIC = b"%PDF-"
+_MAGIC_WINDOW = 1024  # the PDF spec tolerates junk before the header; readers look this far
+
+
+@dataclass(frozen=True)
+class SourceFacts:
+    size_bytes: int
+    sha256: str | None
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISLNK, "symbolic link"),
+        (stat.S_ISFIFO, "named pipe (FIFO)"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISDIR, "folder"),
+    ):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def open_regular(path: Path) -> int:
+    """Open a file for reading only if it is a regular file, without following a link and
+    without blocking on a FIFO. Returns the descriptor."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise JobFailure(
+                ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+                "The dropped item is a symbolic link; copy the PDF itself into the inbox.",
+                reason="not_a_regular_file",
+                kind="symbolic link",
+            ) from None
+        raise
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise _not_regular(mode)
+    return fd
+
+
+def _not_regular(mode: int) -> JobFailure:
+    kind = _kind(mode)
+    return JobFailure(
+        ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+        f"The dropped item is a {kind}, not a regular file; copy the PDF itself into the inbox.",
+        reason="not_a_regular_file",
+        kind=kind,
+    )
+
+
+def inspect_source(path: Path, original_name: str, max_file_bytes: int) -> SourceFacts:
+    """The checks that need no PDF parser. Raises JobFailure with the specific code."""
+    info = os.lstat(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise _not_regular(info.st_mode)
+    if not has_pdf_suffix(original_name):
+        raise JobFailure(
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+            f"Only PDF files are converted; {display(original_name)!r} does not end in .pdf.",
+            reason="not_a_pdf_name",
+        )
+    if info.st_size == 0:
+        raise JobFailure(
+            ErrorCode.PDF_UNREADABLE,
+            "The file is empty (0 bytes); drop it again once it has been written completely.",
+            reason="empty_file",
+        )
+    if info.st_size > max_file_bytes:
+        raise JobFailure(
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            f"The file is {info.st_size} bytes, over this service's limit of "
+            f"{max_file_bytes} bytes; split it or ask the operator to raise the limit.",
+            size_bytes=info.st_size,
+            max_file_bytes=max_file_bytes,
+        )
+    return SourceFacts(size_bytes=info.st_size, sha256=sha256_of(path))
+
+
+def sha256_of(path: Path) -> str | None:
+    """Hash a regular file read without following links; None for anything else."""
+    try:
+        fd = open_regular(path)
+    except (JobFailure, OSError):
+        return None
+    digest = hashlib.sha256()
+    with os.fdopen(fd, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_source(path: Path, max_file_bytes: int) -> bytes:
+    fd = open_regular(path)
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read(max_file_bytes + 1)
+    if len(data) > max_file_bytes:
+        raise JobFailure(
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            f"The file is over this service's limit of {max_file_bytes} bytes.",
+            max_file_bytes=max_file_bytes,
+        )
+    return data
+
+
+@dataclass
+class OpenedPdf:
+    """A parsed, unencrypted PDF with pages. ``document`` is a pymupdf.Document."""
+
+    data: bytes
+    document: Any
+    pages: int
+    repaired: bool
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return ("pdf_repaired",) if self.repaired else ()
+
+
+def open_pdf(data: bytes, max_pages: int) -> OpenedPdf:
+    """Parse with PyMuPDF and apply the PDF-level checks. Raises JobFailure."""
+    if not data:
+        raise JobFailure(ErrorCode.PDF_UNREADABLE, "The file is empty.", reason="empty_file")
+    if _PDF_MAGIC not in data[:_MAGIC_WINDOW]:
+        raise JobFailure(
+            ErrorCode.PDF_UNREADABLE,
+            "The file is not a PDF (no %PDF header); check that it was saved or exported as PDF.",
+            reason="no_pdf_header",
+        )
+    import pymupdf
+
+    try:
+        document = pymupdf.open(stream=data, filetype="pdf")
+    except Exception as exc:  # noqa: BLE001 - MuPDF raises many types for broken files
+        raise JobFailure(
+            ErrorCode.PDF_UNREADABLE,
+            "The PDF is damaged beyond repair and cannot be opened; export or scan it again.",
+            reason="open_failed",
+            parser_message=str(exc)[:300],
+        ) from None
+    if document.needs_pass:
+        document.close()
+        raise JobFailure(
+            ErrorCode.PDF_ENCRYPTED,
+            "The PDF is protected by a password; save an unprotected copy and drop that instead.",
+            reason="password_required",
+        )
+    pages = int(document.page_count)
+    if pages == 0:
+        document.close()
+        raise JobFailure(
+            ErrorCode.PDF_UNREADABLE,
+            "The PDF has no readable pages; it may be truncated, so drop a complete copy.",
+            reason="zero_pages",
+        )
+    if pages > max_pages:
+        document.close()
+        raise JobFailure(
+            ErrorCode.TOO_MANY_PAGES,
+            f"The PDF has {pages} pages, over this service's limit of {max_pages}; "
+            "split it into smaller files.",
+            pages=pages,
+            max_pages=max_pages,
+        )
+    return OpenedPdf(data=data, document=document, pages=pages, repaired=bool(document.is_repaired))

@@ -1,0 +1,102 @@
+"""Messages between the supervisor and its worker process (pickled over a multiprocessing pipe).
+
+The handshake: the worker probes the GPU and sends ``Probed``; the supervisor answers with
+``Load`` (which backends, on which device); the worker loads and warms them on its conversion
+thread and sends ``Ready``. Then one ``ConvertRequest`` at a time, answered by ``Progress``
+messages and one ``Converted`` or ``Failed``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sir_convert_a_lot.options import ConversionOptions
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    device_index: int
+    models_path: str
+    max_file_bytes: int
+    max_pages: int
+    log_level: str = "info"
+    log_format: str = "json"
+    # Tests only: pretend the probe saw this (a GpuProbe.to_dict()); never set from config.
+    probe_override: dict[str, Any] | None = None
+    # Tests only: code the worker runs at start to simulate faults (e.g. "crash_on:<name>").
+    fault_injection: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Probed:
+    pid: int
+    probe: dict[str, Any]
+    versions: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Load:
+    """(backend, device) pairs to load and warm before Ready."""
+
+    plan: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Ready:
+    pid: int
+    thread_id: int
+    loaded: tuple[tuple[str, str], ...]
+    load_seconds: float
+    warm_seconds: float
+
+
+@dataclass(frozen=True)
+class StartupFailed:
+    reason: str
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ConvertRequest:
+    job_id: str
+    source_path: str
+    options: ConversionOptions
+    device: str
+
+
+@dataclass(frozen=True)
+class Progress:
+    job_id: str
+    page: int
+    pages: int
+
+
+@dataclass(frozen=True)
+class Converted:
+    job_id: str
+    markdown: str
+    pages: int
+    backend_used: str
+    acceleration_used: str
+    ocr_enabled: bool
+    warnings: tuple[str, ...]
+    timings_ms: dict[str, float]
+    thread_id: int
+    peak_gpu_memory_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class Failed:
+    job_id: str
+    code: str
+    message: str
+    details: dict[str, Any]
+    pages: int | None
+    timings_ms: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    pass

@@ -1,0 +1,490 @@
+"""The daemon: wires watcher, stability, spool, engine and runner together and keeps them alive.
+
+Data flows one way: the watcher and the scans produce hints, the stability window turns them into
+stable paths, the spool claims them into jobs, the runner thread carries each job through the
+engine to publish and disposal, and reports back. The main loop never waits on a fixed sleep: it
+sleeps until the next stability deadline, periodic duty or event, whichever comes first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from sir_convert_a_lot import __version__, logs
+from sir_convert_a_lot.config import Config, Governance
+from sir_convert_a_lot.engine import Engine, EngineStartError
+from sir_convert_a_lot.errors import ConfigError
+from sir_convert_a_lot.folders import prepare
+from sir_convert_a_lot.gpu import GpuProbe
+from sir_convert_a_lot.names import display, has_pdf_suffix, is_ignored_path
+from sir_convert_a_lot.runner import JobRunner, Outcome, cleanup_after_restart
+from sir_convert_a_lot.spool import Job, Spool
+from sir_convert_a_lot.watch import InboxWatcher, Seen, Stability, ends_like_pdf, look, scan
+
+log = logs.get()
+
+MAX_IN_FLIGHT = 2  # one converting, at most one claimed and waiting
+EOF_GRACE_FACTOR = 2.0  # extra windows to wait for a PDF whose tail has no %%EOF yet
+
+
+@dataclass
+class Activity:
+    state: str = "starting"
+    job_id: str | None = None
+    source: str | None = None
+    page: int = 0
+    pages: int = 0
+
+
+class Service:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        governance: Governance | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        probe_override: GpuProbe | None = None,
+        fault_injection: tuple[str, ...] = (),
+        lock_folder: Path | None = None,
+        install_signal_handlers: bool = True,
+    ) -> None:
+        self.config = config
+        # Tests may unlock through this argument; no config key or variable reaches it.
+        self.governance = governance if governance is not None else config.governance
+        self.instance = config.instance_name
+        self.clock = clock
+        self.spool = Spool(config.paths, self.instance)
+        self.engine = Engine(
+            config,
+            self.governance,
+            instance=self.instance,
+            on_progress=self._on_progress,
+            lock_folder=lock_folder,
+            probe_override=probe_override,
+            fault_injection=fault_injection,
+        )
+        self.runner = JobRunner(config, self.governance, self.spool, self.engine)
+        self.stability = Stability(config.watch.stability_seconds, clock)
+        self.install_signal_handlers = install_signal_handlers
+        self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.jobs: queue.Queue[Job | None] = queue.Queue()
+        self.candidates: deque[Seen] = deque()
+        self.queued: set[str] = set()
+        self.eof_extended: set[str] = set()
+        self.in_flight = 0
+        self.activity = Activity()
+        self.outcomes: list[Outcome] = []
+        self.ready = threading.Event()
+        self.stopping = threading.Event()
+        self.fatal: str | None = None
+        self.started_at = time.time()
+        self.watcher: InboxWatcher | None = None
+        self._heartbeat_wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._next_rescan = 0.0
+        self._next_takeover = 0.0
+        self._finished = False
+
+    # -- public -------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until stopped. 0 after a clean stop, 1 after a runtime failure; ConfigError
+        escapes for the CLI to turn into exit code 2."""
+        if self.install_signal_handlers:
+            self._install_signals()
+        try:
+            self._startup()
+        except EngineStartError as exc:
+            log.error("engine_start_failed", reason=exc.reason, message=str(exc), **exc.details)
+            self._shutdown()
+            return 1
+        except ConfigError:
+            self._shutdown()
+            raise
+        code = 0
+        try:
+            code = self._loop()
+        finally:
+            self._shutdown()
+        return code
+
+    def request_stop(self) -> None:
+        """Stop claiming; let the running job finish within the grace period. Thread-safe."""
+        self.stopping.set()
+        self.events.put(("wake", None))
+
+    # -- start-up -----------------------------------------------------------------------------
+
+    def _startup(self) -> None:
+        config = self.config
+        prepare(config.paths)
+        self.spool.ensure_layout()
+        self._refuse_duplicate_instance()
+        log.info(
+            "daemon_starting",
+            version=__version__,
+            instance=self.instance,
+            config=str(config.source) if config.source else None,
+            inbox=str(config.paths.inbox),
+            outbox=str(config.paths.outbox),
+            watch_mode=config.watch.mode,
+            lock=self.governance.lock,
+            decision_record=self.governance.decision_record if self.governance.unlocked else None,
+        )
+        if self.governance.unlocked:
+            log.warning(
+                "gpu_first_lock_unlocked",
+                decision_record=self.governance.decision_record,
+                allow_cpu_only=self.governance.allow_cpu_only,
+                allow_cpu_fallback=self.governance.allow_cpu_fallback,
+            )
+        self._start_heartbeat()
+        info = self.engine.start()
+        log.info(
+            "worker_ready",
+            pid=info.pid,
+            gpu=info.probe.to_dict(),
+            loaded=[f"{b}@{d}" for b, d in info.loaded],
+            load_seconds=round(info.load_seconds, 3),
+            warm_seconds=round(info.warm_seconds, 3),
+        )
+        if not info.loaded:
+            log.warning(
+                "no_backend_can_run",
+                reason=info.probe.reason,
+                lock=self.governance.lock,
+                effect="every job fails with gpu_not_available until a GPU is usable",
+            )
+        recovered = self.spool.recover()
+        taken = self.spool.take_over_dead(config.lease_seconds)
+        self.spool.drop_orphan_reservations()
+        for job in recovered + taken:
+            cleanup_after_restart(self.spool, config, job)
+            self._enqueue(job)
+        if recovered or taken:
+            log.info("jobs_recovered", own=len(recovered), taken_over=len(taken))
+        self._start_runner()
+        self.watcher = InboxWatcher(
+            config.paths.inbox, config.watch.mode, config.watch.poll_interval_seconds, self._hint
+        )
+        self.watcher.start()
+        found = self._full_scan()
+        now = self.clock()
+        self._next_rescan = now + config.watch.rescan_interval_seconds
+        self._next_takeover = now + config.lease_seconds / 2
+        self.activity.state = "ready"
+        self.ready.set()
+        self._heartbeat_wake.set()
+        log.info("daemon_ready", waiting_in_inbox=found, jobs_queued=self.in_flight)
+
+    def _refuse_duplicate_instance(self) -> None:
+        for lease in self.spool.leases():
+            if lease.instance != self.instance or lease.age_seconds > self.config.lease_seconds:
+                continue
+            host, pid = lease.data.get("host"), lease.data.get("pid")
+            if host == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid):
+                continue
+            if host == socket.gethostname() and pid == os.getpid():
+                continue
+            raise ConfigError(
+                f"instances.name: an instance named {self.instance!r} is already running "
+                f"(pid {pid} on {host}); give each instance its own name with --instance"
+            )
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def _loop(self) -> int:
+        while not self.stopping.is_set():
+            self._wait_for_events()
+            if self.fatal:
+                log.error("daemon_failing", reason=self.fatal)
+                return 1
+            if self.watcher is not None and not self.watcher.alive():
+                log.error(
+                    "watcher_died",
+                    effect="exiting so that systemd restarts the daemon instead of running blind",
+                )
+                return 1
+            self._settle_due()
+            self._periodic()
+            self._dispatch()
+        return 0
+
+    def _wait_for_events(self) -> None:
+        now = self.clock()
+        deadlines = [self._next_rescan, self._next_takeover, now + 1.0]
+        stable_at = self.stability.next_deadline()
+        if stable_at is not None:
+            deadlines.append(stable_at)
+        timeout = max(0.0, min(deadlines) - now)
+        try:
+            event = self.events.get(timeout=timeout)
+        except queue.Empty:
+            return
+        self._handle(event)
+        while True:
+            try:
+                event = self.events.get_nowait()
+            except queue.Empty:
+                return
+            self._handle(event)
+
+    def _handle(self, event: tuple[str, Any]) -> None:
+        kind, payload = event
+        if kind == "hint":
+            path, is_folder = payload
+            self._look_at(path, is_folder)
+        elif kind == "done":
+            self.in_flight -= 1
+            self.outcomes.append(payload)
+
+    def _look_at(self, absolute: str, is_folder: bool) -> None:
+        inbox = str(self.config.paths.inbox)
+        if not absolute.startswith(inbox + os.sep):
+            return
+        relative = absolute[len(inbox) + 1 :]
+        if is_ignored_path(tuple(relative.split("/")), self.config.watch.ignore):
+            return
+        if is_folder or (os.path.isdir(absolute) and not os.path.islink(absolute)):
+            for found in scan(self.config.paths.inbox, self.config.watch.ignore, relative):
+                self._observe(found)
+            return
+        seen = look(self.config.paths.inbox, relative)
+        if seen is None:
+            self.stability.forget(relative)
+            return
+        self._observe(seen)
+
+    def _observe(self, seen: Seen) -> None:
+        if seen.relative_path in self.queued:
+            return
+        self.stability.observe(seen)
+
+    def _settle_due(self) -> None:
+        inbox = self.config.paths.inbox
+        for relative in self.stability.due():
+            seen = look(inbox, relative)
+            if seen is None:
+                self.stability.forget(relative)
+                continue
+            if not self.stability.settle(seen):
+                continue
+            if self._needs_eof_grace(seen):
+                self.eof_extended.add(relative)
+                self.stability.observe(seen, self.config.watch.stability_seconds * EOF_GRACE_FACTOR)
+                continue
+            self.eof_extended.discard(relative)
+            self.candidates.append(seen)
+            self.queued.add(relative)
+
+    def _needs_eof_grace(self, seen: Seen) -> bool:
+        if seen.relative_path in self.eof_extended or not seen.is_regular:
+            return False
+        if not has_pdf_suffix(seen.relative_path) or self.config.watch.stability_seconds == 0:
+            return False
+        return not ends_like_pdf(self.config.paths.inbox / seen.relative_path)
+
+    def _dispatch(self) -> None:
+        while self.in_flight < MAX_IN_FLIGHT and self.candidates and not self.stopping.is_set():
+            seen = self.candidates.popleft()
+            self.queued.discard(seen.relative_path)
+            current = look(self.config.paths.inbox, seen.relative_path)
+            if current is None:
+                continue
+            now_seen: Seen = current
+            if (now_seen.size, now_seen.mtime_ns) != (seen.size, seen.mtime_ns):
+                self.stability.observe(now_seen)
+                continue
+            parts = tuple(seen.relative_path.split("/"))
+            profile = self.config.profile_of(parts)
+            job = self.spool.claim(
+                seen.relative_path,
+                profile,
+                self.config.options_for(profile),
+                now_seen.size,
+                now_seen.mtime_ns,
+            )
+            if job is None:
+                log.info("claim_lost", source=display(seen.relative_path))
+                continue
+            log.info("job_claimed", job_id=job.job_id, source=job.shown, profile=profile)
+            self._enqueue(job)
+
+    def _enqueue(self, job: Job) -> None:
+        self.in_flight += 1
+        self.jobs.put(job)
+
+    def _periodic(self) -> None:
+        now = self.clock()
+        if now >= self._next_rescan:
+            self._next_rescan = now + self.config.watch.rescan_interval_seconds
+            self._full_scan()
+        if now >= self._next_takeover:
+            self._next_takeover = now + self.config.lease_seconds / 2
+            for job in self.spool.take_over_dead(self.config.lease_seconds):
+                log.warning("job_taken_over", job_id=job.job_id, source=job.shown)
+                cleanup_after_restart(self.spool, self.config, job)
+                self._enqueue(job)
+
+    def _full_scan(self) -> int:
+        count = 0
+        for seen in scan(self.config.paths.inbox, self.config.watch.ignore):
+            self._observe(seen)
+            count += 1
+        return count
+
+    def _hint(self, path: str, is_folder: bool) -> None:
+        self.events.put(("hint", (path, is_folder)))
+
+    # -- the runner thread --------------------------------------------------------------------
+
+    def _start_runner(self) -> None:
+        thread = threading.Thread(target=self._run_jobs, name="sca-runner", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _run_jobs(self) -> None:
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            try:
+                outcome = self._run_one(job)
+            except EngineStartError as exc:
+                self.fatal = f"the worker could not be restarted: {exc}"
+                self.events.put(("wake", None))
+                return
+            except Exception as exc:
+                log.exception("job_crashed_the_runner", job_id=job.job_id, source=job.shown)
+                self.fatal = f"unexpected error while running a job: {type(exc).__name__}: {exc}"
+                self.events.put(("wake", None))
+                return
+            finally:
+                self.activity = Activity(state=self.activity.state)
+                self._heartbeat_wake.set()
+            self.events.put(("done", outcome))
+
+    def _run_one(self, job: Job) -> Outcome:
+        if self.stopping.is_set():
+            self.spool.return_to_inbox(job)
+            log.info(
+                "job_returned_to_inbox", job_id=job.job_id, source=job.shown, reason="stopping"
+            )
+            return Outcome(job.job_id, "returned", "stopping")
+        self.activity = Activity(self.activity.state, job.job_id, job.shown)
+        self._heartbeat_wake.set()
+        while True:
+            outcome = self.runner.run(job)
+            if outcome.status != "requeued":
+                return outcome
+            reloaded = self.spool.reload(job)
+            if reloaded is None:
+                return Outcome(job.job_id, "returned", "vanished")
+            job = reloaded
+            if self.stopping.is_set():
+                self.spool.return_to_inbox(job)
+                return Outcome(job.job_id, "returned", "stopping")
+
+    def _on_progress(self, job_id: str, page: int, pages: int) -> None:
+        if self.activity.job_id == job_id:
+            self.activity.page, self.activity.pages = page, pages
+
+    # -- heartbeat ----------------------------------------------------------------------------
+
+    def _start_heartbeat(self) -> None:
+        thread = threading.Thread(target=self._beat, name="sca-heartbeat", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _beat(self) -> None:
+        interval = max(0.5, self.config.lease_seconds / 4)
+        while not self._stopped_for_good():
+            try:
+                self.spool.heartbeat(self.status())
+            except OSError as exc:
+                log.error("heartbeat_failed", error=str(exc))
+            self._heartbeat_wake.wait(interval)
+            self._heartbeat_wake.clear()
+
+    def _stopped_for_good(self) -> bool:
+        return self._finished
+
+    def status(self) -> dict[str, Any]:
+        activity = self.activity
+        probe = self.engine.probe
+        return {
+            "state": "stopping" if self.stopping.is_set() else activity.state,
+            "activity": "converting" if activity.job_id else "idle",
+            "job_id": activity.job_id,
+            "source": activity.source,
+            "page": activity.page,
+            "pages": activity.pages,
+            "queued": len(self.candidates) + max(0, self.in_flight - (1 if activity.job_id else 0)),
+            "watching": len(self.stability),
+            "gpu": probe.to_dict() if probe else None,
+            "lock": self.governance.lock,
+            "started_at": self.started_at,
+            "version": __version__,
+        }
+
+    # -- stop ---------------------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        self.stopping.set()
+        self._heartbeat_wake.set()
+        log.info("daemon_stopping", running=self.activity.job_id)
+        deadline = time.monotonic() + self.config.stop_grace_seconds
+        runner_threads = [t for t in self._threads if t.name == "sca-runner"]
+        self.jobs.put(None)
+        for thread in runner_threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                log.warning(
+                    "stop_grace_expired",
+                    job_id=self.activity.job_id,
+                    effect="the running job goes back to the inbox without counting an attempt",
+                )
+                self.runner.abandon = True
+                self.engine.stop()
+                thread.join(timeout=30)
+        if self.watcher is not None:
+            with contextlib.suppress(Exception):
+                self.watcher.stop()
+        self.engine.stop()
+        self._finished = True
+        self._heartbeat_wake.set()
+        for thread in self._threads:
+            if thread.name == "sca-heartbeat":
+                thread.join(timeout=5)
+        self.spool.remove_lease()
+        log.info("daemon_stopped")
+
+    def _install_signals(self) -> None:
+        def on_term(signum: int, _frame: FrameType | None) -> None:
+            # Never touch locks inside a signal handler: hand the work to a thread.
+            threading.Thread(target=self.request_stop, name="sca-signal").start()
+
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,505 @@
+"""The spool: claims, job records, leases, recovery and disposition, all as renames.
+
+Layout under ``paths.state`` (on the inbox's filesystem, so every move is one ``rename``)::
+
+    tmp/<instance>/<job_id>/          a claim being built
+    claimed/<instance>/<job_id>/      source  +  job.json
+    instances/<instance>.lease        heartbeat (mtime) and what the instance is doing
+    failures/<job_id>.json            where a failed original went, for retry and status
+
+Every decision is written to ``job.json`` before it is acted on, so that recovery after a crash
+at any point only has to read what is there. At every instant the original lives in exactly one
+place: the inbox, a job folder, the archive or the failed folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from sir_convert_a_lot.config import Paths
+from sir_convert_a_lot.fsutil import (
+    fsync_dir,
+    make_dirs_no_symlinks,
+    move_to_free_name,
+    read_json,
+    remove_tree,
+    write_json_atomic,
+)
+from sir_convert_a_lot.names import collision_key, decode_from_record, display, encode_for_record
+from sir_convert_a_lot.options import ConversionOptions
+
+SOURCE = "source"
+RECORD = "job.json"
+
+Clock = Callable[[], float]
+
+
+def new_job_id() -> str:
+    return "job_" + uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class Job:
+    """A claimed file and everything decided about it so far (mirrors job.json)."""
+
+    job_id: str
+    relative_path: str  # inbox-relative, surrogateescape str: exact bytes on disk
+    profile: str | None
+    options: ConversionOptions
+    claimed_at: float
+    claimed_size: int
+    claimed_mtime_ns: int
+    instance: str
+    attempts: int = 0
+    output_stem: str | None = None
+    phase: str = "claimed"  # claimed | published | failed_published
+    outcome: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return Path(self.relative_path).name
+
+    @property
+    def folder_parts(self) -> tuple[str, ...]:
+        return Path(self.relative_path).parent.parts
+
+    @property
+    def shown(self) -> str:
+        return display(self.relative_path)
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "relative_path": display(self.relative_path),
+            "relative_path_b64": encode_for_record(self.relative_path),
+            "profile": self.profile,
+            "options": self.options.to_dict(),
+            "claimed_at": self.claimed_at,
+            "claimed_size": self.claimed_size,
+            "claimed_mtime_ns": self.claimed_mtime_ns,
+            "instance": self.instance,
+            "attempts": self.attempts,
+            "output_stem_b64": (
+                encode_for_record(self.output_stem) if self.output_stem is not None else None
+            ),
+            "phase": self.phase,
+            "outcome": self.outcome,
+        }
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any]) -> Job:
+        stem = data.get("output_stem_b64")
+        return cls(
+            job_id=str(data["job_id"]),
+            relative_path=decode_from_record(data["relative_path_b64"]),
+            profile=data.get("profile"),
+            options=ConversionOptions.from_dict(data["options"]),
+            claimed_at=float(data["claimed_at"]),
+            claimed_size=int(data["claimed_size"]),
+            claimed_mtime_ns=int(data["claimed_mtime_ns"]),
+            instance=str(data["instance"]),
+            attempts=int(data.get("attempts", 0)),
+            output_stem=decode_from_record(stem) if stem else None,
+            phase=str(data.get("phase", "claimed")),
+            outcome=dict(data.get("outcome") or {}),
+        )
+
+
+@dataclass(frozen=True)
+class Lease:
+    instance: str
+    age_seconds: float
+    data: dict[str, Any]
+
+
+class Spool:
+    def __init__(self, paths: Paths, instance: str, clock: Clock = time.time) -> None:
+        self.paths = paths
+        self.instance = instance
+        self.clock = clock
+        self.state = paths.state
+        self.tmp_root = self.state / "tmp"
+        self.claimed_root = self.state / "claimed"
+        self.instances_root = self.state / "instances"
+        self.failures_root = self.state / "failures"
+        self.reservations_root = self.state / "reservations"
+
+    # -- layout -------------------------------------------------------------------------------
+
+    @property
+    def my_tmp(self) -> Path:
+        return self.tmp_root / self.instance
+
+    @property
+    def my_claims(self) -> Path:
+        return self.claimed_root / self.instance
+
+    @property
+    def lease_path(self) -> Path:
+        return self.instances_root / f"{self.instance}.lease"
+
+    def ensure_layout(self) -> None:
+        for folder in (
+            self.my_tmp,
+            self.my_claims,
+            self.instances_root,
+            self.failures_root,
+            self.reservations_root,
+        ):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def job_folder(self, job: Job) -> Path:
+        return self.my_claims / job.job_id
+
+    def source_path(self, job: Job) -> Path:
+        return self.job_folder(job) / SOURCE
+
+    # -- claim --------------------------------------------------------------------------------
+
+    def claim(
+        self,
+        relative_path: str,
+        profile: str | None,
+        options: ConversionOptions,
+        size: int,
+        mtime_ns: int,
+    ) -> Job | None:
+        """Move ``inbox/relative_path`` into a new job folder. None when another instance (or
+        the user) took the file first."""
+        job = Job(
+            job_id=new_job_id(),
+            relative_path=relative_path,
+            profile=profile,
+            options=options,
+            claimed_at=self.clock(),
+            claimed_size=size,
+            claimed_mtime_ns=mtime_ns,
+            instance=self.instance,
+        )
+        building = self.my_tmp / job.job_id
+        building.mkdir(parents=True)
+        write_json_atomic(building / RECORD, job.to_record())
+        try:
+            os.rename(self.paths.inbox / relative_path, building / SOURCE)
+        except FileNotFoundError:
+            remove_tree(building)
+            return None
+        fsync_dir(building)
+        self.my_claims.mkdir(parents=True, exist_ok=True)
+        os.rename(building, self.job_folder(job))
+        fsync_dir(self.my_claims)
+        fsync_dir(self.my_tmp)
+        return job
+
+    # -- records ------------------------------------------------------------------------------
+
+    def save(self, job: Job) -> Job:
+        write_json_atomic(self.job_folder(job) / RECORD, job.to_record())
+        return job
+
+    def update(self, job: Job, **changes: Any) -> Job:
+        return self.save(replace(job, **changes))
+
+    def begin_attempt(self, job: Job) -> Job:
+        """Every start of a conversion counts, written down before the conversion starts."""
+        return self.update(job, attempts=job.attempts + 1)
+
+    def still_mine(self, job: Job) -> bool:
+        """False when a live instance took this job over (we were presumed dead)."""
+        return os.path.lexists(self.source_path(job))
+
+    # -- output name reservations -------------------------------------------------------------
+
+    def _reservation(self, folder: str, key: str) -> Path:
+        digest = hashlib.sha256(os.fsencode(folder) + b"\0" + os.fsencode(key)).hexdigest()
+        return self.reservations_root / digest
+
+    def reserve(self, folder: str, key: str, job_id: str) -> bool:
+        """Hold an output stem for ``job_id``; False when another job holds it."""
+        path = self._reservation(folder, key)
+        self.reservations_root.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except FileExistsError:
+            try:
+                return path.read_text(encoding="ascii").strip() == job_id
+            except OSError:
+                return False
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(job_id)
+        return True
+
+    def release_reservation(self, folder: Path, stem: str, job_id: str) -> None:
+        path = self._reservation(str(folder), collision_key(stem))
+        with contextlib.suppress(OSError):
+            if path.read_text(encoding="ascii").strip() == job_id:
+                path.unlink()
+
+    def drop_orphan_reservations(self) -> int:
+        """Reservations whose job no longer exists anywhere in the spool."""
+        live = {job.name for owner in _subfolders(self.claimed_root) for job in _subfolders(owner)}
+        live |= {job.name for owner in _subfolders(self.tmp_root) for job in _subfolders(owner)}
+        dropped = 0
+        for entry in _entries(self.reservations_root):
+            try:
+                holder = Path(entry.path).read_text(encoding="ascii").strip()
+            except OSError:
+                continue
+            if holder not in live:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    dropped += 1
+        return dropped
+
+    # -- recovery -----------------------------------------------------------------------------
+
+    def recover(self) -> list[Job]:
+        """This instance's unfinished jobs after a restart, oldest first. Half-built claims are
+        completed (the source had arrived) or discarded (it had not)."""
+        self.ensure_layout()
+        for building in _subfolders(self.my_tmp):
+            self._finish_half_claim(building, self.my_claims)
+        return self._load_jobs(self.my_claims)
+
+    def reload(self, job: Job) -> Job | None:
+        """The job as its record now says (after the runner updated it)."""
+        try:
+            return Job.from_record(read_json(self.job_folder(job) / RECORD))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _finish_half_claim(self, building: Path, into: Path) -> None:
+        if os.path.lexists(building / SOURCE):
+            into.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(building, into / building.name)
+        else:
+            remove_tree(building)
+
+    def _load_jobs(self, folder: Path) -> list[Job]:
+        jobs: list[Job] = []
+        for job_folder in _subfolders(folder):
+            job = self._load_job(job_folder)
+            if job is not None:
+                jobs.append(job)
+        jobs.sort(key=lambda j: (j.claimed_at, j.job_id))
+        return jobs
+
+    def _load_job(self, job_folder: Path) -> Job | None:
+        has_source = os.path.lexists(job_folder / SOURCE)
+        try:
+            job = Job.from_record(read_json(job_folder / RECORD))
+        except (OSError, ValueError, KeyError, TypeError):
+            job = None
+        if job is None:
+            if has_source:
+                # The record is damaged but the file is here: keep it visible to people.
+                self._quarantine(job_folder)
+            else:
+                remove_tree(job_folder)
+            return None
+        if not has_source:
+            # The original had already been archived or failed; only the folder was left.
+            remove_tree(job_folder)
+            return None
+        if self._duplicate_of_inbox(job, job_folder):
+            remove_tree(job_folder)
+            return None
+        if job.instance != self.instance or job_folder.name != job.job_id:
+            job = replace(job, instance=self.instance, job_id=job_folder.name)
+            write_json_atomic(job_folder / RECORD, job.to_record())
+        return job
+
+    def _duplicate_of_inbox(self, job: Job, job_folder: Path) -> bool:
+        """A crash inside move_no_replace (link done, unlink not) leaves one file under two
+        names; the inbox name wins and the job's is dropped."""
+        try:
+            ours = os.lstat(job_folder / SOURCE)
+            theirs = os.lstat(self.paths.inbox / job.relative_path)
+        except OSError:
+            return False
+        return (ours.st_dev, ours.st_ino) == (theirs.st_dev, theirs.st_ino)
+
+    def _quarantine(self, job_folder: Path) -> None:
+        target = make_dirs_no_symlinks(self.paths.failed, ("_unrecoverable",))
+        move_to_free_name(job_folder / SOURCE, target, f"{job_folder.name}.bin")
+        remove_tree(job_folder)
+
+    # -- leases and takeover ------------------------------------------------------------------
+
+    def heartbeat(self, status: dict[str, Any]) -> None:
+        record = {
+            "instance": self.instance,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "heartbeat_at": self.clock(),
+            **status,
+        }
+        write_json_atomic(self.lease_path, record)
+
+    def remove_lease(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.lease_path)
+
+    def leases(self) -> list[Lease]:
+        """Every instance's lease, with its age measured against our own lease's mtime when we
+        have one (both stamped by the same file server, so host clocks do not matter)."""
+        try:
+            now = os.stat(self.lease_path).st_mtime
+        except OSError:
+            now = self.clock()
+        found: list[Lease] = []
+        for entry in _entries(self.instances_root):
+            if not entry.name.endswith(".lease") or entry.name.startswith("."):
+                continue
+            try:
+                mtime = entry.stat(follow_symlinks=False).st_mtime
+                data = read_json(Path(entry.path))
+            except (OSError, ValueError):
+                continue
+            found.append(Lease(entry.name[: -len(".lease")], max(0.0, now - mtime), data))
+        return found
+
+    def take_over_dead(self, lease_seconds: float) -> list[Job]:
+        """Move the jobs of instances whose lease expired into our claims. Losing a race to
+        another live instance (ENOENT) is normal."""
+        live = {lease.instance for lease in self.leases() if lease.age_seconds <= lease_seconds}
+        taken: list[Job] = []
+        for owner_folder in _subfolders(self.claimed_root):
+            owner = owner_folder.name
+            if owner == self.instance or owner in live:
+                continue
+            if not self._expired(owner_folder, lease_seconds):
+                continue
+            for job_folder in _subfolders(owner_folder):
+                target = self.my_claims / job_folder.name
+                try:
+                    os.rename(job_folder, target)
+                except FileNotFoundError:
+                    continue
+                job = self._load_job(target)
+                if job is not None:
+                    taken.append(job)
+            tmp_folder = self.tmp_root / owner
+            for building in _subfolders(tmp_folder):
+                self._finish_half_claim(building, self.my_claims)
+        return taken
+
+    def _expired(self, owner_folder: Path, lease_seconds: float) -> bool:
+        """No lease at all counts as expired once the owner's folder is older than a lease."""
+        try:
+            lease_mtime = os.stat(self.instances_root / f"{owner_folder.name}.lease").st_mtime
+        except FileNotFoundError:
+            lease_mtime = os.stat(owner_folder).st_mtime
+        try:
+            now = os.stat(self.lease_path).st_mtime
+        except OSError:
+            now = self.clock()
+        return now - lease_mtime > lease_seconds
+
+    # -- disposition --------------------------------------------------------------------------
+
+    def return_to_inbox(self, job: Job) -> Path:
+        """Give the original back to the inbox under its own name (SIGTERM, or a file still
+        being written). If the name was taken meanwhile, the original keeps a numbered name."""
+        folder = make_dirs_no_symlinks(self.paths.inbox, job.folder_parts)
+        target = move_to_free_name(self.source_path(job), folder, job.name)
+        remove_tree(self.job_folder(job))
+        return target
+
+    def archive(self, job: Job, mode: str) -> Path | None:
+        """After success: into the archive (mirroring folders) or deleted."""
+        source = self.source_path(job)
+        target: Path | None = None
+        if mode == "delete":
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(source)
+        else:
+            folder = make_dirs_no_symlinks(self.paths.archive, job.folder_parts)
+            target = move_to_free_name(source, folder, job.name)
+        remove_tree(self.job_folder(job))
+        return target
+
+    def fail(self, job: Job, error: dict[str, Any], error_json: Path | None) -> Path:
+        """After failure: the original into the failed folder, and a record for retry."""
+        folder = make_dirs_no_symlinks(self.paths.failed, job.folder_parts)
+        target = move_to_free_name(self.source_path(job), folder, job.name)
+        record = {
+            "job_id": job.job_id,
+            "relative_path": display(job.relative_path),
+            "relative_path_b64": encode_for_record(job.relative_path),
+            "failed_path_b64": encode_for_record(str(target.relative_to(self.paths.failed))),
+            "error_json_b64": (
+                encode_for_record(str(error_json.relative_to(self.paths.outbox)))
+                if error_json
+                else None
+            ),
+            "code": error.get("code"),
+            "message": error.get("message"),
+            "failed_at": self.clock(),
+            "instance": self.instance,
+        }
+        write_json_atomic(self.failures_root / f"{job.job_id}.json", record)
+        remove_tree(self.job_folder(job))
+        return target
+
+    def failure_records(self) -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = []
+        for entry in _entries(self.failures_root):
+            if not entry.name.endswith(".json") or entry.name.startswith("."):
+                continue
+            try:
+                record = read_json(Path(entry.path))
+            except (OSError, ValueError):
+                continue
+            if isinstance(record, dict):
+                record["_record"] = entry.path
+                records.append(record)
+        records.sort(key=lambda r: float(r.get("failed_at") or 0))
+        return records
+
+    def counts(self) -> dict[str, int]:
+        claimed = sum(len(_subfolders(owner)) for owner in _subfolders(self.claimed_root))
+        return {"claimed": claimed}
+
+
+def _entries(folder: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(folder) as iterator:
+            return list(iterator)
+    except FileNotFoundError:
+        return []
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return [
+        Path(entry.path)
+        for entry in _entries(folder)
+        if entry.is_dir(follow_symlinks=False) and not entry.name.startswith(".")
+    ]
+
+
+def walk_files(root: Path) -> Iterator[Path]:
+    """Every non-folder entry below ``root``, never descending through symlinks."""
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        for entry in _entries(folder):
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(Path(entry.path))
+            else:
+                yield Path(entry.path)
+
+
+def is_cross_device(error: OSError) -> bool:
+    return error.errno == errno.EXDEV

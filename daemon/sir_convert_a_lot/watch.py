@@ -1,0 +1,191 @@
+"""Seeing files: the inbox scan, the watchdog observer, and the stability window.
+
+Events are hints; the directory listing is the truth. The observer only tells the service which
+path to look at again; a full scan at start and a periodic rescan find whatever events missed
+(network mounts, overflowed queues, files present before the daemon started).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.polling import PollingObserver
+
+from sir_convert_a_lot.names import is_ignored_name, is_ignored_path
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What ``lstat`` said about an inbox entry."""
+
+    relative_path: str
+    size: int
+    mtime_ns: int
+    is_regular: bool
+
+
+def look(inbox: Path, relative_path: str) -> Seen | None:
+    try:
+        info = os.lstat(inbox / relative_path)
+    except OSError:
+        return None
+    if stat.S_ISDIR(info.st_mode):
+        return None
+    return Seen(relative_path, info.st_size, info.st_mtime_ns, stat.S_ISREG(info.st_mode))
+
+
+def scan(inbox: Path, ignore: tuple[str, ...], below: str = "") -> Iterator[Seen]:
+    """Every candidate entry under ``inbox/below``, never descending through symlinks and never
+    entering ignored folders."""
+    stack = [below]
+    while stack:
+        relative_folder = stack.pop()
+        try:
+            with os.scandir(inbox / relative_folder) as entries:
+                listing = list(entries)
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            continue
+        for entry in listing:
+            relative = f"{relative_folder}/{entry.name}" if relative_folder else entry.name
+            if is_ignored_name(entry.name, ignore) or is_ignored_path(
+                tuple(relative.split("/")), ignore
+            ):
+                continue
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                stack.append(relative)
+                continue
+            yield Seen(relative, info.st_size, info.st_mtime_ns, stat.S_ISREG(info.st_mode))
+
+
+def ends_like_pdf(path: Path) -> bool:
+    """A hint that a writer finished: a complete PDF ends with ``%%EOF`` (plus a newline or a
+    little trailing garbage). Never follows links; anything unreadable counts as "no hint"."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return False
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return False
+        tail = os.pread(fd, 1024, max(0, info.st_size - 1024))
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return b"%%EOF" in tail
+
+
+@dataclass
+class _Pending:
+    size: int
+    mtime_ns: int
+    since: float
+    window: float
+
+
+class Stability:
+    """Tracks entries until size and mtime have held still for their window.
+
+    ``observe`` records what a look saw; ``due`` returns the paths whose window has passed since
+    the last change (to be looked at once more before they count as stable). The clock is
+    injected so tests need not sleep."""
+
+    def __init__(self, window: float, clock: Clock = time.monotonic) -> None:
+        self.window = window
+        self.clock = clock
+        self._pending: dict[str, _Pending] = {}
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def __contains__(self, relative_path: object) -> bool:
+        return relative_path in self._pending
+
+    def observe(self, seen: Seen, window: float | None = None) -> None:
+        now = self.clock()
+        current = self._pending.get(seen.relative_path)
+        wanted = self.window if window is None else window
+        if current is None or (current.size, current.mtime_ns) != (seen.size, seen.mtime_ns):
+            self._pending[seen.relative_path] = _Pending(seen.size, seen.mtime_ns, now, wanted)
+
+    def forget(self, relative_path: str) -> None:
+        self._pending.pop(relative_path, None)
+
+    def due(self) -> list[str]:
+        now = self.clock()
+        ready = [(p.since, path) for path, p in self._pending.items() if now - p.since >= p.window]
+        return [path for _since, path in sorted(ready)]
+
+    def settle(self, seen: Seen) -> bool:
+        """Look again at a due path: True (and forgotten) when unchanged for its window."""
+        current = self._pending.get(seen.relative_path)
+        if current is None:
+            return False
+        unchanged = (current.size, current.mtime_ns) == (seen.size, seen.mtime_ns)
+        if unchanged and self.clock() - current.since >= current.window:
+            del self._pending[seen.relative_path]
+            return True
+        if not unchanged:
+            self.observe(seen, current.window)
+        return False
+
+    def next_deadline(self) -> float | None:
+        if not self._pending:
+            return None
+        return min(p.since + p.window for p in self._pending.values())
+
+
+Hint = Callable[[str, bool], None]  # (absolute path, is_folder)
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, hint: Hint) -> None:
+        self.hint = hint
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("opened", "closed_no_write", "deleted"):
+            return
+        target: Any = getattr(event, "dest_path", "") or event.src_path
+        if isinstance(target, bytes):
+            target = os.fsdecode(target)
+        if target:
+            self.hint(str(target), bool(event.is_directory))
+
+
+class InboxWatcher:
+    """watchdog's inotify observer, or its polling observer for CIFS/NFS client mounts."""
+
+    def __init__(self, inbox: Path, mode: str, poll_interval: float, hint: Hint) -> None:
+        self.inbox = inbox
+        self.observer: Any = (
+            PollingObserver(timeout=poll_interval) if mode == "polling" else Observer()
+        )
+        self.observer.schedule(_Handler(hint), str(inbox), recursive=True)
+
+    def start(self) -> None:
+        self.observer.start()
+
+    def alive(self) -> bool:
+        if not self.observer.is_alive():
+            return False
+        return all(emitter.is_alive() for emitter in self.observer.emitters)
+
+    def stop(self) -> None:
+        self.observer.stop()
+        self.observer.join(timeout=10)

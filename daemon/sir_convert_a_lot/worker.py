@@ -1,0 +1,217 @@
+"""The worker process: owns the GPU context, loads models once, converts on one thread.
+
+Runs in a child process started with ``spawn`` so that a converter that hangs in native code,
+exhausts memory or crashes the interpreter on a hostile PDF takes only this process down. Every
+model load, warm-up and conversion runs on the single ``sca-convert`` thread, so all GPU calls of
+all jobs happen on one CUDA thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import TypeVar
+
+from sir_convert_a_lot.backends import Backend, create_backend
+from sir_convert_a_lot.errors import ErrorCode, JobFailure
+from sir_convert_a_lot.gpu import GpuProbe, probe
+from sir_convert_a_lot.normalize import normalize
+from sir_convert_a_lot.options import ConversionOptions
+from sir_convert_a_lot.preflight import OpenedPdf, open_pdf, read_source
+from sir_convert_a_lot.protocol import (
+    Converted,
+    ConvertRequest,
+    Failed,
+    Load,
+    Probed,
+    Progress,
+    Ready,
+    Shutdown,
+    StartupFailed,
+    WorkerSettings,
+)
+from sir_convert_a_lot.versions import component_versions
+
+T = TypeVar("T")
+
+
+class _Worker:
+    def __init__(self, conn: Connection, settings: WorkerSettings) -> None:
+        self.conn = conn
+        self.settings = settings
+        self._send_lock = threading.Lock()
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sca-convert")
+        self.backends: dict[tuple[str, str], Backend] = {}
+
+    def send(self, message: object) -> None:
+        with self._send_lock:
+            self.conn.send(message)
+
+    def on_thread(self, work: Callable[[], T]) -> T:
+        """Run ``work`` on the one conversion thread and wait for it."""
+        return self._thread.submit(work).result()
+
+    def thread_id(self) -> int:
+        return self.on_thread(threading.get_ident)
+
+    def serve(self) -> None:
+        seen = self._probe()
+        self.send(Probed(pid=os.getpid(), probe=seen.to_dict(), versions=component_versions()))
+        load = self.conn.recv()
+        if isinstance(load, Shutdown):
+            return
+        assert isinstance(load, Load)
+        try:
+            load_seconds, warm_seconds = self.on_thread(lambda: self._load(load.plan))
+        except JobFailure as failure:
+            self.send(StartupFailed(failure.code.value, failure.message, failure.details))
+            return
+        self.send(
+            Ready(
+                pid=os.getpid(),
+                thread_id=self.thread_id(),
+                loaded=tuple(self.backends),
+                load_seconds=load_seconds,
+                warm_seconds=warm_seconds,
+            )
+        )
+        while True:
+            try:
+                message = self.conn.recv()
+            except EOFError:
+                return
+            if isinstance(message, Shutdown):
+                return
+            if isinstance(message, ConvertRequest):
+                self.send(self.on_thread(functools.partial(self._convert, message)))
+
+    def _probe(self) -> GpuProbe:
+        if self.settings.probe_override is not None:
+            return GpuProbe.from_dict(self.settings.probe_override)
+        return probe(self.settings.device_index)
+
+    def _load(self, plan: tuple[tuple[str, str], ...]) -> tuple[float, float]:
+        started = time.monotonic()
+        for name, device in plan:
+            self._backend(name, device)
+        loaded = time.monotonic()
+        if self.backends:
+            sample = _sample_pdf()
+            for (_name, _device), backend in self.backends.items():
+                backend.warm(sample, _WARM_OPTIONS)
+        return loaded - started, time.monotonic() - loaded
+
+    def _backend(self, name: str, device: str) -> Backend:
+        key = (name, device)
+        if key not in self.backends:
+            backend = create_backend(name)
+            backend.load("cuda" if device == "cuda" else "cpu")
+            self.backends[key] = backend
+        return self.backends[key]
+
+    def _convert(self, request: ConvertRequest) -> Converted | Failed:
+        timings: dict[str, float] = {}
+        pages: int | None = None
+        started = time.monotonic()
+        try:
+            self._inject_faults(request)
+            data = read_source(Path(request.source_path), self.settings.max_file_bytes)
+            pdf = open_pdf(data, self.settings.max_pages)
+            pages = pdf.pages
+            pdf.document.close()
+            timings["preflight_ms"] = _ms_since(started)
+            backend = self._backend(request.options.backend, request.device)
+            convert_started = time.monotonic()
+
+            def progress(page: int, total: int) -> None:
+                self.send(Progress(request.job_id, page, total))
+
+            result = backend.convert(pdf, request.options, progress)
+            timings["convert_ms"] = _ms_since(convert_started)
+            normalize_started = time.monotonic()
+            normalized = normalize(result.markdown, request.options.normalize)
+            timings["normalize_ms"] = _ms_since(normalize_started)
+        except JobFailure as failure:
+            return Failed(
+                request.job_id, failure.code.value, failure.message, failure.details, pages, timings
+            )
+        except Exception as exc:  # noqa: BLE001 - a converter bug fails the job, not the worker
+            return Failed(
+                request.job_id,
+                ErrorCode.CONVERSION_INTERNAL_ERROR.value,
+                "The converter failed unexpectedly on this file; it can be retried, and the "
+                "operator can find the details in the log.",
+                {"exception": type(exc).__name__, "error": str(exc)[:500]},
+                pages,
+                timings,
+            )
+        return Converted(
+            job_id=request.job_id,
+            markdown=normalized.markdown,
+            pages=pdf.pages,
+            backend_used=result.backend_used,
+            acceleration_used=result.acceleration_used,
+            ocr_enabled=result.ocr_enabled,
+            warnings=pdf.warnings + result.warnings + normalized.warnings,
+            timings_ms=timings,
+            thread_id=threading.get_ident(),
+            peak_gpu_memory_bytes=result.peak_gpu_memory_bytes,
+        )
+
+    def _inject_faults(self, request: ConvertRequest) -> None:
+        """Test hooks, reachable only through WorkerSettings built in code."""
+        name = Path(request.source_path).parent.name
+        for fault in self.settings.fault_injection:
+            kind, _, target = fault.partition(":")
+            if target not in (request.job_id, name, "*"):
+                continue
+            if kind == "crash":
+                os.kill(os.getpid(), signal.SIGKILL)
+            elif kind == "hang":
+                time.sleep(3600)
+            elif kind == "raise":
+                raise RuntimeError("injected fault")
+
+
+_WARM_OPTIONS = ConversionOptions(ocr_mode="off", normalize="none")
+
+
+def _ms_since(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 1)
+
+
+def _sample_pdf() -> OpenedPdf:
+    """A one-page PDF with a heading, prose and a small ruled table, built in memory."""
+    import pymupdf
+
+    document = pymupdf.open()
+    page = document.new_page(width=595, height=842)
+    page.insert_text((72, 80), "Warm-up page", fontsize=18)
+    page.insert_text((72, 120), "A short paragraph so the models see ordinary text.", fontsize=11)
+    for row in range(3):
+        for col in range(3):
+            rect = pymupdf.Rect(72 + col * 120, 160 + row * 24, 192 + col * 120, 184 + row * 24)
+            page.draw_rect(rect, color=(0, 0, 0), width=0.5)
+            page.insert_text((rect.x0 + 4, rect.y1 - 8), f"r{row}c{col}", fontsize=10)
+    data = document.tobytes()
+    document.close()
+    return open_pdf(data, max_pages=1)
+
+
+def worker_main(conn: Connection, settings: WorkerSettings) -> None:
+    """Entry point of the worker process."""
+    # The supervisor handles SIGINT/SIGTERM and tells us to stop; a terminal's Ctrl-C must not
+    # kill a conversion behind its back.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    worker = _Worker(conn, settings)
+    with contextlib.suppress(EOFError, BrokenPipeError, KeyboardInterrupt):
+        worker.serve()
