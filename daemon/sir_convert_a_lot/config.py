@@ -7,6 +7,7 @@ unknown key, a wrong type or a bad value with a ``ConfigError`` that names the k
 
 from __future__ import annotations
 
+import copy
 import socket
 import tomllib
 from collections.abc import Callable, Mapping
@@ -242,7 +243,7 @@ def _read_section(name: str, raw: Any, keys: Mapping[str, Key], *, fill: bool) -
     values = {k: _check_value(f"{name}.{k}", keys[k], v) for k, v in raw.items()}
     if fill:
         for k, key in keys.items():
-            values.setdefault(k, key.default)
+            values.setdefault(k, copy.deepcopy(key.default))
     return values
 
 
@@ -360,7 +361,7 @@ def load(path: Path) -> Config:
 def default_document(root: Path = DEFAULT_ROOT) -> dict[str, Any]:
     """Every key with its default, as init-config writes it. Folders lie under ``root``."""
     document: dict[str, Any] = {
-        section: {name: key.default for name, key in keys.items()}
+        section: {name: copy.deepcopy(key.default) for name, key in keys.items()}
         for section, keys in SCHEMA.items()
     }
     document["paths"] = {name: str(root / name) for name in PATH_KEYS}

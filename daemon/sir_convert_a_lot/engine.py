@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -141,7 +142,10 @@ class Engine:
         context = multiprocessing.get_context("spawn")
         parent, child = context.Pipe()
         process = context.Process(
-            target=worker_main, args=(child, self.settings), name="sca-worker", daemon=True
+            target=worker_main,
+            args=(child, self.settings, os.getpid()),
+            name="sca-worker",
+            daemon=True,
         )
         process.start()
         child.close()

@@ -92,8 +92,12 @@ def move_no_replace(src: Path, dst: Path) -> None:
 
 
 def numbered(stem: str, suffix: str, number: int) -> str:
-    """``report.pdf``, ``report (2).pdf``, ``report (3).pdf``, ..."""
-    return f"{stem}{suffix}" if number == 1 else f"{stem} ({number}){suffix}"
+    """``report.pdf``, ``report (2).pdf``, ``report (3).pdf``, ...; the stem is shortened when
+    the numbered name would not fit in one path component."""
+    from sir_convert_a_lot.names import NAME_MAX, raw_bytes, shorten
+
+    tail = suffix if number == 1 else f" ({number}){suffix}"
+    return shorten(stem, NAME_MAX - len(raw_bytes(tail))) + tail
 
 
 def move_to_free_name(src: Path, folder: Path, name: str) -> Path:

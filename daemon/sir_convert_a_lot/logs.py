@@ -42,18 +42,37 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
         if use_console
         else structlog.processors.JSONRenderer(sort_keys=True)
     )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    _route_standard_logging(out, shared, renderer, _LEVELS[level])
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            escape_values,
-            renderer,
-        ],
+        processors=[*shared, escape_values, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=structlog.WriteLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
+
+
+def _route_standard_logging(out: TextIO, shared: list[Any], renderer: Any, level: int) -> None:
+    """Libraries (watchdog, docling) log through the standard library: give their records the
+    same shape, one structured line each, instead of bare text on stderr."""
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                escape_values,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(max(level, logging.WARNING))
 
 
 def get(name: str = "sir_convert_a_lot") -> Any:

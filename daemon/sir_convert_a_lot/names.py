@@ -103,5 +103,19 @@ def split_suffix(name: str) -> tuple[str, str]:
     return stem, "." + suffix
 
 
+NAME_MAX: Final = 255  # bytes in one path component on Linux filesystems
+
+
+def shorten(name: str, max_bytes: int) -> str:
+    """Cut ``name`` to at most ``max_bytes`` bytes on disk, never inside a UTF-8 character."""
+    raw = raw_bytes(name)
+    if len(raw) <= max_bytes:
+        return name
+    cut = raw[:max_bytes]
+    if is_valid_utf8(name):
+        return cut.decode("utf-8", errors="ignore")
+    return os.fsdecode(cut)
+
+
 def has_pdf_suffix(name: str) -> bool:
     return split_suffix(name)[1].lower() == ".pdf"

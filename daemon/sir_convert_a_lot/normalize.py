@@ -25,7 +25,8 @@ _LIGATURES = {
     "\ufb06": "st",
 }
 _LIGATURE_RE = re.compile("[" + "".join(_LIGATURES) + "]")
-_FENCE_RE = re.compile(r"^\s{0,3}(```|~~~)")
+_FENCE_RE = re.compile(r"^\s{0,3}(`{3,}|~{3,})")
+_THEMATIC_BREAK_RE = re.compile(r"^\s{0,3}([*_-])(\s*\1){2,}\s*$")
 _HEADING_RE = re.compile(r"^(#{1,6})[ \t]*(.*?)[ \t]*#*[ \t]*$")
 _BULLET_RE = re.compile(r"^(\s*)[*+][ \t]+")
 
@@ -52,15 +53,20 @@ def _count(counts: dict[str, int], name: str, amount: int = 1) -> None:
 
 
 def _normalize_lines(lines: list[str], level: str, counts: dict[str, int]) -> Iterator[str]:
-    in_fence = False
+    fence: str | None = None  # the opening fence while inside a code block
     blank_run = 0
     for raw in lines:
-        if _FENCE_RE.match(raw):
-            in_fence = not in_fence
+        opener = _FENCE_RE.match(raw)
+        if fence is None and opener:
+            fence = opener.group(1)
             blank_run = 0
             yield raw
             continue
-        if in_fence:
+        if fence is not None:
+            # Only a fence of the same character, at least as long, with nothing after it closes.
+            closing = raw.strip()
+            if closing and set(closing) == {fence[0]} and len(closing) >= len(fence):
+                fence = None
             yield raw
             continue
         line = _normalize_text(raw.rstrip(), counts)
@@ -96,7 +102,7 @@ def _strict_markup(line: str, counts: dict[str, int]) -> str:
             _count(counts, "tidied_headings")
         return tidy
     bullet = _BULLET_RE.match(line)
-    if bullet:
+    if bullet and not _THEMATIC_BREAK_RE.match(line):
         _count(counts, "tidied_list_markers")
         return f"{bullet.group(1)}- " + line[bullet.end() :]
     return line

@@ -25,13 +25,15 @@ from sir_convert_a_lot.fsutil import (
     open_dir,
     read_json,
 )
-from sir_convert_a_lot.names import collision_key, display, split_suffix
+from sir_convert_a_lot.names import NAME_MAX, collision_key, display, shorten, split_suffix
 
 MARKDOWN = ".md"
 SIDECAR = ".json"
 ERROR = ".error.json"
 FAMILY = (MARKDOWN, SIDECAR, ERROR)
-TMP_MARK = ".sca-tmp-"
+TMP_PREFIX = ".sca-tmp-"
+# Room kept after a stem for the longest member of the family and a collision number.
+_STEM_MAX_BYTES = NAME_MAX - len(ERROR) - len(" (9999)")
 
 # Reservations: while a job is between choosing a stem and renaming its sidecar, the stem is
 # held in the state folder so another instance publishing into the same folder cannot pick it.
@@ -61,7 +63,7 @@ def choose_stem(
     """The first free stem for this source in ``folder``. A stem is free when no member of its
     family (.md, .json, .error.json) exists, except an earlier ``.error.json`` of this same
     source, which a new result supersedes."""
-    base, _suffix = split_suffix(source_name)
+    base = base_stem(source_name)
     if on_collision == "replace":
         return base
     with open_dir(folder) as fd:
@@ -81,6 +83,11 @@ def choose_stem(
         if not blockers and reserve(str(folder), collision_key(stem)):
             return stem
     raise FileExistsError(f"no free output name for {display(source_name)!r} in {folder}")
+
+
+def base_stem(source_name: str) -> str:
+    """The source's name without ``.pdf``, shortened so every output name fits on disk."""
+    return shorten(split_suffix(source_name)[0], _STEM_MAX_BYTES)
 
 
 def _same_source(error_json: Path, relative_path: str) -> bool:
@@ -106,7 +113,7 @@ def write_outputs(
     with open_dir(folder) as fd:
         for kind, content in files:
             final = stem + kind
-            tmp = f".{final}{TMP_MARK}{job_id}"
+            tmp = f"{TMP_PREFIX}{job_id}{kind}"
             _write_new(fd, tmp, content)
             os.rename(tmp, final, src_dir_fd=fd, dst_dir_fd=fd)
             fsync_dir_fd(fd)
@@ -152,7 +159,7 @@ def remove_temporaries(folder: Path, job_id: str) -> int:
     except OSError:
         return 0
     for name in names:
-        if name.startswith(".") and name.endswith(TMP_MARK + job_id):
+        if name.startswith(TMP_PREFIX + job_id):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(folder / name)
                 removed += 1

@@ -18,7 +18,6 @@ from sir_convert_a_lot import logs
 from sir_convert_a_lot.config import Config, Governance
 from sir_convert_a_lot.engine import Engine, WorkerCrashed, WorkerTimedOut
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
-from sir_convert_a_lot.names import display
 from sir_convert_a_lot.policy import Refused
 from sir_convert_a_lot.preflight import SourceFacts, inspect_source
 from sir_convert_a_lot.protocol import Converted, Failed
@@ -83,13 +82,15 @@ class JobRunner:
 
     def run(self, job: Job) -> Outcome:
         started = self.clock()
-        bound = log.bind(job_id=job.job_id, source=job.shown, instance=self.spool.instance)
+        bound = log.bind(job_id=job.job_id, source=job.relative_path, instance=self.spool.instance)
         if job.phase == "published":
             self.spool.archive(job, self.config.source_after_success)
+            self._release(job)
             bound.info("job_disposed_after_restart")
             return Outcome(job.job_id, "succeeded")
         if job.phase == "failed_published":
-            self.spool.fail(job, job.outcome, None)
+            self.spool.fail(job, job.outcome, self._error_json_of(job))
+            self._release(job)
             bound.info("job_failed_disposed_after_restart")
             return Outcome(job.job_id, "failed", job.outcome.get("code"))
         if job.attempts >= self.config.max_attempts:
@@ -159,6 +160,18 @@ class JobRunner:
             return self._fail(job, failure, facts, started, answer.timings_ms, bound, answer.pages)
         return self._succeed(job, answer, facts, started, bound, decision.warnings)
 
+    def fail_unexpected(self, job: Job, error: Exception) -> Outcome:
+        """A bug or an environment fault (not the file's) ended the job: retryable failure."""
+        failure = JobFailure(
+            ErrorCode.CONVERSION_INTERNAL_ERROR,
+            "The daemon hit an unexpected error while handling this file; it can be retried, "
+            "and the operator finds the details in the log.",
+            exception=type(error).__name__,
+            error=str(error)[:500],
+        )
+        bound = log.bind(job_id=job.job_id, source=job.relative_path, instance=self.spool.instance)
+        return self._fail(job, failure, None, self.clock(), {}, bound)
+
     # -- endings ------------------------------------------------------------------------------
 
     def _succeed(
@@ -210,7 +223,7 @@ class JobRunner:
         bound.info(
             "job_succeeded",
             pages=answer.pages,
-            markdown=display(str(published.paths[MARKDOWN])),
+            markdown=str(published.paths[MARKDOWN]),
             acceleration_used=answer.acceleration_used,
             backend=answer.backend_used,
             seconds=round(timings["total_ms"] / 1000, 3),
@@ -262,10 +275,24 @@ class JobRunner:
 
     def _give_back(self, job: Job, bound: Any, reason: str) -> Outcome:
         target = self.spool.return_to_inbox(job)
-        bound.info("job_returned_to_inbox", reason=reason, path=display(str(target)))
+        bound.info("job_returned_to_inbox", reason=reason, path=str(target))
         return Outcome(job.job_id, "returned", reason)
 
     # -- helpers ------------------------------------------------------------------------------
+
+    def _output_folder_path(self, job: Job) -> Path:
+        return self.config.paths.outbox.joinpath(*job.folder_parts)
+
+    def _release(self, job: Job) -> None:
+        if job.output_stem is not None:
+            self.spool.release_reservation(
+                self._output_folder_path(job), job.output_stem, job.job_id
+            )
+
+    def _error_json_of(self, job: Job) -> Path | None:
+        if job.output_stem is None:
+            return None
+        return self._output_folder_path(job) / (job.output_stem + ERROR)
 
     def _with_stem(self, job: Job, folder: Path) -> Job:
         if job.output_stem is not None:

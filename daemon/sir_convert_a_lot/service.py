@@ -28,7 +28,7 @@ from sir_convert_a_lot.engine import Engine, EngineStartError
 from sir_convert_a_lot.errors import ConfigError
 from sir_convert_a_lot.folders import prepare
 from sir_convert_a_lot.gpu import GpuProbe
-from sir_convert_a_lot.names import display, has_pdf_suffix, is_ignored_path
+from sir_convert_a_lot.names import has_pdf_suffix, is_ignored_path
 from sir_convert_a_lot.runner import JobRunner, Outcome, cleanup_after_restart
 from sir_convert_a_lot.spool import Job, Spool
 from sir_convert_a_lot.watch import InboxWatcher, Seen, Stability, ends_like_pdf, look, scan
@@ -37,6 +37,7 @@ log = logs.get()
 
 MAX_IN_FLIGHT = 2  # one converting, at most one claimed and waiting
 EOF_GRACE_FACTOR = 2.0  # extra windows to wait for a PDF whose tail has no %%EOF yet
+DEFER_SECONDS = 60.0  # a job that could not even be failed waits this long before a new try
 
 
 @dataclass
@@ -86,6 +87,7 @@ class Service:
         self.in_flight = 0
         self.activity = Activity()
         self.outcomes: list[Outcome] = []
+        self.deferred: list[tuple[float, Job]] = []
         self.ready = threading.Event()
         self.stopping = threading.Event()
         self.fatal: str | None = None
@@ -249,6 +251,10 @@ class Service:
         elif kind == "done":
             self.in_flight -= 1
             self.outcomes.append(payload)
+            if payload.status == "deferred":
+                job = self.spool.reload_by_id(payload.job_id)
+                if job is not None:
+                    self.deferred.append((self.clock() + DEFER_SECONDS, job))
 
     def _look_at(self, absolute: str, is_folder: bool) -> None:
         inbox = str(self.config.paths.inbox)
@@ -317,9 +323,9 @@ class Service:
                 now_seen.mtime_ns,
             )
             if job is None:
-                log.info("claim_lost", source=display(seen.relative_path))
+                log.info("claim_lost", source=seen.relative_path)
                 continue
-            log.info("job_claimed", job_id=job.job_id, source=job.shown, profile=profile)
+            log.info("job_claimed", job_id=job.job_id, source=job.relative_path, profile=profile)
             self._enqueue(job)
 
     def _enqueue(self, job: Job) -> None:
@@ -328,15 +334,20 @@ class Service:
 
     def _periodic(self) -> None:
         now = self.clock()
+        due = [job for at, job in self.deferred if at <= now]
+        self.deferred = [(at, job) for at, job in self.deferred if at > now]
+        for job in due:
+            self._enqueue(job)
         if now >= self._next_rescan:
             self._next_rescan = now + self.config.watch.rescan_interval_seconds
             self._full_scan()
         if now >= self._next_takeover:
             self._next_takeover = now + self.config.lease_seconds / 2
             for job in self.spool.take_over_dead(self.config.lease_seconds):
-                log.warning("job_taken_over", job_id=job.job_id, source=job.shown)
+                log.warning("job_taken_over", job_id=job.job_id, source=job.relative_path)
                 cleanup_after_restart(self.spool, self.config, job)
                 self._enqueue(job)
+            self.spool.drop_orphan_reservations()
 
     def _full_scan(self) -> int:
         count = 0
@@ -366,21 +377,43 @@ class Service:
                 self.fatal = f"the worker could not be restarted: {exc}"
                 self.events.put(("wake", None))
                 return
-            except Exception as exc:
-                log.exception("job_crashed_the_runner", job_id=job.job_id, source=job.shown)
-                self.fatal = f"unexpected error while running a job: {type(exc).__name__}: {exc}"
-                self.events.put(("wake", None))
-                return
+            except Exception as exc:  # noqa: BLE001 - one job's fault must not stop the others
+                outcome = self._fail_unexpected(job, exc)
             finally:
                 self.activity = Activity(state=self.activity.state)
                 self._heartbeat_wake.set()
             self.events.put(("done", outcome))
 
+    def _fail_unexpected(self, job: Job, error: Exception) -> Outcome:
+        log.error(
+            "job_error_unexpected",
+            job_id=job.job_id,
+            source=job.relative_path,
+            error=f"{type(error).__name__}: {error}",
+            exc_info=error,
+        )
+        try:
+            current = self.spool.reload(job) or job
+            return self.runner.fail_unexpected(current, error)
+        except Exception as second:  # noqa: BLE001 - e.g. the outbox itself is unwritable
+            log.error(
+                "job_deferred",
+                job_id=job.job_id,
+                source=job.relative_path,
+                error=f"{type(second).__name__}: {second}",
+                retry_in_seconds=DEFER_SECONDS,
+                effect="the file stays claimed and is tried again later",
+            )
+            return Outcome(job.job_id, "deferred")
+
     def _run_one(self, job: Job) -> Outcome:
         if self.stopping.is_set():
             self.spool.return_to_inbox(job)
             log.info(
-                "job_returned_to_inbox", job_id=job.job_id, source=job.shown, reason="stopping"
+                "job_returned_to_inbox",
+                job_id=job.job_id,
+                source=job.relative_path,
+                reason="stopping",
             )
             return Outcome(job.job_id, "returned", "stopping")
         self.activity = Activity(self.activity.state, job.job_id, job.shown)

@@ -14,6 +14,7 @@ place: the inbox, a job folder, the archive or the failed folder.
 
 from __future__ import annotations
 
+import binascii
 import contextlib
 import errno
 import hashlib
@@ -273,10 +274,10 @@ class Spool:
 
     def reload(self, job: Job) -> Job | None:
         """The job as its record now says (after the runner updated it)."""
-        try:
-            return Job.from_record(read_json(self.job_folder(job) / RECORD))
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+        return self.reload_by_id(job.job_id)
+
+    def reload_by_id(self, job_id: str) -> Job | None:
+        return _read_job(self.my_claims / job_id / RECORD)
 
     def _finish_half_claim(self, building: Path, into: Path) -> None:
         if os.path.lexists(building / SOURCE):
@@ -297,10 +298,7 @@ class Spool:
 
     def _load_job(self, job_folder: Path) -> Job | None:
         has_source = os.path.lexists(job_folder / SOURCE)
-        try:
-            job = Job.from_record(read_json(job_folder / RECORD))
-        except (OSError, ValueError, KeyError, TypeError):
-            job = None
+        job = _read_job(job_folder / RECORD)
         if job is None:
             if has_source:
                 # The record is damaged but the file is here: keep it visible to people.
@@ -471,6 +469,15 @@ class Spool:
     def counts(self) -> dict[str, int]:
         claimed = sum(len(_subfolders(owner)) for owner in _subfolders(self.claimed_root))
         return {"claimed": claimed}
+
+
+def _read_job(record: Path) -> Job | None:
+    """The job a record describes, or None when it is missing or damaged in any way."""
+    try:
+        data = read_json(record)
+        return Job.from_record(data) if isinstance(data, dict) else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, binascii.Error):
+        return None
 
 
 def _entries(folder: Path) -> list[os.DirEntry[str]]:

@@ -9,6 +9,8 @@ all jobs happen on one CUDA thread.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import functools
 import os
 import signal
@@ -206,8 +208,22 @@ def _sample_pdf() -> OpenedPdf:
     return open_pdf(data, max_pages=1)
 
 
-def worker_main(conn: Connection, settings: WorkerSettings) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to SIGKILL us when the supervisor dies, so a killed daemon leaves no
+    conversion running behind it."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def worker_main(conn: Connection, settings: WorkerSettings, parent_pid: int) -> None:
     """Entry point of the worker process."""
+    _die_with_parent(parent_pid)
     # The supervisor handles SIGINT/SIGTERM and tells us to stop; a terminal's Ctrl-C must not
     # kill a conversion behind its back.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

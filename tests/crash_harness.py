@@ -1,0 +1,75 @@
+"""Run the real daemon, but SIGKILL it at one named point of a job's life.
+
+Usage: python -m tests.crash_harness POINT [sir-convert arguments...]
+
+The hooks live here, in the tests, by wrapping the daemon's own functions: the product has no
+crash switches. A SIGKILL leaves exactly the on-disk state of that instant, which is what the
+restart has to recover from.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from sir_convert_a_lot import publish, runner, spool
+from sir_convert_a_lot.cli import main
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _after(owner: Any, name: str) -> None:
+    original: Callable[..., Any] = getattr(owner, name)
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        _die()
+        return result
+
+    setattr(owner, name, wrapped)
+
+
+def _before(owner: Any, name: str) -> None:
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        _die()
+
+    setattr(owner, name, wrapped)
+
+
+def _between_markdown_and_sidecar(write_sidecar_tmp: bool) -> None:
+    original = publish._write_new
+
+    def wrapped(dir_fd: int, name: str, content: bytes) -> None:
+        is_sidecar = (
+            name.startswith(publish.TMP_PREFIX)
+            and name.endswith(publish.SIDECAR)
+            and not name.endswith(publish.ERROR)
+        )
+        if is_sidecar and not write_sidecar_tmp:
+            _die()
+        original(dir_fd, name, content)
+        if is_sidecar:
+            _die()
+
+    publish._write_new = wrapped  # type: ignore[assignment]
+
+
+POINTS: dict[str, Callable[[], None]] = {
+    "after_claim": lambda: _after(spool.Spool, "claim"),
+    "after_attempt_started": lambda: _after(spool.Spool, "begin_attempt"),
+    "before_sidecar": lambda: _between_markdown_and_sidecar(write_sidecar_tmp=False),
+    "sidecar_tmp_written": lambda: _between_markdown_and_sidecar(write_sidecar_tmp=True),
+    "before_archive": lambda: _before(spool.Spool, "archive"),
+    "before_fail_disposal": lambda: _before(spool.Spool, "fail"),
+    "after_stem_chosen": lambda: _after(runner.JobRunner, "_with_stem"),
+}
+
+
+if __name__ == "__main__":
+    POINTS[sys.argv[1]]()
+    sys.exit(main(sys.argv[2:]))

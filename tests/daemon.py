@@ -1,0 +1,112 @@
+"""Running the real daemon as a subprocess, the way systemd does, and reading its JSON log."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from tests.helpers import REPO, VENV_BIN, wait_for
+
+
+class Daemon:
+    """``sir-convert --config CFG run`` in a subprocess with its log in a file."""
+
+    def __init__(
+        self,
+        config: Path,
+        *,
+        instance: str | None = None,
+        crash_at: str | None = None,
+        env: dict[str, str] | None = None,
+        log_name: str = "daemon",
+    ) -> None:
+        self.config = config
+        self.log_path = config.parent / f"{log_name}-{instance or 'default'}.log"
+        argv = [str(VENV_BIN / "sir-convert"), "--config", str(config), "run"]
+        if crash_at:
+            argv = [str(VENV_BIN / "python"), "-m", "tests.crash_harness", crash_at, *argv[1:]]
+        if instance:
+            argv += ["--instance", instance]
+        self.argv = argv
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log_file: Any = None
+
+    def start(self, wait_ready: bool = True, timeout: float = 60) -> Daemon:
+        self._log_file = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            self.argv, cwd=REPO, stdout=self._log_file, stderr=subprocess.STDOUT, env=self.env
+        )
+        if wait_ready:
+            self.wait_event("daemon_ready", timeout=timeout)
+        return self
+
+    def events(self) -> list[dict[str, Any]]:
+        if not self.log_path.exists():
+            return []
+        found = []
+        for line in self.log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("{"):
+                try:
+                    found.append(json.loads(line))
+                except ValueError:
+                    continue
+        return found
+
+    def wait_event(self, name: str, timeout: float = 60, count: int = 1) -> list[dict[str, Any]]:
+        def seen() -> list[dict[str, Any]] | None:
+            matching = [e for e in self.events() if e.get("event") == name]
+            if len(matching) >= count:
+                return matching
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(
+                    f"daemon exited ({self.process.returncode}) before {count}x {name}:\n"
+                    + self.log_path.read_text(errors="replace")[-4000:]
+                )
+            return None
+
+        result: list[dict[str, Any]] = wait_for(seen, timeout=timeout)
+        return result
+
+    def terminate(self, timeout: float = 60) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.wait(timeout)
+
+    def kill(self) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        return self.wait(30)
+
+    def wait(self, timeout: float = 60) -> int:
+        assert self.process is not None
+        try:
+            code = self.process.wait(timeout=timeout)
+        finally:
+            if self._log_file is not None:
+                self._log_file.close()
+                self._log_file = None
+        return code
+
+    def __enter__(self) -> Daemon:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.wait(30)
+
+
+def run_cli(
+    *args: str, config: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    argv = [str(VENV_BIN / "sir-convert")]
+    if config is not None:
+        argv += ["--config", str(config)]
+    return subprocess.run(
+        [*argv, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
+    )

@@ -1,0 +1,453 @@
+"""The daemon end to end, as a subprocess on real folders: drop files, read outputs and logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from sir_convert_a_lot.gpu import probe
+from sir_convert_a_lot.options import ConversionOptions
+from tests.daemon import Daemon, run_cli
+from tests.helpers import copy_sample, files_under, make_pdf, pdf_bytes, wait_for, write_config
+
+pytestmark = pytest.mark.slow
+
+
+def _outputs(outbox: Path) -> list[str]:
+    return files_under(outbox)
+
+
+def _sidecar(outbox: Path, stem: str) -> dict:
+    return json.loads((outbox / f"{stem}.json").read_text(encoding="utf-8"))
+
+
+def _wait_files(folder: Path, names: list[str], timeout: float = 60) -> None:
+    wait_for(lambda: all((folder / n).exists() for n in names), timeout=timeout)
+
+
+def _state_is_empty(root: Path) -> bool:
+    state = root / "state"
+    leftovers = [
+        p
+        for p in files_under(state / "claimed") + files_under(state / "tmp")
+        if not p.startswith(".")
+    ]
+    return not leftovers and not files_under(state / "reservations")
+
+
+def test_without_a_gpu_the_default_config_fails_every_pdf_with_gpu_not_available(
+    tmp_path: Path,
+) -> None:
+    if probe(0).cuda_available:
+        pytest.skip("this host has a GPU: the default config converts instead")
+    config = write_config(
+        tmp_path,
+        conversion={
+            "backend_strategy": "auto",
+            "ocr_mode": "auto",
+            "acceleration_policy": "gpu_required",
+        },
+        governance={"allow_cpu_only": False, "decision_record": ""},
+    )
+    with Daemon(config).start() as daemon:
+        ready = daemon.events()
+        assert any(e["event"] == "no_backend_can_run" for e in ready)
+        copy_sample("multi_page.pdf", tmp_path / "inbox")
+        _wait_files(tmp_path / "outbox", ["multi_page.error.json"])
+        assert daemon.terminate() == 0
+    envelope = json.loads((tmp_path / "outbox" / "multi_page.error.json").read_text())
+    assert envelope["status"] == "failed"
+    assert envelope["error"]["code"] == "gpu_not_available"
+    assert envelope["error"]["retryable"] is True
+    assert envelope["error"]["details"]["reason"] == "no_cuda_device"
+    assert envelope["error"]["correlation_id"] == envelope["job_id"]
+    assert envelope["governance"] == {"lock": "gpu_first", "decision_record": None}
+    assert (tmp_path / "failed" / "multi_page.pdf").exists()
+    assert not (tmp_path / "outbox" / "multi_page.md").exists()
+    assert _state_is_empty(tmp_path)
+
+
+def test_an_unlocked_cpu_config_converts_a_pdf_with_a_truthful_sidecar(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    source = copy_sample("multi_page.pdf", tmp_path / "incoming")
+    original = source.read_bytes()
+    with Daemon(config).start() as daemon:
+        os.rename(source, tmp_path / "inbox" / "multi_page.pdf")  # renamed into the inbox
+        _wait_files(tmp_path / "outbox", ["multi_page.md", "multi_page.json"])
+        assert daemon.terminate() == 0
+    markdown = (tmp_path / "outbox" / "multi_page.md").read_bytes()
+    sidecar = _sidecar(tmp_path / "outbox", "multi_page")
+    import hashlib
+
+    assert "Evolution of the Word Processor" in markdown.decode("utf-8")
+    assert sidecar["status"] == "succeeded"
+    assert sidecar["source"]["sha256"] == hashlib.sha256(original).hexdigest()
+    assert sidecar["source"]["size_bytes"] == len(original)
+    assert sidecar["source"]["pages"] == 5
+    assert sidecar["source"]["relative_path"] == "multi_page.pdf"
+    artifact = sidecar["result"]["artifact"]
+    assert artifact["sha256"] == hashlib.sha256(markdown).hexdigest()
+    assert artifact["size_bytes"] == len(markdown)
+    metadata = sidecar["result"]["conversion_metadata"]
+    assert metadata["acceleration_used"] == "cpu"
+    assert metadata["backend_used"] == "pymupdf"
+    assert metadata["ocr_enabled"] is False
+    options = ConversionOptions(
+        backend_strategy="pymupdf", ocr_mode="off", acceleration_policy="cpu_only"
+    )
+    assert metadata["options_fingerprint"] == options.fingerprint()
+    assert sidecar["execution"]["device"] is None
+    assert sidecar["execution"]["attempt"] == 1
+    assert sidecar["governance"]["lock"] == "unlocked"
+    assert sidecar["governance"]["decision_record"].endswith("0002-cpu-only-for-tests.md")
+    assert list(sidecar) == sorted(sidecar)
+    assert (tmp_path / "archive" / "multi_page.pdf").read_bytes() == original
+    assert _state_is_empty(tmp_path)
+
+
+def test_every_sample_ends_in_exactly_one_terminal_state_with_the_right_code(
+    tmp_path: Path,
+) -> None:
+    expected = {
+        "multi_page": None,
+        "2305.03393v1-pg9": None,
+        "truncated_multi_page_60pct": None,
+        "r6-owner-password": None,
+        "zen_of_python_corrupted": None,
+        "truncated_multi_page_20pct": "pdf_unreadable",
+        "empty": "pdf_unreadable",
+        "not_a_pdf": "pdf_unreadable",
+        "r2-user-password": "pdf_encrypted",
+    }
+    config = write_config(tmp_path)
+    with Daemon(config).start() as daemon:
+        for stem in expected:
+            copy_sample(f"{stem}.pdf", tmp_path / "inbox")
+        make_pdf(tmp_path / "inbox" / "notes.txt")
+        (tmp_path / "inbox" / "download.pdf.part").write_bytes(b"%PDF-1.4 half")
+        (tmp_path / "inbox" / ".hidden.pdf").write_bytes(b"%PDF-1.4")
+        terminal = [f"{s}.error.json" if c else f"{s}.json" for s, c in expected.items()]
+        _wait_files(tmp_path / "outbox", [*terminal, "notes.error.json"], timeout=120)
+        daemon.terminate()
+    outbox = tmp_path / "outbox"
+    for stem, code in expected.items():
+        if code is None:
+            assert _sidecar(outbox, stem)["status"] == "succeeded", stem
+            assert not (outbox / f"{stem}.error.json").exists()
+        else:
+            envelope = json.loads((outbox / f"{stem}.error.json").read_text())
+            assert envelope["error"]["code"] == code, stem
+            assert envelope["error"]["retryable"] is False
+            assert not (outbox / f"{stem}.json").exists()
+    notes = json.loads((outbox / "notes.error.json").read_text())
+    assert notes["error"]["code"] == "unsupported_media_type"
+    repaired = _sidecar(outbox, "truncated_multi_page_60pct")
+    assert "pdf_repaired" in repaired["result"]["warnings"]
+    # ignored names are never touched
+    assert (tmp_path / "inbox" / "download.pdf.part").exists()
+    assert (tmp_path / "inbox" / ".hidden.pdf").exists()
+    assert _state_is_empty(tmp_path)
+
+
+def test_a_slow_writer_is_never_claimed_mid_write(tmp_path: Path) -> None:
+    config = write_config(tmp_path, watch={"stability_seconds": 0.6})
+    data = pdf_bytes(pages=3)
+    chunks = [data[i : i + 1024] for i in range(0, len(data), 1024)]
+    with Daemon(config).start() as daemon:
+        target = tmp_path / "inbox" / "slow.pdf"
+        with target.open("wb") as handle:
+            for chunk in chunks:
+                handle.write(chunk)
+                handle.flush()
+                time.sleep(0.25)  # slower than nothing, faster than the window
+        finished_writing = time.time()
+        _wait_files(tmp_path / "outbox", ["slow.json"])
+        claimed = daemon.wait_event("job_claimed")[0]
+        daemon.terminate()
+    from datetime import datetime
+
+    claimed_at = datetime.fromisoformat(claimed["timestamp"].replace("Z", "+00:00")).timestamp()
+    assert claimed_at >= finished_writing
+    assert _sidecar(tmp_path / "outbox", "slow")["source"]["pages"] == 3
+    assert (tmp_path / "archive" / "slow.pdf").read_bytes() == data
+
+
+def test_polling_mode_and_folders_dropped_with_pdfs_inside(tmp_path: Path) -> None:
+    config = write_config(tmp_path, watch={"mode": "polling", "poll_interval_seconds": 0.2})
+    outside = tmp_path / "outside" / "batch"
+    make_pdf(outside / "a.pdf")
+    make_pdf(outside / "deeper" / "b.pdf")
+    with Daemon(config).start() as daemon:
+        os.rename(outside, tmp_path / "inbox" / "batch")
+        _wait_files(tmp_path / "outbox", ["batch/a.json", "batch/deeper/b.json"])
+        daemon.terminate()
+    assert (tmp_path / "archive" / "batch" / "deeper" / "b.pdf").exists()
+
+
+def test_name_collisions_get_numbered_never_overwritten(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    with Daemon(config).start() as daemon:
+        make_pdf(tmp_path / "inbox" / "Report.pdf", text="first")
+        _wait_files(tmp_path / "outbox", ["Report.json"])
+        make_pdf(tmp_path / "inbox" / "report.PDF", text="second")
+        _wait_files(tmp_path / "outbox", ["report (2).json"])
+        make_pdf(tmp_path / "inbox" / "Report.pdf", text="third")
+        _wait_files(tmp_path / "outbox", ["Report (3).json"])
+        daemon.terminate()
+    outbox = tmp_path / "outbox"
+    assert "first" in (outbox / "Report.md").read_text()
+    assert "second" in (outbox / "report (2).md").read_text()
+    assert "third" in (outbox / "Report (3).md").read_text()
+    assert sorted(os.listdir(tmp_path / "archive")) == [
+        "Report (2).pdf",
+        "Report.pdf",
+        "report.PDF",
+    ]
+
+
+def test_hostile_names_are_kept_exactly_and_logged_escaped(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    inbox = os.fsencode(tmp_path / "inbox")
+    names = [
+        b"r\xe9sum\xe9 latin-1.pdf",  # not UTF-8
+        b"line\nbreak.pdf",
+        b"-starts-with-dash.pdf",
+        ("x" * 236).encode() + b".pdf",  # 240 bytes
+        "caf\u00e9 \u2014 NFC.pdf".encode(),
+    ]
+    with Daemon(config).start() as daemon:
+        content = pdf_bytes()
+        for name in names:
+            with open(os.path.join(inbox, name), "wb") as handle:
+                handle.write(content)
+        outbox = os.fsencode(tmp_path / "outbox")
+        wait_for(lambda: len([n for n in os.listdir(outbox) if n.endswith(b".json")]) == len(names))
+        daemon.terminate()
+        log_lines = daemon.log_path.read_text(errors="replace").splitlines()
+    produced = set(os.listdir(outbox))
+    for name in names:
+        stem = name[:-4]
+        assert stem + b".md" in produced, name
+        assert stem + b".json" in produced, name
+        assert name in os.listdir(os.fsencode(tmp_path / "archive"))
+    with open(os.path.join(outbox, b"r\xe9sum\xe9 latin-1.json"), "rb") as handle:
+        latin = json.loads(handle.read())
+    import base64
+
+    assert base64.b64decode(latin["source"]["filename_b64"]) == b"r\xe9sum\xe9 latin-1.pdf"
+    assert "\\xe9" in latin["source"]["filename"]
+    for line in log_lines:  # a newline in a name never splits a log record
+        if line.strip():
+            json.loads(line)
+
+
+def test_symlinks_fifos_and_linked_folders_are_never_followed(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    secret = make_pdf(tmp_path / "private" / "secret.pdf", text="do not read")
+    make_pdf(tmp_path / "private" / "inside-linked-folder.pdf")
+    with Daemon(config).start() as daemon:
+        inbox = tmp_path / "inbox"
+        (inbox / "link.pdf").symlink_to(secret)
+        os.mkfifo(inbox / "pipe.pdf")
+        (inbox / "folder-link").symlink_to(tmp_path / "private")
+        _wait_files(
+            tmp_path / "outbox", ["link.error.json", "pipe.error.json", "folder-link.error.json"]
+        )
+        daemon.terminate()
+    for stem in ("link", "pipe", "folder-link"):
+        error = json.loads((tmp_path / "outbox" / f"{stem}.error.json").read_text())["error"]
+        assert error["code"] == "unsupported_media_type", stem
+        assert error["retryable"] is False
+    assert secret.exists() and (tmp_path / "private" / "inside-linked-folder.pdf").exists()
+    assert not (tmp_path / "outbox" / "secret.md").exists()
+    assert not list((tmp_path / "outbox").rglob("inside-linked-folder*"))
+    assert (tmp_path / "failed" / "link.pdf").is_symlink()
+
+
+def test_sigterm_stops_cleanly_and_status_reports_the_instance(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    with Daemon(config).start() as daemon:
+        status = run_cli("status", "--json", config=config)
+        assert status.returncode == 0, status.stderr
+        report = json.loads(status.stdout)
+        (instance,) = report["instances"]
+        assert instance["instance"] == "test-instance"
+        assert instance["live"] is True
+        assert instance["host"] == socket.gethostname()
+        copy_sample("not_a_pdf.pdf", tmp_path / "inbox")
+        _wait_files(tmp_path / "outbox", ["not_a_pdf.error.json"])
+        wait_for(
+            lambda: json.loads(run_cli("status", "--json", config=config).stdout)["recent_failures"]
+        )
+        report = json.loads(run_cli("status", "--json", config=config).stdout)
+        assert report["queue"]["failed"] == 1
+        assert report["recent_failures"][0]["code"] == "pdf_unreadable"
+        assert daemon.terminate() == 0
+    assert not (tmp_path / "state" / "instances" / "test-instance.lease").exists()
+    text = run_cli("status", config=config).stdout
+    assert "not_a_pdf.pdf: pdf_unreadable" in text
+
+
+def test_retry_brings_a_failed_file_back_and_a_success_supersedes_its_error(
+    tmp_path: Path,
+) -> None:
+    locked = write_config(tmp_path, governance={"allow_cpu_only": False, "decision_record": ""})
+    # cpu_only under the lock: refused with gpu_not_available on any host
+    with Daemon(locked).start() as daemon:
+        make_pdf(tmp_path / "inbox" / "later.pdf")
+        _wait_files(tmp_path / "outbox", ["later.error.json"])
+        daemon.terminate()
+    assert (tmp_path / "failed" / "later.pdf").exists()
+    unlocked = write_config(tmp_path)
+    retried = run_cli("retry", "later.pdf", config=unlocked)
+    assert retried.returncode == 0, retried.stderr
+    assert (tmp_path / "inbox" / "later.pdf").exists()
+    assert not (tmp_path / "failed" / "later.pdf").exists()
+    with Daemon(unlocked).start() as daemon:
+        _wait_files(tmp_path / "outbox", ["later.json"])
+        daemon.terminate()
+    assert sorted(os.listdir(tmp_path / "outbox")) == ["later.json", "later.md"]
+
+
+# Where the daemon is killed, and the attempt the final sidecar reports: every start of a
+# conversion counts, so a kill after the conversion began costs one attempt; a kill after the
+# sidecar was published only leaves the disposal to do.
+CRASH_POINTS = {
+    "after_claim": 1,
+    "after_attempt_started": 2,
+    "after_stem_chosen": 2,
+    "before_sidecar": 2,
+    "sidecar_tmp_written": 2,
+    "before_archive": 1,
+}
+
+
+@pytest.mark.parametrize("point", list(CRASH_POINTS))
+def test_sigkill_at_a_stage_boundary_then_restart_gives_exactly_one_set_of_outputs(
+    tmp_path: Path, point: str
+) -> None:
+    config = write_config(tmp_path)
+    with Daemon(config, crash_at=point, log_name="crashing").start() as crashing:
+        make_pdf(tmp_path / "inbox" / "doc.pdf", pages=2)
+        assert crashing.wait(timeout=60) == -9
+    assert not (tmp_path / "inbox" / "doc.pdf").exists()
+    with Daemon(config).start() as daemon:
+        _wait_files(tmp_path / "outbox", ["doc.json"])
+        daemon.terminate()
+    assert _outputs(tmp_path / "outbox") == ["doc.json", "doc.md"]
+    assert os.listdir(tmp_path / "archive") == ["doc.pdf"]
+    assert _state_is_empty(tmp_path)
+    assert _sidecar(tmp_path / "outbox", "doc")["execution"]["attempt"] == CRASH_POINTS[point]
+
+
+def test_sigkill_before_a_failure_is_disposed_still_fails_once(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    with Daemon(config, crash_at="before_fail_disposal", log_name="crashing").start() as crashing:
+        copy_sample("not_a_pdf.pdf", tmp_path / "inbox")
+        assert crashing.wait(timeout=60) == -9
+    with Daemon(config).start() as daemon:
+        wait_for(lambda: (tmp_path / "failed" / "not_a_pdf.pdf").exists())
+        daemon.terminate()
+    assert _outputs(tmp_path / "outbox") == ["not_a_pdf.error.json"]
+    assert _state_is_empty(tmp_path)
+
+
+def test_repeated_sigkills_during_a_batch_lose_nothing_and_duplicate_nothing(
+    tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path)
+    names = [f"batch-{i:02d}.pdf" for i in range(16)]
+    for name in names:
+        make_pdf(tmp_path / "inbox" / name, pages=2)
+    for delay in (1.5, 2.5, 3.5):
+        with Daemon(config, log_name="killed").start() as daemon:
+            time.sleep(delay)
+            daemon.kill()
+    with Daemon(config).start() as daemon:
+        _wait_files(tmp_path / "outbox", [n.replace(".pdf", ".json") for n in names], timeout=120)
+        daemon.terminate()
+    expected = sorted(
+        [n.replace(".pdf", ".json") for n in names] + [n.replace(".pdf", ".md") for n in names]
+    )
+    assert _outputs(tmp_path / "outbox") == expected
+    assert sorted(os.listdir(tmp_path / "archive")) == names
+    assert not os.listdir(tmp_path / "inbox")
+    assert _state_is_empty(tmp_path)
+
+
+def test_two_instances_share_one_inbox_and_convert_each_file_once(tmp_path: Path) -> None:
+    config = write_config(tmp_path, conversion={"normalize": "none"})
+    names = [f"file-{i:03d}.pdf" for i in range(100)]
+    with (
+        Daemon(config, instance="alpha").start() as alpha,
+        Daemon(config, instance="beta").start() as beta,
+    ):
+        for name in names:
+            make_pdf(tmp_path / "inbox" / name)
+        _wait_files(tmp_path / "outbox", [n.replace(".pdf", ".json") for n in names], timeout=240)
+        assert alpha.terminate() == 0
+        assert beta.terminate() == 0
+    outputs = _outputs(tmp_path / "outbox")
+    assert len(outputs) == 200 and not any("(2)" in o for o in outputs)
+    assert sorted(os.listdir(tmp_path / "archive")) == names
+    sidecars = [_sidecar(tmp_path / "outbox", n[:-4]) for n in names]
+    assert len({s["job_id"] for s in sidecars}) == 100
+    by_instance = {s["execution"]["instance"] for s in sidecars}
+    assert by_instance == {"alpha", "beta"}
+    assert _state_is_empty(tmp_path)
+
+
+def test_a_dead_instances_claim_is_taken_over_after_its_lease(tmp_path: Path) -> None:
+    config = write_config(tmp_path, instances={"lease_seconds": 2})
+    with Daemon(
+        config, instance="doomed", crash_at="after_claim", log_name="doomed"
+    ).start() as doomed:
+        make_pdf(tmp_path / "inbox" / "orphan.pdf")
+        assert doomed.wait(timeout=60) == -9
+    assert list((tmp_path / "state" / "claimed" / "doomed").iterdir())
+    with Daemon(config, instance="rescuer").start() as rescuer:
+        _wait_files(tmp_path / "outbox", ["orphan.json"], timeout=30)
+        rescuer.terminate()
+    assert _sidecar(tmp_path / "outbox", "orphan")["execution"]["instance"] == "rescuer"
+    assert _state_is_empty(tmp_path)
+
+
+def test_the_daemon_exits_non_zero_when_its_watcher_dies(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    with Daemon(config).start() as daemon:
+        shutil.rmtree(tmp_path / "inbox")
+        code = daemon.wait(timeout=30)
+    assert code == 1
+    assert any(e["event"] == "watcher_died" for e in daemon.events())
+
+
+def test_a_second_daemon_with_the_same_instance_name_is_refused(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    with Daemon(config).start():
+        second = run_cli("run", config=config, timeout=60)
+    assert second.returncode == 2
+    assert "instances.name" in second.stderr
+
+
+def test_a_burst_of_drops_is_converted_completely(tmp_path: Path) -> None:
+    """Events arriving faster than jobs finish are only hints: they queue, nothing is lost."""
+    config = write_config(tmp_path, watch={"stability_seconds": 0.5})
+    with Daemon(config).start() as daemon:
+        writer = threading.Thread(
+            target=lambda: [
+                (tmp_path / "inbox" / f"many-{i:04d}.pdf").write_bytes(pdf_bytes())
+                for i in range(40)
+            ]
+        )
+        writer.start()
+        writer.join()
+        _wait_files(tmp_path / "outbox", [f"many-{i:04d}.json" for i in range(40)], timeout=120)
+        daemon.terminate()
+    assert len(os.listdir(tmp_path / "archive")) == 40

@@ -1,0 +1,313 @@
+"""Preflight: what is refused before any conversion, and with which code, reason and details."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import socket
+from pathlib import Path
+
+import pytest
+
+from sir_convert_a_lot.errors import ErrorCode, JobFailure
+from sir_convert_a_lot.preflight import inspect_source, open_pdf, read_source, sha256_of
+from tests.helpers import SAMPLES, make_pdf, pdf_bytes
+
+LIMIT = 50 * 1024 * 1024
+
+
+def _sample(name: str) -> bytes:
+    return (SAMPLES / name).read_bytes()
+
+
+# -- inspect_source: the checks that need no parser -----------------------------------------
+
+
+def test_inspect_source_refuses_a_symlink_to_a_real_pdf(tmp_path: Path) -> None:
+    outside = make_pdf(tmp_path / "outside" / "real.pdf")
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    link = inbox / "report.pdf"
+    link.symlink_to(outside)
+
+    with pytest.raises(JobFailure) as caught:
+        inspect_source(link, "report.pdf", LIMIT)
+
+    failure = caught.value
+    assert failure.code is ErrorCode.UNSUPPORTED_MEDIA_TYPE
+    assert failure.details["kind"] == "symbolic link"
+    assert failure.details["reason"] == "not_a_regular_file"
+    assert not failure.code.retryable
+
+
+@pytest.mark.timeout(20)
+def test_inspect_source_never_opens_a_symlink_target(tmp_path: Path) -> None:
+    # The target is a FIFO: following the link and opening it for reading would block.
+    fifo = tmp_path / "outside.fifo"
+    os.mkfifo(fifo)
+    link = tmp_path / "report.pdf"
+    link.symlink_to(fifo)
+
+    with pytest.raises(JobFailure) as caught:
+        inspect_source(link, "report.pdf", LIMIT)
+
+    assert caught.value.code is ErrorCode.UNSUPPORTED_MEDIA_TYPE
+    assert caught.value.details["kind"] == "symbolic link"
+
+
+@pytest.mark.timeout(20)
+def test_inspect_source_refuses_a_fifo_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "scan.pdf"
+    os.mkfifo(fifo)
+
+    with pytest.raises(JobFailure) as caught:
+        inspect_source(fifo, "scan.pdf", LIMIT)
+
+    assert caught.value.code is ErrorCode.UNSUPPORTED_MEDIA_TYPE
+    assert caught.value.details["kind"] == "named pipe (FIFO)"
+    assert caught.value.details["reason"] == "not_a_regular_file"
+
+
+@pytest.mark.timeout(20)
+def test_hashing_and_reading_a_fifo_do_not_block(tmp_path: Path) -> None:
+    fifo = tmp_path / "scan.pdf"
+    os.mkfifo(fifo)
+
+    assert sha256_of(fifo) is None
+    with pytest.raises(JobFailure) as caught:
+        read_source(fifo, LIMIT)
+    assert caught.value.code is ErrorCode.UNSUPPORTED_MEDIA_TYPE
+    assert caught.value.details["kind"] == "named pipe (FIFO)"
+
+
+def test_inspect_source_refuses_a_unix_socket(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # a relative bind keeps under the 108-byte socket path limit
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        server.bind("printer.pdf")
+        with pytest.raises(JobFailure) as caught:
+            inspect_source(tmp_path / "printer.pdf", "printer.pdf", LIMIT)
+    finally:
+        server.close()
+
+    assert caught.value.code is ErrorCode.UNSUPPORTED_MEDIA_TYPE
+    assert caught.value.details["kind"] == "socket"
+
+
+def test_inspect_source_refuses_a_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "album.pdf"
+    folder.mkdir()
+
+    with pytest.raises(JobFailure) as caught:
+        inspect_source(folder, "album.pdf", LIMIT)
+
+    assert caught.value.code is ErrorCode.UNSUPPORTED_MEDIA_TYPE
+    assert caught.value.details["kind"] == "folder"
+
+
+def test_inspect_source_refuses_a_real_pdf_without_a_pdf_name(tmp_path: Path) -> None:
+    path = make_pdf(tmp_path / "x.txt")
+
+    with pytest.raises(JobFailure) as caught:
+        inspect_source(path, "x.txt", LIMIT)
+
+    assert caught.value.code is ErrorCode.UNSUPPORTED_MEDIA_TYPE
+    assert caught.value.details["reason"] == "not_a_pdf_name"
+    assert "x.txt" in caught.value.message
+
+
+def test_inspect_source_accepts_an_upper_case_pdf_suffix(tmp_path: Path) -> None:
+    path = make_pdf(tmp_path / "SCAN.PDF")
+
+    facts = inspect_source(path, "SCAN.PDF", LIMIT)
+
+    assert facts.size_bytes == path.stat().st_size
+
+
+def test_inspect_source_calls_an_empty_file_unreadable(tmp_path: Path) -> None:
+    path = tmp_path / "empty.pdf"
+    path.write_bytes(b"")
+
+    with pytest.raises(JobFailure) as caught:
+        inspect_source(path, "empty.pdf", LIMIT)
+
+    assert caught.value.code is ErrorCode.PDF_UNREADABLE
+    assert caught.value.details["reason"] == "empty_file"
+    assert not caught.value.code.retryable
+
+
+def test_inspect_source_refuses_a_file_over_the_size_limit(tmp_path: Path) -> None:
+    path = make_pdf(tmp_path / "big.pdf")
+    size = path.stat().st_size
+
+    with pytest.raises(JobFailure) as caught:
+        inspect_source(path, "big.pdf", size - 1)
+
+    assert caught.value.code is ErrorCode.PAYLOAD_TOO_LARGE
+    assert caught.value.details == {"size_bytes": size, "max_file_bytes": size - 1}
+    assert str(size) in caught.value.message
+
+
+def test_inspect_source_accepts_a_file_exactly_at_the_limit(tmp_path: Path) -> None:
+    path = make_pdf(tmp_path / "edge.pdf")
+    size = path.stat().st_size
+
+    assert inspect_source(path, "edge.pdf", size).size_bytes == size
+
+
+def test_inspect_source_returns_size_and_sha256_of_a_good_file(tmp_path: Path) -> None:
+    path = make_pdf(tmp_path / "good.pdf", pages=2)
+    content = path.read_bytes()
+
+    facts = inspect_source(path, "good.pdf", LIMIT)
+
+    assert facts.size_bytes == len(content)
+    assert facts.sha256 == hashlib.sha256(content).hexdigest()
+
+
+# -- read_source ------------------------------------------------------------------------------
+
+
+def test_read_source_refuses_a_symlink(tmp_path: Path) -> None:
+    target = make_pdf(tmp_path / "outside.pdf")
+    link = tmp_path / "link.pdf"
+    link.symlink_to(target)
+
+    with pytest.raises(JobFailure) as caught:
+        read_source(link, LIMIT)
+
+    assert caught.value.code is ErrorCode.UNSUPPORTED_MEDIA_TYPE
+    assert caught.value.details["kind"] == "symbolic link"
+
+
+def test_read_source_returns_the_exact_bytes_and_enforces_the_limit(tmp_path: Path) -> None:
+    path = make_pdf(tmp_path / "doc.pdf")
+    content = path.read_bytes()
+
+    assert read_source(path, LIMIT) == content
+    with pytest.raises(JobFailure) as caught:
+        read_source(path, len(content) - 1)
+    assert caught.value.code is ErrorCode.PAYLOAD_TOO_LARGE
+
+
+# -- open_pdf on the sample corpus ------------------------------------------------------------
+
+
+def test_open_pdf_refuses_text_named_pdf() -> None:
+    with pytest.raises(JobFailure) as caught:
+        open_pdf(_sample("not_a_pdf.pdf"), 100)
+
+    assert caught.value.code is ErrorCode.PDF_UNREADABLE
+    assert caught.value.details["reason"] == "no_pdf_header"
+
+
+def test_open_pdf_refuses_a_pdf_truncated_to_zero_pages() -> None:
+    with pytest.raises(JobFailure) as caught:
+        open_pdf(_sample("truncated_multi_page_20pct.pdf"), 100)
+
+    assert caught.value.code is ErrorCode.PDF_UNREADABLE
+    assert caught.value.details["reason"] == "zero_pages"
+
+
+def test_open_pdf_repairs_a_partly_truncated_pdf_with_a_warning() -> None:
+    opened = open_pdf(_sample("truncated_multi_page_60pct.pdf"), 100)
+    try:
+        assert opened.pages == 5
+        assert opened.warnings == ("pdf_repaired",)
+    finally:
+        opened.document.close()
+
+
+def test_open_pdf_refuses_a_pdf_that_needs_a_user_password() -> None:
+    with pytest.raises(JobFailure) as caught:
+        open_pdf(_sample("r2-user-password.pdf"), 100)
+
+    assert caught.value.code is ErrorCode.PDF_ENCRYPTED
+    assert not caught.value.code.retryable
+
+
+def test_open_pdf_opens_a_pdf_with_only_an_owner_password() -> None:
+    opened = open_pdf(_sample("r6-owner-password.pdf"), 100)
+    try:
+        assert opened.pages >= 1
+    finally:
+        opened.document.close()
+
+
+def test_open_pdf_opens_a_complete_document_without_warnings() -> None:
+    data = _sample("multi_page.pdf")
+    opened = open_pdf(data, 100)
+    try:
+        assert opened.pages == 5
+        assert opened.warnings == ()
+        assert opened.data == data
+    finally:
+        opened.document.close()
+
+
+def test_open_pdf_refuses_more_pages_than_the_limit() -> None:
+    with pytest.raises(JobFailure) as caught:
+        open_pdf(pdf_bytes(pages=3), max_pages=2)
+
+    assert caught.value.code is ErrorCode.TOO_MANY_PAGES
+    assert caught.value.details == {"pages": 3, "max_pages": 2}
+
+
+def test_open_pdf_accepts_exactly_the_page_limit() -> None:
+    opened = open_pdf(pdf_bytes(pages=3), max_pages=3)
+    try:
+        assert opened.pages == 3
+    finally:
+        opened.document.close()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"%PDF-1.7\njunk junk junk",
+        b"%PDF-1.4\n" + b"\x00garbage" * 100,
+        b"%PDF-" + bytes(range(256)) * 10,
+    ],
+    ids=["text", "nul-junk", "binary-junk"],
+)
+def test_open_pdf_calls_junk_after_a_header_unreadable(data: bytes) -> None:
+    with pytest.raises(JobFailure) as caught:
+        open_pdf(data, 100)
+
+    assert caught.value.code is ErrorCode.PDF_UNREADABLE
+
+
+# -- failures cross the worker pipe -----------------------------------------------------------
+
+
+def test_job_failure_survives_pickling() -> None:
+    failure = JobFailure(
+        ErrorCode.TOO_MANY_PAGES,
+        "The PDF has 3 pages, over this service's limit of 2; split it into smaller files.",
+        pages=3,
+        max_pages=2,
+        nested={"a": [1, 2]},
+    )
+
+    copy = pickle.loads(pickle.dumps(failure))  # noqa: S301 - our own bytes
+
+    assert isinstance(copy, JobFailure)
+    assert copy.code is ErrorCode.TOO_MANY_PAGES
+    assert copy.message == failure.message
+    assert copy.details == {"pages": 3, "max_pages": 2, "nested": {"a": [1, 2]}}
+    assert str(copy) == failure.message
+
+
+def test_job_failure_without_details_survives_pickling() -> None:
+    failure = JobFailure(ErrorCode.WORKER_CRASHED, "The worker stopped.")
+
+    copy = pickle.loads(pickle.dumps(failure))  # noqa: S301 - our own bytes
+
+    assert (copy.code, copy.message, copy.details) == (
+        ErrorCode.WORKER_CRASHED,
+        "The worker stopped.",
+        {},
+    )

@@ -1,0 +1,323 @@
+"""Seeing files: the stability window on an injected clock, the inbox scan, the %%EOF hint."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from sir_convert_a_lot.watch import Seen, Stability, ends_like_pdf, look, scan
+from tests.helpers import SAMPLES, copy_sample, make_pdf
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+
+def seen(path: str = "a.pdf", size: int = 100, mtime_ns: int = 1) -> Seen:
+    return Seen(path, size, mtime_ns, True)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def stability(clock: FakeClock) -> Stability:
+    return Stability(5.0, clock=lambda: clock.now)
+
+
+# -- Stability --------------------------------------------------------------------------------
+
+
+def test_a_file_that_keeps_growing_is_never_due_or_settled(
+    stability: Stability, clock: FakeClock
+) -> None:
+    for tick in range(40):
+        clock.now = 1000.0 + tick  # one tick a second for 40 s: far past the 5 s window
+        current = seen(size=100 * (tick + 1), mtime_ns=tick)
+        stability.observe(current)
+        assert stability.due() == []
+        assert stability.settle(current) is False
+    assert "a.pdf" in stability
+
+
+def test_a_file_whose_mtime_alone_changes_is_not_stable(
+    stability: Stability, clock: FakeClock
+) -> None:
+    for tick in range(20):
+        clock.now = 1000.0 + tick
+        current = seen(size=100, mtime_ns=tick)  # rewritten in place, same size
+        stability.observe(current)
+        assert stability.settle(current) is False
+
+
+def test_a_file_settles_only_after_a_full_unchanged_window(
+    stability: Stability, clock: FakeClock
+) -> None:
+    stability.observe(seen())
+
+    clock.now = 1004.9
+    stability.observe(seen())  # unchanged: must not restart the window
+    assert stability.due() == []
+    assert stability.settle(seen()) is False
+    assert "a.pdf" in stability
+
+    clock.now = 1005.0
+    assert stability.due() == ["a.pdf"]
+    assert stability.settle(seen()) is True
+    assert "a.pdf" not in stability
+    assert len(stability) == 0
+
+
+def test_a_change_seen_when_settling_restarts_the_window(
+    stability: Stability, clock: FakeClock
+) -> None:
+    stability.observe(seen(size=100))
+    clock.now = 1005.0
+    assert stability.due() == ["a.pdf"]
+
+    assert stability.settle(seen(size=200)) is False
+
+    assert stability.due() == []
+    assert stability.next_deadline() == 1010.0
+    clock.now = 1009.9
+    assert stability.settle(seen(size=200)) is False
+    clock.now = 1010.0
+    assert stability.settle(seen(size=200)) is True
+
+
+def test_a_path_that_was_never_observed_does_not_settle(stability: Stability) -> None:
+    assert stability.settle(seen()) is False
+
+
+def test_next_deadline_is_the_earliest_window_end(stability: Stability, clock: FakeClock) -> None:
+    assert stability.next_deadline() is None
+
+    stability.observe(seen("a.pdf"))
+    clock.now = 1002.0
+    stability.observe(seen("b.pdf"))
+    assert stability.next_deadline() == 1005.0
+
+    clock.now = 1003.0
+    stability.observe(seen("a.pdf", size=101))  # a changed: its window starts again
+    assert stability.next_deadline() == 1007.0
+
+
+def test_due_lists_paths_by_how_long_they_have_been_still(
+    stability: Stability, clock: FakeClock
+) -> None:
+    stability.observe(seen("aaa.pdf"))
+    clock.now = 1001.0
+    stability.observe(seen("zzz.pdf"))
+    clock.now = 1002.0
+    stability.observe(seen("aaa.pdf", size=101))  # aaa changed: now the more recent one
+    clock.now = 1010.0
+
+    assert stability.due() == ["zzz.pdf", "aaa.pdf"]
+
+
+def test_forget_drops_a_path(stability: Stability, clock: FakeClock) -> None:
+    stability.observe(seen("a.pdf"))
+    stability.observe(seen("b.pdf"))
+
+    stability.forget("a.pdf")
+    stability.forget("never-seen.pdf")  # no error
+
+    clock.now = 1010.0
+    assert stability.due() == ["b.pdf"]
+    assert "a.pdf" not in stability
+    assert stability.settle(seen("a.pdf")) is False
+    stability.forget("b.pdf")
+    assert stability.next_deadline() is None
+
+
+def test_a_custom_window_is_honoured(stability: Stability, clock: FakeClock) -> None:
+    stability.observe(seen("quick.pdf"), window=1.0)
+    stability.observe(seen("slow.pdf"), window=30.0)
+    stability.observe(seen("default.pdf"))
+    assert stability.next_deadline() == 1001.0
+
+    clock.now = 1001.0
+    assert stability.due() == ["quick.pdf"]
+    assert stability.settle(seen("quick.pdf")) is True
+
+    clock.now = 1005.0
+    assert stability.due() == ["default.pdf"]
+    assert stability.settle(seen("slow.pdf")) is False
+
+    clock.now = 1030.0
+    assert stability.due() == ["default.pdf", "slow.pdf"]
+
+
+def test_a_custom_window_survives_a_change_seen_when_settling(
+    stability: Stability, clock: FakeClock
+) -> None:
+    stability.observe(seen("slow.pdf"), window=30.0)
+    clock.now = 1030.0
+
+    assert stability.settle(seen("slow.pdf", size=999)) is False
+
+    assert stability.next_deadline() == 1060.0
+    clock.now = 1035.0  # the default window has passed, the custom one has not
+    assert stability.due() == []
+
+
+# -- scan -------------------------------------------------------------------------------------
+
+
+def _scan(inbox: Path, ignore: tuple[str, ...] = (), below: str = "") -> dict[str, Seen]:
+    return {entry.relative_path: entry for entry in scan(inbox, ignore, below)}
+
+
+def test_scan_finds_nested_files_with_their_facts(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    top = make_pdf(inbox / "top.pdf")
+    deep = make_pdf(inbox / "team" / "2024" / "march" / "deep.pdf")
+
+    found = _scan(inbox)
+
+    assert set(found) == {"top.pdf", "team/2024/march/deep.pdf"}
+    info = os.lstat(deep)
+    assert found["team/2024/march/deep.pdf"] == Seen(
+        "team/2024/march/deep.pdf", info.st_size, info.st_mtime_ns, True
+    )
+    assert found["top.pdf"].size == top.stat().st_size
+
+
+def test_scan_skips_ignored_names_and_folders(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    make_pdf(inbox / "keep.pdf")
+    for name in (
+        ".hidden.pdf",
+        "download.pdf.part",
+        "upload.TMP",
+        "browser.pdf.crdownload",
+        "~$draft.pdf",
+        ".~lock.report.odt#",
+        "Thumbs.db",
+        "desktop.ini",
+        "._keep.pdf",
+        "notes.bak",
+        "@eaDir/keep.pdf@SynoEAStream",
+        "@eaDir/thumb.pdf",
+        ".git/objects/x.pdf",
+        ".Trash-1000/files/old.pdf",
+        "team/@eaDir/keep.pdf",
+        "team/.snapshot/copy.pdf",
+    ):
+        path = inbox / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"%PDF-1.4\n")
+    make_pdf(inbox / "team" / "kept.pdf")
+
+    assert set(_scan(inbox, ("*.bak",))) == {"keep.pdf", "team/kept.pdf"}
+
+
+def test_scan_honours_ignore_globs_on_folders(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    make_pdf(inbox / "scratch" / "a.pdf")
+    make_pdf(inbox / "team" / "b.pdf")
+
+    assert set(_scan(inbox, ("scratch",))) == {"team/b.pdf"}
+
+
+def test_scan_below_looks_only_in_that_folder(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    make_pdf(inbox / "a.pdf")
+    make_pdf(inbox / "team" / "b.pdf")
+    make_pdf(inbox / "team" / "sub" / "c.pdf")
+
+    assert set(_scan(inbox, below="team")) == {"team/b.pdf", "team/sub/c.pdf"}
+
+
+def test_scan_reports_a_symlinked_folder_without_entering_it(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    outside = tmp_path / "outside"
+    make_pdf(inbox / "a.pdf")
+    make_pdf(outside / "secret.pdf")
+    (inbox / "linked").symlink_to(outside, target_is_directory=True)
+    (inbox / "loop").symlink_to(inbox, target_is_directory=True)  # following it never ends
+
+    found = _scan(inbox)
+
+    assert set(found) == {"a.pdf", "linked", "loop"}
+    assert found["linked"].is_regular is False
+    assert found["loop"].is_regular is False
+    assert found["linked"].size == os.lstat(inbox / "linked").st_size  # the link, not the target
+
+
+def test_scan_reports_a_symlink_to_a_pdf_as_not_regular(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    target = make_pdf(tmp_path / "outside.pdf")
+    (inbox / "link.pdf").symlink_to(target)
+
+    found = _scan(inbox)
+
+    assert found["link.pdf"].is_regular is False
+    assert found["link.pdf"].size != target.stat().st_size
+
+
+def test_scan_of_a_missing_inbox_finds_nothing(tmp_path: Path) -> None:
+    assert _scan(tmp_path / "gone") == {}
+
+
+def test_look_says_what_lstat_says(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    pdf = make_pdf(inbox / "a.pdf")
+    (inbox / "folder").mkdir()
+    (inbox / "link.pdf").symlink_to(pdf)
+
+    found = look(inbox, "a.pdf")
+    assert found is not None
+    assert (found.size, found.is_regular) == (pdf.stat().st_size, True)
+    link = look(inbox, "link.pdf")
+    assert link is not None
+    assert link.is_regular is False
+    assert look(inbox, "folder") is None
+    assert look(inbox, "gone.pdf") is None
+
+
+# -- ends_like_pdf ----------------------------------------------------------------------------
+
+
+def test_a_complete_pdf_ends_like_a_pdf() -> None:
+    assert ends_like_pdf(SAMPLES / "multi_page.pdf") is True
+
+
+def test_a_truncated_pdf_does_not_end_like_a_pdf() -> None:
+    assert ends_like_pdf(SAMPLES / "truncated_multi_page_60pct.pdf") is False
+
+
+def test_a_half_written_copy_does_not_end_like_a_pdf_until_complete(tmp_path: Path) -> None:
+    data = (SAMPLES / "multi_page.pdf").read_bytes()
+    path = tmp_path / "copying.pdf"
+    path.write_bytes(data[: len(data) - 200])
+    assert ends_like_pdf(path) is False
+
+    path.write_bytes(data)
+    assert ends_like_pdf(path) is True
+
+
+def test_a_symlink_to_a_complete_pdf_does_not_end_like_a_pdf(tmp_path: Path) -> None:
+    target = copy_sample("multi_page.pdf", tmp_path / "outside")
+    link = tmp_path / "link.pdf"
+    link.symlink_to(target)
+
+    assert ends_like_pdf(link) is False
+
+
+@pytest.mark.timeout(20)
+def test_a_fifo_does_not_end_like_a_pdf_and_does_not_block(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.pdf"
+    os.mkfifo(fifo)
+
+    assert ends_like_pdf(fifo) is False
+
+
+def test_a_missing_file_does_not_end_like_a_pdf(tmp_path: Path) -> None:
+    assert ends_like_pdf(tmp_path / "gone.pdf") is False
