@@ -217,40 +217,47 @@ class Engine:
         source_path: str,
         options: ConversionOptions,
         run_on: RunOn,
+        source_name: str = "",
     ) -> Converted | Failed:
         if not self.alive:
             self.start()
-        assert self._conn is not None and self._process is not None
+        # Local references: abort() may kill the process from another thread meanwhile.
+        conn, process = self._conn, self._process
+        assert conn is not None and process is not None
         limit = float(options.document_timeout_seconds)
         deadline = time.monotonic() + limit
         try:
-            self._conn.send(ConvertRequest(job_id, source_path, options, run_on.device))
+            conn.send(ConvertRequest(job_id, source_path, source_name, options, run_on.device))
         except (BrokenPipeError, OSError):
-            code = self._process.exitcode
             self._kill()
-            raise WorkerCrashed(code) from None
+            raise WorkerCrashed(process.exitcode) from None
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self._kill()
                 raise WorkerTimedOut(limit)
             try:
-                if not self._conn.poll(min(remaining, 1.0)):
-                    if self._process.is_alive():
+                if not conn.poll(min(remaining, 1.0)):
+                    if process.is_alive():
                         continue
                     raise EOFError
-                message = self._conn.recv()
+                message = conn.recv()
             except (EOFError, OSError):
-                self._process.join(timeout=5)
-                code = self._process.exitcode
+                process.join(timeout=5)
                 self._kill()
-                raise WorkerCrashed(code) from None
+                raise WorkerCrashed(process.exitcode) from None
             if isinstance(message, Progress):
                 if self.on_progress is not None:
                     self.on_progress(message.job_id, message.page, message.pages)
                 continue
             if isinstance(message, Converted | Failed) and message.job_id == job_id:
                 return message
+
+    def abort(self) -> None:
+        """Kill the worker from any thread; the thread inside convert() sees WorkerCrashed."""
+        process = self._process
+        if process is not None and process.is_alive():
+            process.kill()
 
     def stop(self) -> None:
         if self._conn is not None and self.alive:

@@ -62,6 +62,7 @@ class StartupFailed:
 class ConvertRequest:
     job_id: str
     source_path: str
+    source_name: str  # the inbox-relative name, for messages only: never opened
     options: ConversionOptions
     device: str
 

@@ -122,7 +122,11 @@ class JobRunner:
         )
         try:
             answer = self.engine.convert(
-                job.job_id, str(self.spool.source_path(job)), job.options, decision
+                job.job_id,
+                str(self.spool.source_path(job)),
+                job.options,
+                decision,
+                source_name=job.relative_path,
             )
         except WorkerTimedOut as timeout:
             if self.abandon:

@@ -490,7 +490,7 @@ class Service:
                     effect="the running job goes back to the inbox without counting an attempt",
                 )
                 self.runner.abandon = True
-                self.engine.stop()
+                self.engine.abort()
                 thread.join(timeout=30)
         if self.watcher is not None:
             with contextlib.suppress(Exception):

@@ -170,7 +170,7 @@ class _Worker:
 
     def _inject_faults(self, request: ConvertRequest) -> None:
         """Test hooks, reachable only through WorkerSettings built in code."""
-        name = Path(request.source_path).parent.name
+        name = Path(request.source_name).name
         for fault in self.settings.fault_injection:
             kind, _, target = fault.partition(":")
             if target not in (request.job_id, name, "*"):

@@ -1,0 +1,193 @@
+"""The worker process as the supervisor sees it: one conversion thread, hard time limits, crashes
+that cost an attempt and never the daemon."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from sir_convert_a_lot.engine import Engine, WorkerCrashed, WorkerTimedOut, load_plan
+from sir_convert_a_lot.gpu import GpuDevice, GpuProbe
+from sir_convert_a_lot.options import ConversionOptions
+from sir_convert_a_lot.policy import RunOn
+from sir_convert_a_lot.protocol import Converted, Failed
+from sir_convert_a_lot.service import Service
+from tests.helpers import UNLOCK, copy_sample, load_config, make_pdf, wait_for
+
+CPU = RunOn("cpu")
+NO_GPU = GpuProbe(False, None, "no usable GPU: test", "nvml_unavailable: test", "not_checked")
+A_GPU = GpuProbe(True, GpuDevice(0, "Test GPU", "999.1", 80 << 30), "ok", "ok", "available")
+
+
+@pytest.fixture
+def engine(tmp_path: Path):
+    config = load_config(tmp_path)
+    made: list[Engine] = []
+
+    def build(**kwargs: object) -> Engine:
+        built = Engine(config, config.governance, instance="engine-test", **kwargs)  # type: ignore[arg-type]
+        made.append(built)
+        return built
+
+    yield build
+    for built in made:
+        built.stop()
+
+
+def _options(**changes: object) -> ConversionOptions:
+    base = ConversionOptions(
+        backend_strategy="pymupdf", ocr_mode="off", acceleration_policy="cpu_only"
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def test_every_job_runs_on_the_thread_that_loaded_and_warmed_the_models(
+    engine, tmp_path: Path
+) -> None:
+    worker = engine()
+    info = worker.start()
+    assert info.loaded == (("pymupdf", "cpu"),)
+    assert info.warm_seconds > 0
+    threads = set()
+    for index in range(3):
+        source = make_pdf(tmp_path / f"same-thread-{index}.pdf", pages=2)
+        answer = worker.convert(f"job_{index}", str(source), _options(), CPU)
+        assert isinstance(answer, Converted)
+        assert answer.pages == 2
+        threads.add(answer.thread_id)
+    assert threads == {info.thread_id}
+    assert worker.starts == 1
+
+
+def test_a_crashing_worker_raises_and_the_next_job_gets_a_fresh_worker(
+    engine, tmp_path: Path
+) -> None:
+    worker = engine(fault_injection=("crash:boom.pdf",))
+    first_pid = worker.start().pid
+    boom = make_pdf(tmp_path / "boom.pdf")
+    with pytest.raises(WorkerCrashed) as crashed:
+        worker.convert("job_boom", str(boom), _options(), CPU, source_name="boom.pdf")
+    assert crashed.value.exitcode == -9
+    fine = make_pdf(tmp_path / "fine.pdf")
+    answer = worker.convert("job_fine", str(fine), _options(), CPU, source_name="fine.pdf")
+    assert isinstance(answer, Converted)
+    assert worker.starts == 2
+    assert worker.info is not None and worker.info.pid != first_pid
+
+
+def test_a_conversion_past_its_time_limit_is_killed(engine, tmp_path: Path) -> None:
+    worker = engine(fault_injection=("hang:stuck.pdf",))
+    worker.start()
+    stuck = make_pdf(tmp_path / "stuck.pdf")
+    with pytest.raises(WorkerTimedOut) as timed_out:
+        worker.convert(
+            "job_stuck",
+            str(stuck),
+            _options(document_timeout_seconds=2),
+            CPU,
+            source_name="stuck.pdf",
+        )
+    assert timed_out.value.seconds == 2
+    assert not worker.alive
+
+
+def test_a_converter_exception_fails_the_job_and_keeps_the_worker(engine, tmp_path: Path) -> None:
+    worker = engine(fault_injection=("raise:bug.pdf",))
+    info = worker.start()
+    bug = make_pdf(tmp_path / "bug.pdf")
+    answer = worker.convert("job_bug", str(bug), _options(), CPU, source_name="bug.pdf")
+    assert isinstance(answer, Failed)
+    assert answer.code == "conversion_internal_error"
+    assert answer.details["exception"] == "RuntimeError"
+    assert worker.alive and worker.info is not None and worker.info.pid == info.pid
+
+
+def test_preflight_failures_come_back_with_their_codes(engine, tmp_path: Path) -> None:
+    worker = engine()
+    worker.start()
+    encrypted = copy_sample("r2-user-password.pdf", tmp_path)
+    answer = worker.convert("job_enc", str(encrypted), _options(), CPU)
+    assert isinstance(answer, Failed) and answer.code == "pdf_encrypted"
+
+
+def test_the_load_plan_follows_the_lock() -> None:
+    docling = ConversionOptions()
+    pymupdf = _options()
+    locked = load_plan([docling, pymupdf], NO_GPU, load_config_governance(False))
+    assert locked == ()
+    unlocked = load_plan([docling, pymupdf], NO_GPU, UNLOCK)
+    assert unlocked == (("pymupdf", "cpu"),)
+    with_gpu = load_plan([docling, pymupdf], A_GPU, UNLOCK)
+    assert with_gpu == (("docling", "cuda"), ("pymupdf", "cpu"))
+
+
+def load_config_governance(unlocked: bool):
+    from sir_convert_a_lot.config import Governance
+
+    return UNLOCK if unlocked else Governance()
+
+
+def _run_service(service: Service) -> threading.Thread:
+    thread = threading.Thread(target=service.run, daemon=True)
+    thread.start()
+    assert service.ready.wait(60), "the service did not become ready"
+    return thread
+
+
+def test_a_file_that_crashes_the_worker_every_time_fails_with_worker_crashed(
+    tmp_path: Path,
+) -> None:
+    config = load_config(tmp_path)
+    service = Service(config, fault_injection=("crash:poison.pdf",), install_signal_handlers=False)
+    thread = _run_service(service)
+    try:
+        make_pdf(tmp_path / "inbox" / "poison.pdf")
+        wait_for(lambda: (tmp_path / "outbox" / "poison.error.json").exists(), timeout=90)
+        make_pdf(tmp_path / "inbox" / "after.pdf")
+        wait_for(lambda: (tmp_path / "outbox" / "after.json").exists(), timeout=60)
+    finally:
+        service.request_stop()
+        thread.join(60)
+    envelope = json.loads((tmp_path / "outbox" / "poison.error.json").read_text())
+    assert envelope["error"]["code"] == "worker_crashed"
+    assert envelope["error"]["retryable"] is True
+    assert envelope["execution"]["attempt"] == config.max_attempts
+    assert (tmp_path / "failed" / "poison.pdf").exists()
+    assert service.engine.starts == 1 + config.max_attempts
+
+
+def test_a_timed_out_conversion_fails_the_file_and_the_daemon_carries_on(tmp_path: Path) -> None:
+    config = load_config(tmp_path)
+    quick = replace(config, defaults=replace(config.defaults, document_timeout_seconds=2))
+    service = Service(quick, fault_injection=("hang:slow.pdf",), install_signal_handlers=False)
+    thread = _run_service(service)
+    try:
+        make_pdf(tmp_path / "inbox" / "slow.pdf")
+        wait_for(lambda: (tmp_path / "outbox" / "slow.error.json").exists(), timeout=60)
+        make_pdf(tmp_path / "inbox" / "next.pdf")
+        wait_for(lambda: (tmp_path / "outbox" / "next.json").exists(), timeout=60)
+    finally:
+        service.request_stop()
+        thread.join(60)
+    error = json.loads((tmp_path / "outbox" / "slow.error.json").read_text())["error"]
+    assert error["code"] == "conversion_timeout"
+    assert error["retryable"] is True
+    assert error["details"]["timeout_seconds"] == 2
+
+
+def test_stopping_mid_conversion_past_the_grace_returns_the_file_uncounted(tmp_path: Path) -> None:
+    config = load_config(tmp_path, service={"stop_grace_seconds": 1})
+    service = Service(config, fault_injection=("hang:long.pdf",), install_signal_handlers=False)
+    thread = _run_service(service)
+    make_pdf(tmp_path / "inbox" / "long.pdf")
+    wait_for(lambda: service.activity.job_id is not None, timeout=30)
+    service.request_stop()
+    thread.join(60)
+    assert not thread.is_alive()
+    assert (tmp_path / "inbox" / "long.pdf").exists()
+    assert not list((tmp_path / "outbox").iterdir())
+    assert not list((tmp_path / "state" / "claimed" / config.instance_name).iterdir())

@@ -1,0 +1,153 @@
+"""Drop a backlog of PDFs into a running daemon at once and measure how it drains.
+
+Usage: .venv/bin/python tools/backlog.py --files 1000 --output docs/reference/backlog-1000.json
+
+Starts the real daemon (a subprocess, CPU backend unlocked by ADR 0002) on a scratch folder,
+waits until it is ready, moves N one-page PDFs into the inbox in one burst (each written
+elsewhere first, so every file is complete when it appears), and samples the resident memory of
+the daemon and its worker once a second until every sidecar exists. Reports jobs per minute and
+RSS at ready, early in the drain, at the end and at its peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.helpers import VENV_BIN, pdf_bytes, write_config  # noqa: E402
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """Resident memory of a process and all its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    page = os.sysconf("SC_PAGE_SIZE")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))
+        rss[int(entry)] = int(fields[21]) * page
+    total, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        total += rss.get(current, 0)
+        stack.extend(children.get(current, []))
+    return total
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=1000)
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--stability-seconds", type=float, default=1.0)
+    args = parser.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="sca-backlog-"))
+    config = write_config(
+        root,
+        watch={"stability_seconds": args.stability_seconds},
+        logging={"level": "warning"},
+        instances={"lease_seconds": 60},
+    )
+    staging = root / "staging"
+    staging.mkdir()
+    content = pdf_bytes()
+    names = [f"backlog-{i:05d}.pdf" for i in range(args.files)]
+    for name in names:
+        (staging / name).write_bytes(content)
+
+    log = (root / "daemon.log").open("wb")
+    daemon = subprocess.Popen(
+        [str(VENV_BIN / "sir-convert"), "--config", str(config), "run"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    lease = root / "state" / "instances" / "test-instance.lease"
+    while not (lease.exists() and json.loads(lease.read_text()).get("state") == "ready"):
+        time.sleep(0.1)
+    samples: list[tuple[float, int]] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            samples.append((time.monotonic(), tree_rss_bytes(daemon.pid)))
+            done.wait(1.0)
+
+    rss_ready = tree_rss_bytes(daemon.pid)
+    sampler = threading.Thread(target=sample, daemon=True)
+    dropped = time.monotonic()
+    sampler.start()
+    for name in names:
+        os.rename(staging / name, root / "inbox" / name)
+    outbox = root / "outbox"
+    first_done: float | None = None
+    while True:
+        finished = sum(1 for n in os.listdir(outbox) if n.endswith(".json"))
+        if finished and first_done is None:
+            first_done = time.monotonic()
+        if finished >= args.files:
+            break
+        if daemon.poll() is not None:
+            raise SystemExit(f"daemon exited early: {daemon.returncode}")
+        time.sleep(0.2)
+    drained = time.monotonic()
+    done.set()
+    sampler.join()
+    daemon.terminate()
+    daemon.wait(60)
+
+    during = [rss for at, rss in samples if at >= (first_done or dropped)]
+    early = during[: max(1, len(during) // 10)]
+    late = during[-max(1, len(during) // 10) :]
+    succeeded = 0
+    for name in names:
+        sidecar = json.loads((outbox / name.replace(".pdf", ".json")).read_text())
+        succeeded += sidecar["status"] == "succeeded"
+    report = {
+        "command": " ".join(["tools/backlog.py", *sys.argv[1:]]),
+        "host": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "machine": platform.machine(),
+        },
+        "files": args.files,
+        "succeeded": succeeded,
+        "stability_seconds": args.stability_seconds,
+        "seconds_drop_to_first_result": round((first_done or drained) - dropped, 2),
+        "seconds_to_drain": round(drained - dropped, 2),
+        "jobs_per_minute": round(args.files / ((drained - dropped) / 60), 1),
+        "rss_bytes": {
+            "at_ready": rss_ready,
+            "early_drain_mean": int(sum(early) / len(early)),
+            "late_drain_mean": int(sum(late) / len(late)),
+            "peak": max(rss for _, rss in samples),
+        },
+        "rss_growth_early_to_late_percent": round(
+            100 * (sum(late) / len(late) - sum(early) / len(early)) / (sum(early) / len(early)), 2
+        ),
+        "rss_samples": len(samples),
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    print(json.dumps(report, indent=2, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
