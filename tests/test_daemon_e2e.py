@@ -451,3 +451,84 @@ def test_a_burst_of_drops_is_converted_completely(tmp_path: Path) -> None:
         _wait_files(tmp_path / "outbox", [f"many-{i:04d}.json" for i in range(40)], timeout=120)
         daemon.terminate()
     assert len(os.listdir(tmp_path / "archive")) == 40
+
+
+def _expected_outcomes(corpus: Path) -> dict[str, str | None]:
+    """From the corpus manifests (facts recorded when the corpus was built, not by this daemon):
+    None for a file that must convert, else the error code it must end with."""
+    expected: dict[str, str | None] = {}
+    for path in sorted(p for p in corpus.rglob("*") if p.is_file()):
+        relative = str(path.relative_to(corpus))
+        expected[relative] = None if path.suffix.lower() == ".pdf" else "unsupported_media_type"
+    for manifest in corpus.glob("*/manifest.json"):
+        folder = manifest.parent.name
+        for entry in json.loads(manifest.read_text())["files"]:
+            relative = f"{folder}/{entry['file']}"
+            if not relative.lower().endswith(".pdf"):
+                continue
+            if entry.get("needs_pass"):
+                expected[relative] = "pdf_encrypted"
+            elif (
+                entry.get("pages") == 0
+                or entry.get("bytes") == 0
+                or "non-PDF bytes" in entry.get("recipe", "")
+            ):
+                expected[relative] = "pdf_unreadable"
+    return expected
+
+
+def test_every_file_of_the_shared_corpus_ends_in_exactly_one_terminal_state(
+    tmp_path: Path, shared_corpus: Path
+) -> None:
+    expected = _expected_outcomes(shared_corpus)
+    staging = tmp_path / "staging" / "corpus"
+    shutil.copytree(shared_corpus, staging)
+    config = write_config(tmp_path, watch={"stability_seconds": 0.5})
+    with Daemon(config).start() as daemon:
+        os.rename(staging, tmp_path / "inbox" / "corpus")  # a whole folder dropped at once
+
+        def terminal() -> dict[str, list[dict]]:
+            found: dict[str, list[dict]] = {}
+            for path in (tmp_path / "outbox").rglob("*.json"):
+                document = json.loads(path.read_text())
+                relative = document["source"]["relative_path"].removeprefix("corpus/")
+                found.setdefault(relative, []).append(document)
+            return found
+
+        wait_for(lambda: len(terminal()) >= len(expected), timeout=600, interval=1)
+        daemon.terminate()
+    outcomes = terminal()
+    assert sorted(outcomes) == sorted(expected)
+    wrong = {}
+    for relative, code in expected.items():
+        documents = outcomes[relative]
+        assert len(documents) == 1, relative
+        got = documents[0]["error"]["code"] if documents[0]["status"] == "failed" else None
+        if got != code:
+            wrong[relative] = (code, got)
+    assert wrong == {}
+    assert files_under(tmp_path / "inbox") == []
+    kept = files_under(tmp_path / "archive") + files_under(tmp_path / "failed")
+    assert len(kept) == len(expected)
+    assert _state_is_empty(tmp_path)
+
+
+def test_the_periodic_rescan_finds_files_whose_events_never_came(tmp_path: Path) -> None:
+    # A polling observer that looks once an hour stands in for a network mount that sends no
+    # events: only the rescan can see the file.
+    config = write_config(
+        tmp_path,
+        watch={"mode": "polling", "poll_interval_seconds": 3600, "rescan_interval_seconds": 1},
+    )
+    with Daemon(config).start() as daemon:
+        make_pdf(tmp_path / "inbox" / "quiet.pdf")
+        _wait_files(tmp_path / "outbox", ["quiet.json"], timeout=30)
+        daemon.terminate()
+
+
+def test_files_waiting_before_the_start_are_found_by_the_start_up_scan(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    make_pdf(tmp_path / "inbox" / "early" / "waiting.pdf")
+    with Daemon(config).start() as daemon:
+        _wait_files(tmp_path / "outbox", ["early/waiting.json"])
+        daemon.terminate()

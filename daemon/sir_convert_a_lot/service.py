@@ -104,6 +104,10 @@ class Service:
     def run(self) -> int:
         """Run until stopped. 0 after a clean stop, 1 after a runtime failure; ConfigError
         escapes for the CLI to turn into exit code 2."""
+        # Refusals come first and alone: one line, exit 2, nothing started that needs stopping.
+        prepare(self.config.paths)
+        self.spool.ensure_layout()
+        self._refuse_duplicate_instance()
         if self.install_signal_handlers:
             self._install_signals()
         try:
@@ -112,9 +116,6 @@ class Service:
             log.error("engine_start_failed", reason=exc.reason, message=str(exc), **exc.details)
             self._shutdown()
             return 1
-        except ConfigError:
-            self._shutdown()
-            raise
         code = 0
         try:
             code = self._loop()
@@ -131,9 +132,6 @@ class Service:
 
     def _startup(self) -> None:
         config = self.config
-        prepare(config.paths)
-        self.spool.ensure_layout()
-        self._refuse_duplicate_instance()
         log.info(
             "daemon_starting",
             version=__version__,
