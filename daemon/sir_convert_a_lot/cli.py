@@ -36,27 +36,29 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_CONFIG_PATH,
         help=f"config file (default {DEFAULT_CONFIG_PATH})",
     )
+    # --config is accepted after the command too (`sir-convert run --config X`).
+    config_after = argparse.ArgumentParser(add_help=False)
+    config_after.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="config file")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    run = commands.add_parser("run", help="run the daemon in the foreground (systemd ExecStart)")
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help_text, parents=[config_after])
+
+    run = command("run", "run the daemon in the foreground (systemd ExecStart)")
     run.add_argument("--instance", help="this instance's name (default <hostname>-gpu<index>)")
 
-    convert = commands.add_parser(
-        "convert", help="convert files once, through the same engine, lock and outputs"
-    )
+    convert = command("convert", "convert files once, through the same engine, lock and outputs")
     convert.add_argument("files", nargs="+", type=Path, metavar="FILE")
     convert.add_argument("--out", type=Path, help="output folder (default: the config's outbox)")
 
-    status = commands.add_parser(
-        "status", help="queue counts, live instances, GPU state, recent failures"
-    )
+    status = command("status", "queue counts, live instances, GPU state, recent failures")
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
-    retry = commands.add_parser("retry", help="move failed originals back into the inbox")
+    retry = command("retry", "move failed originals back into the inbox")
     retry.add_argument("names", nargs="*", metavar="NAME", help="file name, path or job id")
     retry.add_argument("--all", action="store_true", help="every failed original")
 
-    init = commands.add_parser("init-config", help="write a complete default config (TOML)")
+    init = command("init-config", "write a complete default config (TOML)")
     init.add_argument("--output", type=Path, help="where to write (default: the --config path)")
     init.add_argument(
         "--root",
