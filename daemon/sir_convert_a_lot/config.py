@@ -111,6 +111,14 @@ SCHEMA: Final[dict[str, dict[str, Key]]] = {
     "gpu": {
         "device_index": Key((int,), 0, _at_least(0)),
         "models_path": Key((str,), ""),
+        # Pages per model call in docling's layout, OCR and table stages. docling's own default
+        # is 4; its GPU guide uses 64, which a data-centre GPU holds with room to spare.
+        "layout_batch_size": Key((int,), 64, _between(1, 1024)),
+        "ocr_batch_size": Key((int,), 64, _between(1, 1024)),
+        "table_batch_size": Key((int,), 64, _between(1, 1024)),
+        # RapidOCR's engine: "onnxruntime" runs on the CPU with the models `models download`
+        # fetches; "torch" runs OCR on the GPU too and needs RapidOCR's torch weights.
+        "ocr_backend": Key((str,), "onnxruntime", _one_of("onnxruntime", "torch")),
     },
     "governance": {
         "allow_cpu_only": Key((bool,), False),
@@ -183,6 +191,10 @@ class Config:
     lease_seconds: float
     device_index: int
     models_path: str
+    layout_batch_size: int
+    ocr_batch_size: int
+    table_batch_size: int
+    ocr_backend: str
     governance: Governance
     stop_grace_seconds: float
     log_level: str
@@ -313,7 +325,11 @@ def parse(data: Mapping[str, Any], *, base_dir: Path, source: Path | None = None
         instance_name=instances["name"] or default_instance_name(gpu["device_index"]),
         lease_seconds=float(instances["lease_seconds"]),
         device_index=gpu["device_index"],
-        models_path=gpu["models_path"],
+        models_path=_resolve(gpu["models_path"], base_dir).as_posix() if gpu["models_path"] else "",
+        layout_batch_size=gpu["layout_batch_size"],
+        ocr_batch_size=gpu["ocr_batch_size"],
+        table_batch_size=gpu["table_batch_size"],
+        ocr_backend=gpu["ocr_backend"],
         governance=governance,
         stop_grace_seconds=float(sections["service"]["stop_grace_seconds"]),
         log_level=sections["logging"]["level"],

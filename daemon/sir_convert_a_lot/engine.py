@@ -111,7 +111,14 @@ class Engine:
             models_path=config.models_path,
             max_file_bytes=config.max_file_bytes,
             max_pages=config.max_pages,
+            batch_sizes={
+                "layout": config.layout_batch_size,
+                "ocr": config.ocr_batch_size,
+                "table": config.table_batch_size,
+            },
+            ocr_backend=config.ocr_backend,
             log_level=config.log_level,
+            log_format=config.log_format,
             probe_override=probe_override.to_dict() if probe_override else None,
             fault_injection=fault_injection,
         )
@@ -159,7 +166,7 @@ class Engine:
         plan = load_plan(option_sets, probe, self.governance)
         if any(device == "cuda" for _, device in plan) and not self.device_lock.held:
             self._lock_device()
-        parent.send(Load(plan))
+        parent.send(Load(plan, tuple(option_sets)))
         ready = self._receive(LOAD_TIMEOUT_SECONDS, "loading models")
         if not isinstance(ready, Ready):
             raise self._startup_error(ready)
@@ -251,6 +258,8 @@ class Engine:
                     self.on_progress(message.job_id, message.page, message.pages)
                 continue
             if isinstance(message, Converted | Failed) and message.job_id == job_id:
+                if isinstance(message, Failed) and message.details.get("restart_worker"):
+                    self._kill()  # a CUDA error may have poisoned the context: start afresh
                 return message
 
     def abort(self) -> None:

@@ -34,7 +34,12 @@ def escape_values(
     return event_dict
 
 
-def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+def configure(
+    level: str = "info",
+    fmt: str = "auto",
+    stream: TextIO | None = None,
+    library_level: int = logging.WARNING,
+) -> None:
     out = stream or sys.stderr
     use_console = fmt == "console" or (fmt == "auto" and out.isatty())
     renderer: Any = (
@@ -47,7 +52,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    _route_standard_logging(out, shared, renderer, _LEVELS[level])
+    _route_standard_logging(out, shared, renderer, library_level)
     structlog.configure(
         processors=[*shared, escape_values, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
@@ -56,10 +61,14 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
     )
 
 
-def _route_standard_logging(out: TextIO, shared: list[Any], renderer: Any, level: int) -> None:
+def _route_standard_logging(
+    out: TextIO, shared: list[Any], renderer: Any, library_level: int
+) -> None:
     """Libraries (watchdog, docling) log through the standard library: give their records the
-    same shape, one structured line each, instead of bare text on stderr."""
+    same shape, one structured line each, instead of bare text on stderr, and only from
+    ``library_level`` up (some set their own loggers' levels, so the handler filters)."""
     handler = logging.StreamHandler(out)
+    handler.addFilter(lambda record: record.levelno >= library_level)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
@@ -72,7 +81,7 @@ def _route_standard_logging(out: TextIO, shared: list[Any], renderer: Any, level
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(max(level, logging.WARNING))
+    root.setLevel(library_level)
 
 
 def get(name: str = "sir_convert_a_lot") -> Any:

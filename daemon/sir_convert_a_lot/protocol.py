@@ -20,6 +20,8 @@ class WorkerSettings:
     models_path: str
     max_file_bytes: int
     max_pages: int
+    batch_sizes: dict[str, int] = field(default_factory=dict)  # layout / ocr / table
+    ocr_backend: str = "onnxruntime"
     log_level: str = "info"
     log_format: str = "json"
     # Tests only: pretend the probe saw this (a GpuProbe.to_dict()); never set from config.
@@ -37,9 +39,11 @@ class Probed:
 
 @dataclass(frozen=True)
 class Load:
-    """(backend, device) pairs to load and warm before Ready."""
+    """(backend, device) pairs to load and warm before Ready, and the option sets the config
+    uses (so a backend can prepare exactly the pipelines they need)."""
 
     plan: tuple[tuple[str, str], ...]
+    option_sets: tuple[ConversionOptions, ...] = ()
 
 
 @dataclass(frozen=True)

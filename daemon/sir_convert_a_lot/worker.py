@@ -1,9 +1,11 @@
-"""The worker process: owns the GPU context, loads models once, converts on one thread.
+"""The worker process: owns the GPU context, loads models once, runs every model call on one
+thread.
 
 Runs in a child process started with ``spawn`` so that a converter that hangs in native code,
 exhausts memory or crashes the interpreter on a hostile PDF takes only this process down. Every
-model load, warm-up and conversion runs on the single ``sca-convert`` thread, so all GPU calls of
-all jobs happen on one CUDA thread.
+model load, warm-up inference and job inference runs on the single ``sca-cuda`` thread (the
+backends submit their model calls there), so all GPU calls of all jobs happen on one CUDA
+thread. The process's main thread reads requests and orchestrates each job.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import functools
+import logging
 import os
 import signal
 import threading
@@ -22,7 +24,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TypeVar
 
-from sir_convert_a_lot.backends import Backend, create_backend
+from sir_convert_a_lot import logs
+from sir_convert_a_lot.backends import Backend, BackendContext, create_backend
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
 from sir_convert_a_lot.gpu import GpuProbe, probe
 from sir_convert_a_lot.normalize import normalize
@@ -50,19 +53,20 @@ class _Worker:
         self.conn = conn
         self.settings = settings
         self._send_lock = threading.Lock()
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sca-convert")
+        self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sca-cuda")
         self.backends: dict[tuple[str, str], Backend] = {}
+        self.option_sets: tuple[ConversionOptions, ...] = ()
 
     def send(self, message: object) -> None:
         with self._send_lock:
             self.conn.send(message)
 
-    def on_thread(self, work: Callable[[], T]) -> T:
-        """Run ``work`` on the one conversion thread and wait for it."""
-        return self._thread.submit(work).result()
+    def on_model_thread(self, work: Callable[[], T]) -> T:
+        """Run ``work`` on the one model (CUDA) thread and wait for it."""
+        return self.model_thread.submit(work).result()
 
     def thread_id(self) -> int:
-        return self.on_thread(threading.get_ident)
+        return self.on_model_thread(threading.get_ident)
 
     def serve(self) -> None:
         seen = self._probe()
@@ -71,8 +75,9 @@ class _Worker:
         if isinstance(load, Shutdown):
             return
         assert isinstance(load, Load)
+        self.option_sets = load.option_sets
         try:
-            load_seconds, warm_seconds = self.on_thread(lambda: self._load(load.plan))
+            load_seconds, warm_seconds = self._load(load.plan)
         except JobFailure as failure:
             self.send(StartupFailed(failure.code.value, failure.message, failure.details))
             return
@@ -93,7 +98,7 @@ class _Worker:
             if isinstance(message, Shutdown):
                 return
             if isinstance(message, ConvertRequest):
-                self.send(self.on_thread(functools.partial(self._convert, message)))
+                self.send(self._convert(message))
 
     def _probe(self) -> GpuProbe:
         if self.settings.probe_override is not None:
@@ -114,8 +119,17 @@ class _Worker:
     def _backend(self, name: str, device: str) -> Backend:
         key = (name, device)
         if key not in self.backends:
-            backend = create_backend(name)
-            backend.load("cuda" if device == "cuda" else "cpu")
+            context = BackendContext(
+                device="cuda" if device == "cuda" else "cpu",
+                device_index=self.settings.device_index,
+                model_thread=self.model_thread,
+                models_path=self.settings.models_path,
+                batch_sizes=self.settings.batch_sizes,
+                ocr_backend=self.settings.ocr_backend,
+            )
+            backend = create_backend(name, context)
+            wanted = tuple(o for o in self.option_sets if o.backend == name)
+            backend.load(wanted)
             self.backends[key] = backend
         return self.backends[key]
 
@@ -164,7 +178,7 @@ class _Worker:
             ocr_enabled=result.ocr_enabled,
             warnings=pdf.warnings + result.warnings + normalized.warnings,
             timings_ms=timings,
-            thread_id=threading.get_ident(),
+            thread_id=result.model_thread_id or threading.get_ident(),
             peak_gpu_memory_bytes=result.peak_gpu_memory_bytes,
         )
 
@@ -220,10 +234,27 @@ def _die_with_parent(parent_pid: int) -> None:
 
 _PR_SET_PDEATHSIG = 1
 
+# Model libraries draw progress bars and chat on stderr, which is the journal here.
+_QUIET_ENVIRONMENT = {
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TQDM_DISABLE": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+}
+
+
+def _quiet_libraries(settings: WorkerSettings) -> None:
+    """Structured log lines only; libraries' own warnings only when they are errors (their
+    per-table and per-page warnings would drown the daemon's events)."""
+    for name, value in _QUIET_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+    logs.configure(settings.log_level, settings.log_format, library_level=logging.ERROR)
+
 
 def worker_main(conn: Connection, settings: WorkerSettings, parent_pid: int) -> None:
     """Entry point of the worker process."""
     _die_with_parent(parent_pid)
+    _quiet_libraries(settings)
     # The supervisor handles SIGINT/SIGTERM and tells us to stop; a terminal's Ctrl-C must not
     # kill a conversion behind its back.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

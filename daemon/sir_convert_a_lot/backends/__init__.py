@@ -3,22 +3,23 @@ imports a converter library."""
 
 from __future__ import annotations
 
-from sir_convert_a_lot.backends.base import Backend, BackendResult, ProgressCallback
-from sir_convert_a_lot.errors import ErrorCode, JobFailure
+from sir_convert_a_lot.backends.base import (
+    Backend,
+    BackendContext,
+    BackendResult,
+    ProgressCallback,
+)
 
 
-def create_backend(name: str) -> Backend:
+def create_backend(name: str, context: BackendContext) -> Backend:
     """The backend for ``name`` (``docling`` or ``pymupdf``); imports only what it needs."""
     if name == "pymupdf":
         from sir_convert_a_lot.backends.pymupdf import PyMuPDFBackend
 
-        return PyMuPDFBackend()
-    raise JobFailure(
-        ErrorCode.CONVERSION_INTERNAL_ERROR,
-        f"The {name} backend is not available in this version of the daemon.",
-        reason="backend_unavailable",
-        backend=name,
-    )
+        return PyMuPDFBackend(context)
+    from sir_convert_a_lot.backends.docling import DoclingBackend
+
+    return DoclingBackend(context)
 
 
-__all__ = ["Backend", "BackendResult", "ProgressCallback", "create_backend"]
+__all__ = ["Backend", "BackendContext", "BackendResult", "ProgressCallback", "create_backend"]

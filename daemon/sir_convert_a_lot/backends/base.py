@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from sir_convert_a_lot.options import ConversionOptions
@@ -11,6 +12,22 @@ from sir_convert_a_lot.preflight import OpenedPdf
 
 ProgressCallback = Callable[[int, int], None]
 Device = Literal["cuda", "cpu"]
+
+
+@dataclass(frozen=True)
+class BackendContext:
+    """What the worker gives a backend: where to run, the one model thread, its settings."""
+
+    device: Device
+    device_index: int
+    model_thread: Executor
+    models_path: str = ""
+    batch_sizes: dict[str, int] = field(default_factory=dict)
+    ocr_backend: str = "onnxruntime"
+
+    @property
+    def torch_device(self) -> str:
+        return f"cuda:{self.device_index}" if self.device == "cuda" else "cpu"
 
 
 @dataclass(frozen=True)
@@ -23,13 +40,15 @@ class BackendResult:
     ocr_enabled: bool
     warnings: tuple[str, ...] = ()
     peak_gpu_memory_bytes: int | None = None
+    model_thread_id: int | None = None
 
 
 class Backend(Protocol):
     name: str
 
-    def load(self, device: Device) -> None:
-        """Load models once, on the conversion thread. Raises on missing models."""
+    def load(self, option_sets: tuple[ConversionOptions, ...]) -> None:
+        """Load models once, on the model thread, for these option sets. Raises JobFailure
+        when a model is missing."""
 
     def warm(self, sample: OpenedPdf, options: ConversionOptions) -> None:
         """Run a small page through the loaded models so the first real job is not slow."""

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import threading
 from typing import Any
 
-from sir_convert_a_lot.backends.base import BackendResult, Device, ProgressCallback
+from sir_convert_a_lot.backends.base import BackendContext, BackendResult, ProgressCallback
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
 from sir_convert_a_lot.options import ConversionOptions
 from sir_convert_a_lot.preflight import OpenedPdf
@@ -25,17 +26,21 @@ from sir_convert_a_lot.preflight import OpenedPdf
 class PyMuPDFBackend:
     name = "pymupdf"
 
-    def __init__(self) -> None:
+    def __init__(self, context: BackendContext) -> None:
+        self.context = context
         self._layout_markdown: Any = None
         self._classic_markdown: Any = None
 
-    def load(self, device: Device) -> None:
-        if device != "cpu":
+    def load(self, option_sets: tuple[ConversionOptions, ...]) -> None:
+        if self.context.device != "cpu":
             raise JobFailure(
                 ErrorCode.VALIDATION_ERROR,
                 "The pymupdf backend runs on the CPU only.",
                 reason="backend_is_cpu_only",
             )
+        self.context.model_thread.submit(self._import_models).result()
+
+    def _import_models(self) -> None:
         # Importing pymupdf4llm activates pymupdf.layout and loads its ONNX models once.
         with contextlib.redirect_stdout(io.StringIO()):
             import pymupdf4llm
@@ -45,20 +50,26 @@ class PyMuPDFBackend:
 
     def warm(self, sample: OpenedPdf, options: ConversionOptions) -> None:
         for table_mode in ("accurate", "fast"):
-            self._markdown(sample, table_mode)
+            self.context.model_thread.submit(self._markdown, sample, table_mode).result()
 
     def convert(
         self, pdf: OpenedPdf, options: ConversionOptions, progress: ProgressCallback
     ) -> BackendResult:
         progress(0, pdf.pages)
-        markdown = self._markdown(pdf, options.table_mode)
+        markdown, thread_id = self.context.model_thread.submit(
+            self._markdown_on_thread, pdf, options.table_mode
+        ).result()
         progress(pdf.pages, pdf.pages)
         return BackendResult(
             markdown=markdown,
             backend_used=self.name,
             acceleration_used="cpu",
             ocr_enabled=False,
+            model_thread_id=thread_id,
         )
+
+    def _markdown_on_thread(self, pdf: OpenedPdf, table_mode: str) -> tuple[str, int]:
+        return self._markdown(pdf, table_mode), threading.get_ident()
 
     def _markdown(self, pdf: OpenedPdf, table_mode: str) -> str:
         if self._layout_markdown is None:

@@ -1,0 +1,323 @@
+"""The GPU engine: docling's standard PDF pipeline, with every model call on one thread.
+
+docling's pipeline runs its stages (parsing, layout, OCR, tables, assembly) on threads of its own
+and, since 2.1xx, runs each stage's model calls on a per-stage model thread. We give every stage
+the same single-thread executor, the worker's ``sca-cuda`` thread, which also loaded the models:
+so all GPU work of all jobs happens on one CUDA thread, as the contract requires, while parsing
+and assembly still overlap with inference.
+
+Options map as follows:
+
+- ``table_mode``: TableFormer ``fast``, or ``accurate`` with cell matching (table cells matched
+  to the PDF's own text cells).
+- ``ocr_mode``: ``off`` (no OCR), ``force`` (full-page OCR on every page), ``auto`` (a pass
+  without OCR, then one with full-page OCR when the text is too thin: under 120 characters a
+  page on average; warning ``docling_auto_ocr_retry_applied``). OCR is RapidOCR with its ONNX
+  engine, or with ``gpu.ocr_backend = "torch"`` its torch engine on the same GPU.
+- batch sizes: ``gpu.layout_batch_size``, ``gpu.ocr_batch_size``, ``gpu.table_batch_size``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Executor
+from pathlib import Path
+from typing import Any
+
+from sir_convert_a_lot import models
+from sir_convert_a_lot.backends.base import BackendContext, BackendResult, ProgressCallback
+from sir_convert_a_lot.errors import ErrorCode, JobFailure
+from sir_convert_a_lot.options import ConversionOptions
+from sir_convert_a_lot.preflight import OpenedPdf
+
+THIN_TEXT_CHARS_PER_PAGE = 120
+
+
+def _pipeline_class(model_thread: Executor) -> type:
+    """docling's StandardPdfPipeline with every stage's model calls on ``model_thread``."""
+    from docling.pipeline import standard_pdf_pipeline as standard
+
+    stage_names = standard._MODEL_STAGE_NAMES
+
+    class OneModelThreadPipeline(standard.StandardPdfPipeline):  # type: ignore[misc]
+        def _borrow_model_threads(self) -> dict[str, Executor]:
+            return dict.fromkeys(stage_names, model_thread)
+
+        def _return_model_threads(self, model_threads: object, stages: object) -> None:
+            # The one thread lives as long as the worker; a hung model call ends the worker.
+            return None
+
+    return OneModelThreadPipeline
+
+
+def tensor_devices(root: object, depth: int = 6) -> set[str]:
+    """Device types ("cuda", "cpu") of every torch parameter reachable from ``root``."""
+    import torch
+
+    found: set[str] = set()
+    seen: set[int] = set()
+
+    def walk(node: object, level: int) -> None:
+        if level < 0 or id(node) in seen:
+            return
+        seen.add(id(node))
+        if isinstance(node, torch.nn.Module):
+            found.update(p.device.type for p in node.parameters())
+            found.update(b.device.type for b in node.buffers())
+            return
+        if isinstance(node, torch.Tensor):
+            found.add(node.device.type)
+            return
+        for child in _children(node):
+            walk(child, level - 1)
+
+    walk(root, depth)
+    return found
+
+
+def _children(node: object) -> Iterator[object]:
+    if isinstance(node, dict):
+        yield from node.values()
+    elif isinstance(node, list | tuple | set):
+        yield from node
+    elif hasattr(node, "__dict__") and not isinstance(node, type):
+        yield from vars(node).values()
+
+
+class DoclingBackend:
+    name = "docling"
+
+    def __init__(self, context: BackendContext) -> None:
+        self.context = context
+        self._converters: dict[tuple[str, bool], Any] = {}
+        self._devices: dict[tuple[str, bool], set[str]] = {}
+        self._pipeline_cls: type | None = None
+
+    # -- loading ------------------------------------------------------------------------------
+
+    def load(self, option_sets: tuple[ConversionOptions, ...]) -> None:
+        self._check_models(option_sets)
+        for options in option_sets or (ConversionOptions(),):
+            for variant in self._variants(options):
+                self._converter(*variant)
+
+    def _check_models(self, option_sets: tuple[ConversionOptions, ...]) -> None:
+        if not self.context.models_path:
+            return  # docling resolves them from the Hugging Face cache (or fetches them)
+        absent = models.missing(Path(self.context.models_path), option_sets)
+        if absent:
+            names = ", ".join(f"{m.name} ({m.folder})" for m in absent)
+            raise JobFailure(
+                ErrorCode.CONVERSION_INTERNAL_ERROR,
+                f"Model files are missing under gpu.models_path {self.context.models_path}: "
+                f"{names}. Fetch them with: sir-convert models download",
+                reason="models_missing",
+                missing=[m.folder for m in absent],
+                models_path=self.context.models_path,
+                fix="sir-convert models download",
+            )
+
+    @staticmethod
+    def _variants(options: ConversionOptions) -> list[tuple[str, bool]]:
+        if options.ocr_mode == "off":
+            return [(options.table_mode, False)]
+        if options.ocr_mode == "force":
+            return [(options.table_mode, True)]
+        return [(options.table_mode, False), (options.table_mode, True)]
+
+    def _converter(self, table_mode: str, ocr: bool) -> Any:
+        key = (table_mode, ocr)
+        if key not in self._converters:
+            converter = self._build_converter(table_mode, ocr)
+            try:
+                pipeline = self.context.model_thread.submit(
+                    _initialize_pipeline, converter
+                ).result()
+            except Exception as exc:  # noqa: BLE001 - docling raises many kinds while loading
+                raise JobFailure(
+                    ErrorCode.CONVERSION_INTERNAL_ERROR,
+                    "docling could not load its models: "
+                    f"{type(exc).__name__}: {str(exc)[:300]}. On a host without access to the "
+                    "Hugging Face hub, set gpu.models_path and run: sir-convert models download",
+                    reason="models_unloadable",
+                    exception=type(exc).__name__,
+                ) from None
+            self._converters[key] = converter
+            self._devices[key] = tensor_devices(pipeline)
+        return self._converters[key]
+
+    def _build_converter(self, table_mode: str, ocr: bool) -> Any:
+        from docling.datamodel.accelerator_options import AcceleratorOptions
+        from docling.datamodel.base_models import InputFormat
+        from docling.datamodel.pipeline_options import (
+            PdfPipelineOptions,
+            RapidOcrOptions,
+            TableFormerMode,
+            TableStructureOptions,
+        )
+        from docling.document_converter import DocumentConverter, PdfFormatOption
+
+        if self._pipeline_cls is None:
+            self._pipeline_cls = _pipeline_class(self.context.model_thread)
+        batch = self.context.batch_sizes
+        # torch-engine OCR follows the accelerator device; onnxruntime stays on the CPU.
+        ocr_backend = self.context.ocr_backend if self.context.device == "cuda" else "onnxruntime"
+        options = PdfPipelineOptions(
+            artifacts_path=self.context.models_path or None,
+            accelerator_options=AcceleratorOptions(device=self.context.torch_device),
+            do_table_structure=True,
+            table_structure_options=TableStructureOptions(
+                mode=TableFormerMode.ACCURATE if table_mode == "accurate" else TableFormerMode.FAST,
+                do_cell_matching=table_mode == "accurate",
+            ),
+            do_ocr=ocr,
+            ocr_options=RapidOcrOptions(force_full_page_ocr=True, backend=ocr_backend),
+            layout_batch_size=batch.get("layout", 4),
+            ocr_batch_size=batch.get("ocr", 4),
+            table_batch_size=batch.get("table", 4),
+            do_picture_classification=False,
+            do_picture_description=False,
+            do_code_enrichment=False,
+            do_formula_enrichment=False,
+            generate_page_images=False,
+            generate_picture_images=False,
+        )
+        return DocumentConverter(
+            format_options={
+                InputFormat.PDF: PdfFormatOption(
+                    pipeline_cls=self._pipeline_cls, pipeline_options=options
+                )
+            }
+        )
+
+    def warm(self, sample: OpenedPdf, options: ConversionOptions) -> None:
+        for table_mode, ocr in list(self._converters):
+            self._run(self._converters[(table_mode, ocr)], sample, lambda _p, _t: None)
+
+    # -- converting ---------------------------------------------------------------------------
+
+    def convert(
+        self, pdf: OpenedPdf, options: ConversionOptions, progress: ProgressCallback
+    ) -> BackendResult:
+        self._reset_peak_memory()
+        warnings: list[str] = []
+        first_ocr = options.ocr_mode == "force"
+        key = (options.table_mode, first_ocr)
+        document = self._run(self._converter(*key), pdf, progress, warnings)
+        if options.ocr_mode == "auto" and _thin_text(document, pdf.pages):
+            key = (options.table_mode, True)
+            document = self._run(self._converter(*key), pdf, progress, warnings)
+            warnings.append("docling_auto_ocr_retry_applied")
+        markdown = document.export_to_markdown()
+        devices = self._devices.get(key, set())
+        return BackendResult(
+            markdown=str(markdown),
+            backend_used=self.name,
+            acceleration_used="cuda" if "cuda" in devices else "cpu",
+            ocr_enabled=key[1],
+            warnings=tuple(warnings),
+            peak_gpu_memory_bytes=self._peak_memory(),
+            model_thread_id=self._model_thread_id(),
+        )
+
+    def _run(
+        self,
+        converter: Any,
+        pdf: OpenedPdf,
+        progress: ProgressCallback,
+        warnings: list[str] | None = None,
+    ) -> Any:
+        from docling.datamodel.base_models import ConversionStatus, DocumentStream
+
+        def on_progress(event: Any) -> None:
+            total = getattr(event, "total_pages", None)
+            if total:
+                progress(int(event.completed_pages), int(total))
+
+        stream = DocumentStream(name="source.pdf", stream=io.BytesIO(pdf.data))
+        with contextlib.redirect_stdout(io.StringIO()):
+            result = converter.convert(stream, raises_on_error=False, progress_callback=on_progress)
+        errors = [str(getattr(e, "error_message", e)) for e in (result.errors or [])]
+        if result.status == ConversionStatus.SUCCESS:
+            return result.document
+        if result.status == ConversionStatus.PARTIAL_SUCCESS and result.document is not None:
+            if warnings is not None:
+                warnings.append(f"docling_partial_success:{len(errors)}")
+            return result.document
+        raise self._failure(errors)
+
+    def _failure(self, errors: list[str]) -> JobFailure:
+        text = " | ".join(errors)[:1000]
+        out_of_memory = "out of memory" in text.lower()
+        cuda_error = "cuda" in text.lower() and not out_of_memory
+        if out_of_memory:
+            self._empty_cache()
+        return JobFailure(
+            ErrorCode.CONVERSION_INTERNAL_ERROR,
+            "The GPU ran out of memory on this file; it can be retried when the GPU is less busy."
+            if out_of_memory
+            else "docling could not convert this file; it can be retried, and the operator "
+            "finds the details in the log.",
+            reason="gpu_out_of_memory" if out_of_memory else "docling_failed",
+            errors=errors[:10],
+            # A CUDA error can leave the context unusable: the supervisor restarts the worker.
+            restart_worker=cuda_error,
+        )
+
+    # -- GPU bookkeeping (on the model thread, like every CUDA call) ---------------------------
+
+    def _on_gpu(self) -> bool:
+        return self.context.device == "cuda"
+
+    def _reset_peak_memory(self) -> None:
+        if self._on_gpu():
+            self.context.model_thread.submit(_reset_peak, self.context.device_index).result()
+
+    def _peak_memory(self) -> int | None:
+        if not self._on_gpu():
+            return None
+        peak: int = self.context.model_thread.submit(_peak, self.context.device_index).result()
+        return peak
+
+    def _empty_cache(self) -> None:
+        if self._on_gpu():
+            self.context.model_thread.submit(_empty_cache).result()
+
+    def _model_thread_id(self) -> int:
+        thread_id: int = self.context.model_thread.submit(threading.get_ident).result()
+        return thread_id
+
+
+def _initialize_pipeline(converter: Any) -> Any:
+    from docling.datamodel.base_models import InputFormat
+
+    converter.initialize_pipeline(InputFormat.PDF)
+    for pipeline in converter.initialized_pipelines.values():
+        return pipeline
+    return None
+
+
+def _thin_text(document: Any, pages: int) -> bool:
+    text = "".join(str(document.export_to_text()).split())
+    return len(text) < THIN_TEXT_CHARS_PER_PAGE * max(1, pages)
+
+
+def _reset_peak(index: int) -> None:
+    import torch
+
+    torch.cuda.reset_peak_memory_stats(index)
+
+
+def _peak(index: int) -> int:
+    import torch
+
+    return int(torch.cuda.max_memory_allocated(index))
+
+
+def _empty_cache() -> None:
+    import torch
+
+    torch.cuda.empty_cache()

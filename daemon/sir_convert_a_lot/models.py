@@ -1,0 +1,66 @@
+"""Which docling models a configuration needs, whether they are on disk, and fetching them.
+
+docling reads its models from an ``artifacts_path`` (``gpu.models_path``) in a fixed layout, or
+from the Hugging Face cache when no path is set. A host that cannot reach the hub needs them
+fetched ahead of time with ``sir-convert models download``; a daemon that finds one missing says
+which, and that command, instead of reporting ready.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sir_convert_a_lot.options import ConversionOptions
+
+LAYOUT = "docling-project--docling-layout-heron"
+TABLEFORMER = "docling-project--docling-models/model_artifacts/tableformer"
+RAPIDOCR = "RapidOcr"
+
+
+@dataclass(frozen=True)
+class ModelNeed:
+    name: str
+    folder: str  # relative to the models path
+    needed_for: str
+
+    def present_in(self, models_path: Path) -> bool:
+        folder = models_path / self.folder
+        return folder.is_dir() and any(p.is_file() for p in folder.iterdir())
+
+
+def needed(option_sets: Iterable[ConversionOptions]) -> list[ModelNeed]:
+    """The model folders the docling option sets of a config will load."""
+    docling_sets = [o for o in option_sets if o.backend == "docling"]
+    if not docling_sets:
+        return []
+    needs = [ModelNeed("docling layout model (Heron)", LAYOUT, "page layout")]
+    for mode in sorted({o.table_mode for o in docling_sets}):
+        needs.append(
+            ModelNeed(f"TableFormer ({mode})", f"{TABLEFORMER}/{mode}", f"table_mode = {mode!r}")
+        )
+    if any(o.ocr_mode != "off" for o in docling_sets):
+        needs.append(ModelNeed("RapidOCR models", RAPIDOCR, "ocr_mode auto or force"))
+    return needs
+
+
+def missing(models_path: Path, option_sets: Iterable[ConversionOptions]) -> list[ModelNeed]:
+    return [need for need in needed(option_sets) if not need.present_in(models_path)]
+
+
+def download(models_path: Path | None) -> Path:
+    """Fetch the layout, TableFormer and RapidOCR models docling's PDF pipeline uses.
+    Needs the Hugging Face hub (and RapidOCR's model host); raises when they cannot be reached."""
+    from docling.utils.model_downloader import download_models
+
+    target: Path = download_models(
+        output_dir=models_path,
+        progress=True,
+        with_layout=True,
+        with_tableformer=True,
+        with_rapidocr=True,
+        with_code_formula=False,
+        with_picture_classifier=False,
+    )
+    return target
