@@ -58,6 +58,21 @@ def _parser() -> argparse.ArgumentParser:
     retry.add_argument("names", nargs="*", metavar="NAME", help="file name, path or job id")
     retry.add_argument("--all", action="store_true", help="every failed original")
 
+    models_command = command("models", "manage the docling models (download for offline hosts)")
+    models_sub = models_command.add_subparsers(
+        dest="models_command", metavar="ACTION", required=True
+    )
+    models_sub.add_parser(
+        "download",
+        help="fetch the layout, TableFormer and RapidOCR models into gpu.models_path",
+        parents=[config_after],
+    )
+    models_sub.add_parser(
+        "check",
+        help="say which models the config needs and which are missing",
+        parents=[config_after],
+    )
+
     init = command("init-config", "write a complete default config (TOML)")
     init.add_argument("--output", type=Path, help="where to write (default: the --config path)")
     init.add_argument(
@@ -155,6 +170,36 @@ def _cmd_retry(args: argparse.Namespace) -> int:
     return EXIT_OK if all(r.back_in_inbox for r in results) else EXIT_FAILURE
 
 
+def _cmd_models(args: argparse.Namespace) -> int:
+    config = _load_config(args)
+    from sir_convert_a_lot import models
+
+    option_sets = [config.defaults, *config.profiles.values()]
+    target = Path(config.models_path) if config.models_path else None
+    if args.models_command == "check":
+        if target is None:
+            print("gpu.models_path is empty: docling uses the Hugging Face cache")
+            return EXIT_OK
+        absent = models.missing(target, option_sets)
+        for need in models.needed(option_sets):
+            state = "MISSING" if need in absent else "ok"
+            print(f"{state:8} {need.name}: {target / need.folder} (for {need.needed_for})")
+        if absent:
+            print(f"fetch them with: sir-convert --config {args.config} models download")
+        return EXIT_FAILURE if absent else EXIT_OK
+    try:
+        where = models.download(target)
+    except Exception as exc:  # noqa: BLE001 - network, hub and disk errors all end here
+        print(
+            f"sir-convert: could not download the models into "
+            f"{target or 'the Hugging Face cache'}: {type(exc).__name__}: {exc}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    print(f"models ready in {where}")
+    return EXIT_OK
+
+
 def _cmd_init_config(args: argparse.Namespace) -> int:
     target: Path = args.output or args.config
     if target.exists() and not args.force:
@@ -172,4 +217,5 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "status": _cmd_status,
     "retry": _cmd_retry,
     "init-config": _cmd_init_config,
+    "models": _cmd_models,
 }

@@ -79,7 +79,9 @@ def convert_files(
             for file in files:
                 outcomes.append(_convert_one(spool, runner, local, file, sources))
         except EngineStartError as exc:
-            log.error("engine_start_failed", reason=exc.reason, message=str(exc))
+            log.error(
+                "engine_start_failed", reason=exc.reason, message=str(exc), details=exc.details
+            )
             raise
         finally:
             engine.stop()

@@ -113,7 +113,9 @@ class Service:
         try:
             self._startup()
         except EngineStartError as exc:
-            log.error("engine_start_failed", reason=exc.reason, message=str(exc), **exc.details)
+            log.error(
+                "engine_start_failed", reason=exc.reason, message=str(exc), details=exc.details
+            )
             self._shutdown()
             return 1
         code = 0

@@ -79,7 +79,8 @@ class _Worker:
         try:
             load_seconds, warm_seconds = self._load(load.plan)
         except JobFailure as failure:
-            self.send(StartupFailed(failure.code.value, failure.message, failure.details))
+            reason = str(failure.details.get("reason", failure.code.value))
+            self.send(StartupFailed(reason, failure.message, failure.details))
             return
         self.send(
             Ready(

@@ -301,8 +301,22 @@ def _initialize_pipeline(converter: Any) -> Any:
 
 
 def _thin_text(document: Any, pages: int) -> bool:
-    text = "".join(str(document.export_to_text()).split())
-    return len(text) < THIN_TEXT_CHARS_PER_PAGE * max(1, pages)
+    """Too little real text for a born-digital document: the pages are probably scans."""
+    return _text_chars(document) < THIN_TEXT_CHARS_PER_PAGE * max(1, pages)
+
+
+def _text_chars(document: Any) -> int:
+    """Non-space characters of text the PDF itself carried (text items and table cells;
+    Markdown punctuation around them does not count)."""
+    total = 0
+    for item, _level in document.iterate_items():
+        text = getattr(item, "text", None)
+        if isinstance(text, str):
+            total += len("".join(text.split()))
+        data = getattr(item, "data", None)
+        for cell in getattr(data, "table_cells", None) or ():
+            total += len("".join(str(getattr(cell, "text", "")).split()))
+    return total
 
 
 def _reset_peak(index: int) -> None:

@@ -1,0 +1,252 @@
+"""docling's real pipeline, with small random-weight stand-in models built by the fixtures in
+docling's artifacts_path layout: loading, device placement, the one model thread, OCR passes,
+the lock and readiness are real; the Markdown they produce is meaningless."""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fixtures.stand_in_models import build_stand_in_models
+
+from sir_convert_a_lot.backends.base import BackendContext
+from sir_convert_a_lot.backends.docling import DoclingBackend, tensor_devices
+from sir_convert_a_lot.config import Governance
+from sir_convert_a_lot.engine import Engine, EngineStartError
+from sir_convert_a_lot.gpu import DeviceLock, GpuDevice, GpuProbe
+from sir_convert_a_lot.options import ConversionOptions
+from sir_convert_a_lot.preflight import open_pdf
+from tests.daemon import Daemon, run_cli
+from tests.helpers import SAMPLES, load_config, pdf_bytes, wait_for, write_config
+
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+FALLBACK = {"allow_cpu_only": False, "allow_cpu_fallback": True}
+TABLE_PAGE = SAMPLES / "2305.03393v1-pg9.pdf"
+
+
+@pytest.fixture(scope="session")
+def stand_in_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_stand_in_models(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in OFFLINE.items():
+        monkeypatch.setenv(name, value)
+
+
+def _docling_config(root: Path, models: Path, **conversion: Any) -> dict[str, Any]:
+    return {
+        "conversion": {
+            "backend_strategy": "docling",
+            "acceleration_policy": "gpu_prefer",
+            "ocr_mode": "off",
+            **conversion,
+        },
+        "governance": FALLBACK,
+        "gpu": {"models_path": str(models), "layout_batch_size": 4, "table_batch_size": 4},
+    }
+
+
+class _RecordingModel:
+    """Stands in front of a docling model and notes the thread of every call."""
+
+    def __init__(self, model: Any, calls: list[int]) -> None:
+        self._model = model
+        self._calls = calls
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self._calls.append(threading.get_ident())
+        return self._model(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+
+def _image_only_pdf() -> bytes:
+    """A page whose text exists only as pixels: no text layer for a PDF parser to read."""
+    import pymupdf
+
+    text_page = pymupdf.open(stream=pdf_bytes(text="Scanned words only, no text layer."))
+    pixmap = text_page[0].get_pixmap(dpi=100)
+    document = pymupdf.open()
+    page = document.new_page()
+    page.insert_image(page.rect, pixmap=pixmap)
+    data: bytes = document.tobytes()
+    return data
+
+
+def test_every_model_call_runs_on_the_one_model_thread(stand_in_models: Path) -> None:
+    model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sca-cuda")
+    backend = DoclingBackend(
+        BackendContext(
+            device="cpu",
+            device_index=0,
+            model_thread=model_thread,
+            models_path=str(stand_in_models),
+            batch_sizes={"layout": 2, "table": 2, "ocr": 2},
+        )
+    )
+    options = ConversionOptions(backend_strategy="docling", ocr_mode="off")
+    backend.load((options,))
+    (converter,) = backend._converters.values()
+    (pipeline,) = converter.initialized_pipelines.values()
+    assert tensor_devices(pipeline) == {"cpu"}
+    calls: dict[str, list[int]] = {"layout": [], "table": []}
+    pipeline.layout_model = _RecordingModel(pipeline.layout_model, calls["layout"])
+    pipeline.table_model = _RecordingModel(pipeline.table_model, calls["table"])
+    pdf = open_pdf(TABLE_PAGE.read_bytes(), max_pages=10)
+    for _ in range(2):
+        result = backend.convert(pdf, options, lambda _page, _pages: None)
+        assert result.backend_used == "docling"
+        assert result.acceleration_used == "cpu"
+        assert result.ocr_enabled is False
+    model_thread_id = model_thread.submit(threading.get_ident).result()
+    assert calls["layout"] and calls["table"]
+    assert set(calls["layout"]) | set(calls["table"]) == {model_thread_id}
+    assert result.model_thread_id == model_thread_id != threading.get_ident()
+    model_thread.shutdown()
+
+
+def test_ocr_force_and_auto_run_rapidocr_only_when_asked_or_needed(
+    stand_in_models: Path,
+) -> None:
+    model_thread = ThreadPoolExecutor(max_workers=1)
+    backend = DoclingBackend(
+        BackendContext("cpu", 0, model_thread, models_path=str(stand_in_models))
+    )
+    auto = ConversionOptions(backend_strategy="docling", ocr_mode="auto", table_mode="fast")
+    force = ConversionOptions(backend_strategy="docling", ocr_mode="force", table_mode="fast")
+    backend.load((auto, force))
+    assert set(backend._converters) == {("fast", False), ("fast", True)}
+    scan = open_pdf(_image_only_pdf(), max_pages=10)
+    retried = backend.convert(scan, auto, lambda _p, _t: None)
+    assert retried.ocr_enabled is True
+    assert "docling_auto_ocr_retry_applied" in retried.warnings
+    text = open_pdf((SAMPLES / "multi_page.pdf").read_bytes(), max_pages=10)
+    plain = backend.convert(text, auto, lambda _p, _t: None)
+    assert plain.ocr_enabled is False
+    assert "docling_auto_ocr_retry_applied" not in plain.warnings
+    forced = backend.convert(text, force, lambda _p, _t: None)
+    assert forced.ocr_enabled is True
+    model_thread.shutdown()
+
+
+def test_the_governed_gpu_prefer_fallback_runs_docling_on_the_cpu_and_says_so(
+    tmp_path: Path, stand_in_models: Path
+) -> None:
+    config = write_config(tmp_path, **_docling_config(tmp_path, stand_in_models))
+    with Daemon(config, env=OFFLINE).start(timeout=300) as daemon:
+        ready = next(e for e in daemon.events() if e["event"] == "worker_ready")
+        assert ready["loaded"] == ["docling@cpu"]
+        (tmp_path / "inbox" / "table.pdf").write_bytes(TABLE_PAGE.read_bytes())
+        wait_for(lambda: (tmp_path / "outbox" / "table.json").exists(), timeout=120)
+        assert daemon.terminate() == 0
+    sidecar = json.loads((tmp_path / "outbox" / "table.json").read_text())
+    metadata = sidecar["result"]["conversion_metadata"]
+    assert metadata["backend_used"] == "docling"
+    assert metadata["acceleration_used"] == "cpu"
+    assert "gpu_prefer_fell_back_to_cpu" in sidecar["result"]["warnings"]
+    assert sidecar["execution"]["acceleration_policy"] == "gpu_prefer"
+    assert sidecar["execution"]["device"] is None
+    assert sidecar["governance"]["lock"] == "unlocked"
+    # the same engine, lock and outputs, one-shot
+    out = tmp_path / "oneshot"
+    result = run_cli("convert", str(TABLE_PAGE), "--out", str(out), config=config, timeout=300)
+    assert result.returncode == 0, result.stderr
+    one_shot = json.loads((out / "2305.03393v1-pg9.json").read_text())
+    assert one_shot["result"]["conversion_metadata"]["backend_used"] == "docling"
+    assert TABLE_PAGE.exists()  # convert reads in place, never moves
+
+
+def test_without_a_gpu_docling_under_the_lock_fails_with_gpu_not_available(
+    tmp_path: Path, stand_in_models: Path
+) -> None:
+    from sir_convert_a_lot.gpu import probe
+
+    if probe(0).cuda_available:
+        pytest.skip("this host has a GPU")
+    config = write_config(
+        tmp_path,
+        **_docling_config(tmp_path, stand_in_models, acceleration_policy="gpu_required"),
+    )
+    out = tmp_path / "oneshot"
+    result = run_cli("convert", str(TABLE_PAGE), "--out", str(out), config=config, timeout=120)
+    assert result.returncode == 1
+    envelope = json.loads((out / "2305.03393v1-pg9.error.json").read_text())
+    assert envelope["error"]["code"] == "gpu_not_available"
+
+
+def test_missing_models_stop_the_daemon_before_ready_naming_them_and_the_fix(
+    tmp_path: Path,
+) -> None:
+    empty = tmp_path / "models"
+    empty.mkdir()
+    config = write_config(tmp_path, **_docling_config(tmp_path, empty, ocr_mode="auto"))
+    with Daemon(config, env=OFFLINE).start(wait_ready=False) as daemon:
+        assert daemon.wait(timeout=120) == 1
+    events = daemon.events()
+    assert not any(e["event"] == "daemon_ready" for e in events)
+    failure = next(e for e in events if e["event"] == "engine_start_failed")
+    assert failure["reason"] == "models_missing"
+    assert "sir-convert models download" in failure["message"]
+    assert "docling-project--docling-layout-heron" in failure["message"]
+    assert "RapidOcr" in failure["message"]
+    check = run_cli("models", "check", config=config)
+    assert check.returncode == 1
+    assert "MISSING" in check.stdout and "models download" in check.stdout
+
+
+def test_a_second_engine_for_the_same_gpu_refuses_or_waits_and_names_the_holder(
+    tmp_path: Path, stand_in_models: Path
+) -> None:
+    config = load_config(
+        tmp_path,
+        **_docling_config(tmp_path, stand_in_models, acceleration_policy="gpu_required"),
+    )
+    a_gpu = GpuProbe(True, GpuDevice(0, "Test GPU", "999.1", 80 << 30), "ok", "ok", "available")
+    locks = tmp_path / "run"
+    locks.mkdir()
+    holder = DeviceLock(0, "first-instance", locks)
+    holder.acquire(wait=False)
+    refusing = Engine(
+        config,
+        Governance(),
+        instance="second-instance",
+        lock_folder=locks,
+        wait_for_device=False,
+        probe_override=a_gpu,
+    )
+    with pytest.raises(EngineStartError) as refused:
+        refusing.start()
+    assert refused.value.reason == "device_busy"
+    assert "first-instance" in str(refused.value)
+    refusing.stop()
+
+    waiting = Engine(
+        config, Governance(), instance="third-instance", lock_folder=locks, probe_override=a_gpu
+    )
+    outcome: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            waiting.start()
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    thread.join(timeout=5)
+    assert thread.is_alive(), "the second engine should wait for the device lock"
+    holder.release()
+    thread.join(timeout=300)
+    assert not thread.is_alive()
+    assert json.loads(holder.path.read_text())["instance"] == "third-instance"
+    if outcome:  # no CUDA here: past the lock, loading docling on cuda:0 fails
+        assert isinstance(outcome[0], EngineStartError)
+        assert outcome[0].reason != "device_busy"
+    waiting.stop()
