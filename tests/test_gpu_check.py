@@ -1,0 +1,62 @@
+"""tools/gpu-check, the prepared evidence run for a GPU machine: its CPU-runnable parts here,
+the real thing where a GPU is present."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO, SAMPLES
+
+pytestmark = pytest.mark.slow
+
+
+def _run(out: Path, *extra: str) -> tuple[int, dict]:
+    completed = subprocess.run(
+        [str(REPO / "tools" / "gpu-check"), "--output", str(out), *extra],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    report = json.loads((out / "gpu-check.json").read_text())
+    assert (out / "gpu-check.md").read_text().startswith("# gpu-check")
+    return completed.returncode, report
+
+
+def test_gpu_check_reports_every_figure_on_a_cpu_with_the_governed_fallback(
+    tmp_path: Path,
+) -> None:
+    code, report = _run(
+        tmp_path,
+        "--allow-cpu",
+        "--batch-sizes",
+        "1,2",
+        "--copies",
+        "2",
+        "--pdfs",
+        str(SAMPLES / "2305.03393v1-pg9.pdf"),
+    )
+    assert code == 0, report["problems"]
+    assert [run["batch_size"] for run in report["runs"]] == [1, 2]
+    for run in report["runs"]:
+        assert run["jobs_succeeded"] == run["jobs_total"] == 2
+        assert run["acceleration_used"] == ["cpu"]
+        assert len(run["conversion_threads"]) == 1
+        assert run["loaded"] == ["docling@cpu"]
+        assert run["model_load_seconds"] > 0
+        assert run["pages_per_second_convert"] > 0
+        assert run["exit_code"] == 0
+    assert report["probe"]["cuda_available"] in (True, False)
+
+
+@pytest.mark.gpu
+def test_gpu_check_passes_on_a_gpu(tmp_path: Path) -> None:
+    code, report = _run(tmp_path, "--batch-sizes", "4,64")
+    assert code == 0, report["problems"]
+    assert all(run["acceleration_used"] == ["cuda"] for run in report["runs"])
+    assert report["runs"][0]["device_lock"]["second_instance_waited"] is True

@@ -1,0 +1,367 @@
+"""Evidence that the CUDA path works: one prepared run on a machine with a GPU.
+
+Usage (on the GPU machine, from the repository root):
+
+    python3 tools/gpu_check.py --output OUT_DIR [--batch-sizes 4,64] [--copies 3]
+
+It builds the stand-in models (fixtures/stand_in_models.py), then for each batch size runs the
+real daemon with ``gpu_required`` and the docling backend on a few sample PDFs and reports:
+the GPU probe, ``acceleration_used`` of every job, whether every job's model calls ran on the
+same CUDA thread, model load and warm-up time against conversion time per page, the GPU memory
+peak, pages per second, and GPU utilisation (NVML). It also starts a second instance for the
+same GPU and records that it waits for the device lock, naming the holder.
+
+``--allow-cpu`` runs the same steps on a machine without a GPU (``gpu_prefer`` with a governed
+CPU fallback), so the script itself is tested in CI; its report then says ``cpu``.
+Writes OUT_DIR/gpu-check.json and OUT_DIR/gpu-check.md. Exit 0 when every check passed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "daemon")]
+
+import tomli_w  # noqa: E402
+from fixtures.stand_in_models import build_stand_in_models  # noqa: E402
+
+from sir_convert_a_lot import config as config_module  # noqa: E402
+from sir_convert_a_lot.gpu import probe  # noqa: E402
+
+SAMPLES = REPO / "fixtures" / "corpus_sample"
+DEFAULT_PDFS = ("2305.03393v1-pg9.pdf", "multi_page.pdf", "r6-owner-password.pdf")
+ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "PYTHONUNBUFFERED": "1",
+    "PYTHONPATH": str(REPO / "daemon"),
+}
+
+
+def write_config(root: Path, models: Path, batch: int, allow_cpu: bool) -> Path:
+    document = config_module.default_document(root)
+    document["watch"].update(stability_seconds=0.2)
+    document["conversion"].update(
+        backend_strategy="docling",
+        ocr_mode="off",
+        table_mode="accurate",
+        acceleration_policy="gpu_prefer" if allow_cpu else "gpu_required",
+    )
+    document["gpu"].update(
+        models_path=str(models),
+        layout_batch_size=batch,
+        table_batch_size=batch,
+        ocr_batch_size=batch,
+    )
+    document["instances"].update(name="gpu-check", lease_seconds=30)
+    document["logging"].update(format="json")
+    if allow_cpu:
+        document["governance"].update(
+            allow_cpu_fallback=True,
+            decision_record="docs/decisions/0002-cpu-only-for-tests.md",
+        )
+    path = root / "config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(tomli_w.dumps(document), encoding="utf-8")
+    return path
+
+
+class Daemon:
+    def __init__(self, config: Path, instance: str) -> None:
+        self.log_path = config.parent / f"{instance}.log"
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sir_convert_a_lot",
+                "--config",
+                str(config),
+                "run",
+                "--instance",
+                instance,
+            ],
+            cwd=REPO,
+            env={**os.environ, **ENV},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def events(self) -> list[dict[str, Any]]:
+        found = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                try:
+                    found.append(json.loads(line))
+                except ValueError:
+                    continue
+        return found
+
+    def wait_event(self, name: str, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for event in self.events():
+                if event.get("event") == name:
+                    return event
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.2)
+        tail = self.log_path.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"no {name} event (exit {self.process.poll()}):\n{tail}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        code = self.process.wait(timeout=120)
+        self._log.close()
+        return code
+
+
+class Utilisation:
+    """NVML utilisation samples every half second, while a drain runs."""
+
+    def __init__(self, index: int) -> None:
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(index,), daemon=True)
+
+    def __enter__(self) -> Utilisation:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self, index: int) -> None:
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        except Exception:
+            return
+        while not self._stop.wait(0.5):
+            try:
+                self.samples.append(int(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu))
+            except Exception:
+                return
+
+
+def run_batch_size(
+    root: Path,
+    models: Path,
+    batch: int,
+    pdfs: list[Path],
+    copies: int,
+    allow_cpu: bool,
+    check_lock: bool,
+) -> dict[str, Any]:
+    config = write_config(root, models, batch, allow_cpu)
+    daemon = Daemon(config, "gpu-check")
+    result: dict[str, Any] = {"batch_size": batch}
+    try:
+        ready = daemon.wait_event("worker_ready", timeout=900)
+        result.update(
+            loaded=ready.get("loaded"),
+            model_load_seconds=ready.get("load_seconds"),
+            warm_seconds=ready.get("warm_seconds"),
+        )
+        daemon.wait_event("daemon_ready", timeout=120)
+        if check_lock:
+            result["device_lock"] = second_instance_waits(config)
+        staging = root / "staging"
+        staging.mkdir()
+        names = []
+        for pdf in pdfs:
+            for copy in range(copies):
+                name = f"{pdf.stem}-{copy}.pdf"
+                shutil.copyfile(pdf, staging / name)
+                names.append(name)
+        started = time.monotonic()
+        with Utilisation(0) as utilisation:
+            for name in names:
+                os.rename(staging / name, root / "inbox" / name)
+            outbox = root / "outbox"
+            deadline = started + 1800
+            while time.monotonic() < deadline:
+                done = [
+                    n
+                    for n in names
+                    if (outbox / n.replace(".pdf", ".json")).exists()
+                    or (outbox / n.replace(".pdf", ".error.json")).exists()
+                ]
+                if len(done) == len(names):
+                    break
+                time.sleep(0.2)
+        wall = time.monotonic() - started
+        jobs = []
+        for name in names:
+            sidecar = outbox / name.replace(".pdf", ".json")
+            if not sidecar.exists():
+                error = json.loads((outbox / name.replace(".pdf", ".error.json")).read_text())
+                jobs.append({"source": name, "status": "failed", "code": error["error"]["code"]})
+                continue
+            document = json.loads(sidecar.read_text())
+            execution = document["execution"]
+            jobs.append(
+                {
+                    "source": name,
+                    "status": "succeeded",
+                    "pages": document["source"]["pages"],
+                    "acceleration_used": document["result"]["conversion_metadata"][
+                        "acceleration_used"
+                    ],
+                    "conversion_thread": execution["worker"].get("conversion_thread"),
+                    "worker_pid": execution["worker"].get("pid"),
+                    "convert_ms": execution["timings_ms"].get("convert_ms"),
+                    "memory_peak_bytes": (execution["device"] or {}).get("memory_peak_bytes"),
+                    "device": execution["device"],
+                }
+            )
+        ok = [j for j in jobs if j["status"] == "succeeded"]
+        pages = sum(j["pages"] for j in ok)
+        convert_seconds = sum(j["convert_ms"] for j in ok) / 1000
+        result.update(
+            jobs=jobs,
+            jobs_succeeded=len(ok),
+            jobs_total=len(jobs),
+            pages=pages,
+            acceleration_used=sorted({j["acceleration_used"] for j in ok}),
+            conversion_threads=sorted({j["conversion_thread"] for j in ok}),
+            worker_pids=sorted({j["worker_pid"] for j in ok}),
+            seconds_per_page_convert=round(convert_seconds / pages, 4) if pages else None,
+            pages_per_second_convert=round(pages / convert_seconds, 2) if convert_seconds else None,
+            pages_per_second_wall=round(pages / wall, 2) if wall else None,
+            gpu_memory_peak_bytes=max((j["memory_peak_bytes"] or 0 for j in ok), default=None),
+            gpu_utilisation_mean_percent=(
+                round(sum(utilisation.samples) / len(utilisation.samples), 1)
+                if utilisation.samples
+                else None
+            ),
+        )
+    finally:
+        result["exit_code"] = daemon.stop()
+    return result
+
+
+def second_instance_waits(config: Path) -> dict[str, Any]:
+    """A second instance configured for the same GPU must wait for the device lock."""
+    second = Daemon(config, "gpu-check-second")
+    try:
+        waiting = second.wait_event("device_busy_waiting", timeout=300)
+        return {"second_instance_waited": True, "holder": waiting.get("holder")}
+    except RuntimeError as exc:
+        return {"second_instance_waited": False, "problem": str(exc)[-500:]}
+    finally:
+        second.stop(signal.SIGKILL)
+
+
+def verdict(report: dict[str, Any], allow_cpu: bool) -> list[str]:
+    want = "cpu" if allow_cpu else "cuda"
+    problems = []
+    if not allow_cpu and not report["probe"]["cuda_available"]:
+        problems.append(f"no usable GPU: {report['probe']['reason']}")
+    for run in report["runs"]:
+        label = f"batch {run['batch_size']}"
+        if run.get("jobs_succeeded") != run.get("jobs_total"):
+            problems.append(
+                f"{label}: {run.get('jobs_total', 0) - run.get('jobs_succeeded', 0)} jobs failed"
+            )
+        if run.get("acceleration_used") != [want]:
+            problems.append(
+                f"{label}: acceleration_used {run.get('acceleration_used')}, want {want}"
+            )
+        if len(run.get("conversion_threads") or []) != 1:
+            problems.append(f"{label}: model calls on threads {run.get('conversion_threads')}")
+        if len(run.get("worker_pids") or []) != 1:
+            problems.append(f"{label}: more than one worker process {run.get('worker_pids')}")
+        lock = run.get("device_lock")
+        if lock is not None and not lock.get("second_instance_waited"):
+            problems.append(f"{label}: a second instance did not wait for the device lock")
+    return problems
+
+
+def render(report: dict[str, Any]) -> str:
+    lines = [
+        "# gpu-check",
+        "",
+        f"Command: `{report['command']}`",
+        f"Probe: {report['probe']['reason']}; device: {report['probe'].get('device')}",
+        "",
+        "| batch | load s | warm s | jobs | pages | accel | threads | s/page | pages/s (convert) "
+        "| pages/s (wall) | GPU mem peak | GPU util % |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for run in report["runs"]:
+        lines.append(
+            f"| {run['batch_size']} | {run.get('model_load_seconds')} | {run.get('warm_seconds')} "
+            f"| {run.get('jobs_succeeded')}/{run.get('jobs_total')} | {run.get('pages')} "
+            f"| {','.join(run.get('acceleration_used') or [])} "
+            f"| {len(run.get('conversion_threads') or [])} | {run.get('seconds_per_page_convert')} "
+            f"| {run.get('pages_per_second_convert')} | {run.get('pages_per_second_wall')} "
+            f"| {run.get('gpu_memory_peak_bytes')} | {run.get('gpu_utilisation_mean_percent')} |"
+        )
+    for run in report["runs"]:
+        if "device_lock" in run:
+            lines += ["", f"Device lock (batch {run['batch_size']}): {run['device_lock']}"]
+    lines += ["", "Verdict: " + ("PASS" if not report["problems"] else "FAIL")]
+    lines += [f"- {problem}" for problem in report["problems"]]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--batch-sizes", default="4,64")
+    parser.add_argument("--copies", type=int, default=3)
+    parser.add_argument("--pdfs", nargs="*", type=Path, default=[SAMPLES / n for n in DEFAULT_PDFS])
+    parser.add_argument("--allow-cpu", action="store_true")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
+    built = time.monotonic()
+    models = build_stand_in_models(work / "models")
+    report: dict[str, Any] = {
+        "command": " ".join(["tools/gpu_check.py", *sys.argv[1:]]),
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "probe": probe(0).to_dict(),
+        "stand_in_models_seconds": round(time.monotonic() - built, 2),
+        "note": "stand-in random-weight models: figures measure the pipeline and the GPU "
+        "path, not docling's real models or output quality",
+        "runs": [],
+    }
+    for position, batch in enumerate(int(b) for b in args.batch_sizes.split(",")):
+        report["runs"].append(
+            run_batch_size(
+                work / f"batch-{batch}",
+                models,
+                batch,
+                list(args.pdfs),
+                args.copies,
+                args.allow_cpu,
+                check_lock=position == 0 and not args.allow_cpu,
+            )
+        )
+    report["problems"] = verdict(report, args.allow_cpu)
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "gpu-check.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    (args.output / "gpu-check.md").write_text(render(report))
+    print(render(report))
+    return 0 if not report["problems"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
