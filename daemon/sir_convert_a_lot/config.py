@@ -128,7 +128,7 @@ SCHEMA: Final[dict[str, dict[str, Key]]] = {
     "service": {"stop_grace_seconds": Key(_NUMBER, 60, _at_least(0))},
     "logging": {
         "level": Key((str,), "info", _one_of("debug", "info", "warning", "error")),
-        "format": Key((str,), "auto", _one_of("auto", "console", "json")),
+        "format": Key((str,), "auto", _one_of("auto", "console", "json", "journal")),
     },
 }
 
@@ -401,3 +401,77 @@ _HEADER = """\
 
 def render_default(root: Path = DEFAULT_ROOT) -> str:
     return _HEADER + tomli_w.dumps(default_document(root))
+
+
+# Keys a running daemon can take from a reloaded file (SIGHUP). Everything else (folders, the
+# instance, the GPU and its models, governance, which models are loaded) needs a restart.
+LIVE_KEYS: Final = frozenset(
+    {
+        "watch.stability_seconds",
+        "watch.rescan_interval_seconds",
+        "watch.ignore",
+        "output.on_collision",
+        "output.source_after_success",
+        "retry.max_attempts",
+        "service.stop_grace_seconds",
+        "logging.level",
+        "conversion.normalize",
+        "conversion.document_timeout_seconds",
+    }
+)
+LIVE_PROFILE_FIELDS: Final = frozenset({"normalize", "document_timeout_seconds"})
+
+
+def flatten(config: Config) -> dict[str, Any]:
+    """Every effective setting as ``section.key`` -> value (profiles as ``profiles.NAME.key``)."""
+    flat: dict[str, Any] = {f"paths.{k}": str(v) for k, v in config.paths.named().items()}
+    flat.update(
+        {
+            "watch.mode": config.watch.mode,
+            "watch.poll_interval_seconds": config.watch.poll_interval_seconds,
+            "watch.stability_seconds": config.watch.stability_seconds,
+            "watch.rescan_interval_seconds": config.watch.rescan_interval_seconds,
+            "watch.ignore": list(config.watch.ignore),
+            "conversion.max_file_bytes": config.max_file_bytes,
+            "conversion.max_pages": config.max_pages,
+            "output.on_collision": config.on_collision,
+            "output.source_after_success": config.source_after_success,
+            "retry.max_attempts": config.max_attempts,
+            "instances.name": config.instance_name,
+            "instances.lease_seconds": config.lease_seconds,
+            "gpu.device_index": config.device_index,
+            "gpu.models_path": config.models_path,
+            "gpu.layout_batch_size": config.layout_batch_size,
+            "gpu.ocr_batch_size": config.ocr_batch_size,
+            "gpu.table_batch_size": config.table_batch_size,
+            "gpu.ocr_backend": config.ocr_backend,
+            "governance.allow_cpu_only": config.governance.allow_cpu_only,
+            "governance.allow_cpu_fallback": config.governance.allow_cpu_fallback,
+            "governance.decision_record": config.governance.decision_record,
+            "service.stop_grace_seconds": config.stop_grace_seconds,
+            "logging.level": config.log_level,
+            "logging.format": config.log_format,
+        }
+    )
+    flat.update({f"conversion.{k}": v for k, v in config.defaults.to_dict().items()})
+    for name, options in config.profiles.items():
+        flat.update({f"profiles.{name}.{k}": v for k, v in options.to_dict().items()})
+    return flat
+
+
+def changed_keys(old: Config, new: Config) -> list[str]:
+    before, after = flatten(old), flatten(new)
+    return sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+
+
+def not_live(keys: list[str]) -> list[str]:
+    """The changed keys a running daemon cannot apply."""
+    refused = []
+    for key in keys:
+        parts = key.split(".")
+        if key in LIVE_KEYS:
+            continue
+        if parts[0] == "profiles" and len(parts) == 3 and parts[2] in LIVE_PROFILE_FIELDS:
+            continue
+        refused.append(key)
+    return refused

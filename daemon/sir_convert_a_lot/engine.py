@@ -128,6 +128,7 @@ class Engine:
         self.starts = 0
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
+        self._alive: Any = None
 
     @property
     def probe(self) -> GpuProbe | None:
@@ -136,6 +137,15 @@ class Engine:
     @property
     def alive(self) -> bool:
         return self._process is not None and self._process.is_alive()
+
+    def silent_seconds(self) -> float:
+        """How long the worker process has not shown a sign of life (0 when none runs: the
+        next job starts one)."""
+        if self._process is None or self._alive is None:
+            return 0.0
+        if not self._process.is_alive():
+            return 0.0
+        return max(0.0, time.monotonic() - float(self._alive.value))
 
     def decide(self, options: ConversionOptions) -> Decision:
         if self.info is None:
@@ -148,9 +158,10 @@ class Engine:
         self._kill()
         context = multiprocessing.get_context("spawn")
         parent, child = context.Pipe()
+        self._alive = context.Value("d", time.monotonic(), lock=False)
         process = context.Process(
             target=worker_main,
-            args=(child, self.settings, os.getpid()),
+            args=(child, self.settings, os.getpid(), self._alive),
             name="sca-worker",
             daemon=True,
         )

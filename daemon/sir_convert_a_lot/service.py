@@ -9,6 +9,7 @@ sleeps until the next stability deadline, periodic duty or event, whichever come
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import queue
 import signal
@@ -23,6 +24,7 @@ from types import FrameType
 from typing import Any
 
 from sir_convert_a_lot import __version__, logs
+from sir_convert_a_lot import config as config_module
 from sir_convert_a_lot.config import Config, Governance
 from sir_convert_a_lot.engine import Engine, EngineStartError
 from sir_convert_a_lot.errors import ConfigError
@@ -31,11 +33,14 @@ from sir_convert_a_lot.gpu import GpuProbe
 from sir_convert_a_lot.names import has_pdf_suffix, is_ignored_path
 from sir_convert_a_lot.runner import JobRunner, Outcome, cleanup_after_restart
 from sir_convert_a_lot.spool import Job, Spool
+from sir_convert_a_lot.systemd import Notifier
 from sir_convert_a_lot.watch import InboxWatcher, Seen, Stability, ends_like_pdf, look, scan
 
 log = logs.get()
 
 MAX_IN_FLIGHT = 2  # one converting, at most one claimed and waiting
+WORKER_SILENCE_SECONDS = 30.0  # a worker silent this long is stuck (native code holding the GIL)
+OVERDUE_GRACE_SECONDS = 60.0  # a job this far past its limit means the daemon itself is stuck
 EOF_GRACE_FACTOR = 2.0  # extra windows to wait for a PDF whose tail has no %%EOF yet
 DEFER_SECONDS = 60.0  # a job that could not even be failed waits this long before a new try
 
@@ -47,6 +52,8 @@ class Activity:
     source: str | None = None
     page: int = 0
     pages: int = 0
+    started: float = 0.0  # monotonic
+    limit_seconds: float = 0.0
 
 
 class Service:
@@ -98,6 +105,9 @@ class Service:
         self._next_rescan = 0.0
         self._next_takeover = 0.0
         self._finished = False
+        self.notifier = Notifier()
+        self._last_status_line = ""
+        self._watchdog_withheld: str | None = None
 
     # -- public -------------------------------------------------------------------------------
 
@@ -127,13 +137,20 @@ class Service:
 
     def request_stop(self) -> None:
         """Stop claiming; let the running job finish within the grace period. Thread-safe."""
+        if not self.stopping.is_set():
+            self.notifier.stopping("stopping: finishing the running job, claiming nothing new")
         self.stopping.set()
         self.events.put(("wake", None))
+
+    def request_reload(self) -> None:
+        """Reload the config file (SIGHUP). Thread-safe; done by the main loop."""
+        self.events.put(("reload", None))
 
     # -- start-up -----------------------------------------------------------------------------
 
     def _startup(self) -> None:
         config = self.config
+        logs.bind(instance=self.instance)
         log.info(
             "daemon_starting",
             version=__version__,
@@ -190,6 +207,8 @@ class Service:
         self.ready.set()
         self._heartbeat_wake.set()
         log.info("daemon_ready", waiting_in_inbox=found, jobs_queued=self.in_flight)
+        self._last_status_line = self.status_line()
+        self.notifier.ready(self._last_status_line)
 
     def _refuse_duplicate_instance(self) -> None:
         for lease in self.spool.leases():
@@ -245,7 +264,9 @@ class Service:
 
     def _handle(self, event: tuple[str, Any]) -> None:
         kind, payload = event
-        if kind == "hint":
+        if kind == "reload":
+            self._reload()
+        elif kind == "hint":
             path, is_folder = payload
             self._look_at(path, is_folder)
         elif kind == "done":
@@ -416,7 +437,13 @@ class Service:
                 reason="stopping",
             )
             return Outcome(job.job_id, "returned", "stopping")
-        self.activity = Activity(self.activity.state, job.job_id, job.shown)
+        self.activity = Activity(
+            self.activity.state,
+            job.job_id,
+            job.shown,
+            started=time.monotonic(),
+            limit_seconds=float(job.options.document_timeout_seconds),
+        )
         self._heartbeat_wake.set()
         while True:
             outcome = self.runner.run(job)
@@ -433,6 +460,7 @@ class Service:
     def _on_progress(self, job_id: str, page: int, pages: int) -> None:
         if self.activity.job_id == job_id:
             self.activity.page, self.activity.pages = page, pages
+            self._heartbeat_wake.set()
 
     # -- heartbeat ----------------------------------------------------------------------------
 
@@ -442,14 +470,108 @@ class Service:
         self._threads.append(thread)
 
     def _beat(self) -> None:
+        """Lease heartbeats, systemd's STATUS= and WATCHDOG=1, from one thread that keeps going
+        while the main thread loads models or waits on a job."""
         interval = max(0.5, self.config.lease_seconds / 4)
+        if self.notifier.watchdog_seconds:
+            interval = min(interval, self.notifier.watchdog_seconds / 2)
+        next_lease = 0.0
         while not self._stopped_for_good():
-            try:
-                self.spool.heartbeat(self.status())
-            except OSError as exc:
-                log.error("heartbeat_failed", error=str(exc))
-            self._heartbeat_wake.wait(interval)
+            now = time.monotonic()
+            if now >= next_lease or self._heartbeat_wake.is_set():
+                try:
+                    self.spool.heartbeat(self.status())
+                except OSError as exc:
+                    log.error("heartbeat_failed", error=str(exc))
+                next_lease = now + max(0.5, self.config.lease_seconds / 4)
+            self._tell_systemd()
+            self._heartbeat_wake.wait(min(interval, 1.0))
             self._heartbeat_wake.clear()
+
+    def _tell_systemd(self) -> None:
+        if not self.notifier.enabled:
+            return
+        if self.ready.is_set() and not self.stopping.is_set():
+            line = self.status_line()
+            if line != self._last_status_line:
+                self._last_status_line = line
+                self.notifier.status(line)
+        if self.notifier.watchdog_seconds is None:
+            return
+        problem = self.health_problem()
+        if problem is None:
+            self.notifier.watchdog()
+        elif problem != self._watchdog_withheld:
+            log.error("watchdog_withheld", reason=problem, effect="systemd will restart us")
+        self._watchdog_withheld = problem
+
+    def health_problem(self) -> str | None:
+        """Why the daemon should not tell systemd it is well, or None when it is."""
+        if self.watcher is not None and not self.watcher.alive():
+            return "the inbox watcher is not running"
+        silent = self.engine.silent_seconds()
+        if silent > WORKER_SILENCE_SECONDS:
+            return f"the worker process has not answered for {silent:.0f} s"
+        activity = self.activity
+        if activity.job_id and activity.started:
+            overdue = time.monotonic() - activity.started - activity.limit_seconds
+            if overdue > OVERDUE_GRACE_SECONDS:
+                return f"job {activity.job_id} is {overdue:.0f} s past its time limit"
+        return None
+
+    def status_line(self) -> str:
+        """What systemd shows in ``systemctl status``: idle, or converting X (page n/m)."""
+        activity = self.activity
+        queued = len(self.candidates) + max(0, self.in_flight - (1 if activity.job_id else 0))
+        if activity.job_id:
+            doing = f"converting {activity.source}"
+            if activity.pages:
+                doing += f" (page {activity.page}/{activity.pages})"
+        else:
+            doing = "idle"
+        if queued:
+            doing += f", {queued} queued"
+        info = self.engine.info
+        if info is not None and not info.loaded:
+            return f"no GPU: jobs fail with gpu_not_available; {doing}"
+        return doing
+
+    # -- reload -------------------------------------------------------------------------------
+
+    def _reload(self) -> None:
+        self.notifier.reloading()
+        try:
+            self._apply_reload()
+        finally:
+            self.notifier.ready(self.status_line())
+
+    def _apply_reload(self) -> None:
+        source = self.config.source
+        if source is None:
+            log.error("config_reload_refused", reason="the daemon was not started from a file")
+            return
+        try:
+            new = config_module.load(source)
+        except ConfigError as exc:
+            log.error("config_reload_refused", reason=str(exc), effect="the old config stays")
+            return
+        new = dataclasses.replace(new, instance_name=self.instance)  # --instance wins
+        changed = config_module.changed_keys(self.config, new)
+        refused = config_module.not_live(changed)
+        if refused:
+            log.error(
+                "config_reload_refused",
+                keys=refused,
+                reason="these settings cannot change while the daemon runs; restart it "
+                "(systemctl restart) to apply them",
+                effect="the old config stays",
+            )
+            return
+        self.config = new
+        self.runner.config = new
+        self.stability.window = new.watch.stability_seconds
+        logs.configure(new.log_level, new.log_format)
+        log.info("config_reloaded", changed=changed)
 
     def _stopped_for_good(self) -> bool:
         return self._finished
@@ -475,6 +597,8 @@ class Service:
     # -- stop ---------------------------------------------------------------------------------
 
     def _shutdown(self) -> None:
+        if not self.stopping.is_set():
+            self.notifier.stopping("stopping")
         self.stopping.set()
         self._heartbeat_wake.set()
         log.info("daemon_stopping", running=self.activity.job_id)
@@ -509,8 +633,12 @@ class Service:
             # Never touch locks inside a signal handler: hand the work to a thread.
             threading.Thread(target=self.request_stop, name="sca-signal").start()
 
+        def on_hup(signum: int, _frame: FrameType | None) -> None:
+            threading.Thread(target=self.request_reload, name="sca-signal").start()
+
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGINT, on_term)
+        signal.signal(signal.SIGHUP, on_hup)
 
 
 def _pid_alive(pid: int) -> bool:

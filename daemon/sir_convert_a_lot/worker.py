@@ -22,7 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sir_convert_a_lot import logs
 from sir_convert_a_lot.backends import Backend, BackendContext, create_backend
@@ -252,9 +252,21 @@ def _quiet_libraries(settings: WorkerSettings) -> None:
     logs.configure(settings.log_level, settings.log_format, library_level=logging.ERROR)
 
 
-def worker_main(conn: Connection, settings: WorkerSettings, parent_pid: int) -> None:
+def _beat(alive: Any) -> None:
+    """Stamp ``alive`` once a second. A worker stuck in native code that holds the GIL stops
+    stamping, and the supervisor stops telling systemd's watchdog that all is well."""
+    while True:
+        alive.value = time.monotonic()
+        time.sleep(1.0)
+
+
+def worker_main(
+    conn: Connection, settings: WorkerSettings, parent_pid: int, alive: Any = None
+) -> None:
     """Entry point of the worker process."""
     _die_with_parent(parent_pid)
+    if alive is not None:
+        threading.Thread(target=_beat, args=(alive,), name="sca-alive", daemon=True).start()
     _quiet_libraries(settings)
     # The supervisor handles SIGINT/SIGTERM and tells us to stop; a terminal's Ctrl-C must not
     # kill a conversion behind its back.
