@@ -12,7 +12,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from sir_convert_a_lot import __version__, logs
-from sir_convert_a_lot.config import DEFAULT_CONFIG_PATH, DEFAULT_ROOT, Config, load, render_default
+from sir_convert_a_lot.config import (
+    DEFAULT_CONFIG_PATH,
+    DEFAULT_ROOT,
+    Config,
+    default_instance_name,
+    load,
+    render_default,
+)
 from sir_convert_a_lot.engine import EngineStartError
 from sir_convert_a_lot.errors import ConfigError
 from sir_convert_a_lot.policy import FORBIDDEN_ENV_PREFIX, forbidden_environment
@@ -46,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = command("run", "run the daemon in the foreground (systemd ExecStart)")
     run.add_argument("--instance", help="this instance's name (default <hostname>-gpu<index>)")
+    run.add_argument("--gpu", type=int, metavar="INDEX", help="the GPU index (gpu.device_index)")
 
     convert = command("convert", "convert files once, through the same engine, lock and outputs")
     convert.add_argument("files", nargs="+", type=Path, metavar="FILE")
@@ -71,6 +79,14 @@ def _parser() -> argparse.ArgumentParser:
         "check",
         help="say which models the config needs and which are missing",
         parents=[config_after],
+    )
+
+    doctor = command(
+        "doctor", "check config, folders, GPU, models and limits; non-zero on a problem"
+    )
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    doctor.add_argument(
+        "--quick", action="store_true", help="skip the torch CUDA check (it takes seconds)"
     )
 
     init = command("init-config", "write a complete default config (TOML)")
@@ -115,6 +131,12 @@ def _refuse_environment_unlock() -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     _refuse_environment_unlock()
     config = _load_config(args)
+    if args.gpu is not None:
+        if args.gpu < 0:
+            raise UsageError("run: --gpu must be 0 or more")
+        config = replace(config, device_index=args.gpu)
+        if not config.source_has_instance_name:
+            config = replace(config, instance_name=default_instance_name(args.gpu))
     if args.instance:
         config = replace(config, instance_name=args.instance)
     from sir_convert_a_lot.service import Service
@@ -200,6 +222,24 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from sir_convert_a_lot import doctor
+
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        print(f"FAIL  config  {exc}")
+        print("      fix: correct the named key, or write a default with sir-convert init-config")
+        return EXIT_USAGE
+    checks = doctor.run_checks(config, dict(os.environ), deep_gpu=not args.quick)
+    if args.json:
+        print(json.dumps([c.__dict__ for c in checks], indent=2))
+    else:
+        print(f"OK    config  {args.config} is valid")
+        print(doctor.render(checks))
+    return EXIT_FAILURE if any(c.status == doctor.FAIL for c in checks) else EXIT_OK
+
+
 def _cmd_init_config(args: argparse.Namespace) -> int:
     target: Path = args.output or args.config
     if target.exists() and not args.force:
@@ -218,4 +258,5 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "retry": _cmd_retry,
     "init-config": _cmd_init_config,
     "models": _cmd_models,
+    "doctor": _cmd_doctor,
 }

@@ -93,6 +93,9 @@ SCHEMA: Final[dict[str, dict[str, Key]]] = {
         "stability_seconds": Key(_NUMBER, 5, _at_least(0)),
         "rescan_interval_seconds": Key(_NUMBER, 300, _at_least(1)),
         "ignore": Key((list,), [], _globs),
+        # A file that must exist in the inbox (e.g. ".sir-convert-share"): its absence means the
+        # share is not mounted and the daemon refuses to watch an empty mount point.
+        "sentinel": Key((str,), ""),
     },
     "conversion": {
         **_option_keys(),
@@ -156,6 +159,7 @@ class WatchSettings:
     stability_seconds: float
     rescan_interval_seconds: float
     ignore: tuple[str, ...]
+    sentinel: str = ""
 
 
 @dataclass(frozen=True)
@@ -200,6 +204,7 @@ class Config:
     log_level: str
     log_format: str
     source: Path | None = field(default=None, compare=False)
+    source_has_instance_name: bool = field(default=False, compare=False)
 
     def options_for(self, profile: str | None) -> ConversionOptions:
         if profile is None:
@@ -314,6 +319,7 @@ def parse(data: Mapping[str, Any], *, base_dir: Path, source: Path | None = None
             stability_seconds=float(watch["stability_seconds"]),
             rescan_interval_seconds=float(watch["rescan_interval_seconds"]),
             ignore=tuple(watch["ignore"]),
+            sentinel=watch["sentinel"],
         ),
         defaults=defaults,
         profiles=profiles,
@@ -335,6 +341,7 @@ def parse(data: Mapping[str, Any], *, base_dir: Path, source: Path | None = None
         log_level=sections["logging"]["level"],
         log_format=sections["logging"]["format"],
         source=source,
+        source_has_instance_name=bool(instances["name"]),
     )
 
 
@@ -432,6 +439,7 @@ def flatten(config: Config) -> dict[str, Any]:
             "watch.stability_seconds": config.watch.stability_seconds,
             "watch.rescan_interval_seconds": config.watch.rescan_interval_seconds,
             "watch.ignore": list(config.watch.ignore),
+            "watch.sentinel": config.watch.sentinel,
             "conversion.max_file_bytes": config.max_file_bytes,
             "conversion.max_pages": config.max_pages,
             "output.on_collision": config.on_collision,

@@ -45,6 +45,10 @@ EOF_GRACE_FACTOR = 2.0  # extra windows to wait for a PDF whose tail has no %%EO
 DEFER_SECONDS = 60.0  # a job that could not even be failed waits this long before a new try
 
 
+class ShareMissing(Exception):
+    """The inbox's sentinel file is absent: the share is not mounted."""
+
+
 @dataclass
 class Activity:
     state: str = "starting"
@@ -128,6 +132,10 @@ class Service:
             )
             self._shutdown()
             return 1
+        except ShareMissing as exc:
+            log.error("share_missing", reason=str(exc), effect="not starting; systemd retries")
+            self._shutdown()
+            return 1
         code = 0
         try:
             code = self._loop()
@@ -195,6 +203,8 @@ class Service:
         if recovered or taken:
             log.info("jobs_recovered", own=len(recovered), taken_over=len(taken))
         self._start_runner()
+        if self._share_missing():
+            raise ShareMissing(self._share_missing() or "")
         self.watcher = InboxWatcher(
             config.paths.inbox, config.watch.mode, config.watch.poll_interval_seconds, self._hint
         )
@@ -209,6 +219,15 @@ class Service:
         log.info("daemon_ready", waiting_in_inbox=found, jobs_queued=self.in_flight)
         self._last_status_line = self.status_line()
         self.notifier.ready(self._last_status_line)
+
+    def _share_missing(self) -> str | None:
+        sentinel = self.config.watch.sentinel
+        if sentinel and not os.path.lexists(self.config.paths.inbox / sentinel):
+            return (
+                f"the sentinel {sentinel} is missing from the inbox {self.config.paths.inbox}: "
+                "the share is probably not mounted"
+            )
+        return None
 
     def _refuse_duplicate_instance(self) -> None:
         for lease in self.spool.leases():
@@ -231,6 +250,10 @@ class Service:
             self._wait_for_events()
             if self.fatal:
                 log.error("daemon_failing", reason=self.fatal)
+                return 1
+            missing = self._share_missing()
+            if missing:
+                log.error("share_missing", reason=missing, effect="exiting; systemd retries")
                 return 1
             if self.watcher is not None and not self.watcher.alive():
                 log.error(
@@ -555,7 +578,10 @@ class Service:
         except ConfigError as exc:
             log.error("config_reload_refused", reason=str(exc), effect="the old config stays")
             return
-        new = dataclasses.replace(new, instance_name=self.instance)  # --instance wins
+        # --instance and --gpu on the command line win over the file, as at start.
+        new = dataclasses.replace(
+            new, instance_name=self.instance, device_index=self.config.device_index
+        )
         changed = config_module.changed_keys(self.config, new)
         refused = config_module.not_live(changed)
         if refused:
