@@ -188,12 +188,10 @@ def _gpu(config: Config, deep: bool) -> Iterator[Check]:
     unusable = [n for n in nodes if os.path.exists(n) and not os.access(n, os.R_OK | os.W_OK)]
     if absent or unusable:
         yield Check(
-            missing_is if needed else OK,
+            missing_is,
             "GPU device nodes",
             f"missing {absent}, not read-writable {unusable}",
-            "load nvidia-uvm (nvidia-modprobe -u -c=0); allow the nodes in the unit's DeviceAllow="
-            if needed
-            else "",
+            "load nvidia-uvm (nvidia-modprobe -u -c=0); allow the nodes in the unit's DeviceAllow=",
         )
     else:
         yield Check(OK, "GPU device nodes", ", ".join(nodes))
