@@ -204,8 +204,8 @@ def _gpu(config: Config, deep: bool) -> Iterator[Check]:
             "" if torch_state == "available" else "install the CUDA build of torch",
         )
     try:
-        folder = runtime_dir()
-        writable = os.access(folder, os.W_OK)
+        folder = runtime_dir(create=False)
+        writable = folder.is_dir() and os.access(folder, os.W_OK)
     except OSError:
         folder, writable = Path("?"), False
     yield Check(

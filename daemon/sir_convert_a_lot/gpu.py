@@ -132,8 +132,10 @@ def probe(index: int, *, use_torch: bool = True) -> GpuProbe:
     return GpuProbe(True, device, "ok", nvml_status, torch_status)
 
 
-def runtime_dir() -> Path:
-    """Host-local runtime folder for locks: systemd's RuntimeDirectory, else /run, else /tmp."""
+def runtime_dir(create: bool = True) -> Path:
+    """Host-local runtime folder for locks: systemd's RuntimeDirectory, else /run, else /tmp.
+    With ``create=False`` (doctor) nothing is made: the first usable existing one, else the
+    first candidate."""
     from_systemd = os.environ.get("RUNTIME_DIRECTORY")
     if from_systemd:
         return Path(from_systemd.split(":")[0])
@@ -144,15 +146,16 @@ def runtime_dir() -> Path:
     candidates.append(Path(f"/tmp/sir-convert-{os.getuid()}"))  # noqa: S108 - checked below
     for candidate in candidates:
         try:
-            candidate.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if create:
+                candidate.mkdir(mode=0o700, parents=True, exist_ok=True)
             info = os.lstat(candidate)
         except OSError:
             continue
         # A folder someone else made (or a symlink) could hand our lock to them: skip it.
         owned = stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()
-        if owned and os.access(candidate, os.W_OK):
+        if (owned or not create) and os.access(candidate, os.W_OK):
             return candidate
-    return candidates[-1]
+    return candidates[-1] if create else candidates[0]
 
 
 class DeviceBusy(Exception):

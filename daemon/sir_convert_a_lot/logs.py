@@ -63,7 +63,10 @@ def journal_fields(event_dict: Mapping[str, Any]) -> dict[str, str]:
         if key in ("level", "timestamp"):
             continue
         rendered = value if isinstance(value, str) else json.dumps(value, default=str)
-        fields[journal_field_name(key)] = rendered
+        name = journal_field_name(key)
+        if name in fields:  # an event's own "message" must not replace the entry's MESSAGE
+            name = journal_field_name(f"event_{key}")
+        fields[name] = rendered
     return fields
 
 

@@ -1,0 +1,281 @@
+"""The shipped systemd files: the template unit and the drop-in example verify cleanly with
+systemd's own checker, the unit holds what the contract (section 8) and the daemon rely on, and
+the tmpfiles.d / sysusers.d files create what the unit expects."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import socket
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sir_convert_a_lot import config as config_module
+from sir_convert_a_lot.cli import _parser
+from tests.helpers import REPO, VENV_BIN
+
+SYSTEMD = REPO / "systemd"
+UNIT = SYSTEMD / "sir-convert@.service"
+DROP_IN = SYSTEMD / "sir-convert@.service.d" / "10-site.conf.example"
+TMPFILES = SYSTEMD / "sir-convert.tmpfiles.conf"
+SYSUSERS = SYSTEMD / "sir-convert.sysusers.conf"
+SHIPPED_BINARY = "/opt/sir-convert/.venv/bin/sir-convert"
+INSTANCE = "sir-convert@0.service"
+DEFAULT_STOP_GRACE = config_module.SCHEMA["service"]["stop_grace_seconds"].default
+TRUE = {"yes", "true", "on", "1"}
+
+Unit = dict[str, list[tuple[str, str]]]
+
+
+def parse_unit(text: str) -> Unit:
+    """A unit file as {section: [(key, value), ...]}, keeping repeated keys in order (systemd's
+    DeviceAllow=, ExecStart= resets) where configparser would merge or reject them."""
+    sections: dict[str, list[tuple[str, str]]] = {}
+    current: str | None = None
+    pending = ""
+    for raw in text.splitlines():
+        line = pending + raw.strip() if pending else raw.strip()
+        pending = ""
+        if not line or line[0] in "#;":
+            continue
+        if line.endswith("\\"):
+            pending = line[:-1] + " "
+            continue
+        header = re.fullmatch(r"\[([^\]]+)\]", line)
+        if header:
+            current = header.group(1)
+            sections.setdefault(current, [])
+            continue
+        assert current is not None, f"a setting outside any section: {line!r}"
+        key, sep, value = line.partition("=")
+        assert sep, f"not key=value: {line!r}"
+        sections[current].append((key.strip(), value.strip()))
+    return sections
+
+
+def values(unit: Unit, section: str, key: str) -> list[str]:
+    return [v for k, v in unit.get(section, []) if k == key]
+
+
+def one(unit: Unit, section: str, key: str) -> str:
+    found = values(unit, section, key)
+    assert len(found) == 1, f"[{section}] {key}= should be set once, found {found}"
+    return found[0]
+
+
+def seconds(span: str) -> float:
+    """A systemd time span ("90", "90s", "1min 30s", "5m") in seconds."""
+    units = {"": 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "ms": 0.001}
+    total = 0.0
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([a-z]*)", span.strip())
+    assert parts and "".join(f"{n}{u}" for n, u in parts) == span.replace(" ", ""), span
+    for number, unit in parts:
+        total += float(number) * units[unit]
+    return total
+
+
+def exec_start_args(command: str, index: int = 0) -> list[str]:
+    """The daemon's arguments from an ExecStart= line, with %i and %H expanded as systemd
+    would for instance ``index``."""
+    argv = shlex.split(command.replace("%i", str(index)).replace("%H", socket.gethostname()))
+    assert argv[0].endswith("/sir-convert"), argv
+    return argv[1:]
+
+
+@pytest.fixture(scope="module")
+def unit() -> Unit:
+    return parse_unit(UNIT.read_text(encoding="utf-8"))
+
+
+# -- systemd's own checker ---------------------------------------------------------------------
+
+
+def _instantiate(folder: Path, source: Path, name: str) -> Path:
+    """A copy with ExecStart pointing at this checkout's binary (verify checks it exists)."""
+    text = source.read_text(encoding="utf-8")
+    assert SHIPPED_BINARY in text, f"{source.name} no longer starts {SHIPPED_BINARY}"
+    target = folder / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text.replace(SHIPPED_BINARY, str(VENV_BIN / "sir-convert")), "utf-8")
+    return target
+
+
+def _verify(unit_file: Path) -> subprocess.CompletedProcess[str]:
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        pytest.skip("systemd-analyze is not installed")
+    env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{unit_file.parent}:", "SYSTEMD_LOG_COLOR": "0"}
+    return subprocess.run(
+        [tool, "verify", str(unit_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+
+
+def test_the_unit_verifies_without_a_single_warning(tmp_path: Path) -> None:
+    unit_file = _instantiate(tmp_path, UNIT, INSTANCE)
+    result = _verify(unit_file)
+    # verify exits 0 on parse warnings ("Unknown key name", "Failed to parse"): none allowed.
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_the_drop_in_example_verifies_on_top_of_the_unit(tmp_path: Path) -> None:
+    # First make sure this systemd reads drop-ins next to a unit given by path, with a drop-in
+    # that must draw a warning; otherwise a clean verify below would prove nothing.
+    probe_dir = tmp_path / "probe"
+    probe_unit = _instantiate(probe_dir, UNIT, INSTANCE)
+    probe = probe_dir / f"{INSTANCE}.d" / "99-probe.conf"
+    probe.parent.mkdir()
+    probe.write_text("[Service]\nTimeoutStopSec=not-a-time-span\n", encoding="utf-8")
+    reads_drop_ins = "99-probe.conf" in _verify(probe_unit).stderr
+
+    if reads_drop_ins:
+        unit_file = _instantiate(tmp_path / "units", UNIT, INSTANCE)
+        _instantiate(unit_file.parent, DROP_IN, f"{INSTANCE}.d/10-site.conf")
+        result = _verify(unit_file)
+        assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+    # Either way (an older systemd may ignore drop-ins given this way), the example's keys must
+    # mean what its comments say.
+    drop_in = parse_unit(DROP_IN.read_text(encoding="utf-8"))
+    assert set(drop_in) <= {"Unit", "Service"}
+    assert values(drop_in, "Unit", "RequiresMountsFor")
+    assert values(drop_in, "Service", "ReadWritePaths")
+    exec_start = values(drop_in, "Service", "ExecStart")
+    assert exec_start[0] == "", "a drop-in must reset ExecStart= before replacing it"
+    assert len(exec_start) == 2
+    args = _parser().parse_args(exec_start_args(exec_start[1]))
+    assert (args.command, args.gpu) == ("run", 0)
+    assert seconds(one(drop_in, "Service", "TimeoutStopSec")) > DEFAULT_STOP_GRACE
+
+
+# -- what the contract and the daemon rely on --------------------------------------------------
+
+
+def test_the_unit_is_a_notify_service_with_a_watchdog(unit: Unit) -> None:
+    assert one(unit, "Service", "Type") == "notify"
+    assert one(unit, "Service", "NotifyAccess") in {"main", "all"}
+    assert seconds(one(unit, "Service", "WatchdogSec")) > 0
+    # READY=1 waits for warm models: the start timeout must allow it.
+    assert seconds(one(unit, "Service", "TimeoutStartSec")) >= 300
+
+
+def test_the_unit_restarts_on_failure_but_not_on_a_bad_config(unit: Unit) -> None:
+    assert one(unit, "Service", "Restart") == "on-failure"
+    assert "2" in one(unit, "Service", "RestartPreventExitStatus").split()
+    # systemd ignores the start limits in [Service]: they belong in [Unit].
+    for key in ("StartLimitIntervalSec", "StartLimitBurst"):
+        assert values(unit, "Unit", key), f"{key}= missing from [Unit]"
+        assert not values(unit, "Service", key), f"{key}= in [Service] is ignored"
+    assert seconds(one(unit, "Unit", "StartLimitIntervalSec")) > 0
+    assert int(one(unit, "Unit", "StartLimitBurst")) >= 1
+
+
+def test_the_unit_gives_the_running_job_its_grace_period_on_stop(unit: Unit) -> None:
+    assert DEFAULT_STOP_GRACE == 60
+    assert seconds(one(unit, "Service", "TimeoutStopSec")) > DEFAULT_STOP_GRACE
+    # SIGTERM to the daemon only; the worker is stopped by the daemon, SIGKILL for leftovers.
+    assert one(unit, "Service", "KillMode") == "mixed"
+    assert one(unit, "Service", "ExecReload").endswith("-HUP $MAINPID")
+
+
+def test_the_unit_runs_as_its_own_user_with_a_umask_and_a_cache(unit: Unit) -> None:
+    assert one(unit, "Service", "User") not in {"", "root", "0"}
+    assert one(unit, "Service", "Group") not in {"", "root", "0"}
+    assert re.fullmatch(r"0?[0-7]{3}", one(unit, "Service", "UMask"))
+    assert one(unit, "Service", "CacheDirectory")
+
+
+def test_the_unit_is_hardened_without_hiding_the_gpu(unit: Unit) -> None:
+    assert one(unit, "Service", "ProtectSystem") == "strict"
+    writable = " ".join(values(unit, "Service", "ReadWritePaths")).split()
+    assert str(config_module.DEFAULT_ROOT) in writable
+    assert "/run/sir-convert" in writable  # the GPU device locks
+    assert one(unit, "Service", "NoNewPrivileges").lower() in TRUE
+    assert one(unit, "Service", "PrivateTmp").lower() in TRUE
+    assert one(unit, "Service", "ProtectHome").lower() in TRUE | {"read-only", "tmpfs"}
+    # The two settings that break CUDA: PrivateDevices hides /dev/nvidia*, and the driver and
+    # PyTorch need writable-executable memory.
+    for key in ("PrivateDevices", "MemoryDenyWriteExecute"):
+        assert all(v.lower() not in TRUE for v in values(unit, "Service", key)), key
+    assert one(unit, "Service", "DevicePolicy") == "closed"
+    allowed = {v.split()[0]: v.split()[1:] for v in values(unit, "Service", "DeviceAllow")}
+    for node in ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia%i"):
+        assert node in allowed, f"DeviceAllow={node} missing"
+        assert allowed[node] == ["rw"], f"DeviceAllow={node} must be rw"
+
+
+def test_the_unit_starts_one_instance_per_gpu_and_waits_for_the_share(unit: Unit) -> None:
+    command = one(unit, "Service", "ExecStart")
+    assert "--instance" in shlex.split(command)
+    assert "--gpu %i" in command
+    args = _parser().parse_args(exec_start_args(command, index=3))
+    assert args.command == "run"
+    assert args.gpu == 3
+    assert args.instance == f"{socket.gethostname()}-gpu3"
+    assert args.config == config_module.DEFAULT_CONFIG_PATH
+    mounts = " ".join(values(unit, "Unit", "RequiresMountsFor")).split()
+    assert str(config_module.DEFAULT_ROOT) in mounts
+
+
+# -- tmpfiles.d and sysusers.d -----------------------------------------------------------------
+
+
+def _tmpfiles_lines() -> list[list[str]]:
+    lines = TMPFILES.read_text(encoding="utf-8").splitlines()
+    return [line.split() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def test_tmpfiles_creates_the_lock_and_cache_folders_for_the_service_user(unit: Unit) -> None:
+    entries = {fields[1]: fields for fields in _tmpfiles_lines()}
+    assert set(entries) == {
+        "/run/sir-convert",
+        f"/var/cache/{one(unit, 'Service', 'CacheDirectory')}",
+    }
+    user, group = one(unit, "Service", "User"), one(unit, "Service", "Group")
+    for path, fields in entries.items():
+        assert len(fields) >= 5, fields
+        kind, _path, mode, owner, owner_group = fields[:5]
+        assert kind == "d", path
+        assert re.fullmatch(r"0[0-7]{3}", mode), (path, mode)
+        assert not int(mode, 8) & 0o007, f"{path} must not be open to others"
+        assert int(mode, 8) & 0o700 == 0o700, f"{path} must be usable by its owner"
+        assert (owner, owner_group) == (user, group), path
+    sysusers = [
+        line.split()
+        for line in SYSUSERS.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert [fields[:2] for fields in sysusers] == [["u", user]]
+
+
+def test_tmpfiles_and_sysusers_apply_cleanly_to_an_empty_root(tmp_path: Path) -> None:
+    sysusers = shutil.which("systemd-sysusers")
+    tmpfiles = shutil.which("systemd-tmpfiles")
+    if sysusers is None or tmpfiles is None:
+        pytest.skip("systemd-sysusers or systemd-tmpfiles is not installed")
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    for tool, conf in ((sysusers, SYSUSERS), (tmpfiles, TMPFILES)):
+        argv = [tool, f"--root={root}", *(["--create"] if tool == tmpfiles else []), str(conf)]
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode == 0, result.stderr
+        assert "ignoring" not in result.stderr.lower(), result.stderr
+    passwd = (root / "etc" / "passwd").read_text(encoding="utf-8").splitlines()
+    users = {line.split(":")[0]: int(line.split(":")[2]) for line in passwd}
+    uid = users["sir-convert"]
+    assert uid != 0
+    for fields in _tmpfiles_lines():
+        created = root / fields[1].lstrip("/")
+        info = created.stat()
+        assert stat.S_ISDIR(info.st_mode), created
+        assert stat.S_IMODE(info.st_mode) == int(fields[2], 8), created
+        assert info.st_uid == uid, created
