@@ -116,7 +116,7 @@ def configure(
 ) -> None:
     """``fmt``: ``auto`` (journal under systemd, console on a terminal, else JSON), ``journal``,
     ``console`` or ``json``."""
-    out = stream or sys.stderr
+    out: TextIO = stream or _CurrentStderr()  # type: ignore[assignment]
     if fmt == "journal" or (fmt == "auto" and stream is None and stderr_is_journal()):
         _configure_journal(level, library_level)
         return
@@ -133,6 +133,20 @@ def configure(
         logger_factory=structlog.WriteLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
+
+
+class _CurrentStderr:
+    """Whatever ``sys.stderr`` is at the time of writing, not at the time of configuring
+    (test runners and daemonising tools swap it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
 
 
 def _shared() -> list[Any]:

@@ -1,0 +1,86 @@
+"""The benchmark runner: its statistics, and one real run on two small PDFs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO, copy_sample, make_pdf
+
+sys.path.insert(0, str(REPO / "tools"))
+import benchmark
+
+
+@pytest.mark.parametrize(
+    ("values", "q", "expected"),
+    [
+        ([1.0], 0.5, 1.0),
+        ([1.0, 2.0], 0.5, 1.5),
+        ([1.0, 2.0, 3.0, 4.0], 0.95, 3.85),  # numpy.percentile(..., 95), linear
+        ([10.0, 0.0, 5.0], 0.99, 9.9),
+        ([3.0, 1.0, 2.0], 0.0, 1.0),
+        ([3.0, 1.0, 2.0], 1.0, 3.0),
+    ],
+)
+def test_percentiles_interpolate_linearly(values: list[float], q: float, expected: float) -> None:
+    assert benchmark.percentile(values, q) == pytest.approx(expected)
+
+
+def test_the_latency_summary_has_every_statistic() -> None:
+    summary = benchmark.latency_summary([1.0, 2.0, 3.0, 4.0])
+    assert summary == {"min": 1.0, "mean": 2.5, "p50": 2.5, "p95": 3.85, "p99": 3.97, "max": 4.0}
+    assert set(benchmark.latency_summary([])) == {"min", "mean", "p50", "p95", "p99", "max"}
+
+
+@pytest.mark.slow
+def test_a_benchmark_run_on_the_cpu_backend_reports_every_job(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    copy_sample("multi_page.pdf", corpus)
+    make_pdf(corpus / "nested" / "two.pdf", pages=2)
+    copy_sample("not_a_pdf.pdf", corpus)
+    output = tmp_path / "bench.json"
+    completed = subprocess.run(
+        [
+            str(REPO / ".venv" / "bin" / "python"),
+            str(REPO / "tools" / "benchmark.py"),
+            "--config",
+            str(REPO / "tools" / "bench-configs" / "pymupdf-cpu.toml"),
+            "--corpus",
+            str(corpus),
+            "--output",
+            str(output),
+            "--repeat",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    report = json.loads(output.read_text())
+    assert list(report) == sorted(report)
+    summary = report["summary"]
+    assert summary["total_jobs"] == 6
+    assert summary["succeeded_jobs"] == 4 and summary["failed_jobs"] == 2
+    assert summary["success_rate"] == pytest.approx(4 / 6, abs=1e-4)
+    assert summary["pages"] == 2 * (5 + 2)
+    latency = summary["latency_seconds"]
+    assert 0 < latency["min"] <= latency["p50"] <= latency["p95"] <= latency["max"]
+    assert summary["throughput_jobs_per_minute"] > 0
+    profile = report["resource_profile"]
+    assert profile["peak_rss_bytes"] > 50 * 1024 * 1024
+    assert profile["cpu_seconds"] > 0
+    assert profile["acceleration_observed"] == ["cpu"]
+    assert profile["backend_observed"] == ["pymupdf"]
+    failed = [j for j in report["jobs"] if j["status"] == "failed"]
+    assert {j["error_code"] for j in failed} == {"pdf_unreadable"}
+    assert {j["source_file"] for j in report["jobs"]} == {
+        f"round-{r}/{name}"
+        for r in (1, 2)
+        for name in ("multi_page.pdf", "nested/two.pdf", "not_a_pdf.pdf")
+    }
