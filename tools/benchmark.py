@@ -248,6 +248,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         process.send_signal(signal.SIGTERM)
         exit_code = process.wait(timeout=120)
     usage_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if getattr(args, "keep_outbox", None):
+        shutil.copytree(root / "outbox", args.keep_outbox, dirs_exist_ok=True)
     return report(
         args,
         document,
@@ -373,6 +375,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per round")
     parser.add_argument("--ready-timeout", type=float, default=900)
+    parser.add_argument("--keep-outbox", type=Path, help="copy the outputs here (for quality.py)")
     args = parser.parse_args()
     result = run(args)
     args.output.parent.mkdir(parents=True, exist_ok=True)
