@@ -185,3 +185,97 @@ def test_strict_reports_what_it_changed() -> None:
 
     assert result.warnings
     assert all(w.startswith("normalize_") for w in result.warnings)
+
+
+# -- page furniture, hyphenation and odd forms (standard) ------------------------------------
+
+
+def test_standard_removes_layout_labelled_furniture_and_counts_it() -> None:
+    pages = ["ACME Quarterly\n\nFirst page text.\n", "ACME Quarterly\n\nSecond page text.\n"]
+    furniture = [("ACME Quarterly",), ("ACME Quarterly",)]
+    result = normalize("".join(pages), "standard", pages=pages, furniture=furniture)
+    assert "ACME" not in result.markdown
+    assert "First page text." in result.markdown and "Second page text." in result.markdown
+    assert "normalize_removed_page_furniture:2" in result.warnings
+    untouched = normalize("".join(pages), "none", pages=pages, furniture=furniture)
+    assert untouched.markdown == "".join(pages)
+
+
+def test_standard_removes_running_lines_repeated_on_most_pages_digits_counted_as_one() -> None:
+    bodies = ["Alpha begins.", "Beta follows.", "Gamma goes on.", "Delta ends."]
+    pages = [f"Annual Report 2026\n\n{body}\n\nPage {n} of 4\n" for n, body in enumerate(bodies, 1)]
+    result = normalize("".join(pages), "standard", pages=pages)
+    assert "Annual Report" not in result.markdown
+    assert "Page " not in result.markdown
+    assert all(body in result.markdown for body in bodies)
+    assert "normalize_removed_page_furniture:8" in result.warnings
+
+
+def test_a_line_that_occurs_once_and_is_not_furniture_stays() -> None:
+    pages = [
+        "Running head\n\nA sentence that appears once.\n",
+        "Running head\n\nAnother one.\n",
+        "Running head\n\nAnd a third.\n",
+    ]
+    result = normalize("".join(pages), "standard", pages=pages)
+    assert "Running head" not in result.markdown
+    for line in ("A sentence that appears once.", "Another one.", "And a third."):
+        assert line in result.markdown
+
+
+def test_repeated_lines_inside_the_page_and_headings_are_never_removed() -> None:
+    pages = [
+        f"# Chapter heading\n\nopening {w}\n\nsecond {w}\n\nthird {w}\n\n"
+        f"repeated middle sentence\n\nfourth {w}\n\nfifth {w}\n\nclosing {w}\n"
+        for w in ("one", "two", "three", "four")
+    ]
+    result = normalize("".join(pages), "standard", pages=pages)
+    assert result.markdown.count("# Chapter heading") == 4
+    assert result.markdown.count("repeated middle sentence") == 4
+
+
+def test_bare_page_numbers_at_a_page_edge_go_but_numbers_in_text_stay() -> None:
+    pages = ["Text with 42 in it.\n\n7\n", "More text.\n\nxii\n"]
+    result = normalize("".join(pages), "standard", pages=pages)
+    assert "42" in result.markdown
+    assert "\n7\n" not in "\n" + result.markdown
+    assert "xii" not in result.markdown
+
+
+def test_hyphenated_line_breaks_join_as_the_document_spells_the_word() -> None:
+    text = "An exam-\nple here, another example there.\nA self-\nlocking nut."
+    result = normalize(text, "standard")
+    assert "An example here" in result.markdown
+    assert "A self-locking nut." in result.markdown
+    assert "normalize_joined_hyphenated_words:2" in result.warnings
+
+
+def test_tex_spacing_accents_doubled_quotes_soft_hyphens_are_normalised() -> None:
+    text = (
+        "Thanks to J\u00b4an Min\u00b4a\u02c7c. "
+        "The \u2018\u2018term\u2019\u2019 is co\u00adoperative."
+    )
+    result = normalize(text, "standard")
+    assert (
+        result.markdown
+        == "Thanks to J\u00e1n Min\u00e1\u010d. The \u201cterm\u201d is cooperative.\n"
+    )
+    assert "normalize_composed_spacing_accents:3" in result.warnings
+    # an acute used as an apostrophe is not an accent
+    assert normalize("don\u00b4t", "standard").markdown == "don\u00b4t\n"
+
+
+def test_tables_and_display_formulas_are_never_altered() -> None:
+    text = "| \ufb01 |  a  |\n|---|---|\n| x-\n\n$$\n\\ufb01 = 1\n$$\nbody \ufb01\n"
+    result = normalize(text, "standard")
+    assert "| \ufb01 |  a  |" in result.markdown
+    assert "body fi" in result.markdown
+
+
+def test_strict_reflows_paragraphs_onto_one_line() -> None:
+    text = "first line\nsecond line\n\n- item one\n- item two\n\n## Heading ##\n"
+    result = normalize(text, "strict")
+    assert "first line second line" in result.markdown
+    assert "- item one\n- item two" in result.markdown
+    assert "## Heading\n" in result.markdown
+    assert "normalize_reflowed_paragraphs:1" in result.warnings

@@ -154,7 +154,9 @@ class _Worker:
             result = backend.convert(pdf, request.options, progress)
             timings["convert_ms"] = _ms_since(convert_started)
             normalize_started = time.monotonic()
-            normalized = normalize(result.markdown, request.options.normalize)
+            normalized = normalize(
+                result.markdown, request.options.normalize, result.pages, result.furniture
+            )
             timings["normalize_ms"] = _ms_since(normalize_started)
         except JobFailure as failure:
             return Failed(

@@ -41,6 +41,10 @@ class BackendResult:
     warnings: tuple[str, ...] = ()
     peak_gpu_memory_bytes: int | None = None
     model_thread_id: int | None = None
+    # When the backend knows them: each page's Markdown (joined, they are ``markdown``) and,
+    # per page, the lines its layout model labelled page header or footer.
+    pages: tuple[str, ...] = ()
+    furniture: tuple[tuple[str, ...], ...] = ()
 
 
 class Backend(Protocol):

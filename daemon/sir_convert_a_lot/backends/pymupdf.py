@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 import threading
+from collections import Counter
 from typing import Any
 
 from sir_convert_a_lot.backends.base import BackendContext, BackendResult, ProgressCallback
@@ -56,20 +57,52 @@ class PyMuPDFBackend:
         self, pdf: OpenedPdf, options: ConversionOptions, progress: ProgressCallback
     ) -> BackendResult:
         progress(0, pdf.pages)
-        markdown, thread_id = self.context.model_thread.submit(
-            self._markdown_on_thread, pdf, options.table_mode
+        pages, furniture, thread_id = self.context.model_thread.submit(
+            self._pages_on_thread, pdf, options.table_mode
         ).result()
         progress(pdf.pages, pdf.pages)
         return BackendResult(
-            markdown=markdown,
+            markdown="".join(pages),
             backend_used=self.name,
             acceleration_used="cpu",
             ocr_enabled=False,
             model_thread_id=thread_id,
+            pages=pages,
+            furniture=furniture,
         )
 
-    def _markdown_on_thread(self, pdf: OpenedPdf, table_mode: str) -> tuple[str, int]:
-        return self._markdown(pdf, table_mode), threading.get_ident()
+    def _pages_on_thread(
+        self, pdf: OpenedPdf, table_mode: str
+    ) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...], int]:
+        pages, furniture = self._pages(pdf, table_mode)
+        return pages, furniture, threading.get_ident()
+
+    def _pages(
+        self, pdf: OpenedPdf, table_mode: str
+    ) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]:
+        """Each page's Markdown as the backend makes it, and the lines of each page that the
+        layout model labelled page header or footer (what rendering without them drops)."""
+        import pymupdf
+        from pymupdf4llm.helpers import document_layout
+
+        document = pymupdf.open(stream=pdf.data, filetype="pdf")
+        with contextlib.redirect_stdout(io.StringIO()), document:
+            if table_mode == "fast":
+                chunks = self._classic_markdown(
+                    document, table_strategy="lines_strict", page_chunks=True
+                )
+                return tuple(str(c["text"]) for c in chunks), ()
+            parsed = document_layout.parse_document(
+                document, use_ocr=False, force_ocr=False, force_text=True
+            )
+            full = parsed.to_markdown(page_chunks=True)
+            body = parsed.to_markdown(page_chunks=True, header=False, footer=False)
+        pages = tuple(str(c["text"]) for c in full)
+        furniture = tuple(
+            tuple((Counter(a["text"].split("\n")) - Counter(b["text"].split("\n"))).elements())
+            for a, b in zip(full, body, strict=True)
+        )
+        return pages, furniture
 
     def _markdown(self, pdf: OpenedPdf, table_mode: str) -> str:
         if self._layout_markdown is None:
