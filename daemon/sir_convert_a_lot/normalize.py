@@ -144,6 +144,14 @@ def _protected(lines: Iterable[str]) -> list[bool]:
 # -- page furniture ---------------------------------------------------------------------------
 
 
+def _compact(text: str) -> str:
+    """Letters and digits only, lower case: how a labelled furniture text and the Markdown line
+    it became are compared (emphasis, escapes and spacing differ between the two)."""
+    return "".join(
+        ch for ch in _EMPHASIS_RE.sub("", re.sub(r"<[^>]+>", "", text)).lower() if ch.isalnum()
+    )
+
+
 def _key(line: str) -> str:
     text = _EMPHASIS_RE.sub("", line).strip().lower()
     text = re.sub(r"<[^>]+>", "", text)
@@ -163,14 +171,14 @@ def _without_furniture(
     repeated = {key for key, seen in on_pages.items() if seen >= needed}
     for number, (lines, protected, edge) in enumerate(zip(split, flags, edges, strict=True)):
         labelled = Counter(
-            _key(line) for line in (furniture[number] if furniture else ()) if _key(line)
+            _compact(text) for text in (furniture[number] if furniture else ()) if _compact(text)
         )
         kept: list[str] = []
         for index, line in enumerate(lines):
             key = _key(line)
             if key and not protected[index]:
-                if labelled[key] > 0:
-                    labelled[key] -= 1
+                if labelled[_compact(line)] > 0:  # each labelled text takes one line at most
+                    labelled[_compact(line)] -= 1
                     counts["removed_page_furniture"] += 1
                     continue
                 if index in edge and (

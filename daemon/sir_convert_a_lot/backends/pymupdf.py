@@ -15,13 +15,31 @@ from __future__ import annotations
 import contextlib
 import io
 import threading
-from collections import Counter
 from typing import Any
 
 from sir_convert_a_lot.backends.base import BackendContext, BackendResult, ProgressCallback
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
 from sir_convert_a_lot.options import ConversionOptions
 from sir_convert_a_lot.preflight import OpenedPdf
+
+_FURNITURE_CLASSES = frozenset({"page-header", "page-footer"})
+
+
+def _furniture_texts(page: Any) -> tuple[str, ...]:
+    """The text of each box the layout model labelled page header or footer: each of its lines,
+    and the whole box as one line (Markdown may render it either way)."""
+    texts: list[str] = []
+    for box in page.boxes:
+        if box.boxclass not in _FURNITURE_CLASSES:
+            continue
+        lines = [
+            "".join(str(span.get("text", "")) for span in line.get("spans", ()))
+            for line in box.textlines or ()
+        ]
+        texts.extend(line for line in lines if line.strip())
+        if len(lines) > 1:
+            texts.append(" ".join(lines))
+    return tuple(texts)
 
 
 class PyMuPDFBackend:
@@ -95,13 +113,11 @@ class PyMuPDFBackend:
             parsed = document_layout.parse_document(
                 document, use_ocr=False, force_ocr=False, force_text=True
             )
-            full = parsed.to_markdown(page_chunks=True)
-            body = parsed.to_markdown(page_chunks=True, header=False, footer=False)
-        pages = tuple(str(c["text"]) for c in full)
-        furniture = tuple(
-            tuple((Counter(a["text"].split("\n")) - Counter(b["text"].split("\n"))).elements())
-            for a, b in zip(full, body, strict=True)
-        )
+            # Render once: ParsedDocument.to_markdown is not idempotent (a second call can
+            # render list items differently), so the labels come from the layout boxes.
+            chunks = parsed.to_markdown(page_chunks=True)
+        pages = tuple(str(c["text"]) for c in chunks)
+        furniture = tuple(_furniture_texts(page) for page in parsed.pages)
         return pages, furniture
 
     def _markdown(self, pdf: OpenedPdf, table_mode: str) -> str:
