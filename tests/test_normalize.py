@@ -279,3 +279,11 @@ def test_strict_reflows_paragraphs_onto_one_line() -> None:
     assert "- item one\n- item two" in result.markdown
     assert "## Heading\n" in result.markdown
     assert "normalize_reflowed_paragraphs:1" in result.warnings
+
+
+def test_a_page_that_would_be_left_empty_keeps_its_lines() -> None:
+    pages = ["A one-line note at the top of the page.\n"]
+    furniture = [("A one-line note at the top of the page.",)]
+    result = normalize(pages[0], "standard", pages=pages, furniture=furniture)
+    assert result.markdown == "A one-line note at the top of the page.\n"
+    assert result.warnings == ()

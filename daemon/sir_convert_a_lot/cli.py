@@ -22,6 +22,7 @@ from sir_convert_a_lot.config import (
 )
 from sir_convert_a_lot.engine import EngineStartError
 from sir_convert_a_lot.errors import ConfigError
+from sir_convert_a_lot.folders import check_config_permissions
 from sir_convert_a_lot.policy import FORBIDDEN_ENV_PREFIX, forbidden_environment
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -131,6 +132,7 @@ def _refuse_environment_unlock() -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     _refuse_environment_unlock()
     config = _load_config(args)
+    check_config_permissions(args.config)
     if args.gpu is not None:
         if args.gpu < 0:
             raise UsageError("run: --gpu must be 0 or more")

@@ -4,7 +4,10 @@ a claim is one rename."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
+import sys
 from pathlib import Path
 
 from sir_convert_a_lot.config import Paths
@@ -28,6 +31,53 @@ def prepare(paths: Paths) -> None:
         resolved[key] = path.resolve()
     check_overlaps(resolved)
     check_same_filesystem(resolved["inbox"], resolved["state"])
+    check_code_zone(resolved)
+
+
+def code_zone() -> dict[str, list[Path]]:
+    """Folders whose contents this process may import or execute. ``inside``: no data folder
+    may lie in them (the virtual environment, the interpreter, the package); ``exact``: no data
+    folder may be them or hold them ($PATH entries, the working folder, which Python searches
+    for modules)."""
+    package = Path(__file__).resolve().parent
+    inside = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(), package.parent}
+    exact = {Path(sys.executable).resolve().parent, Path.cwd().resolve()}
+    for entry in os.environ.get("PATH", "").split(os.pathsep):
+        if entry:
+            with contextlib.suppress(OSError):
+                exact.add(Path(entry).resolve())
+    return {"inside": sorted(inside), "exact": sorted(exact)}
+
+
+def check_code_zone(resolved: dict[str, Path]) -> None:
+    """A file dropped into a folder Python imports from or $PATH runs from could become code."""
+    zone = code_zone()
+    for key, path in resolved.items():
+        for code in zone["inside"] + zone["exact"]:
+            if _inside(code, path):
+                raise ConfigError(
+                    f"paths.{key}: {path} holds {code}, which this daemon runs code from; "
+                    "keep data folders apart from programs"
+                )
+        for code in zone["inside"]:
+            if _inside(path, code):
+                raise ConfigError(
+                    f"paths.{key}: {path} lies inside {code}, which this daemon runs code from; "
+                    "keep data folders apart from programs"
+                )
+
+
+def check_config_permissions(config_file: Path) -> None:
+    """Whoever can write the config can lift the GPU-first lock or point the daemon anywhere."""
+    try:
+        info = os.stat(config_file)
+    except OSError:
+        return
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ConfigError(
+            f"{config_file}: writable by group or others, who could then unlock the CPU path "
+            f"or redirect the daemon; fix with: chmod go-w {config_file}"
+        )
 
 
 def check_overlaps(resolved: dict[str, Path]) -> None:

@@ -174,19 +174,25 @@ def _without_furniture(
             _compact(text) for text in (furniture[number] if furniture else ()) if _compact(text)
         )
         kept: list[str] = []
+        removed = 0
         for index, line in enumerate(lines):
             key = _key(line)
             if key and not protected[index]:
                 if labelled[_compact(line)] > 0:  # each labelled text takes one line at most
                     labelled[_compact(line)] -= 1
-                    counts["removed_page_furniture"] += 1
+                    removed += 1
                     continue
                 if index in edge and (
                     key in repeated or _PAGE_NUMBER_RE.match(key.replace("#", "1"))
                 ):
-                    counts["removed_page_furniture"] += 1
+                    removed += 1
                     continue
             kept.append(line)
+        if removed and not any(line.strip() for line in kept):
+            # A page made only of "furniture" is the content itself (a one-line note, say).
+            yield "\n".join(lines)
+            continue
+        counts["removed_page_furniture"] += removed
         yield "\n".join(kept)
 
 

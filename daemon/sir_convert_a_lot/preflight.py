@@ -81,6 +81,14 @@ def inspect_source(path: Path, original_name: str, max_file_bytes: int) -> Sourc
     info = os.lstat(path)
     if not stat.S_ISREG(info.st_mode):
         raise _not_regular(info.st_mode)
+    if info.st_nlink > 1:
+        raise JobFailure(
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+            "The dropped item is a hard link to a file kept elsewhere; copy the PDF itself into "
+            "the inbox.",
+            reason="hard_link",
+            links=info.st_nlink,
+        )
     if not has_pdf_suffix(original_name):
         raise JobFailure(
             ErrorCode.UNSUPPORTED_MEDIA_TYPE,

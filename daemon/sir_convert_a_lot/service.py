@@ -42,6 +42,7 @@ MAX_IN_FLIGHT = 2  # one converting, at most one claimed and waiting
 WORKER_SILENCE_SECONDS = 30.0  # a worker silent this long is stuck (native code holding the GIL)
 OVERDUE_GRACE_SECONDS = 60.0  # a job this far past its limit means the daemon itself is stuck
 EOF_GRACE_FACTOR = 2.0  # extra windows to wait for a PDF whose tail has no %%EOF yet
+CLAIM_BACKOFF_SECONDS = 10.0  # after a failed claim (state folder unwritable, full)
 DEFER_SECONDS = 60.0  # a job that could not even be failed waits this long before a new try
 
 
@@ -109,6 +110,7 @@ class Service:
         self._next_rescan = 0.0
         self._next_takeover = 0.0
         self._finished = False
+        self._claims_paused_until = 0.0
         self.notifier = Notifier()
         self._last_status_line = ""
         self._watchdog_withheld: str | None = None
@@ -347,6 +349,8 @@ class Service:
         return not ends_like_pdf(self.config.paths.inbox / seen.relative_path)
 
     def _dispatch(self) -> None:
+        if self.clock() < self._claims_paused_until:
+            return
         while self.in_flight < MAX_IN_FLIGHT and self.candidates and not self.stopping.is_set():
             seen = self.candidates.popleft()
             self.queued.discard(seen.relative_path)
@@ -359,13 +363,27 @@ class Service:
                 continue
             parts = tuple(seen.relative_path.split("/"))
             profile = self.config.profile_of(parts)
-            job = self.spool.claim(
-                seen.relative_path,
-                profile,
-                self.config.options_for(profile),
-                now_seen.size,
-                now_seen.mtime_ns,
-            )
+            try:
+                job = self.spool.claim(
+                    seen.relative_path,
+                    profile,
+                    self.config.options_for(profile),
+                    now_seen.size,
+                    now_seen.mtime_ns,
+                )
+            except OSError as exc:
+                # The state folder is full, read-only or gone: the file stays in the inbox.
+                log.error(
+                    "claim_failed",
+                    source=seen.relative_path,
+                    error=f"{type(exc).__name__}: {exc}",
+                    retry_in_seconds=CLAIM_BACKOFF_SECONDS,
+                    effect="the file stays in the inbox; claims pause",
+                )
+                self.candidates.appendleft(seen)
+                self.queued.add(seen.relative_path)
+                self._claims_paused_until = self.clock() + CLAIM_BACKOFF_SECONDS
+                return
             if job is None:
                 log.info("claim_lost", source=seen.relative_path)
                 continue

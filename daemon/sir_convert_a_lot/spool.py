@@ -31,6 +31,7 @@ from sir_convert_a_lot.config import Paths
 from sir_convert_a_lot.fsutil import (
     fsync_dir,
     make_dirs_no_symlinks,
+    move_no_replace,
     move_to_free_name,
     read_json,
     remove_tree,
@@ -188,16 +189,26 @@ class Spool:
             instance=self.instance,
         )
         building = self.my_tmp / job.job_id
-        building.mkdir(parents=True)
-        write_json_atomic(building / RECORD, job.to_record())
         try:
+            building.mkdir(parents=True)
+            write_json_atomic(building / RECORD, job.to_record())
             os.rename(self.paths.inbox / relative_path, building / SOURCE)
         except FileNotFoundError:
             remove_tree(building)
             return None
-        fsync_dir(building)
-        self.my_claims.mkdir(parents=True, exist_ok=True)
-        os.rename(building, self.job_folder(job))
+        except OSError:
+            remove_tree(building)  # the source never left the inbox
+            raise
+        try:
+            fsync_dir(building)
+            self.my_claims.mkdir(parents=True, exist_ok=True)
+            os.rename(building, self.job_folder(job))
+        except OSError:
+            # Give the file back rather than strand it until the next start's recovery.
+            with contextlib.suppress(OSError):  # never over a newer file of the same name
+                move_no_replace(building / SOURCE, self.paths.inbox / relative_path)
+                remove_tree(building)
+            raise
         fsync_dir(self.my_claims)
         fsync_dir(self.my_tmp)
         return job

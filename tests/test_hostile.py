@@ -1,0 +1,302 @@
+"""Hostile input and faults: every case ends with its specific code or a correct conversion,
+no input lost, no duplicate output, and the daemon still serving (or refusing to start)."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import socket
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from sir_convert_a_lot import publish as publish_module
+from sir_convert_a_lot import runner as runner_module
+from sir_convert_a_lot import service as service_module
+from sir_convert_a_lot.cli import main
+from sir_convert_a_lot.service import Service
+from sir_convert_a_lot.spool import Spool
+from tests.daemon import Daemon
+from tests.helpers import (
+    REPO,
+    files_under,
+    load_config,
+    make_pdf,
+    pdf_bytes,
+    wait_for,
+    write_config,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def _error(outbox: Path, stem: str) -> dict:
+    return json.loads((outbox / f"{stem}.error.json").read_text())["error"]
+
+
+# -- refusing to start --------------------------------------------------------------------------
+
+
+def test_a_config_writable_by_others_refuses_the_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path)
+    config.chmod(0o666)
+    assert main(["--config", str(config), "run"]) == 2
+    err = capsys.readouterr().err
+    assert "writable by group or others" in err and "chmod go-w" in err
+
+
+@pytest.mark.parametrize("where", ["venv", "path_entry", "working_folder"])
+def test_a_data_folder_in_the_code_zone_refuses_the_start(
+    tmp_path: Path,
+    where: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    if where == "venv":
+        target = REPO / ".venv" / f"sca-test-archive-{os.getpid()}"
+    elif where == "path_entry":
+        target = tmp_path / "bin"
+        target.mkdir()
+        monkeypatch.setenv("PATH", f"{target}{os.pathsep}{os.environ['PATH']}")
+    else:
+        target = tmp_path / "here"
+        target.mkdir()
+        monkeypatch.chdir(target)
+    config = write_config(tmp_path, paths={"archive": str(target)})
+    try:
+        assert main(["--config", str(config), "run"]) == 2
+    finally:
+        if where == "venv" and target.exists():
+            target.rmdir()
+    err = capsys.readouterr().err
+    assert err.startswith("sir-convert: paths.archive:")
+    assert "runs code from" in err
+
+
+# -- hostile entries in the inbox ---------------------------------------------------------------
+
+
+def test_links_sockets_folders_named_pdf_and_lookalike_names(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    outside = make_pdf(tmp_path / "private" / "outside.pdf", text="not for the daemon")
+    before = outside.read_bytes()
+    inbox = tmp_path / "inbox"
+    with Daemon(config).start() as daemon:
+        os.link(outside, inbox / "hardlink.pdf")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(inbox / "socket.pdf"))
+        make_pdf(inbox / "folder.pdf" / "inside.pdf")  # a folder whose name ends in .pdf
+        make_pdf(inbox / "Caf\u00e9.pdf", text="composed")  # NFC
+        make_pdf(inbox / "Cafe\u0301.pdf", text="decomposed")  # NFD: the same name to a person
+        make_pdf(inbox / "CAF\u00c9.pdf", text="upper case")
+        outbox = tmp_path / "outbox"
+        wait_for(
+            lambda: (
+                (outbox / "hardlink.error.json").exists()
+                and (outbox / "socket.error.json").exists()
+                and (outbox / "folder.pdf" / "inside.json").exists()
+                and len([n for n in os.listdir(outbox) if n.endswith(".json")]) == 5
+            ),
+            timeout=60,
+        )
+        listener.close()
+        assert daemon.terminate() == 0
+    hard = _error(outbox, "hardlink")
+    assert hard["code"] == "unsupported_media_type" and hard["details"]["reason"] == "hard_link"
+    assert outside.read_bytes() == before  # the file outside was never moved or changed
+    sock = _error(outbox, "socket")
+    assert sock["code"] == "unsupported_media_type" and sock["details"]["kind"] == "socket"
+    sidecars = sorted(n for n in os.listdir(outbox) if n.endswith(".json") and "rror" not in n)
+    # three names a person reads as one: three outputs, none overwritten
+    assert len([n for n in sidecars if n.lower().startswith("caf")]) == 3
+    texts = {
+        (outbox / n.replace(".json", ".md")).read_text().split(" Page")[0].strip()
+        for n in sidecars
+        if n.lower().startswith("caf")
+    }
+    assert texts == {"composed", "decomposed", "upper case"}
+
+
+def _recursive_xobject_pdf() -> bytes:
+    import pymupdf
+
+    document = pymupdf.open()
+    page = document.new_page()
+    page.insert_text((72, 72), "A page that draws a form that draws itself.")
+    form = document.get_new_xref()
+    document.update_object(
+        form,
+        f"<< /Type /XObject /Subtype /Form /BBox [0 0 100 100] "
+        f"/Resources << /XObject << /X1 {form} 0 R >> >> >>",
+    )
+    document.update_stream(form, b"q /X1 Do Q")
+    kind, value = document.xref_get_key(page.xref, "Resources")
+    holder = int(value.split()[0]) if kind == "xref" else page.xref
+    key = "XObject" if kind == "xref" else "Resources/XObject"
+    document.xref_set_key(holder, key, f"<< /X1 {form} 0 R >>")
+    (contents,) = page.get_contents()
+    document.update_stream(contents, document.xref_stream(contents) + b"\nq /X1 Do Q\n")
+    data: bytes = document.tobytes()
+    return data
+
+
+def _huge_page_pdf() -> bytes:
+    import pymupdf
+
+    document = pymupdf.open()
+    page = document.new_page(width=14400, height=14400)  # the largest page PDF allows
+    page.insert_text((100, 100), "A very large page.", fontsize=400)
+    data: bytes = document.tobytes()
+    return data
+
+
+def _many_pages_pdf(count: int) -> bytes:
+    import pymupdf
+
+    document = pymupdf.open()
+    for _ in range(count):
+        document.new_page(width=200, height=200)
+    data: bytes = document.tobytes(garbage=0)
+    return data
+
+
+def test_hostile_pdfs_end_with_a_result_or_their_code_and_the_daemon_carries_on(
+    tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path, conversion={"max_pages": 2000})
+    inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+    with Daemon(config).start() as daemon:
+        (inbox / "recursive.pdf").write_bytes(_recursive_xobject_pdf())
+        (inbox / "huge-page.pdf").write_bytes(_huge_page_pdf())
+        (inbox / "twenty-thousand.pdf").write_bytes(_many_pages_pdf(20_000))
+        wait_for(
+            lambda: all(
+                (outbox / f"{s}.json").exists() or (outbox / f"{s}.error.json").exists()
+                for s in ("recursive", "huge-page", "twenty-thousand")
+            ),
+            timeout=240,
+        )
+        make_pdf(inbox / "after.pdf")
+        wait_for(lambda: (outbox / "after.json").exists(), timeout=60)
+        assert daemon.terminate() == 0
+    many = _error(outbox, "twenty-thousand")
+    assert many["code"] == "too_many_pages"
+    assert many["details"] == {"pages": 20_000, "max_pages": 2000}
+    huge = json.loads((outbox / "huge-page.json").read_text())
+    assert "A very large page" in (outbox / "huge-page.md").read_text()
+    assert huge["source"]["pages"] == 1
+    recursive_ok = (outbox / "recursive.json").exists()
+    if recursive_ok:
+        assert "draws itself" in (outbox / "recursive.md").read_text()
+    else:
+        assert _error(outbox, "recursive")["code"] in {
+            "pdf_unreadable",
+            "conversion_internal_error",
+        }
+    assert files_under(inbox) == []
+
+
+# -- faults (in-process, with the failure injected where the operating system would raise) ------
+
+
+def _start(service: Service) -> threading.Thread:
+    thread = threading.Thread(target=service.run)
+    thread.start()
+    assert service.ready.wait(60)
+    return thread
+
+
+def test_a_file_changed_after_its_claim_is_given_back_and_converted_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_inspect = runner_module.inspect_source
+    whole = pdf_bytes(pages=3, text="complete")
+    appended = threading.Event()
+
+    def writer_still_writing(path: Path, name: str, limit: int) -> object:
+        if not appended.is_set():  # the writer had the file open and wrote on after the claim
+            appended.set()
+            path.write_bytes(whole)
+        return real_inspect(path, name, limit)
+
+    monkeypatch.setattr(runner_module, "inspect_source", writer_still_writing)
+    service = Service(load_config(tmp_path), install_signal_handlers=False)
+    thread = _start(service)
+    try:
+        (tmp_path / "inbox" / "growing.pdf").write_bytes(pdf_bytes(pages=1, text="partial"))
+        wait_for(lambda: (tmp_path / "outbox" / "growing.json").exists(), timeout=60)
+    finally:
+        service.request_stop()
+        thread.join(60)
+    returned = [o for o in service.outcomes if o.status == "returned"]
+    assert [o.code for o in returned] == ["source_changed_after_claim"]
+    sidecar = json.loads((tmp_path / "outbox" / "growing.json").read_text())
+    assert sidecar["source"]["sha256"] == hashlib.sha256(whole).hexdigest()
+    assert sidecar["source"]["pages"] == 3
+    assert sorted(os.listdir(tmp_path / "outbox")) == ["growing.json", "growing.md"]
+
+
+def test_a_full_outbox_keeps_the_file_claimed_and_publishes_once_space_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk_full = threading.Event()
+    disk_full.set()
+    real_write = publish_module._write_new
+
+    def maybe_full(dir_fd: int, name: str, content: bytes) -> None:
+        if disk_full.is_set():
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(dir_fd, name, content)
+
+    monkeypatch.setattr(publish_module, "_write_new", maybe_full)
+    monkeypatch.setattr(service_module, "DEFER_SECONDS", 0.5)
+    service = Service(load_config(tmp_path), install_signal_handlers=False)
+    thread = _start(service)
+    try:
+        make_pdf(tmp_path / "inbox" / "waiting.pdf")
+        wait_for(lambda: any(o.status == "deferred" for o in service.outcomes), timeout=60)
+        claimed = tmp_path / "state" / "claimed" / service.instance
+        assert len(list(claimed.iterdir())) == 1  # still held, not lost, not failed
+        assert not list((tmp_path / "failed").iterdir())
+        disk_full.clear()
+        wait_for(lambda: (tmp_path / "outbox" / "waiting.json").exists(), timeout=30)
+    finally:
+        service.request_stop()
+        thread.join(60)
+    assert sorted(os.listdir(tmp_path / "outbox")) == ["waiting.json", "waiting.md"]
+    assert os.listdir(tmp_path / "archive") == ["waiting.pdf"]
+
+
+def test_an_unwritable_state_folder_leaves_files_in_the_inbox_until_it_recovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = threading.Event()
+    broken.set()
+    real_claim = Spool.claim
+
+    def claim(self: Spool, *args: object, **kwargs: object) -> object:
+        if broken.is_set():
+            raise PermissionError(errno.EACCES, "Permission denied", str(self.state))
+        return real_claim(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Spool, "claim", claim)
+    monkeypatch.setattr(service_module, "CLAIM_BACKOFF_SECONDS", 0.5)
+    config = replace(load_config(tmp_path))
+    service = Service(config, install_signal_handlers=False)
+    thread = _start(service)
+    try:
+        make_pdf(tmp_path / "inbox" / "patient.pdf")
+        wait_for(lambda: service._claims_paused_until > 0, timeout=30)
+        assert (tmp_path / "inbox" / "patient.pdf").exists()
+        broken.clear()
+        wait_for(lambda: (tmp_path / "outbox" / "patient.json").exists(), timeout=30)
+    finally:
+        service.request_stop()
+        thread.join(60)
+    assert os.listdir(tmp_path / "archive") == ["patient.pdf"]
