@@ -98,7 +98,8 @@ class Service:
         self.eof_extended: set[str] = set()
         self.in_flight = 0
         self.activity = Activity()
-        self.outcomes: list[Outcome] = []
+        # Recent endings, for tests and debugging; bounded so a long run does not grow.
+        self.outcomes: deque[Outcome] = deque(maxlen=1000)
         self.deferred: list[tuple[float, Job]] = []
         self.ready = threading.Event()
         self.stopping = threading.Event()
