@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import threading
@@ -27,9 +26,9 @@ sys.path.insert(0, str(REPO))
 
 sys.path.insert(0, str(REPO / "tools"))
 
-from tests.helpers import VENV_BIN, pdf_bytes, write_config  # noqa: E402
+from tests.helpers import pdf_bytes, write_config  # noqa: E402
 
-from benchmark import tree_rss_bytes  # noqa: E402
+from benchmark import start_ready_daemon, tree_rss_bytes  # noqa: E402
 
 
 def main() -> int:
@@ -53,15 +52,7 @@ def main() -> int:
     for name in names:
         (staging / name).write_bytes(content)
 
-    log = (root / "daemon.log").open("wb")
-    daemon = subprocess.Popen(
-        [str(VENV_BIN / "sir-convert"), "--config", str(config), "run"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    lease = root / "state" / "instances" / "test-instance.lease"
-    while not (lease.exists() and json.loads(lease.read_text()).get("state") == "ready"):
-        time.sleep(0.1)
+    daemon = start_ready_daemon(config, root / "daemon.log", "test-instance")
     samples: list[tuple[float, int]] = []
     done = threading.Event()
 

@@ -131,6 +131,23 @@ class Sampler:
             self._stop.wait(0.2)
 
 
+def start_ready_daemon(config: Path, log_path: Path, instance: str) -> subprocess.Popen[bytes]:
+    """Start ``sir-convert run`` with its output in ``log_path``; return once its lease says
+    ready (models warm, start-up scan done)."""
+    log = log_path.open("wb")
+    daemon = subprocess.Popen(
+        [str(REPO / ".venv" / "bin" / "sir-convert"), "--config", str(config), "run"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    lease = config.parent / "state" / "instances" / f"{instance}.lease"
+    while not (lease.exists() and json.loads(lease.read_text()).get("state") == "ready"):
+        if daemon.poll() is not None:
+            raise SystemExit(f"the daemon exited ({daemon.returncode}): see {log_path}")
+        time.sleep(0.1)
+    return daemon
+
+
 def benchmark_config(source: Path, root: Path) -> tuple[Path, dict[str, Any]]:
     document = tomllib.loads(source.read_text(encoding="utf-8"))
     document.setdefault("paths", {}).update({key: str(root / key) for key in PATH_KEYS})

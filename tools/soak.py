@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -25,7 +24,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.helpers import VENV_BIN, pdf_bytes, write_config  # noqa: E402
+sys.path.insert(0, str(REPO / "tools"))
+
+from tests.helpers import pdf_bytes, write_config  # noqa: E402
+
+from benchmark import start_ready_daemon  # noqa: E402
 
 
 def _children(pid: int) -> list[int]:
@@ -73,15 +76,7 @@ def main() -> int:
     )
     staging = root / "staging"
     staging.mkdir()
-    log = (root / "daemon.log").open("wb")
-    daemon = subprocess.Popen(
-        [str(VENV_BIN / "sir-convert"), "--config", str(config), "run"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    lease = root / "state" / "instances" / "test-instance.lease"
-    while not (lease.exists() and json.loads(lease.read_text()).get("state") == "ready"):
-        time.sleep(0.2)
+    daemon = start_ready_daemon(config, root / "daemon.log", "test-instance")
     samples: list[dict[str, float]] = []
     done = threading.Event()
     started = time.monotonic()
