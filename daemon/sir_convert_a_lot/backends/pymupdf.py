@@ -18,11 +18,32 @@ import threading
 from typing import Any
 
 from sir_convert_a_lot.backends.base import BackendContext, BackendResult, ProgressCallback
+from sir_convert_a_lot.backends.reading_order import Box, column_order, leading_number
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
 from sir_convert_a_lot.options import ConversionOptions
 from sir_convert_a_lot.preflight import OpenedPdf
 
 _FURNITURE_CLASSES = frozenset({"page-header", "page-footer"})
+
+
+def _read_columns_in_order(page: Any) -> None:
+    """Reorder the page's body boxes column by column (see ``reading_order``); page headers and
+    footers keep their places, first and last."""
+    slots = [i for i, box in enumerate(page.boxes) if box.boxclass not in _FURNITURE_CLASSES]
+    body = [page.boxes[i] for i in slots]
+    order = column_order(
+        [Box(b.x0, b.y0, b.x1, b.y1, leading_number(_first_line(b), b.boxclass)) for b in body]
+    )
+    for slot, index in zip(slots, order, strict=True):
+        page.boxes[slot] = body[index]
+
+
+def _first_line(box: Any) -> str:
+    for line in box.textlines or ():
+        text = "".join(str(span.get("text", "")) for span in line.get("spans", ()))
+        if text.strip():
+            return text
+    return ""
 
 
 def _furniture_texts(page: Any) -> tuple[str, ...]:
@@ -113,6 +134,8 @@ class PyMuPDFBackend:
             parsed = document_layout.parse_document(
                 document, use_ocr=False, force_ocr=False, force_text=True
             )
+            for page in parsed.pages:
+                _read_columns_in_order(page)
             # Render once: ParsedDocument.to_markdown is not idempotent (a second call can
             # render list items differently), so the labels come from the layout boxes.
             chunks = parsed.to_markdown(page_chunks=True)
