@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import threading
 import time
@@ -524,6 +525,43 @@ def test_the_periodic_rescan_finds_files_whose_events_never_came(tmp_path: Path)
         make_pdf(tmp_path / "inbox" / "quiet.pdf")
         _wait_files(tmp_path / "outbox", ["quiet.json"], timeout=30)
         daemon.terminate()
+
+
+def _inotify_queue_limit() -> int:
+    try:
+        return int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+    except (OSError, ValueError):
+        return 16384
+
+
+def test_a_real_inotify_queue_overflow_triggers_a_rescan_that_finds_the_lost_files(
+    tmp_path: Path,
+) -> None:
+    # The daemon is frozen (SIGSTOP) while ignored dotfiles are created in the inbox: three
+    # events each (create, open, close) fill the kernel's queue past its limit, so the events
+    # of the PDFs dropped afterwards are lost for real. The periodic rescan is an hour away:
+    # only the overflow alarm can find them in time.
+    config = write_config(tmp_path, watch={"rescan_interval_seconds": 3600})
+    inbox, staging = tmp_path / "inbox", tmp_path / "staging"
+    staging.mkdir()
+    names = [f"after-overflow-{i}.pdf" for i in range(3)]
+    for name in names:
+        make_pdf(staging / name)
+    with Daemon(config).start() as daemon:
+        assert daemon.process is not None
+        os.kill(daemon.process.pid, signal.SIGSTOP)
+        try:
+            for i in range(_inotify_queue_limit() // 3 + 2000):
+                os.close(os.open(inbox / f".filler-{i}", os.O_CREAT | os.O_WRONLY, 0o600))
+            for name in names:
+                os.rename(staging / name, inbox / name)
+        finally:
+            os.kill(daemon.process.pid, signal.SIGCONT)
+        lost = daemon.wait_event("inbox_events_lost", timeout=30)
+        assert lost[0]["effect"] == "rescanning now"
+        _wait_files(tmp_path / "outbox", [n.replace(".pdf", ".json") for n in names], timeout=60)
+        assert daemon.terminate() == 0
+    assert sorted(files_under(tmp_path / "archive")) == sorted(names)
 
 
 def test_files_waiting_before_the_start_are_found_by_the_start_up_scan(tmp_path: Path) -> None:

@@ -209,7 +209,11 @@ class Service:
         if self._share_missing():
             raise ShareMissing(self._share_missing() or "")
         self.watcher = InboxWatcher(
-            config.paths.inbox, config.watch.mode, config.watch.poll_interval_seconds, self._hint
+            config.paths.inbox,
+            config.watch.mode,
+            config.watch.poll_interval_seconds,
+            self._hint,
+            on_events_lost=lambda: self.events.put(("events_lost", None)),
         )
         self.watcher.start()
         found = self._full_scan()
@@ -295,6 +299,11 @@ class Service:
         elif kind == "hint":
             path, is_folder = payload
             self._look_at(path, is_folder)
+        elif kind == "events_lost":
+            log.warning(
+                "inbox_events_lost", cause="inotify queue overflow", effect="rescanning now"
+            )
+            self._next_rescan = self.clock()
         elif kind == "done":
             self.in_flight -= 1
             self.outcomes.append(payload)

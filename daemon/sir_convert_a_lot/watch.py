@@ -7,6 +7,7 @@ path to look at again; a full scan at start and a periodic rescan find whatever 
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import time
@@ -153,6 +154,21 @@ class Stability:
 
 Hint = Callable[[str, bool], None]  # (absolute path, is_folder)
 
+# watchdog reports a kernel inotify queue overflow (IN_Q_OVERFLOW: events were dropped) only
+# as this warning, so the watcher listens for it.
+_OVERFLOW_LOGGER = "watchdog.observers.inotify_c"
+_OVERFLOW_MESSAGE = "Inotify queue overflowed"
+
+
+class _OverflowAlarm(logging.Handler):
+    def __init__(self, on_events_lost: Callable[[], None]) -> None:
+        super().__init__(logging.WARNING)
+        self.on_events_lost = on_events_lost
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith(_OVERFLOW_MESSAGE):
+            self.on_events_lost()
+
 
 class _Handler(FileSystemEventHandler):
     def __init__(self, hint: Hint) -> None:
@@ -171,14 +187,26 @@ class _Handler(FileSystemEventHandler):
 class InboxWatcher:
     """watchdog's inotify observer, or its polling observer for CIFS/NFS client mounts."""
 
-    def __init__(self, inbox: Path, mode: str, poll_interval: float, hint: Hint) -> None:
+    def __init__(
+        self,
+        inbox: Path,
+        mode: str,
+        poll_interval: float,
+        hint: Hint,
+        on_events_lost: Callable[[], None] = lambda: None,
+    ) -> None:
         self.inbox = inbox
         self.observer: Any = (
             PollingObserver(timeout=poll_interval) if mode == "polling" else Observer()
         )
         self.observer.schedule(_Handler(hint), str(inbox), recursive=True)
+        self._alarm = _OverflowAlarm(on_events_lost)
 
     def start(self) -> None:
+        overflow_log = logging.getLogger(_OVERFLOW_LOGGER)
+        if not overflow_log.isEnabledFor(logging.WARNING):
+            overflow_log.setLevel(logging.WARNING)  # the root handler still filters what it shows
+        overflow_log.addHandler(self._alarm)
         self.observer.start()
 
     def alive(self) -> bool:
@@ -187,5 +215,6 @@ class InboxWatcher:
         return all(emitter.is_alive() for emitter in self.observer.emitters)
 
     def stop(self) -> None:
+        logging.getLogger(_OVERFLOW_LOGGER).removeHandler(self._alarm)
         self.observer.stop()
         self.observer.join(timeout=10)
