@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -10,6 +11,31 @@ from pathlib import Path
 from typing import Any
 
 from tests.helpers import REPO, VENV_BIN, wait_for
+
+_PR_CAPBSET_DROP = 24
+# CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER: what lets root ignore file modes.
+_PERMISSION_OVERRIDES = (1, 2, 3)
+_CAP_SETPCAP = 8
+
+
+def can_obey_permissions() -> bool:
+    """Whether a daemon started here can be made subject to file modes: any non-root user is;
+    root is once it drops its override capabilities, which needs CAP_SETPCAP."""
+    if os.geteuid() != 0:
+        return True
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) >> _CAP_SETPCAP & 1)
+    return False
+
+
+def _drop_permission_override() -> None:
+    """Runs in the child before exec: root keeps uid 0 but loses the capabilities that bypass
+    file modes, for itself and everything it starts, so a read-only folder stops it for real."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in _PERMISSION_OVERRIDES:
+        if libc.prctl(_PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
 
 
 class Daemon:
@@ -23,6 +49,7 @@ class Daemon:
         crash_at: str | None = None,
         env: dict[str, str] | None = None,
         log_name: str = "daemon",
+        obey_permissions: bool = False,
     ) -> None:
         self.config = config
         self.log_path = config.parent / f"{log_name}-{instance or 'default'}.log"
@@ -33,13 +60,19 @@ class Daemon:
             argv += ["--instance", instance]
         self.argv = argv
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.preexec = _drop_permission_override if obey_permissions and os.geteuid() == 0 else None
         self.process: subprocess.Popen[bytes] | None = None
         self._log_file: Any = None
 
     def start(self, wait_ready: bool = True, timeout: float = 60) -> Daemon:
         self._log_file = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            self.argv, cwd=REPO, stdout=self._log_file, stderr=subprocess.STDOUT, env=self.env
+            self.argv,
+            cwd=REPO,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            preexec_fn=self.preexec,
         )
         if wait_ready:
             self.wait_event("daemon_ready", timeout=timeout)

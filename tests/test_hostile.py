@@ -20,9 +20,10 @@ from sir_convert_a_lot import service as service_module
 from sir_convert_a_lot.cli import main
 from sir_convert_a_lot.service import Service
 from sir_convert_a_lot.spool import Spool
-from tests.daemon import Daemon
+from tests.daemon import Daemon, can_obey_permissions
 from tests.helpers import (
     REPO,
+    copy_sample,
     files_under,
     load_config,
     make_pdf,
@@ -300,3 +301,41 @@ def test_an_unwritable_state_folder_leaves_files_in_the_inbox_until_it_recovers(
         service.request_stop()
         thread.join(60)
     assert os.listdir(tmp_path / "archive") == ["patient.pdf"]
+
+
+@pytest.mark.skipif(
+    not can_obey_permissions(), reason="root without CAP_SETPCAP cannot give up its override"
+)
+@pytest.mark.parametrize("read_only", ["outbox", "archive", "failed"])
+def test_a_folder_the_daemon_may_not_write_loses_nothing_and_publishes_nothing_twice(
+    tmp_path: Path, read_only: str
+) -> None:
+    # Real EACCES: the daemon runs without the capabilities that let root ignore file modes.
+    config = write_config(tmp_path)
+    outbox = tmp_path / "outbox"
+    with Daemon(config, obey_permissions=True).start() as daemon:
+        (tmp_path / read_only).chmod(0o555)
+        try:
+            make_pdf(tmp_path / "inbox" / "good.pdf")
+            copy_sample("not_a_pdf.pdf", tmp_path / "inbox")
+            deferred = "job_deferred" if read_only == "outbox" else "job_disposal_deferred"
+            daemon.wait_event(deferred, timeout=60)
+            if read_only == "outbox":
+                daemon.wait_event(deferred, timeout=60, count=2)
+            else:
+                wait_for(lambda: len(os.listdir(outbox)) == 3, timeout=60)
+            # Every original is somewhere (claimed, archived or failed), never in two places.
+            held = files_under(tmp_path / "state" / "claimed")
+            kept = files_under(tmp_path / "archive") + files_under(tmp_path / "failed")
+            assert len([p for p in held if p.endswith("/source")]) + len(kept) == 2
+            assert "good.error.json" not in os.listdir(outbox)
+        finally:
+            (tmp_path / read_only).chmod(0o755)
+        assert daemon.terminate() == 0
+    with Daemon(config, obey_permissions=True, log_name="restarted").start() as daemon:
+        wait_for(lambda: files_under(tmp_path / "failed") == ["not_a_pdf.pdf"], timeout=60)
+        wait_for(lambda: files_under(tmp_path / "archive") == ["good.pdf"], timeout=60)
+        assert daemon.terminate() == 0
+    assert sorted(os.listdir(outbox)) == ["good.json", "good.md", "not_a_pdf.error.json"]
+    assert _error(outbox, "not_a_pdf")["code"] == "pdf_unreadable"
+    assert not files_under(tmp_path / "state" / "claimed")

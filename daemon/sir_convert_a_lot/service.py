@@ -457,21 +457,34 @@ class Service:
             self.events.put(("done", outcome))
 
     def _fail_unexpected(self, job: Job, error: Exception) -> Outcome:
+        fields = {"job_id": job.job_id, "source": job.relative_path}
+        try:
+            current = self.spool.reload(job) or job
+        except OSError:
+            current = job
+        if current.phase in ("published", "failed_published"):
+            # The outputs are out: only moving the original failed (archive/ or failed/ is not
+            # writable). Failing the job now would publish a contradicting error envelope.
+            log.error(
+                "job_disposal_deferred",
+                **fields,
+                error=f"{type(error).__name__}: {error}",
+                retry_in_seconds=DEFER_SECONDS,
+                effect="the outputs are published; the original stays claimed until it can move",
+            )
+            return Outcome(job.job_id, "deferred")
         log.error(
             "job_error_unexpected",
-            job_id=job.job_id,
-            source=job.relative_path,
+            **fields,
             error=f"{type(error).__name__}: {error}",
             exc_info=error,
         )
         try:
-            current = self.spool.reload(job) or job
             return self.runner.fail_unexpected(current, error)
         except Exception as second:  # noqa: BLE001 - e.g. the outbox itself is unwritable
             log.error(
                 "job_deferred",
-                job_id=job.job_id,
-                source=job.relative_path,
+                **fields,
                 error=f"{type(second).__name__}: {second}",
                 retry_in_seconds=DEFER_SECONDS,
                 effect="the file stays claimed and is tried again later",
