@@ -179,6 +179,30 @@ def test_a_timed_out_conversion_fails_the_file_and_the_daemon_carries_on(tmp_pat
     assert error["details"]["timeout_seconds"] == 2
 
 
+def test_a_conversion_that_outgrows_the_memory_limit_fails_once_and_the_daemon_carries_on(
+    tmp_path: Path,
+) -> None:
+    limit = 1024 * 1024 * 1024
+    config = load_config(tmp_path, conversion={"max_worker_memory_bytes": limit})
+    service = Service(config, fault_injection=("bloat:greedy.pdf",), install_signal_handlers=False)
+    thread = _run_service(service)
+    try:
+        make_pdf(tmp_path / "inbox" / "greedy.pdf")
+        wait_for(lambda: (tmp_path / "outbox" / "greedy.error.json").exists(), timeout=60)
+        make_pdf(tmp_path / "inbox" / "modest.pdf")
+        wait_for(lambda: (tmp_path / "outbox" / "modest.json").exists(), timeout=60)
+    finally:
+        service.request_stop()
+        thread.join(60)
+    envelope = json.loads((tmp_path / "outbox" / "greedy.error.json").read_text())
+    error = envelope["error"]
+    assert error["code"] == "worker_crashed"
+    assert error["details"]["reason"] == "memory_limit_exceeded"
+    assert limit < error["details"]["worker_memory_bytes"] < limit + 512 * 1024 * 1024
+    assert envelope["execution"]["attempt"] == 1  # not retried: it would only grow again
+    assert (tmp_path / "failed" / "greedy.pdf").exists()
+
+
 def test_stopping_mid_conversion_past_the_grace_returns_the_file_uncounted(tmp_path: Path) -> None:
     config = load_config(tmp_path, service={"stop_grace_seconds": 1})
     service = Service(config, fault_injection=("hang:long.pdf",), install_signal_handlers=False)

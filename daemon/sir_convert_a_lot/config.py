@@ -101,6 +101,9 @@ SCHEMA: Final[dict[str, dict[str, Key]]] = {
         **_option_keys(),
         "max_file_bytes": Key((int,), 50 * MIB, _at_least(1)),
         "max_pages": Key((int,), 2000, _at_least(1)),
+        # The worker's resident memory during a conversion; over it the worker is stopped and
+        # the file fails with worker_crashed (reason memory_limit_exceeded). 0: no limit.
+        "max_worker_memory_bytes": Key((int,), 16 * 1024 * MIB, _at_least(0)),
     },
     "output": {
         "on_collision": Key((str,), "suffix", _one_of("suffix", "replace")),
@@ -188,6 +191,7 @@ class Config:
     profiles: Mapping[str, ConversionOptions]
     max_file_bytes: int
     max_pages: int
+    max_worker_memory_bytes: int
     on_collision: str
     source_after_success: str
     max_attempts: int
@@ -325,6 +329,7 @@ def parse(data: Mapping[str, Any], *, base_dir: Path, source: Path | None = None
         profiles=profiles,
         max_file_bytes=conversion["max_file_bytes"],
         max_pages=conversion["max_pages"],
+        max_worker_memory_bytes=conversion["max_worker_memory_bytes"],
         on_collision=sections["output"]["on_collision"],
         source_after_success=sections["output"]["source_after_success"],
         max_attempts=sections["retry"]["max_attempts"],
@@ -442,6 +447,7 @@ def flatten(config: Config) -> dict[str, Any]:
             "watch.sentinel": config.watch.sentinel,
             "conversion.max_file_bytes": config.max_file_bytes,
             "conversion.max_pages": config.max_pages,
+            "conversion.max_worker_memory_bytes": config.max_worker_memory_bytes,
             "output.on_collision": config.on_collision,
             "output.source_after_success": config.source_after_success,
             "retry.max_attempts": config.max_attempts,

@@ -44,6 +44,9 @@ PROBE_TIMEOUT_SECONDS = 180.0
 LOAD_TIMEOUT_SECONDS = 1800.0
 
 
+_MEMORY_CHECK_SECONDS = 0.25
+
+
 class EngineStartError(Exception):
     """The worker could not get ready (models missing, device busy, crashed while loading)."""
 
@@ -63,6 +66,27 @@ class WorkerTimedOut(Exception):
     def __init__(self, seconds: float) -> None:
         super().__init__(f"the conversion ran past its limit of {seconds:g} s; worker killed")
         self.seconds = seconds
+
+
+class WorkerOverMemory(Exception):
+    def __init__(self, limit_bytes: int, rss_bytes: int) -> None:
+        super().__init__(
+            f"the worker's memory reached {rss_bytes} bytes, over its limit of {limit_bytes}"
+        )
+        self.limit_bytes = limit_bytes
+        self.rss_bytes = rss_bytes
+
+
+def resident_bytes(pid: int) -> int | None:
+    """The process's resident memory (VmRSS), or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 @dataclass(frozen=True)
@@ -249,14 +273,16 @@ class Engine:
         except (BrokenPipeError, OSError):
             self._kill()
             raise WorkerCrashed(process.exitcode) from None
+        memory_limit = self.config.max_worker_memory_bytes
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self._kill()
                 raise WorkerTimedOut(limit)
             try:
-                if not conn.poll(min(remaining, 1.0)):
+                if not conn.poll(min(remaining, _MEMORY_CHECK_SECONDS)):
                     if process.is_alive():
+                        self._check_memory(process, memory_limit)
                         continue
                     raise EOFError
                 message = conn.recv()
@@ -272,6 +298,16 @@ class Engine:
                 if isinstance(message, Failed) and message.details.get("restart_worker"):
                     self._kill()  # a CUDA error may have poisoned the context: start afresh
                 return message
+
+    def _check_memory(self, process: BaseProcess, limit_bytes: int) -> None:
+        """Stop a conversion whose worker outgrows its limit before the kernel's OOM killer
+        (or systemd's MemoryMax=) picks a victim; sampled, so a systemd cap stays the backstop."""
+        if not limit_bytes or process.pid is None:
+            return
+        rss = resident_bytes(process.pid)
+        if rss is not None and rss > limit_bytes:
+            self._kill()
+            raise WorkerOverMemory(limit_bytes, rss)
 
     def abort(self) -> None:
         """Kill the worker from any thread; the thread inside convert() sees WorkerCrashed."""

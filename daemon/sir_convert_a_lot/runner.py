@@ -16,7 +16,7 @@ from typing import Any
 
 from sir_convert_a_lot import logs
 from sir_convert_a_lot.config import Config, Governance
-from sir_convert_a_lot.engine import Engine, WorkerCrashed, WorkerTimedOut
+from sir_convert_a_lot.engine import Engine, WorkerCrashed, WorkerOverMemory, WorkerTimedOut
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
 from sir_convert_a_lot.policy import Refused
 from sir_convert_a_lot.preflight import SourceFacts, inspect_source
@@ -136,6 +136,19 @@ class JobRunner:
                 f"The conversion took longer than its limit of {timeout.seconds:g} seconds and "
                 "was stopped; it can be retried, or the limit raised for large files.",
                 timeout_seconds=timeout.seconds,
+            )
+            return self._fail(job, failure, facts, started, {}, bound)
+        except WorkerOverMemory as over:
+            if self.abandon:
+                return self._give_back(job, bound, "stopped_during_conversion")
+            failure = JobFailure(
+                ErrorCode.WORKER_CRASHED,
+                f"The converter needed more than this service's memory limit of "
+                f"{over.limit_bytes // (1024 * 1024)} MiB for this file and was stopped; split "
+                "the file, or ask the operator to raise the limit.",
+                reason="memory_limit_exceeded",
+                max_worker_memory_bytes=over.limit_bytes,
+                worker_memory_bytes=over.rss_bytes,
             )
             return self._fail(job, failure, facts, started, {}, bound)
         except WorkerCrashed as crash:

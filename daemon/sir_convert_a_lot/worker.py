@@ -198,6 +198,11 @@ class _Worker:
                 time.sleep(3600)
             elif kind == "raise":
                 raise RuntimeError("injected fault")
+            elif kind == "bloat":  # grow by 64 MiB every 50 ms, as a runaway conversion would
+                held = []
+                while True:
+                    held.append(bytearray(64 * 1024 * 1024))
+                    time.sleep(0.05)
 
 
 _WARM_OPTIONS = ConversionOptions(ocr_mode="off", normalize="none")
