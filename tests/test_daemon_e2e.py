@@ -61,8 +61,15 @@ def test_without_a_gpu_the_default_config_fails_every_pdf_with_gpu_not_available
         ready = daemon.events()
         assert any(e["event"] == "no_backend_can_run" for e in ready)
         copy_sample("multi_page.pdf", tmp_path / "inbox")
-        _wait_files(tmp_path / "outbox", ["multi_page.error.json"])
+        copy_sample("not_a_pdf.pdf", tmp_path / "inbox")
+        _wait_files(tmp_path / "outbox", ["multi_page.error.json", "not_a_pdf.error.json"])
         assert daemon.terminate() == 0
+    # A file that is no PDF says so at once, not only after a retry on a GPU host.
+    not_a_pdf = json.loads((tmp_path / "outbox" / "not_a_pdf.error.json").read_text())["error"]
+    assert (not_a_pdf["code"], not_a_pdf["details"]["reason"]) == (
+        "pdf_unreadable",
+        "no_pdf_header",
+    )
     envelope = json.loads((tmp_path / "outbox" / "multi_page.error.json").read_text())
     assert envelope["status"] == "failed"
     assert envelope["error"]["code"] == "gpu_not_available"
@@ -70,7 +77,7 @@ def test_without_a_gpu_the_default_config_fails_every_pdf_with_gpu_not_available
     assert envelope["error"]["details"]["reason"] == "no_cuda_device"
     assert envelope["error"]["correlation_id"] == envelope["job_id"]
     assert envelope["governance"] == {"lock": "gpu_first", "decision_record": None}
-    assert (tmp_path / "failed" / "multi_page.pdf").exists()
+    assert sorted(files_under(tmp_path / "failed")) == ["multi_page.pdf", "not_a_pdf.pdf"]
     assert not (tmp_path / "outbox" / "multi_page.md").exists()
     assert _state_is_empty(tmp_path)
 

@@ -119,6 +119,19 @@ def test_inspect_source_refuses_a_real_pdf_without_a_pdf_name(tmp_path: Path) ->
     assert "x.txt" in caught.value.message
 
 
+def test_inspect_source_refuses_bytes_without_a_pdf_header_before_any_parser(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "report.pdf"
+    path.write_bytes(b"<html>a web page saved with the wrong name</html>\n")
+
+    with pytest.raises(JobFailure) as caught:
+        inspect_source(path, "report.pdf", LIMIT)
+
+    assert caught.value.code is ErrorCode.PDF_UNREADABLE
+    assert caught.value.details["reason"] == "no_pdf_header"
+
+
 def test_inspect_source_accepts_an_upper_case_pdf_suffix(tmp_path: Path) -> None:
     path = make_pdf(tmp_path / "SCAN.PDF")
 

@@ -109,7 +109,25 @@ def inspect_source(path: Path, original_name: str, max_file_bytes: int) -> Sourc
             size_bytes=info.st_size,
             max_file_bytes=max_file_bytes,
         )
+    if not _starts_like_pdf(path):
+        raise _no_pdf_header()
     return SourceFacts(size_bytes=info.st_size, sha256=sha256_of(path))
+
+
+def _starts_like_pdf(path: Path) -> bool:
+    """The cheap header check, done here too so that a non-PDF gets ``pdf_unreadable`` even
+    where the GPU policy would refuse the job before any parser saw it."""
+    fd = open_regular(path)
+    with os.fdopen(fd, "rb") as handle:
+        return _PDF_MAGIC in handle.read(_MAGIC_WINDOW)
+
+
+def _no_pdf_header() -> JobFailure:
+    return JobFailure(
+        ErrorCode.PDF_UNREADABLE,
+        "The file is not a PDF (no %PDF header); check that it was saved or exported as PDF.",
+        reason="no_pdf_header",
+    )
 
 
 def sha256_of(path: Path) -> str | None:
@@ -157,11 +175,7 @@ def open_pdf(data: bytes, max_pages: int) -> OpenedPdf:
     if not data:
         raise JobFailure(ErrorCode.PDF_UNREADABLE, "The file is empty.", reason="empty_file")
     if _PDF_MAGIC not in data[:_MAGIC_WINDOW]:
-        raise JobFailure(
-            ErrorCode.PDF_UNREADABLE,
-            "The file is not a PDF (no %PDF header); check that it was saved or exported as PDF.",
-            reason="no_pdf_header",
-        )
+        raise _no_pdf_header()
     import pymupdf
 
     try:
