@@ -339,3 +339,26 @@ def test_a_folder_the_daemon_may_not_write_loses_nothing_and_publishes_nothing_t
     assert sorted(os.listdir(outbox)) == ["good.json", "good.md", "not_a_pdf.error.json"]
     assert _error(outbox, "not_a_pdf")["code"] == "pdf_unreadable"
     assert not files_under(tmp_path / "state" / "claimed")
+
+
+@pytest.mark.skipif(
+    not can_obey_permissions(), reason="root without CAP_SETPCAP cannot give up its override"
+)
+def test_a_read_only_state_folder_leaves_the_file_in_the_inbox_and_claims_resume(
+    tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path)
+    claimed = tmp_path / "state" / "claimed" / "test-instance"
+    with Daemon(config, obey_permissions=True).start() as daemon:
+        claimed.chmod(0o555)
+        try:
+            make_pdf(tmp_path / "inbox" / "patient.pdf")
+            failure = daemon.wait_event("claim_failed", timeout=30)[0]
+            assert "Permission denied" in failure["error"]
+            assert files_under(tmp_path / "inbox") == ["patient.pdf"]
+        finally:
+            claimed.chmod(0o755)
+        # claims pause for CLAIM_BACKOFF_SECONDS (10 s), then the file converts
+        wait_for(lambda: (tmp_path / "outbox" / "patient.json").exists(), timeout=60)
+        assert daemon.terminate() == 0
+    assert files_under(tmp_path / "archive") == ["patient.pdf"]
