@@ -35,32 +35,28 @@ def test_columns_whose_gaps_line_up_are_read_column_by_column() -> None:
     assert column_order(boxes) == [0, 1, 3, 2, 4]
 
 
-def test_a_grid_of_cards_numbered_across_rows_keeps_its_row_order() -> None:
-    boxes = [
-        _box(LEFT, 100, 110, 1),
+def _cards(numbers: tuple[int, int, int, int]) -> list[Box]:
+    """A 2 x 2 grid of cards (heading, then text), listed card by card: top left, top right,
+    bottom left, bottom right, each numbered as given."""
+    top_left, top_right, bottom_left, bottom_right = numbers
+    return [
+        _box(LEFT, 100, 110, top_left),
         _box(LEFT, 120, 200),
-        _box(RIGHT, 100, 110, 2),
+        _box(RIGHT, 100, 110, top_right),
         _box(RIGHT, 120, 200),
-        _box(LEFT, 250, 260, 3),
+        _box(LEFT, 250, 260, bottom_left),
         _box(LEFT, 270, 350),
-        _box(RIGHT, 250, 260, 4),
+        _box(RIGHT, 250, 260, bottom_right),
         _box(RIGHT, 270, 380),
     ]
-    assert column_order(boxes) == list(range(8))
+
+
+def test_a_grid_of_cards_numbered_across_rows_keeps_its_row_order() -> None:
+    assert column_order(_cards((1, 2, 3, 4))) == list(range(8))
 
 
 def test_the_same_cards_numbered_down_the_columns_are_read_column_by_column() -> None:
-    boxes = [
-        _box(LEFT, 100, 110, 1),
-        _box(LEFT, 120, 200),
-        _box(RIGHT, 100, 110, 3),
-        _box(RIGHT, 120, 200),
-        _box(LEFT, 250, 260, 2),
-        _box(LEFT, 270, 350),
-        _box(RIGHT, 250, 260, 4),
-        _box(RIGHT, 270, 380),
-    ]
-    assert column_order(boxes) == [0, 1, 4, 5, 2, 3, 6, 7]
+    assert column_order(_cards((1, 3, 2, 4))) == [0, 1, 4, 5, 2, 3, 6, 7]
 
 
 def test_a_column_running_on_alone_stays_in_its_column() -> None:

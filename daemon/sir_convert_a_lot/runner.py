@@ -128,29 +128,10 @@ class JobRunner:
                 decision,
                 source_name=job.relative_path,
             )
-        except WorkerTimedOut as timeout:
+        except (WorkerTimedOut, WorkerOverMemory) as stopped:
             if self.abandon:
                 return self._give_back(job, bound, "stopped_during_conversion")
-            failure = JobFailure(
-                ErrorCode.CONVERSION_TIMEOUT,
-                f"The conversion took longer than its limit of {timeout.seconds:g} seconds and "
-                "was stopped; it can be retried, or the limit raised for large files.",
-                timeout_seconds=timeout.seconds,
-            )
-            return self._fail(job, failure, facts, started, {}, bound)
-        except WorkerOverMemory as over:
-            if self.abandon:
-                return self._give_back(job, bound, "stopped_during_conversion")
-            failure = JobFailure(
-                ErrorCode.WORKER_CRASHED,
-                f"The converter needed more than this service's memory limit of "
-                f"{over.limit_bytes // (1024 * 1024)} MiB for this file and was stopped; split "
-                "the file, or ask the operator to raise the limit.",
-                reason="memory_limit_exceeded",
-                max_worker_memory_bytes=over.limit_bytes,
-                worker_memory_bytes=over.rss_bytes,
-            )
-            return self._fail(job, failure, facts, started, {}, bound)
+            return self._fail(job, _stopped_by_a_limit(stopped), facts, started, {}, bound)
         except WorkerCrashed as crash:
             if self.abandon:
                 return self._give_back(job, bound, "stopped_during_conversion")
@@ -377,6 +358,27 @@ class JobRunner:
             timings_ms=timings,
             worker=worker,
         )
+
+
+def _stopped_by_a_limit(stopped: WorkerTimedOut | WorkerOverMemory) -> JobFailure:
+    """The supervisor stopped the worker at a limit: not retried, the same file would hit it
+    again."""
+    if isinstance(stopped, WorkerTimedOut):
+        return JobFailure(
+            ErrorCode.CONVERSION_TIMEOUT,
+            f"The conversion took longer than its limit of {stopped.seconds:g} seconds and "
+            "was stopped; it can be retried, or the limit raised for large files.",
+            timeout_seconds=stopped.seconds,
+        )
+    return JobFailure(
+        ErrorCode.WORKER_CRASHED,
+        "The converter needed more than this service's memory limit of "
+        f"{stopped.limit_bytes // (1024 * 1024)} MiB for this file and was stopped; split "
+        "the file, or ask the operator to raise the limit.",
+        reason="memory_limit_exceeded",
+        max_worker_memory_bytes=stopped.limit_bytes,
+        worker_memory_bytes=stopped.rss_bytes,
+    )
 
 
 def cleanup_after_restart(spool: Spool, config: Config, job: Job) -> None:

@@ -457,7 +457,6 @@ class Service:
             self.events.put(("done", outcome))
 
     def _fail_unexpected(self, job: Job, error: Exception) -> Outcome:
-        fields = {"job_id": job.job_id, "source": job.relative_path}
         try:
             current = self.spool.reload(job) or job
         except OSError:
@@ -465,31 +464,31 @@ class Service:
         if current.phase in ("published", "failed_published"):
             # The outputs are out: only moving the original failed (archive/ or failed/ is not
             # writable). Failing the job now would publish a contradicting error envelope.
-            log.error(
-                "job_disposal_deferred",
-                **fields,
-                error=f"{type(error).__name__}: {error}",
-                retry_in_seconds=DEFER_SECONDS,
-                effect="the outputs are published; the original stays claimed until it can move",
-            )
-            return Outcome(job.job_id, "deferred")
+            effect = "the outputs are published; the original stays claimed until it can move"
+            return self._defer(job, "job_disposal_deferred", error, effect)
         log.error(
             "job_error_unexpected",
-            **fields,
+            job_id=job.job_id,
+            source=job.relative_path,
             error=f"{type(error).__name__}: {error}",
             exc_info=error,
         )
         try:
             return self.runner.fail_unexpected(current, error)
         except Exception as second:  # noqa: BLE001 - e.g. the outbox itself is unwritable
-            log.error(
-                "job_deferred",
-                **fields,
-                error=f"{type(second).__name__}: {second}",
-                retry_in_seconds=DEFER_SECONDS,
-                effect="the file stays claimed and is tried again later",
-            )
-            return Outcome(job.job_id, "deferred")
+            effect = "the file stays claimed and is tried again later"
+            return self._defer(job, "job_deferred", second, effect)
+
+    def _defer(self, job: Job, event: str, error: Exception, effect: str) -> Outcome:
+        log.error(
+            event,
+            job_id=job.job_id,
+            source=job.relative_path,
+            error=f"{type(error).__name__}: {error}",
+            retry_in_seconds=DEFER_SECONDS,
+            effect=effect,
+        )
+        return Outcome(job.job_id, "deferred")
 
     def _run_one(self, job: Job) -> Outcome:
         if self.stopping.is_set():
