@@ -229,14 +229,18 @@ def test_hostile_names_are_kept_exactly_and_logged_escaped(tmp_path: Path) -> No
         b"-starts-with-dash.pdf",
         ("x" * 236).encode() + b".pdf",  # 240 bytes
         "caf\u00e9 \u2014 NFC.pdf".encode(),
+        b"report..final.pdf",  # holds ".." but stays one name in the inbox
     ]
+    longest = ("y" * 251).encode() + b".pdf"  # 255 bytes: "<stem>.json" would not fit
     with Daemon(config).start() as daemon:
         content = pdf_bytes()
-        for name in names:
+        for name in [*names, longest]:
             with open(os.path.join(inbox, name), "wb") as handle:
                 handle.write(content)
         outbox = os.fsencode(tmp_path / "outbox")
-        wait_for(lambda: len([n for n in os.listdir(outbox) if n.endswith(b".json")]) == len(names))
+        wait_for(
+            lambda: len([n for n in os.listdir(outbox) if n.endswith(b".json")]) == len(names) + 1
+        )
         daemon.terminate()
         log_lines = daemon.log_path.read_text(errors="replace").splitlines()
     produced = set(os.listdir(outbox))
@@ -245,6 +249,11 @@ def test_hostile_names_are_kept_exactly_and_logged_escaped(tmp_path: Path) -> No
         assert stem + b".md" in produced, name
         assert stem + b".json" in produced, name
         assert name in os.listdir(os.fsencode(tmp_path / "archive"))
+    (long_sidecar,) = [n for n in produced if n.startswith(b"yyy") and n.endswith(b".json")]
+    assert len(long_sidecar) <= 255 and long_sidecar[:-5] + b".md" in produced
+    with open(os.path.join(outbox, long_sidecar), "rb") as handle:
+        assert json.loads(handle.read())["source"]["filename"] == longest.decode()
+    assert longest in os.listdir(os.fsencode(tmp_path / "archive"))
     with open(os.path.join(outbox, b"r\xe9sum\xe9 latin-1.json"), "rb") as handle:
         latin = json.loads(handle.read())
     import base64
