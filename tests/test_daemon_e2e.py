@@ -586,3 +586,18 @@ def test_files_waiting_before_the_start_are_found_by_the_start_up_scan(tmp_path:
     with Daemon(config).start() as daemon:
         _wait_files(tmp_path / "outbox", ["early/waiting.json"])
         daemon.terminate()
+
+
+def test_a_memory_limit_below_the_idle_worker_is_reported_at_start(tmp_path: Path) -> None:
+    config = write_config(tmp_path, conversion={"max_worker_memory_bytes": 1024 * 1024})
+    with Daemon(config).start() as daemon:
+        (warning,) = daemon.wait_event("worker_memory_limit_too_low")
+        assert warning["worker_memory_bytes"] > warning["max_worker_memory_bytes"] == 1024 * 1024
+        make_pdf(tmp_path / "inbox" / "any.pdf")
+        _wait_files(tmp_path / "outbox", ["any.error.json"])
+        assert daemon.terminate() == 0
+    error = json.loads((tmp_path / "outbox" / "any.error.json").read_text())["error"]
+    assert (error["code"], error["details"]["reason"]) == (
+        "worker_crashed",
+        "memory_limit_exceeded",
+    )

@@ -26,7 +26,7 @@ from typing import Any
 from sir_convert_a_lot import __version__, logs
 from sir_convert_a_lot import config as config_module
 from sir_convert_a_lot.config import Config, Governance
-from sir_convert_a_lot.engine import Engine, EngineStartError
+from sir_convert_a_lot.engine import Engine, EngineStartError, resident_bytes
 from sir_convert_a_lot.errors import ConfigError
 from sir_convert_a_lot.folders import prepare
 from sir_convert_a_lot.gpu import GpuProbe
@@ -189,7 +189,18 @@ class Service:
             loaded=[f"{b}@{d}" for b, d in info.loaded],
             load_seconds=round(info.load_seconds, 3),
             warm_seconds=round(info.warm_seconds, 3),
+            worker_memory_bytes=resident_bytes(info.pid),
         )
+        idle = resident_bytes(info.pid) or 0
+        limit = config.max_worker_memory_bytes
+        if limit and idle >= limit:
+            log.error(
+                "worker_memory_limit_too_low",
+                worker_memory_bytes=idle,
+                max_worker_memory_bytes=limit,
+                effect="every conversion fails with worker_crashed (memory_limit_exceeded); "
+                "raise conversion.max_worker_memory_bytes",
+            )
         if not info.loaded:
             log.warning(
                 "no_backend_can_run",
