@@ -274,15 +274,19 @@ class Engine:
             self._kill()
             raise WorkerCrashed(process.exitcode) from None
         memory_limit = self.config.max_worker_memory_bytes
+        next_memory_check = 0.0
         while True:
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            remaining = deadline - now
             if remaining <= 0:
                 self._kill()
                 raise WorkerTimedOut(limit)
+            if now >= next_memory_check:  # on the clock: progress messages must not skip it
+                next_memory_check = now + _MEMORY_CHECK_SECONDS
+                self._check_memory(process, memory_limit)
             try:
                 if not conn.poll(min(remaining, _MEMORY_CHECK_SECONDS)):
                     if process.is_alive():
-                        self._check_memory(process, memory_limit)
                         continue
                     raise EOFError
                 message = conn.recv()
@@ -302,7 +306,7 @@ class Engine:
     def _check_memory(self, process: BaseProcess, limit_bytes: int) -> None:
         """Stop a conversion whose worker outgrows its limit before the kernel's OOM killer
         (or systemd's MemoryMax=) picks a victim; sampled, so a systemd cap stays the backstop."""
-        if not limit_bytes or process.pid is None:
+        if not limit_bytes or process.pid is None or not process.is_alive():
             return
         rss = resident_bytes(process.pid)
         if rss is not None and rss > limit_bytes:

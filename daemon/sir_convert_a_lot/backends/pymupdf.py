@@ -4,9 +4,9 @@ It runs offline and never does OCR (the config refuses ``ocr_mode`` other than `
 Every page goes through pymupdf4llm's layout path: a small ONNX graph model labels every block
 (text, title, table, page header, ...) and a learned grid model builds table cells, so tables
 without ruling lines are found too. ``table_mode = "fast"`` does not change that: pymupdf4llm's
-classic path, the only faster alternative, silently drops text on pages with vector-graphic
-backgrounds (9 of the 34 scored corpus PDFs lost over a fifth of their letters and digits) and was not faster
-here; the sidecar says so with a warning.
+classic path, which it used to select, silently drops text on pages with vector-graphic
+backgrounds (9 of the 34 scored corpus PDFs lost over a fifth of their letters and digits) and
+was not faster; the sidecar says so with a warning.
 """
 
 from __future__ import annotations
