@@ -361,8 +361,8 @@ class JobRunner:
 
 
 def _stopped_by_a_limit(stopped: WorkerTimedOut | WorkerOverMemory) -> JobFailure:
-    """The supervisor stopped the worker at a limit: not retried, the same file would hit it
-    again."""
+    """The supervisor stopped the worker at a limit: the job fails now rather than being tried
+    again at once, since the same file would only hit the same limit."""
     if isinstance(stopped, WorkerTimedOut):
         return JobFailure(
             ErrorCode.CONVERSION_TIMEOUT,

@@ -182,6 +182,7 @@ class Service:
             )
         self._start_heartbeat()
         info = self.engine.start()
+        idle = resident_bytes(info.pid) or 0
         log.info(
             "worker_ready",
             pid=info.pid,
@@ -189,9 +190,8 @@ class Service:
             loaded=[f"{b}@{d}" for b, d in info.loaded],
             load_seconds=round(info.load_seconds, 3),
             warm_seconds=round(info.warm_seconds, 3),
-            worker_memory_bytes=resident_bytes(info.pid),
+            worker_memory_bytes=idle,
         )
-        idle = resident_bytes(info.pid) or 0
         limit = config.max_worker_memory_bytes
         if limit and idle >= limit:
             log.error(
