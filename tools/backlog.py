@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO / "tools"))
 
 from tests.helpers import pdf_bytes, write_config  # noqa: E402
 
-from benchmark import start_ready_daemon, tree_rss_bytes  # noqa: E402
+from benchmark import start_ready_daemon, tree_rss_bytes, write_report  # noqa: E402
 
 
 def main() -> int:
@@ -115,9 +115,7 @@ def main() -> int:
         ),
         "rss_samples": len(samples),
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    print(json.dumps(report, indent=2, sort_keys=True))
+    write_report(args.output, report)
     return 0
 
 

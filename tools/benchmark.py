@@ -66,6 +66,14 @@ def latency_summary(latencies: list[float]) -> dict[str, float | None]:
     }
 
 
+def write_report(path: Path, report: dict[str, Any]) -> None:
+    """Every tool's last step: the JSON report on disk (stable key order, for diffs) and on
+    stdout."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    print(json.dumps(report, indent=2, sort_keys=True))
+
+
 def tree_rss_bytes(pid: int) -> int:
     """Resident memory of a process and all its descendants, from /proc."""
     children: dict[int, list[int]] = {}

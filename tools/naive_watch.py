@@ -15,7 +15,6 @@ ratio naive / daemon.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -113,9 +112,7 @@ def main() -> int:
         "note": "stand-in random-weight models on the CPU: load and pipeline costs are real, "
         "the model compute is far smaller than docling's real models",
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    print(json.dumps(report, indent=2, sort_keys=True))
+    benchmark.write_report(args.output, report)
     return 0
 
 

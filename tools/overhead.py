@@ -14,7 +14,6 @@ times and the medians are compared. Overhead = daemon / in-process - 1; the goal
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -97,9 +96,7 @@ def main() -> int:
         "goal_percent": 10.0,
         "goal_met": overhead <= 0.10,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    print(json.dumps(report, indent=2, sort_keys=True))
+    benchmark.write_report(args.output, report)
     return 0
 
 

@@ -28,6 +28,10 @@ sys.path.insert(0, str(REPO))
 
 from tests.helpers import VENV_BIN, pdf_bytes, write_config  # noqa: E402
 
+sys.path.insert(0, str(REPO / "tools"))
+
+from benchmark import write_report  # noqa: E402
+
 
 def _at(event: dict[str, object]) -> float:
     return datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00")).timestamp()
@@ -78,9 +82,7 @@ def main() -> int:
         ),
         "daemon_exit_code": exit_code,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    print(json.dumps(report, indent=2, sort_keys=True))
+    write_report(args.output, report)
     return 0
 
 
