@@ -47,6 +47,7 @@ class Daemon:
         *,
         instance: str | None = None,
         crash_at: str | None = None,
+        harness: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
         log_name: str = "daemon",
         obey_permissions: bool = False,
@@ -55,7 +56,10 @@ class Daemon:
         self.log_path = config.parent / f"{log_name}-{instance or 'default'}.log"
         argv = [str(VENV_BIN / "sir-convert"), "--config", str(config), "run"]
         if crash_at:
-            argv = [str(VENV_BIN / "python"), "-m", "tests.crash_harness", crash_at, *argv[1:]]
+            harness = ("tests.crash_harness", crash_at)
+        if harness:
+            # A test module that wraps the daemon's own functions, then runs its CLI.
+            argv = [str(VENV_BIN / "python"), "-m", *harness, *argv[1:]]
         if instance:
             argv += ["--instance", instance]
         self.argv = argv

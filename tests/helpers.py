@@ -26,7 +26,9 @@ def config_document(root: Path, **sections: dict[str, Any]) -> dict[str, Any]:
     """A complete config under ``root``: fast windows for tests, the CPU backend unlocked by a
     decision record (the only way a config can unlock it). Pass sections to override keys."""
     document = config_module.default_document(root)
-    document["watch"].update(stability_seconds=0.2, poll_interval_seconds=0.2)
+    document["watch"].update(
+        stability_seconds=0.2, poll_interval_seconds=0.2, incomplete_wait_seconds=2
+    )
     document["conversion"].update(
         backend_strategy="pymupdf", ocr_mode="off", acceleration_policy="cpu_only"
     )

@@ -1,4 +1,4 @@
-"""Seeing files: the stability window on an injected clock, the inbox scan, the %%EOF hint."""
+"""Seeing files: the stability window on an injected clock, and the inbox scan."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sir_convert_a_lot.watch import Seen, Stability, ends_like_pdf, look, scan
-from tests.helpers import SAMPLES, copy_sample, make_pdf
+from sir_convert_a_lot.watch import Seen, Stability, look, scan
+from tests.helpers import make_pdf
 
 
 class FakeClock:
@@ -280,44 +280,3 @@ def test_look_says_what_lstat_says(tmp_path: Path) -> None:
     assert link.is_regular is False
     assert look(inbox, "folder") is None
     assert look(inbox, "gone.pdf") is None
-
-
-# -- ends_like_pdf ----------------------------------------------------------------------------
-
-
-def test_a_complete_pdf_ends_like_a_pdf() -> None:
-    assert ends_like_pdf(SAMPLES / "multi_page.pdf") is True
-
-
-def test_a_truncated_pdf_does_not_end_like_a_pdf() -> None:
-    assert ends_like_pdf(SAMPLES / "truncated_multi_page_60pct.pdf") is False
-
-
-def test_a_half_written_copy_does_not_end_like_a_pdf_until_complete(tmp_path: Path) -> None:
-    data = (SAMPLES / "multi_page.pdf").read_bytes()
-    path = tmp_path / "copying.pdf"
-    path.write_bytes(data[: len(data) - 200])
-    assert ends_like_pdf(path) is False
-
-    path.write_bytes(data)
-    assert ends_like_pdf(path) is True
-
-
-def test_a_symlink_to_a_complete_pdf_does_not_end_like_a_pdf(tmp_path: Path) -> None:
-    target = copy_sample("multi_page.pdf", tmp_path / "outside")
-    link = tmp_path / "link.pdf"
-    link.symlink_to(target)
-
-    assert ends_like_pdf(link) is False
-
-
-@pytest.mark.timeout(20)
-def test_a_fifo_does_not_end_like_a_pdf_and_does_not_block(tmp_path: Path) -> None:
-    fifo = tmp_path / "pipe.pdf"
-    os.mkfifo(fifo)
-
-    assert ends_like_pdf(fifo) is False
-
-
-def test_a_missing_file_does_not_end_like_a_pdf(tmp_path: Path) -> None:
-    assert ends_like_pdf(tmp_path / "gone.pdf") is False

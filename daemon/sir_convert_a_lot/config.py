@@ -91,6 +91,9 @@ SCHEMA: Final[dict[str, dict[str, Key]]] = {
         "mode": Key((str,), "inotify", _one_of("inotify", "polling")),
         "poll_interval_seconds": Key(_NUMBER, 2, _at_least(0.05)),
         "stability_seconds": Key(_NUMBER, 5, _at_least(0)),
+        # How long a stable PDF whose end has not arrived (no %%EOF yet) waits for the rest
+        # before it fails as truncated; counted from its last change.
+        "incomplete_wait_seconds": Key(_NUMBER, 600, _at_least(0)),
         "rescan_interval_seconds": Key(_NUMBER, 300, _at_least(1)),
         "ignore": Key((list,), [], _globs),
         # A file that must exist in the inbox (e.g. ".sir-convert-share"): its absence means the
@@ -160,6 +163,7 @@ class WatchSettings:
     mode: str
     poll_interval_seconds: float
     stability_seconds: float
+    incomplete_wait_seconds: float
     rescan_interval_seconds: float
     ignore: tuple[str, ...]
     sentinel: str = ""
@@ -321,6 +325,7 @@ def parse(data: Mapping[str, Any], *, base_dir: Path, source: Path | None = None
             mode=watch["mode"],
             poll_interval_seconds=float(watch["poll_interval_seconds"]),
             stability_seconds=float(watch["stability_seconds"]),
+            incomplete_wait_seconds=float(watch["incomplete_wait_seconds"]),
             rescan_interval_seconds=float(watch["rescan_interval_seconds"]),
             ignore=tuple(watch["ignore"]),
             sentinel=watch["sentinel"],
@@ -420,6 +425,7 @@ def render_default(root: Path = DEFAULT_ROOT) -> str:
 LIVE_KEYS: Final = frozenset(
     {
         "watch.stability_seconds",
+        "watch.incomplete_wait_seconds",
         "watch.rescan_interval_seconds",
         "watch.ignore",
         "output.on_collision",
@@ -442,6 +448,7 @@ def flatten(config: Config) -> dict[str, Any]:
             "watch.mode": config.watch.mode,
             "watch.poll_interval_seconds": config.watch.poll_interval_seconds,
             "watch.stability_seconds": config.watch.stability_seconds,
+            "watch.incomplete_wait_seconds": config.watch.incomplete_wait_seconds,
             "watch.rescan_interval_seconds": config.watch.rescan_interval_seconds,
             "watch.ignore": list(config.watch.ignore),
             "watch.sentinel": config.watch.sentinel,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sir_convert_a_lot.arrival import HEAD_NOT_ARRIVED, NO_EOF_MARKER, missing_part
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
 from sir_convert_a_lot.names import display, has_pdf_suffix
 
@@ -109,6 +110,9 @@ def inspect_source(path: Path, original_name: str, max_file_bytes: int) -> Sourc
             size_bytes=info.st_size,
             max_file_bytes=max_file_bytes,
         )
+    missing = missing_part(path)
+    if missing is not None:
+        raise _truncated(missing)
     if not _starts_like_pdf(path):
         raise _no_pdf_header()
     return SourceFacts(size_bytes=info.st_size, sha256=sha256_of(path))
@@ -120,6 +124,23 @@ def _starts_like_pdf(path: Path) -> bool:
     fd = open_regular(path)
     with os.fdopen(fd, "rb") as handle:
         return _PDF_MAGIC in handle.read(_MAGIC_WINDOW)
+
+
+def _truncated(missing: str) -> JobFailure:
+    """The file's end (or start) never arrived. The daemon only claims such a file after it
+    waited ``watch.incomplete_wait_seconds`` for the rest; ``convert`` reports it at once."""
+    if missing == HEAD_NOT_ARRIVED:
+        what = "it holds only zero bytes where the PDF should begin"
+    elif missing == NO_EOF_MARKER:
+        what = "its end never arrived (there is no %%EOF marker at its end)"
+    else:
+        what = "its cross-reference table never arrived (startxref points at unwritten data)"
+    return JobFailure(
+        ErrorCode.PDF_UNREADABLE,
+        f"The PDF is incomplete: {what}; the copy was interrupted, so drop a complete copy.",
+        reason="truncated",
+        missing=missing,
+    )
 
 
 def _no_pdf_header() -> JobFailure:

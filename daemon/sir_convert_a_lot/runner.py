@@ -19,7 +19,7 @@ from sir_convert_a_lot.config import Config, Governance
 from sir_convert_a_lot.engine import Engine, WorkerCrashed, WorkerOverMemory, WorkerTimedOut
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
 from sir_convert_a_lot.policy import Refused
-from sir_convert_a_lot.preflight import SourceFacts, inspect_source
+from sir_convert_a_lot.preflight import SourceFacts, inspect_source, sha256_of
 from sir_convert_a_lot.protocol import Converted, Failed
 from sir_convert_a_lot.publish import (
     ERROR,
@@ -108,8 +108,11 @@ class JobRunner:
             )
         except JobFailure as rejected:
             return self._fail(job, rejected, None, started, {}, bound)
-        if self._changed_since_claim(job):
-            return self._give_back(job, bound, "source_changed_after_claim")
+        changed = self._change_since_claim(job, facts.sha256)
+        if changed:
+            return self._give_back(job, bound, "source_changed_after_claim", **changed)
+        if job.claimed_sha256 is None:
+            job = self.spool.update(job, claimed_sha256=facts.sha256)
         decision = self.engine.decide(job.options)
         if isinstance(decision, Refused):
             return self._fail(job, decision.as_failure(), facts, started, {}, bound)
@@ -148,8 +151,11 @@ class JobRunner:
             return Outcome(job.job_id, "requeued")
         if self.abandon:
             return self._give_back(job, bound, "stopped_during_conversion")
-        if self._changed_since_claim(job):
-            return self._give_back(job, bound, "source_changed_during_conversion")
+        changed = self._change_since_claim(job, sha256_of(self.spool.source_path(job)))
+        if changed:
+            # Nothing is published from bytes that moved under the converter: the file waits
+            # for stability again, and the new claim starts with no attempt counted.
+            return self._give_back(job, bound, "source_changed_during_conversion", **changed)
         if not self.spool.still_mine(job):
             bound.warning("job_taken_over_by_another_instance")
             return Outcome(job.job_id, "returned")
@@ -271,9 +277,9 @@ class JobRunner:
         )
         return Outcome(job.job_id, "failed", failure.code.value, published.paths)
 
-    def _give_back(self, job: Job, bound: Any, reason: str) -> Outcome:
+    def _give_back(self, job: Job, bound: Any, reason: str, **details: Any) -> Outcome:
         target = self.spool.return_to_inbox(job)
-        bound.info("job_returned_to_inbox", reason=reason, path=str(target))
+        bound.info("job_returned_to_inbox", reason=reason, path=str(target), **details)
         return Outcome(job.job_id, "returned", reason)
 
     # -- helpers ------------------------------------------------------------------------------
@@ -305,16 +311,26 @@ class JobRunner:
         )
         return self.spool.update(job, output_stem=stem)
 
-    def _changed_since_claim(self, job: Job) -> bool:
+    def _change_since_claim(self, job: Job, sha256: str | None) -> dict[str, Any]:
+        """What differs from the claim (size, mtime, SHA-256), for the log; empty when the
+        claimed file is still exactly what was claimed."""
         try:
             info = os.lstat(self.spool.source_path(job))
         except OSError:
-            return False
-        return (info.st_size, info.st_mtime_ns) != (job.claimed_size, job.claimed_mtime_ns)
+            return {}
+        now = {"size_bytes": info.st_size, "mtime_ns": info.st_mtime_ns, "sha256": sha256}
+        then = {
+            "size_bytes": job.claimed_size,
+            "mtime_ns": job.claimed_mtime_ns,
+            "sha256": job.claimed_sha256,
+        }
+        if then["sha256"] is None:
+            now["sha256"] = None  # not hashed yet: size and mtime decide
+        if now == then:
+            return {}
+        return {"at_claim": then, "now": now}
 
     def _facts_anyway(self, job: Job) -> SourceFacts:
-        from sir_convert_a_lot.preflight import sha256_of
-
         path = self.spool.source_path(job)
         try:
             size: int | None = os.lstat(path).st_size

@@ -25,6 +25,7 @@ from typing import Any
 
 from sir_convert_a_lot import __version__, logs
 from sir_convert_a_lot import config as config_module
+from sir_convert_a_lot.arrival import WRITER_OPEN, Arrivals
 from sir_convert_a_lot.config import Config, Governance
 from sir_convert_a_lot.engine import Engine, EngineStartError, resident_bytes
 from sir_convert_a_lot.errors import ConfigError
@@ -34,14 +35,13 @@ from sir_convert_a_lot.names import has_pdf_suffix, is_ignored_path
 from sir_convert_a_lot.runner import JobRunner, Outcome, cleanup_after_restart
 from sir_convert_a_lot.spool import Job, Spool
 from sir_convert_a_lot.systemd import Notifier
-from sir_convert_a_lot.watch import InboxWatcher, Seen, Stability, ends_like_pdf, look, scan
+from sir_convert_a_lot.watch import InboxWatcher, Seen, Stability, look, scan
 
 log = logs.get()
 
 MAX_IN_FLIGHT = 2  # one converting, at most one claimed and waiting
 WORKER_SILENCE_SECONDS = 30.0  # a worker silent this long is stuck (native code holding the GIL)
 OVERDUE_GRACE_SECONDS = 60.0  # a job this far past its limit means the daemon itself is stuck
-EOF_GRACE_FACTOR = 2.0  # extra windows to wait for a PDF whose tail has no %%EOF yet
 CLAIM_BACKOFF_SECONDS = 10.0  # after a failed claim (state folder unwritable, full)
 DEFER_SECONDS = 60.0  # a job that could not even be failed waits this long before a new try
 
@@ -90,12 +90,15 @@ class Service:
         )
         self.runner = JobRunner(config, self.governance, self.spool, self.engine)
         self.stability = Stability(config.watch.stability_seconds, clock)
+        self.arrivals = Arrivals(
+            config.watch.stability_seconds, config.watch.incomplete_wait_seconds, clock
+        )
+        self._lease_problem_reported = False
         self.install_signal_handlers = install_signal_handlers
         self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.jobs: queue.Queue[Job | None] = queue.Queue()
         self.candidates: deque[Seen] = deque()
         self.queued: set[str] = set()
-        self.eof_extended: set[str] = set()
         self.in_flight = 0
         self.activity = Activity()
         # Recent endings, for tests and debugging; bounded so a long run does not grow.
@@ -336,9 +339,13 @@ class Service:
             return
         seen = look(self.config.paths.inbox, relative)
         if seen is None:
-            self.stability.forget(relative)
+            self._forget(relative)
             return
         self._observe(seen)
+
+    def _forget(self, relative: str) -> None:
+        self.stability.forget(relative)
+        self.arrivals.forget(relative)
 
     def _observe(self, seen: Seen) -> None:
         if seen.relative_path in self.queued:
@@ -350,24 +357,71 @@ class Service:
         for relative in self.stability.due():
             seen = look(inbox, relative)
             if seen is None:
-                self.stability.forget(relative)
+                self._forget(relative)
                 continue
             if not self.stability.settle(seen):
                 continue
-            if self._needs_eof_grace(seen):
-                self.eof_extended.add(relative)
-                self.stability.observe(seen, self.config.watch.stability_seconds * EOF_GRACE_FACTOR)
-                continue
-            self.eof_extended.discard(relative)
-            self.candidates.append(seen)
-            self.queued.add(relative)
+            if self._has_arrived(seen):
+                self.candidates.append(seen)
+                self.queued.add(relative)
 
-    def _needs_eof_grace(self, seen: Seen) -> bool:
-        if seen.relative_path in self.eof_extended or not seen.is_regular:
-            return False
-        if not has_pdf_suffix(seen.relative_path) or self.config.watch.stability_seconds == 0:
-            return False
-        return not ends_like_pdf(self.config.paths.inbox / seen.relative_path)
+    def _has_arrived(self, seen: Seen) -> bool:
+        """A stable file is claimed once no writer on this host holds it open and its bytes look
+        complete; until then it waits (with back-off), and a PDF whose end never comes is
+        claimed after ``watch.incomplete_wait_seconds`` so that it fails as truncated."""
+        relative = seen.relative_path
+        if not seen.is_regular or not has_pdf_suffix(relative):
+            return True  # preflight refuses it with its own code; nothing to wait for
+        path = self.config.paths.inbox / relative
+        verdict = self.arrivals.judge(relative, path, seen.size, seen.mtime_ns)
+        self._report_lease_problem()
+        if verdict.give_up:
+            log.warning(
+                "incomplete_wait_expired",
+                source=relative,
+                missing=verdict.reason,
+                waited_seconds=round(verdict.waited_seconds, 1),
+                effect="claimed now, to fail as pdf_unreadable (truncated)",
+            )
+        if verdict.claim:
+            return True
+        if verdict.first:
+            self._log_waiting(relative, verdict.reason, seen.size)
+        held = self.arrivals.long_writer(relative)
+        if held is not None:
+            log.warning(
+                "writer_holds_file_open",
+                source=relative,
+                seconds=round(held),
+                effect="still waiting: a process on this host keeps the file open for writing",
+            )
+        self.stability.observe(seen, verdict.wait_seconds)
+        return False
+
+    def _log_waiting(self, relative: str, reason: str | None, size: int) -> None:
+        if reason == WRITER_OPEN:
+            log.info("waiting_for_writer", source=relative, size_bytes=size)
+        else:
+            log.info(
+                "waiting_for_end_of_file",
+                source=relative,
+                missing=reason,
+                size_bytes=size,
+                gives_up_after_seconds=self.arrivals.incomplete_wait,
+            )
+
+    def _report_lease_problem(self) -> None:
+        problem = self.arrivals.lease_problem
+        if problem is None or self._lease_problem_reported:
+            return
+        self._lease_problem_reported = True
+        log.warning(
+            "open_writer_check_unavailable",
+            reason=problem,
+            effect="writers on this host are not seen; the stability window, the end-of-file "
+            "check and the check after conversion still apply. The unit grants CAP_LEASE; a "
+            "CIFS/NFS client mount has no leases at all",
+        )
 
     def _dispatch(self) -> None:
         if self.clock() < self._claims_paused_until:
@@ -382,6 +436,14 @@ class Service:
             if (now_seen.size, now_seen.mtime_ns) != (seen.size, seen.mtime_ns):
                 self.stability.observe(now_seen)
                 continue
+            if now_seen.is_regular and self.arrivals.writer_holds(
+                self.config.paths.inbox / seen.relative_path
+            ):
+                # Opened for writing again since it settled: back to waiting.
+                self._log_waiting(seen.relative_path, WRITER_OPEN, now_seen.size)
+                self.stability.observe(now_seen)
+                continue
+            self.arrivals.forget(seen.relative_path)
             parts = tuple(seen.relative_path.split("/"))
             profile = self.config.profile_of(parts)
             try:
@@ -647,6 +709,8 @@ class Service:
         self.config = new
         self.runner.config = new
         self.stability.window = new.watch.stability_seconds
+        self.arrivals.window = new.watch.stability_seconds
+        self.arrivals.incomplete_wait = new.watch.incomplete_wait_seconds
         logs.configure(new.log_level, new.log_format)
         log.info("config_reloaded", changed=changed)
 
@@ -665,6 +729,7 @@ class Service:
             "pages": activity.pages,
             "queued": len(self.candidates) + max(0, self.in_flight - (1 if activity.job_id else 0)),
             "watching": len(self.stability),
+            "arriving": len(self.arrivals),
             "gpu": probe.to_dict() if probe else None,
             "lock": self.governance.lock,
             "started_at": self.started_at,

@@ -62,6 +62,7 @@ class Job:
     claimed_size: int
     claimed_mtime_ns: int
     instance: str
+    claimed_sha256: str | None = None  # hashed at the first look after the claim
     attempts: int = 0
     output_stem: str | None = None
     phase: str = "claimed"  # claimed | published | failed_published
@@ -89,6 +90,7 @@ class Job:
             "claimed_at": self.claimed_at,
             "claimed_size": self.claimed_size,
             "claimed_mtime_ns": self.claimed_mtime_ns,
+            "claimed_sha256": self.claimed_sha256,
             "instance": self.instance,
             "attempts": self.attempts,
             "output_stem_b64": (
@@ -110,6 +112,7 @@ class Job:
             claimed_size=int(data["claimed_size"]),
             claimed_mtime_ns=int(data["claimed_mtime_ns"]),
             instance=str(data["instance"]),
+            claimed_sha256=_optional_str(data.get("claimed_sha256")),
             attempts=int(data.get("attempts", 0)),
             output_stem=decode_from_record(stem) if stem else None,
             phase=str(data.get("phase", "claimed")),
@@ -480,6 +483,10 @@ class Spool:
     def counts(self) -> dict[str, int]:
         claimed = sum(len(_subfolders(owner)) for owner in _subfolders(self.claimed_root))
         return {"claimed": claimed}
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def _read_job(record: Path) -> Job | None:

@@ -72,26 +72,6 @@ def scan(inbox: Path, ignore: tuple[str, ...], below: str = "") -> Iterator[Seen
             yield Seen(relative, info.st_size, info.st_mtime_ns, stat.S_ISREG(info.st_mode))
 
 
-def ends_like_pdf(path: Path) -> bool:
-    """A hint that a writer finished: a complete PDF ends with ``%%EOF`` (plus a newline or a
-    little trailing garbage). Never follows links; anything unreadable counts as "no hint"."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    try:
-        fd = os.open(path, flags)
-    except OSError:
-        return False
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            return False
-        tail = os.pread(fd, 1024, max(0, info.st_size - 1024))
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-    return b"%%EOF" in tail
-
-
 @dataclass
 class _Pending:
     size: int

@@ -1,0 +1,130 @@
+"""Writers that pause: the real daemon never converts half a document.
+
+Each test drives a writer the way a slow share client does (half a 12-page PDF, a pause longer
+than the windows, then the rest) and checks what a user reads afterwards: the complete Markdown,
+a sidecar with the complete file's size and hash, and the complete original in the archive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.daemon import Daemon
+from tests.helpers import pdf_bytes, wait_for, write_config
+
+pytestmark = pytest.mark.slow
+
+PAGES = 12
+
+
+def _document() -> bytes:
+    return pdf_bytes(pages=PAGES, text="Chapter text for the slow writer.")
+
+
+def _finished(outbox: Path, stem: str) -> Path | None:
+    for name in (f"{stem}.json", f"{stem}.error.json"):
+        if (outbox / name).exists():
+            return outbox / name
+    return None
+
+
+def _assert_complete_conversion(root: Path, stem: str, data: bytes) -> None:
+    outbox = root / "outbox"
+    assert not (outbox / f"{stem}.error.json").exists()
+    sidecar = json.loads((outbox / f"{stem}.json").read_text())
+    assert sidecar["status"] == "succeeded"
+    assert sidecar["source"]["pages"] == PAGES
+    assert sidecar["source"]["size_bytes"] == len(data)
+    assert sidecar["source"]["sha256"] == hashlib.sha256(data).hexdigest()
+    markdown = (outbox / f"{stem}.md").read_text()
+    assert f"Page {PAGES}." in markdown and "Page 1." in markdown
+    assert (root / "archive" / f"{stem}.pdf").read_bytes() == data
+
+
+@pytest.mark.parametrize("keep_open", [True, False], ids=["held-open", "closed-between"])
+@pytest.mark.parametrize("preallocate", [False, True], ids=["plain", "preallocated"])
+def test_a_writer_that_pauses_longer_than_every_window_gets_the_complete_conversion(
+    tmp_path: Path, keep_open: bool, preallocate: bool
+) -> None:
+    # Held open: the pause outlasts even the incomplete limit, since a writer on this host is
+    # waited for as long as it holds the file. Closed: the pause lies within that limit.
+    limit = 1.0 if keep_open else 8.0
+    config = write_config(
+        tmp_path, watch={"stability_seconds": 0.3, "incomplete_wait_seconds": limit}
+    )
+    data = _document()
+    half = len(data) // 2
+    target = tmp_path / "inbox" / "report.pdf"
+    with Daemon(config).start() as daemon:
+        handle = target.open("wb")
+        if preallocate:  # as Windows Explorer does: the full size first, zeros until written
+            handle.truncate(len(data))
+        handle.write(data[:half])
+        handle.flush()
+        if not keep_open:
+            handle.close()
+        time.sleep(3.0)  # ten stability windows; the old %%EOF grace was three
+        assert _finished(tmp_path / "outbox", "report") is None
+        if not keep_open:
+            handle = target.open("r+b")
+        handle.seek(half)
+        handle.write(data[half:])
+        handle.close()
+        wait_for(lambda: _finished(tmp_path / "outbox", "report"), timeout=60)
+        daemon.terminate()
+    _assert_complete_conversion(tmp_path, "report", data)
+    waited = [e["event"] for e in daemon.events() if e.get("source") == "report.pdf"]
+    assert ("waiting_for_writer" if keep_open else "waiting_for_end_of_file") in waited
+    assert waited.count("job_claimed") == 1
+
+
+def test_a_writer_that_never_finishes_ends_truncated_after_the_limit(tmp_path: Path) -> None:
+    config = write_config(tmp_path, watch={"stability_seconds": 0.3, "incomplete_wait_seconds": 2})
+    data = _document()
+    target = tmp_path / "inbox" / "abandoned.pdf"
+    with Daemon(config).start() as daemon:
+        target.write_bytes(data[: len(data) // 2])
+        last_write = time.time()
+        error_json = wait_for(lambda: _finished(tmp_path / "outbox", "abandoned"), timeout=60)
+        failed_after = time.time() - last_write
+        daemon.terminate()
+    envelope = json.loads(error_json.read_text())
+    assert envelope["error"]["code"] == "pdf_unreadable"
+    assert envelope["error"]["details"] == {"reason": "truncated", "missing": "no_eof_marker"}
+    assert envelope["error"]["retryable"] is False
+    assert failed_after >= 2.0
+    expired = daemon.wait_event("incomplete_wait_expired")[0]
+    assert expired["source"] == "abandoned.pdf" and expired["waited_seconds"] >= 2.0
+    assert (tmp_path / "failed" / "abandoned.pdf").read_bytes() == data[: len(data) // 2]
+
+
+def test_a_file_rewritten_during_conversion_is_converted_again_from_its_final_bytes(
+    tmp_path: Path,
+) -> None:
+    """A writer on another host (no lease can see it) rewrites the file while it converts."""
+    config = write_config(tmp_path, watch={"stability_seconds": 0.3})
+    final = _document()
+    replacement = tmp_path / "final.pdf"
+    replacement.write_bytes(final)
+    first = pdf_bytes(pages=2, text="An early draft.")
+    harness = ("tests.change_harness", "draft.pdf", str(replacement))
+    with Daemon(config, harness=harness).start() as daemon:
+        (tmp_path / "inbox" / "draft.pdf").write_bytes(first)
+        wait_for(lambda: _finished(tmp_path / "outbox", "draft"), timeout=60)
+        daemon.terminate()
+    _assert_complete_conversion(tmp_path, "draft", final)
+    returned = daemon.wait_event("job_returned_to_inbox")[0]
+    assert returned["reason"] == "source_changed_during_conversion"
+    assert returned["at_claim"]["sha256"] == hashlib.sha256(first).hexdigest()
+    assert returned["now"]["sha256"] == hashlib.sha256(final).hexdigest()
+    claims = daemon.wait_event("job_claimed", count=2)
+    assert len(claims) == 2
+    sidecar = json.loads((tmp_path / "outbox" / "draft.json").read_text())
+    assert sidecar["execution"]["attempt"] == 1  # the discarded run counted no attempt
+    assert sorted(os.listdir(tmp_path / "outbox")) == ["draft.json", "draft.md"]
