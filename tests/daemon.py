@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ _PR_CAPBSET_DROP = 24
 # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER: what lets root ignore file modes.
 _PERMISSION_OVERRIDES = (1, 2, 3)
 _CAP_SETPCAP = 8
+CAP_LEASE = 28
 
 
 def can_obey_permissions() -> bool:
@@ -29,13 +31,18 @@ def can_obey_permissions() -> bool:
     return False
 
 
-def _drop_permission_override() -> None:
-    """Runs in the child before exec: root keeps uid 0 but loses the capabilities that bypass
-    file modes, for itself and everything it starts, so a read-only folder stops it for real."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    for capability in _PERMISSION_OVERRIDES:
-        if libc.prctl(_PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+def dropping(*capabilities: int) -> Callable[[], None]:
+    """A ``preexec_fn``: the child drops these capabilities from its bounding set before exec,
+    so root's program runs without them (e.g. the permission overrides, so that a read-only
+    folder stops it for real, or CAP_LEASE)."""
+
+    def drop() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        for capability in capabilities:
+            if libc.prctl(_PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
+                raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+    return drop
 
 
 class Daemon:
@@ -51,6 +58,7 @@ class Daemon:
         env: dict[str, str] | None = None,
         log_name: str = "daemon",
         obey_permissions: bool = False,
+        drop_capabilities: tuple[int, ...] = (),
     ) -> None:
         self.config = config
         self.log_path = config.parent / f"{log_name}-{instance or 'default'}.log"
@@ -64,7 +72,11 @@ class Daemon:
             argv += ["--instance", instance]
         self.argv = argv
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        self.preexec = _drop_permission_override if obey_permissions and os.geteuid() == 0 else None
+        if obey_permissions:
+            drop_capabilities += _PERMISSION_OVERRIDES
+        self.preexec = (
+            dropping(*drop_capabilities) if drop_capabilities and os.geteuid() == 0 else None
+        )
         self.process: subprocess.Popen[bytes] | None = None
         self._log_file: Any = None
 

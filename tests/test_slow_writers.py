@@ -2,7 +2,8 @@
 
 Each test drives a writer the way a slow share client does (half a 12-page PDF, a pause longer
 than the windows, then the rest) and checks what a user reads afterwards: the complete Markdown,
-a sidecar with the complete file's size and hash, and the complete original in the archive.
+a sidecar with the complete file's size and hash, and the complete original in the archive. The
+writer is a local process, or an SMB client writing through a real Samba server on loopback.
 """
 
 from __future__ import annotations
@@ -11,11 +12,15 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
-from tests.daemon import Daemon
+from tests import samba
+from tests.daemon import CAP_LEASE, Daemon, can_obey_permissions
 from tests.helpers import pdf_bytes, wait_for, write_config
 
 pytestmark = pytest.mark.slow
@@ -47,10 +52,29 @@ def _assert_complete_conversion(root: Path, stem: str, data: bytes) -> None:
     assert (root / "archive" / f"{stem}.pdf").read_bytes() == data
 
 
+Opener = Callable[[str, str], BinaryIO]  # (name in the inbox, mode) -> a writable file
+
+
+@pytest.fixture(params=["local", "samba"])
+def open_in_inbox(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
+    """How a writer reaches the inbox: directly, or as an SMB client of a Samba share."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir(parents=True, exist_ok=True)
+    if request.param == "local":
+        yield lambda name, mode: (inbox / name).open(mode)  # type: ignore[return-value]
+        return
+    why_not = samba.missing()
+    if why_not:
+        pytest.skip(why_not)
+    with ExitStack() as stack:
+        share = stack.enter_context(samba.samba_share(tmp_path / "samba", inbox))
+        yield share.open
+
+
 @pytest.mark.parametrize("keep_open", [True, False], ids=["held-open", "closed-between"])
 @pytest.mark.parametrize("preallocate", [False, True], ids=["plain", "preallocated"])
 def test_a_writer_that_pauses_longer_than_every_window_gets_the_complete_conversion(
-    tmp_path: Path, keep_open: bool, preallocate: bool
+    tmp_path: Path, open_in_inbox: Opener, keep_open: bool, preallocate: bool
 ) -> None:
     # Held open: the pause outlasts even the incomplete limit, since a writer on this host is
     # waited for as long as it holds the file. Closed: the pause lies within that limit.
@@ -60,9 +84,8 @@ def test_a_writer_that_pauses_longer_than_every_window_gets_the_complete_convers
     )
     data = _document()
     half = len(data) // 2
-    target = tmp_path / "inbox" / "report.pdf"
     with Daemon(config).start() as daemon:
-        handle = target.open("wb")
+        handle = open_in_inbox("report.pdf", "wb")
         if preallocate:  # as Windows Explorer does: the full size first, zeros until written
             handle.truncate(len(data))
         handle.write(data[:half])
@@ -72,7 +95,7 @@ def test_a_writer_that_pauses_longer_than_every_window_gets_the_complete_convers
         time.sleep(3.0)  # ten stability windows; the old %%EOF grace was three
         assert _finished(tmp_path / "outbox", "report") is None
         if not keep_open:
-            handle = target.open("r+b")
+            handle = open_in_inbox("report.pdf", "r+b")
         handle.seek(half)
         handle.write(data[half:])
         handle.close()
@@ -128,3 +151,27 @@ def test_a_file_rewritten_during_conversion_is_converted_again_from_its_final_by
     sidecar = json.loads((tmp_path / "outbox" / "draft.json").read_text())
     assert sidecar["execution"]["attempt"] == 1  # the discarded run counted no attempt
     assert sorted(os.listdir(tmp_path / "outbox")) == ["draft.json", "draft.md"]
+
+
+@pytest.mark.skipif(not can_obey_permissions(), reason="cannot drop capabilities here")
+def test_without_cap_lease_the_daemon_says_so_and_the_other_checks_still_hold(
+    tmp_path: Path,
+) -> None:
+    """A share user's file, a service without CAP_LEASE: the kernel will not tell whether smbd
+    still writes it. The daemon says so once, and a cut-off copy still waits and never converts
+    from its half."""
+    config = write_config(tmp_path, watch={"stability_seconds": 0.3, "incomplete_wait_seconds": 30})
+    data = _document()
+    target = tmp_path / "inbox" / "shared.pdf"
+    with Daemon(config, drop_capabilities=(CAP_LEASE,)).start() as daemon:
+        target.write_bytes(data[: len(data) // 2])
+        os.chown(target, 65534, 65534)  # owned by a share user, not by the service
+        unavailable = daemon.wait_event("open_writer_check_unavailable")[0]
+        daemon.wait_event("waiting_for_end_of_file")
+        with target.open("ab") as handle:
+            handle.write(data[len(data) // 2 :])
+        wait_for(lambda: _finished(tmp_path / "outbox", "shared"), timeout=60)
+        daemon.terminate()
+    assert unavailable["reason"] == "EACCES"
+    assert "CAP_LEASE" in unavailable["effect"]
+    _assert_complete_conversion(tmp_path, "shared", data)

@@ -213,6 +213,14 @@ def test_the_unit_is_hardened_without_hiding_the_gpu(unit: Unit) -> None:
         assert allowed[node] == ["rw"], f"DeviceAllow={node} must be rw"
 
 
+def test_the_unit_grants_only_the_lease_capability_for_the_open_writer_check(unit: Unit) -> None:
+    """Without CAP_LEASE the service user cannot ask whether smbd still writes a share user's
+    file; with anything more it could override file modes."""
+    assert one(unit, "Service", "CapabilityBoundingSet").split() == ["CAP_LEASE"]
+    assert one(unit, "Service", "AmbientCapabilities").split() == ["CAP_LEASE"]
+    assert one(unit, "Service", "NoNewPrivileges").lower() in TRUE
+
+
 def test_the_unit_starts_one_instance_per_gpu_and_waits_for_the_share(unit: Unit) -> None:
     command = one(unit, "Service", "ExecStart")
     assert "--instance" in shlex.split(command)
