@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 import textwrap
+import time
 import types
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from sir_convert_a_lot import gpu
 from sir_convert_a_lot.gpu import (
     DeviceBusy,
     DeviceLock,
     GpuDevice,
     GpuProbe,
+    LockFolderUnavailable,
     probe,
     runtime_dir,
 )
@@ -206,21 +210,71 @@ def test_gpu_probe_round_trips_through_json(value: GpuProbe) -> None:
 # --- runtime folder and device lock ----------------------------------------------------------
 
 
-def test_runtime_dir_honours_systemd_runtime_directory(
+def test_there_is_one_lock_folder_for_every_user_of_the_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No per-user fallback: root's convert and the daemon must meet at the same lock."""
+    monkeypatch.setenv("RUNTIME_DIRECTORY", "/tmp/elsewhere")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", "/tmp/elsewhere-too")
+    assert runtime_dir(create=False) == Path("/run/sir-convert")
+    assert DeviceLock(0, "me").path == Path("/run/sir-convert/gpu0.lock")
+
+
+def test_an_unusable_lock_folder_is_refused_with_its_fix(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path / "rt"))
+    public = tmp_path / "public"
+    public.mkdir()
+    public.chmod(0o777)
+    monkeypatch.setattr(gpu, "LOCK_FOLDER", public)
+    with pytest.raises(LockFolderUnavailable, match="not a private folder"):
+        DeviceLock(0, "me").acquire(wait=False)
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path)
+    monkeypatch.setattr(gpu, "LOCK_FOLDER", link)
+    with pytest.raises(LockFolderUnavailable, match="not a private folder"):
+        DeviceLock(0, "me").acquire(wait=False)
+    monkeypatch.setattr(gpu, "LOCK_FOLDER", tmp_path / "missing" / "deeper")
+    with pytest.raises(LockFolderUnavailable, match="systemd-tmpfiles --create"):
+        DeviceLock(0, "me").acquire(wait=False)
 
-    assert runtime_dir() == tmp_path / "rt"
-    assert DeviceLock(0, "me").path.parent == tmp_path / "rt"
 
-
-def test_runtime_dir_takes_the_first_of_several_runtime_directories(
+def test_root_creates_the_lock_folder_and_files_for_the_service_group(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("RUNTIME_DIRECTORY", f"{tmp_path / 'one'}:{tmp_path / 'two'}")
+    folder = tmp_path / "run-sir-convert"
+    monkeypatch.setattr(gpu, "LOCK_FOLDER", folder)
+    old_umask = os.umask(0o077)  # root's umask must not lock the service out
+    try:
+        lock = DeviceLock(3, "root-convert")
+        lock.acquire(wait=False)
+        lock.release()
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o2770
+    assert stat.S_IMODE((folder / "gpu3.lock").stat().st_mode) == 0o660
 
-    assert runtime_dir() == tmp_path / "one"
+
+def test_a_bounded_wait_says_who_holds_the_gpu_then_gives_up(tmp_path: Path) -> None:
+    first = DeviceLock(0, "host-a-gpu0", folder=tmp_path)
+    first.acquire(wait=False)
+    heard: list[tuple[dict[str, object], float]] = []
+
+    def listen(holder: dict[str, object], waited: float) -> None:
+        heard.append((holder, waited))
+
+    started = time.monotonic()
+    try:
+        with pytest.raises(DeviceBusy, match="host-a-gpu0"):
+            DeviceLock(0, "a-convert", folder=tmp_path).acquire(
+                wait=True,
+                timeout=1.0,
+                announce=lambda holder, waited: heard.append((holder, waited)),
+            )
+    finally:
+        first.release()
+    assert time.monotonic() - started >= 1.0
+    assert heard and heard[0][0]["instance"] == "host-a-gpu0" and heard[0][1] < 1.0
 
 
 def test_a_second_lock_on_the_same_device_is_refused_naming_the_holder(tmp_path: Path) -> None:

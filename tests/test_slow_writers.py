@@ -61,7 +61,12 @@ def open_in_inbox(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Op
     inbox = tmp_path / "inbox"
     inbox.mkdir(parents=True, exist_ok=True)
     if request.param == "local":
-        yield lambda name, mode: (inbox / name).open(mode)  # type: ignore[return-value]
+
+        def open_local(name: str, mode: str) -> BinaryIO:
+            handle: BinaryIO = (inbox / name).open(mode)  # type: ignore[assignment]
+            return handle
+
+        yield open_local
         return
     why_not = samba.missing()
     if why_not:

@@ -59,6 +59,13 @@ def _parser() -> argparse.ArgumentParser:
     convert = command("convert", "convert files once, through the same engine, lock and outputs")
     convert.add_argument("files", nargs="+", type=Path, metavar="FILE")
     convert.add_argument("--out", type=Path, help="output folder (default: the config's outbox)")
+    convert.add_argument(
+        "--gpu-wait",
+        type=_seconds,
+        metavar="SECONDS",
+        help="give up when another process holds the GPU this long (default: wait, saying who "
+        "holds it every minute)",
+    )
 
     status = command("status", "queue counts, live instances, GPU state, recent failures")
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -100,6 +107,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     init.add_argument("--force", action="store_true", help="replace an existing file")
     return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more)")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -153,7 +170,9 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
     out = args.out if args.out is not None else config.paths.outbox
     try:
-        outcomes = convert_files(config, list(args.files), out)
+        outcomes = convert_files(
+            config, list(args.files), out, device_wait_seconds=args.gpu_wait
+        )
     except EngineStartError as exc:
         print(f"sir-convert: the converter could not start: {exc}", file=sys.stderr)
         return EXIT_FAILURE

@@ -19,7 +19,13 @@ from typing import Any
 
 from sir_convert_a_lot import logs
 from sir_convert_a_lot.config import Config, Governance
-from sir_convert_a_lot.gpu import DeviceBusy, DeviceLock, GpuProbe
+from sir_convert_a_lot.gpu import (
+    DeviceBusy,
+    DeviceLock,
+    GpuProbe,
+    LockFolderUnavailable,
+    describe_holder,
+)
 from sir_convert_a_lot.options import ConversionOptions
 from sir_convert_a_lot.policy import Decision, RunOn, decide
 from sir_convert_a_lot.protocol import (
@@ -124,6 +130,7 @@ class Engine:
         on_progress: ProgressSink | None = None,
         lock_folder: Any = None,
         wait_for_device: bool = True,
+        device_wait_seconds: float | None = None,
         probe_override: GpuProbe | None = None,
         fault_injection: tuple[str, ...] = (),
     ) -> None:
@@ -148,6 +155,7 @@ class Engine:
         )
         self.device_lock = DeviceLock(config.device_index, instance, lock_folder)
         self.wait_for_device = wait_for_device
+        self.device_wait_seconds = device_wait_seconds  # None: wait for as long as it takes
         self.info: WorkerInfo | None = None
         self.starts = 0
         self._process: BaseProcess | None = None
@@ -217,15 +225,33 @@ class Engine:
         return self.info
 
     def _lock_device(self) -> None:
+        """One worker per GPU on this host. Waiting is said aloud, naming the holder, at once
+        and every minute; ``device_wait_seconds`` bounds it."""
+        index = self.config.device_index
+
+        def announce(holder: dict[str, Any], waited: float) -> None:
+            bound = self.device_wait_seconds
+            log.warning(
+                "device_busy_waiting",
+                gpu=index,
+                holder=holder,
+                waited_seconds=round(waited),
+                gives_up_after_seconds=bound,
+                message=f"GPU {index} is held by {describe_holder(holder)}; waiting"
+                + (f" up to {bound:g} s" if bound is not None else " until it is free"),
+            )
+
         try:
-            self.device_lock.acquire(wait=False)
+            self.device_lock.acquire(
+                wait=self.wait_for_device, timeout=self.device_wait_seconds, announce=announce
+            )
         except DeviceBusy as busy:
-            if not self.wait_for_device:
-                self._kill()
-                raise EngineStartError("device_busy", str(busy), busy.holder) from None
-            log.warning("device_busy_waiting", gpu=self.config.device_index, holder=busy.holder)
-            self.device_lock.acquire(wait=True)
-            log.info("device_lock_acquired", gpu=self.config.device_index)
+            self._kill()
+            raise EngineStartError("device_busy", str(busy), busy.holder) from None
+        except LockFolderUnavailable as problem:
+            self._kill()
+            raise EngineStartError("device_lock_unavailable", str(problem)) from None
+        log.info("device_lock_acquired", gpu=index, lock=str(self.device_lock.path))
 
     def _startup_error(self, message: object) -> EngineStartError:
         self._kill()

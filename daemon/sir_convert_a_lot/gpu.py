@@ -13,6 +13,8 @@ import json
 import os
 import socket
 import stat
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -132,65 +134,155 @@ def probe(index: int, *, use_torch: bool = True) -> GpuProbe:
     return GpuProbe(True, device, "ok", nvml_status, torch_status)
 
 
+LOCK_FOLDER = Path("/run/sir-convert")
+SERVICE_GROUP = "sir-convert"
+_WAIT_POLL_SECONDS = 0.5
+_WAIT_ANNOUNCE_SECONDS = 60.0
+
+
+class LockFolderUnavailable(Exception):
+    """The host's one device-lock folder cannot be used by this user."""
+
+
 def runtime_dir(create: bool = True) -> Path:
-    """Host-local runtime folder for locks: systemd's RuntimeDirectory, else /run, else /tmp.
-    With ``create=False`` (doctor) nothing is made: the first usable existing one, else the
-    first candidate."""
-    from_systemd = os.environ.get("RUNTIME_DIRECTORY")
-    if from_systemd:
-        return Path(from_systemd.split(":")[0])
-    candidates = [Path("/run/sir-convert")]
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg:
-        candidates.append(Path(xdg) / "sir-convert")
-    candidates.append(Path(f"/tmp/sir-convert-{os.getuid()}"))  # noqa: S108 - checked below
-    for candidate in candidates:
-        try:
-            if create:
-                candidate.mkdir(mode=0o700, parents=True, exist_ok=True)
-            info = os.lstat(candidate)
-        except OSError:
-            continue
-        # A folder someone else made (or a symlink) could hand our lock to them: skip it.
-        owned = stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()
-        if (owned or not create) and os.access(candidate, os.W_OK):
-            return candidate
-    return candidates[-1] if create else candidates[0]
+    """The one host-wide folder for device locks, ``/run/sir-convert``.
+
+    Never a per-user fallback: a root ``convert`` and the daemon with lock files in two places
+    would share a GPU. tmpfiles.d creates it for the service group (2770); root may create it
+    too (then with that group, so the service can use it). With ``create=False`` (doctor)
+    nothing is made."""
+    if create:
+        _ensure_lock_folder(LOCK_FOLDER)
+    return LOCK_FOLDER
+
+
+def _ensure_lock_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(mode=0o2770)
+        _give_to_service_group(folder, 0o2770)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise LockFolderUnavailable(
+            f"the host's device-lock folder {folder} does not exist and cannot be created by "
+            f"uid {os.getuid()} ({exc.strerror}); as root run "
+            "systemd-tmpfiles --create /usr/lib/tmpfiles.d/sir-convert.conf"
+        ) from None
+    info = os.lstat(folder)
+    if not stat.S_ISDIR(info.st_mode) or info.st_mode & stat.S_IWOTH:
+        # A link or a world-writable folder would let anyone hand our lock to someone else.
+        raise LockFolderUnavailable(
+            f"{folder} is not a private folder (a link, or writable by anyone); remove it and "
+            "run systemd-tmpfiles --create /usr/lib/tmpfiles.d/sir-convert.conf"
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise LockFolderUnavailable(
+            f"uid {os.getuid()} may not take GPU locks in {folder}; run as root, as the "
+            f"service user, or as a member of the {SERVICE_GROUP} group"
+        )
+
+
+def _give_to_service_group(path: Path | int, mode: int) -> None:
+    """Root creating a lock folder or file hands it to the service group, so that the service
+    can take the same lock later. Anyone else keeps the group the folder's setgid gives."""
+    if os.geteuid() != 0:
+        return
+    import grp
+
+    try:
+        gid = grp.getgrnam(SERVICE_GROUP).gr_gid
+    except KeyError:
+        gid = -1
+    if isinstance(path, int):
+        os.fchown(path, -1, gid)
+        os.fchmod(path, mode)
+    else:
+        os.chown(path, -1, gid)
+        os.chmod(path, mode)
 
 
 class DeviceBusy(Exception):
     """Another process holds the device lock; ``holder`` says who, as far as it wrote down."""
 
     def __init__(self, index: int, holder: dict[str, Any]) -> None:
-        who = holder.get("instance", "unknown instance")
-        super().__init__(
-            f"GPU {index} is held by {who} (pid {holder.get('pid', '?')} on "
-            f"{holder.get('host', '?')}); one worker per GPU"
-        )
+        super().__init__(f"GPU {index} is held by {describe_holder(holder)}; one worker per GPU")
         self.holder = holder
 
 
+def describe_holder(holder: dict[str, Any]) -> str:
+    who = holder.get("instance", "an unknown process")
+    return f"{who} (pid {holder.get('pid', '?')} on {holder.get('host', '?')})"
+
+
+WaitAnnouncer = Callable[[dict[str, Any], float], None]  # (holder, seconds waited so far)
+
+
 class DeviceLock:
-    """An exclusive flock on ``<runtime>/gpu<index>.lock``, held for the worker's life."""
+    """An exclusive flock on ``<lock folder>/gpu<index>.lock``, held for the worker's life.
+
+    The folder is looked up when the lock is first taken, so CPU-only work never needs it."""
 
     def __init__(self, index: int, instance: str, folder: Path | None = None) -> None:
         self.index = index
         self.instance = instance
-        self.path = (folder or runtime_dir()) / f"gpu{index}.lock"
+        self._folder = folder
         self._fd: int | None = None
 
-    def acquire(self, *, wait: bool) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            holder = _read_holder(fd)
-            os.close(fd)
-            raise DeviceBusy(self.index, holder) from None
+    @property
+    def path(self) -> Path:
+        return (self._folder or LOCK_FOLDER) / f"gpu{self.index}.lock"
+
+    def acquire(
+        self,
+        *,
+        wait: bool,
+        timeout: float | None = None,
+        announce: WaitAnnouncer | None = None,
+    ) -> None:
+        """Take the lock. Busy: raise DeviceBusy at once (``wait=False``) or after ``timeout``
+        seconds; while waiting, ``announce`` is told who holds it, at once and every minute."""
+        if self._folder is None:
+            runtime_dir(create=True)
+        fd = self._open()
+        started = time.monotonic()
+        next_announce = started
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = _read_holder(fd)
+                waited = time.monotonic() - started
+                if not wait or (timeout is not None and waited >= timeout):
+                    os.close(fd)
+                    raise DeviceBusy(self.index, holder) from None
+                if announce is not None and time.monotonic() >= next_announce:
+                    announce(holder, waited)
+                    next_announce += _WAIT_ANNOUNCE_SECONDS
+                time.sleep(_WAIT_POLL_SECONDS)
         record = {"instance": self.instance, "pid": os.getpid(), "host": socket.gethostname()}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(record).encode(), 0)
         self._fd = fd
+
+    def _open(self) -> int:
+        flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW
+        try:
+            return os.open(self.path, flags)
+        except FileNotFoundError:
+            pass
+        except PermissionError:
+            raise LockFolderUnavailable(
+                f"uid {os.getuid()} may not open the GPU lock {self.path}; it should be mode "
+                f"0660, group {SERVICE_GROUP} (delete it while nothing runs: it is re-created)"
+            ) from None
+        try:
+            fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o660)
+        except FileExistsError:
+            return os.open(self.path, flags)
+        with contextlib.suppress(OSError):
+            _give_to_service_group(fd, 0o660)  # whatever root's umask was
+        return fd
 
     def holder(self) -> dict[str, Any]:
         try:

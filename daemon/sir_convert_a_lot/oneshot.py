@@ -53,6 +53,7 @@ def convert_files(
     files: list[Path],
     out_dir: Path,
     governance: Governance | None = None,
+    device_wait_seconds: float | None = None,
 ) -> list[Outcome]:
     """Convert each file into ``out_dir``; one Outcome per file, in order."""
     governance = governance if governance is not None else config.governance
@@ -72,7 +73,9 @@ def convert_files(
         spool = OneShotSpool(paths, instance, sources)
         spool.ensure_layout()
         local = replace(config, paths=paths, instance_name=instance)
-        engine = Engine(local, governance, instance=instance)
+        engine = Engine(
+            local, governance, instance=instance, device_wait_seconds=device_wait_seconds
+        )
         runner = JobRunner(local, governance, spool, engine)
         try:
             engine.start()
