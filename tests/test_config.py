@@ -60,7 +60,7 @@ def test_render_default_parses_back_to_the_contract_defaults(tmp_path: Path) -> 
     assert config.max_attempts == 3
     assert config.lease_seconds == 60
     assert config.device_index == 0
-    assert config.models_path == ""
+    assert config.models_path == "/var/cache/sir-convert/models"
     assert config.governance == Governance(
         allow_cpu_only=False, allow_cpu_fallback=False, decision_record=""
     )

@@ -244,16 +244,21 @@ def _tmpfiles_lines() -> list[list[str]]:
 
 def test_tmpfiles_creates_the_lock_and_cache_folders_for_the_service_user(unit: Unit) -> None:
     entries = {fields[1]: fields for fields in _tmpfiles_lines()}
+    cache = f"/var/cache/{one(unit, 'Service', 'CacheDirectory')}"
     assert set(entries) == {
         "/run/sir-convert",
-        f"/var/cache/{one(unit, 'Service', 'CacheDirectory')}",
+        cache,
+        str(config_module.DEFAULT_MODELS_PATH),  # where models download puts them
+        "/var/lib/sir-convert",  # the service user's home in sysusers.d
     }
+    assert str(config_module.DEFAULT_MODELS_PATH).startswith(cache + "/")
+    assert entries["/run/sir-convert"][2] == "2770"  # root's lock files keep the group
     user, group = one(unit, "Service", "User"), one(unit, "Service", "Group")
     for path, fields in entries.items():
         assert len(fields) >= 5, fields
         kind, _path, mode, owner, owner_group = fields[:5]
         assert kind == "d", path
-        assert re.fullmatch(r"0[0-7]{3}", mode), (path, mode)
+        assert re.fullmatch(r"[02][0-7]{3}", mode), (path, mode)
         assert not int(mode, 8) & 0o007, f"{path} must not be open to others"
         assert int(mode, 8) & 0o700 == 0o700, f"{path} must be usable by its owner"
         assert (owner, owner_group) == (user, group), path
@@ -263,6 +268,7 @@ def test_tmpfiles_creates_the_lock_and_cache_folders_for_the_service_user(unit: 
         if line.strip() and not line.startswith("#")
     ]
     assert [fields[:2] for fields in sysusers] == [["u", user]]
+    assert sysusers[0][-1] in entries  # the home folder exists
 
 
 def test_tmpfiles_and_sysusers_apply_cleanly_to_an_empty_root(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from sir_convert_a_lot import __version__, logs
 from sir_convert_a_lot.config import (
     DEFAULT_CONFIG_PATH,
+    DEFAULT_MODELS_PATH,
     DEFAULT_ROOT,
     Config,
     default_instance_name,
@@ -170,9 +171,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
     out = args.out if args.out is not None else config.paths.outbox
     try:
-        outcomes = convert_files(
-            config, list(args.files), out, device_wait_seconds=args.gpu_wait
-        )
+        outcomes = convert_files(config, list(args.files), out, device_wait_seconds=args.gpu_wait)
     except EngineStartError as exc:
         print(f"sir-convert: the converter could not start: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -221,8 +220,13 @@ def _cmd_models(args: argparse.Namespace) -> int:
     target = Path(config.models_path) if config.models_path else None
     if args.models_command == "check":
         if target is None:
-            print("gpu.models_path is empty: docling uses the Hugging Face cache")
-            return EXIT_OK
+            print(
+                "gpu.models_path is empty: docling would fetch its models from the Hugging Face "
+                "hub at the first start, so nothing can be checked for an offline host; set it "
+                f"(the default is {DEFAULT_MODELS_PATH}) and run: sir-convert models download",
+                file=sys.stderr,
+            )
+            return EXIT_FAILURE if models.needed(option_sets) else EXIT_OK
         absent = models.missing(target, option_sets)
         for need in models.needed(option_sets):
             state = "MISSING" if need in absent else "ok"
@@ -232,6 +236,13 @@ def _cmd_models(args: argparse.Namespace) -> int:
         return EXIT_FAILURE if absent else EXIT_OK
     try:
         where = models.download(target)
+    except PermissionError as exc:
+        print(
+            f"sir-convert: may not write the models into {target}: {exc.strerror}; run it as "
+            "the service user (sudo -u sir-convert sir-convert models download) or root",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
     except Exception as exc:  # noqa: BLE001 - network, hub and disk errors all end here
         print(
             f"sir-convert: could not download the models into "

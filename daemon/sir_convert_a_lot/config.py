@@ -27,6 +27,9 @@ from sir_convert_a_lot.options import (
 
 DEFAULT_CONFIG_PATH: Final = Path("/etc/sir-convert/config.toml")
 DEFAULT_ROOT: Final = Path("/srv/sir-convert")
+# Where `models download` puts docling's models and the daemon reads them, offline: the unit's
+# CacheDirectory, made by tmpfiles.d for the service user.
+DEFAULT_MODELS_PATH: Final = Path("/var/cache/sir-convert/models")
 PATH_KEYS: Final = ("inbox", "outbox", "state", "failed", "archive")
 MIB: Final = 1024 * 1024
 
@@ -119,7 +122,8 @@ SCHEMA: Final[dict[str, dict[str, Key]]] = {
     },
     "gpu": {
         "device_index": Key((int,), 0, _at_least(0)),
-        "models_path": Key((str,), ""),
+        # "" means docling's own Hugging Face cache, which needs the hub at the first start.
+        "models_path": Key((str,), str(DEFAULT_MODELS_PATH)),
         # Pages per model call in docling's layout, OCR and table stages. docling's own default
         # is 4; its GPU guide uses 64, which a data-centre GPU holds with room to spare.
         "layout_batch_size": Key((int,), 64, _between(1, 1024)),

@@ -44,6 +44,7 @@ WORKER_SILENCE_SECONDS = 30.0  # a worker silent this long is stuck (native code
 OVERDUE_GRACE_SECONDS = 60.0  # a job this far past its limit means the daemon itself is stuck
 CLAIM_BACKOFF_SECONDS = 10.0  # after a failed claim (state folder unwritable, full)
 DEFER_SECONDS = 60.0  # a job that could not even be failed waits this long before a new try
+SETUP_PROBLEMS = frozenset({"models_missing", "device_lock_unavailable"})
 
 
 class ShareMissing(Exception):
@@ -133,11 +134,18 @@ class Service:
         try:
             self._startup()
         except EngineStartError as exc:
+            # Missing models or an unusable lock folder are fixed by the operator, not by
+            # another start: exit 2, which the unit does not restart (RestartPreventExitStatus).
+            setup = exc.reason in SETUP_PROBLEMS
             log.error(
-                "engine_start_failed", reason=exc.reason, message=str(exc), details=exc.details
+                "engine_start_failed",
+                reason=exc.reason,
+                message=str(exc),
+                details=exc.details,
+                effect="not restarting: fix the installation first" if setup else "exiting",
             )
             self._shutdown()
-            return 1
+            return 2 if setup else 1
         except ShareMissing as exc:
             log.error("share_missing", reason=str(exc), effect="not starting; systemd retries")
             self._shutdown()
