@@ -223,12 +223,14 @@ def test_the_unit_grants_only_the_lease_capability_for_the_open_writer_check(uni
 
 def test_the_unit_starts_one_instance_per_gpu_and_waits_for_the_share(unit: Unit) -> None:
     command = one(unit, "Service", "ExecStart")
-    assert "--instance" in shlex.split(command)
+    # No --instance: it would silently override instances.name from the config.
+    assert "--instance" not in shlex.split(command)
     assert "--gpu %i" in command
     args = _parser().parse_args(exec_start_args(command, index=3))
     assert args.command == "run"
     assert args.gpu == 3
-    assert args.instance == f"{socket.gethostname()}-gpu3"
+    assert args.instance is None
+    assert config_module.default_instance_name(3) == f"{socket.gethostname()}-gpu3"
     assert args.config == config_module.DEFAULT_CONFIG_PATH
     mounts = " ".join(values(unit, "Unit", "RequiresMountsFor")).split()
     assert str(config_module.DEFAULT_ROOT) in mounts

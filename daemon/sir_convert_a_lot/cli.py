@@ -158,6 +158,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if not config.source_has_instance_name:
             config = replace(config, instance_name=default_instance_name(args.gpu))
     if args.instance:
+        if config.source_has_instance_name and config.instance_name != args.instance:
+            logs.get().warning(
+                "instance_name_from_command_line",
+                instance=args.instance,
+                configured=config.instance_name,
+                effect="--instance wins over instances.name",
+            )
         config = replace(config, instance_name=args.instance)
     from sir_convert_a_lot.service import Service
 

@@ -1,0 +1,40 @@
+"""The operator's reference says what the daemon does: every config key with its true default."""
+
+from __future__ import annotations
+
+import re
+
+import tomli_w
+
+from sir_convert_a_lot.config import SCHEMA
+from tests.helpers import REPO
+
+REFERENCE = REPO / "docs" / "configuration.md"
+
+
+def _documented() -> dict[str, str]:
+    """``section.key`` -> the default column, from the reference's tables."""
+    rows: dict[str, str] = {}
+    for line in REFERENCE.read_text(encoding="utf-8").splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) >= 2 and re.fullmatch(r"`[a-z_]+\.[a-z_]+`", cells[0]):
+            rows[cells[0].strip("`")] = cells[1].strip("`")
+    return rows
+
+
+def _as_toml(value: object) -> str:
+    return tomli_w.dumps({"v": value}).removeprefix("v = ").strip()
+
+
+def test_every_config_key_is_documented_with_its_default() -> None:
+    documented = _documented()
+    known = {
+        f"{section}.{name}": key.default
+        for section, keys in SCHEMA.items()
+        for name, key in keys.items()
+    }
+    assert sorted(documented) == sorted(known), "docs/configuration.md and the schema differ"
+    wrong = {
+        k: (documented[k], _as_toml(v)) for k, v in known.items() if documented[k] != _as_toml(v)
+    }
+    assert wrong == {}
