@@ -773,6 +773,10 @@ class Service:
         for thread in self._threads:
             if thread.name == "sca-heartbeat":
                 thread.join(timeout=5)
+        try:
+            self.spool.record_stop({"version": __version__, "started_at": self.started_at})
+        except OSError as exc:
+            log.warning("stop_note_failed", error=str(exc), effect="status cannot say when")
         self.spool.remove_lease()
         log.info("daemon_stopped")
 
