@@ -29,7 +29,7 @@ def can_obey_permissions() -> bool:
     return False
 
 
-def _drop_permission_override() -> None:
+def drop_permission_override() -> None:
     """Runs in the child before exec: root keeps uid 0 but loses the capabilities that bypass
     file modes, for itself and everything it starts, so a read-only folder stops it for real."""
     libc = ctypes.CDLL(None, use_errno=True)
@@ -64,7 +64,7 @@ class Daemon:
             argv += ["--instance", instance]
         self.argv = argv
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        self.preexec = _drop_permission_override if obey_permissions and os.geteuid() == 0 else None
+        self.preexec = drop_permission_override if obey_permissions and os.geteuid() == 0 else None
         self.process: subprocess.Popen[bytes] | None = None
         self._log_file: Any = None
 

@@ -31,7 +31,8 @@ class SourceFacts:
     sha256: str | None
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in words a user knows."""
     for test, name in (
         (stat.S_ISLNK, "symbolic link"),
         (stat.S_ISFIFO, "named pipe (FIFO)"),
@@ -68,7 +69,7 @@ def open_regular(path: Path) -> int:
 
 
 def _not_regular(mode: int) -> JobFailure:
-    kind = _kind(mode)
+    kind = file_kind(mode)
     return JobFailure(
         ErrorCode.UNSUPPORTED_MEDIA_TYPE,
         f"The dropped item is a {kind}, not a regular file; copy the PDF itself into the inbox.",
