@@ -152,6 +152,9 @@ BAD_VALUES: list[tuple[str, str, Any]] = [
     ("profile-bad-value", "profiles.scans.ocr_mode", "always"),
     ("profile-wrong-type", "profiles.scans.document_timeout_seconds", "60"),
     ("profile-timeout-range", "profiles.scans.document_timeout_seconds", 10),
+    ("instance-a-path", "instances.name", "../../etc/evil"),
+    ("instance-hidden", "instances.name", ".lease"),
+    ("instance-too-long", "instances.name", "g" * 65),
 ]
 
 
