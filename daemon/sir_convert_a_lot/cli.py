@@ -26,6 +26,7 @@ from sir_convert_a_lot.config import (
 )
 from sir_convert_a_lot.errors import ConfigError
 from sir_convert_a_lot.folders import check_config_permissions
+from sir_convert_a_lot.fsutil import write_file_atomic
 from sir_convert_a_lot.policy import FORBIDDEN_ENV_PREFIX, forbidden_environment
 from sir_convert_a_lot.preflight import file_kind
 
@@ -225,7 +226,7 @@ def _check_input(file: Path) -> None:
     else is refused before the converter starts, with what to name instead."""
     try:
         info = os.lstat(file)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise UsageError(f"convert: {file}: no such file; check the name and the folder") from None
     except OSError as exc:
         raise RuntimeFailure(f"convert: {_os_problem(exc)}") from None
@@ -374,7 +375,8 @@ def _cmd_init_config(args: argparse.Namespace) -> int:
     root = args.root.absolute() if args.root else DEFAULT_ROOT
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(render_default(root), encoding="utf-8")
+        # Atomic, and never through a link: --force replaces a symlink, not the file it names.
+        write_file_atomic(target, render_default(root).encode("utf-8"))
     except OSError as exc:
         raise RuntimeFailure(
             f"init-config: cannot write {target} ({exc.strerror}); choose a folder this user "
