@@ -390,3 +390,14 @@ def test_a_check_that_breaks_is_a_fail_row_not_a_traceback(
     checks = doctor.run_checks(load_config(tmp_path), {}, deep_gpu=False)
     row = _check(checks, "inotify limits")
     assert row.status == doctor.FAIL and "Permission denied" in row.detail, row
+
+
+def test_pymupdf_with_a_gpu_policy_fails_the_config_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _good_setup(tmp_path, conversion={"acceleration_policy": "gpu_required"})
+    code, output = _doctor(config, capsys)
+    assert code == 2, output
+    first = output.splitlines()[0]
+    assert first.startswith("FAIL  config") and "conversion.acceleration_policy" in first
+    assert 'use acceleration_policy = "cpu_only"' in first, first

@@ -338,7 +338,8 @@ def _hub_cache_folder(environ: dict[str, str]) -> Path:
         return Path(environ["HF_HUB_CACHE"])
     if environ.get("HF_HOME"):
         return Path(environ["HF_HOME"]) / "hub"
-    return Path.home() / ".cache" / "huggingface" / "hub"
+    cache = Path(environ["XDG_CACHE_HOME"]) if environ.get("XDG_CACHE_HOME") else None
+    return (cache or Path.home() / ".cache") / "huggingface" / "hub"
 
 
 def _cached(repo_folder: Path) -> bool:
