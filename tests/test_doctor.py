@@ -401,3 +401,14 @@ def test_pymupdf_with_a_gpu_policy_fails_the_config_naming_the_key(
     first = output.splitlines()[0]
     assert first.startswith("FAIL  config") and "conversion.acceleration_policy" in first
     assert 'use acceleration_policy = "cpu_only"' in first, first
+
+
+def test_json_output_stays_json_when_the_config_is_invalid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _good_setup(tmp_path, watch={"bogus_key": 1})
+    code, output = _doctor(config, capsys, "--json")
+    assert code == 2
+    (row,) = json.loads(output)
+    assert row["status"] == "FAIL" and row["name"] == "config", row
+    assert "watch.bogus_key" in row["detail"] and row["fix"], row

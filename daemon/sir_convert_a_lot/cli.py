@@ -343,8 +343,13 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     try:
         config = load(args.config)
     except ConfigError as exc:
-        print(f"FAIL  config  {exc}")
-        print("      fix: correct the named key, or write a default with sir-convert init-config")
+        fix = "correct the named key, or write a default with sir-convert init-config"
+        if args.json:
+            row = doctor.Check(doctor.FAIL, "config", str(exc), fix)
+            print(json.dumps([row.__dict__], indent=2))
+        else:
+            print(f"FAIL  config  {exc}")
+            print(f"      fix: {fix}")
         print(f"sir-convert: doctor: the config cannot be used: {exc}", file=sys.stderr)
         return EXIT_USAGE
     checks = doctor.run_checks(config, dict(os.environ), deep_gpu=not args.quick)
