@@ -222,7 +222,9 @@ def _look_for_gpu(config: Config, deep: bool) -> GpuSeen:
     nodes = ["/dev/nvidiactl", "/dev/nvidia-uvm", f"/dev/nvidia{index}"]
     absent = tuple(n for n in nodes if not os.path.exists(n))
     unusable = tuple(n for n in nodes if os.path.exists(n) and not os.access(n, os.R_OK | os.W_OK))
-    torch_state = probe_torch(index) if deep and device is not None else None
+    # torch takes seconds to import: asked only when the config uses the GPU at all.
+    wanted = deep and device is not None and _needs_gpu(config)
+    torch_state = probe_torch(index) if wanted else None
     return GpuSeen(status, device, torch_state, absent, unusable)
 
 
