@@ -45,6 +45,9 @@ def dropping(*capabilities: int) -> Callable[[], None]:
     return drop
 
 
+drop_permission_override = dropping(*_PERMISSION_OVERRIDES)
+
+
 class Daemon:
     """``sir-convert --config CFG run`` in a subprocess with its log in a file."""
 

@@ -152,6 +152,9 @@ BAD_VALUES: list[tuple[str, str, Any]] = [
     ("profile-bad-value", "profiles.scans.ocr_mode", "always"),
     ("profile-wrong-type", "profiles.scans.document_timeout_seconds", "60"),
     ("profile-timeout-range", "profiles.scans.document_timeout_seconds", 10),
+    ("instance-a-path", "instances.name", "../../etc/evil"),
+    ("instance-hidden", "instances.name", ".lease"),
+    ("instance-too-long", "instances.name", "g" * 65),
 ]
 
 
@@ -595,3 +598,19 @@ def test_init_config_refuses_to_overwrite_without_force(
 
     assert main([*argv, "--force"]) == 0
     assert config_module.load(target).paths.inbox.is_relative_to(tmp_path / "srv")
+
+
+def test_init_config_force_replaces_a_symlink_instead_of_writing_through_it(
+    tmp_path: Path,
+) -> None:
+    elsewhere = tmp_path / "elsewhere.txt"
+    elsewhere.write_text("not yours\n", encoding="utf-8")
+    target = tmp_path / "config.toml"
+    target.symlink_to(elsewhere)
+    argv = ["init-config", "--output", str(target), "--root", str(tmp_path / "srv"), "--force"]
+
+    assert main(argv) == 0
+
+    assert elsewhere.read_text(encoding="utf-8") == "not yours\n"
+    assert not target.is_symlink()
+    assert config_module.load(target).paths.inbox == tmp_path / "srv" / "inbox"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from sir_convert_a_lot import __version__
 from sir_convert_a_lot.gpu import probe
 from sir_convert_a_lot.options import ConversionOptions
 from tests.daemon import Daemon, run_cli
@@ -301,6 +302,10 @@ def test_sigterm_stops_cleanly_and_status_reports_the_instance(tmp_path: Path) -
         assert instance["instance"] == "test-instance"
         assert instance["live"] is True
         assert instance["host"] == socket.gethostname()
+        assert instance["version"] == __version__
+        running = run_cli("status", config=config).stdout
+        assert "test-instance: live, " in running, running
+        assert f"version {__version__}" in running, running
         copy_sample("not_a_pdf.pdf", tmp_path / "inbox")
         _wait_files(tmp_path / "outbox", ["not_a_pdf.error.json"])
         wait_for(
@@ -313,6 +318,11 @@ def test_sigterm_stops_cleanly_and_status_reports_the_instance(tmp_path: Path) -
     assert not (tmp_path / "state" / "instances" / "test-instance.lease").exists()
     text = run_cli("status", config=config).stdout
     assert "not_a_pdf.pdf: pdf_unreadable" in text
+    assert "none has ever run" not in text
+    assert f"no instance is running; the last, test-instance on {socket.gethostname()} " in text
+    assert f"(version {__version__}), stopped at " in text, text
+    (stopped,) = json.loads(run_cli("status", "--json", config=config).stdout)["stopped_instances"]
+    assert stopped["instance"] == "test-instance" and stopped["version"] == __version__
 
 
 def test_retry_brings_a_failed_file_back_and_a_success_supersedes_its_error(

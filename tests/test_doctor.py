@@ -270,3 +270,146 @@ def test_the_real_probe_reports_this_hosts_gpu_under_the_locked_default(tmp_path
     else:
         assert row.status == doctor.OK, row
         assert device.name in row.detail
+
+
+def test_right_after_init_config_every_missing_folder_is_a_problem_with_its_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.toml"
+    root = tmp_path / "srv"
+    assert main(["init-config", "--output", str(config), "--root", str(root)]) == 0
+    capsys.readouterr()
+    code, output = _doctor(config, capsys)
+    assert code == 1, output
+    for name in FOLDERS:
+        row = _row(output, f"paths.{name}")
+        assert row["status"] == "FAIL", output
+        assert row["detail"] == f"{root / name} does not exist", row
+        assert f"mkdir -p {root / name}" in row["fix"], row
+    assert "Traceback" not in output
+
+
+def test_an_unmounted_share_fails_on_the_inbox_and_the_sentinel_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    share = tmp_path / "share"
+    config = _good_setup(
+        tmp_path,
+        paths={"inbox": str(share / "inbox"), "state": str(share / "state")},
+        watch={"sentinel": ".sir-convert-share"},
+    )
+    assert not share.exists()  # the share is not mounted: nothing of it is there
+    code, output = _doctor(config, capsys)
+    assert code == 1, output
+    inbox = _row(output, "paths.inbox")
+    assert inbox["status"] == "FAIL" and "does not exist" in inbox["detail"], output
+    assert "mount the share" in inbox["fix"], inbox
+    sentinel = _row(output, "share sentinel")
+    assert sentinel["status"] == "FAIL" and "is the share mounted" in sentinel["detail"]
+    assert _row(output, "paths.outbox")["status"] == "OK", output
+
+
+def _no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(doctor, "probe_nvml", lambda index: ("nvml_unavailable", None))
+
+
+def test_no_gpu_under_the_lock_says_every_file_fails_and_how_to_lift_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _no_gpu(monkeypatch)
+    checks = doctor.run_checks(_default_locked_config(tmp_path), {}, deep_gpu=False)
+    row = _check(checks, "backend (conversion)")
+    assert row.status == doctor.FAIL
+    assert "no usable GPU" in row.detail and "gpu_not_available" in row.detail, row
+    for key in (
+        "governance.allow_cpu_only",
+        "governance.decision_record",
+        'conversion.acceleration_policy = "cpu_only"',
+        'conversion.backend_strategy = "pymupdf"',
+        'conversion.ocr_mode = "off"',
+    ):
+        assert key in row.fix, row
+
+
+def test_cpu_only_while_the_lock_holds_fails_even_with_a_gpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    device = GpuDevice(index=0, name="GPU", driver_version="1", memory_total_bytes=1024**3)
+    monkeypatch.setattr(doctor, "probe_nvml", lambda index: ("ok", device))
+    locked = {"allow_cpu_only": False, "decision_record": ""}
+    config = load_config(tmp_path, governance=locked, profiles={"scans": {"ocr_mode": "off"}})
+    _make_folders(tmp_path)
+    checks = doctor.run_checks(config, {}, deep_gpu=False)
+    for name in ("backend (conversion)", "backend (profiles.scans)"):
+        row = _check(checks, name)
+        assert row.status == doctor.FAIL, row
+        assert '"cpu_only" while the GPU-first lock holds' in row.detail, row
+        assert "governance.allow_cpu_only = true" in row.fix, row
+
+
+def test_the_unlocked_cpu_backend_can_run_without_a_gpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _no_gpu(monkeypatch)
+    checks = doctor.run_checks(load_config(tmp_path), {}, deep_gpu=False)
+    row = _check(checks, "backend (conversion)")
+    assert (row.status, row.detail) == (doctor.OK, "pymupdf on cpu")
+
+
+def test_docling_without_models_path_or_hub_cache_fails_when_offline(tmp_path: Path) -> None:
+    config = config_module.parse(
+        {
+            **config_module.default_document(tmp_path),
+            "conversion": {"acceleration_policy": "gpu_required", "backend_strategy": "docling"},
+            "gpu": {"models_path": ""},  # docling's own Hugging Face cache
+        },
+        base_dir=tmp_path,
+    )
+    _make_folders(tmp_path)
+    cache = tmp_path / "hub"
+    environ = {"HF_HUB_CACHE": str(cache)}
+    online = _check(doctor.run_checks(config, environ, deep_gpu=False), "models")
+    assert online.status == doctor.WARN and str(cache) in online.detail, online
+    offline = {**environ, "HF_HUB_OFFLINE": "1"}
+    row = _check(doctor.run_checks(config, offline, deep_gpu=False), "models")
+    assert row.status == doctor.FAIL and "docling cannot load" in row.detail, row
+    assert "gpu.models_path" in row.fix and "models download" in row.fix, row
+
+    for repo in ("docling-layout-heron", "docling-models"):
+        (cache / f"models--docling-project--{repo}" / "snapshots" / "abc").mkdir(parents=True)
+    cached = _check(doctor.run_checks(config, offline, deep_gpu=False), "models")
+    assert cached.status == doctor.OK, cached
+
+
+def test_a_check_that_breaks_is_a_fail_row_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(root: Path) -> int:
+        raise PermissionError(13, "Permission denied", str(root))
+
+    monkeypatch.setattr(doctor, "_count_folders", broken)
+    checks = doctor.run_checks(load_config(tmp_path), {}, deep_gpu=False)
+    row = _check(checks, "inotify limits")
+    assert row.status == doctor.FAIL and "Permission denied" in row.detail, row
+
+
+def test_pymupdf_with_a_gpu_policy_fails_the_config_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _good_setup(tmp_path, conversion={"acceleration_policy": "gpu_required"})
+    code, output = _doctor(config, capsys)
+    assert code == 2, output
+    first = output.splitlines()[0]
+    assert first.startswith("FAIL  config") and "conversion.acceleration_policy" in first
+    assert 'use acceleration_policy = "cpu_only"' in first, first
+
+
+def test_json_output_stays_json_when_the_config_is_invalid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _good_setup(tmp_path, watch={"bogus_key": 1})
+    code, output = _doctor(config, capsys, "--json")
+    assert code == 2
+    (row,) = json.loads(output)
+    assert row["status"] == "FAIL" and row["name"] == "config", row
+    assert "watch.bogus_key" in row["detail"] and row["fix"], row

@@ -71,3 +71,19 @@ def test_an_uncreatable_folder_is_refused_naming_its_key(
     config = write_config(tmp_path, paths={"archive": str(blocker / "archive")})
     code, err = _run(config, capsys)
     assert code == 2 and err.startswith("sir-convert: paths.archive:")
+
+
+def test_an_unmounted_share_is_refused_before_any_folder_is_made(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mount_point = tmp_path / "mnt"
+    mount_point.mkdir()  # the share is not mounted: its mount point is an empty folder
+    paths = {name: str(mount_point / name) for name in ("inbox", "outbox", "state")}
+    config = write_config(tmp_path / "etc", paths=paths, watch={"sentinel": ".sir-convert-share"})
+    code, err = _run(config, capsys)
+    assert code == 1, err
+    assert list(mount_point.iterdir()) == []
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "share_missing" in lines[0] and ".sir-convert-share" in lines[0], err
+    assert "mount it" in lines[0], err

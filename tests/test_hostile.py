@@ -362,3 +362,25 @@ def test_a_read_only_state_folder_leaves_the_file_in_the_inbox_and_claims_resume
         wait_for(lambda: (tmp_path / "outbox" / "patient.json").exists(), timeout=60)
         assert daemon.terminate() == 0
     assert files_under(tmp_path / "archive") == ["patient.pdf"]
+
+
+@pytest.mark.skipif(
+    not can_obey_permissions(), reason="root without CAP_SETPCAP cannot give up its override"
+)
+def test_a_file_only_its_owner_may_read_fails_saying_so_and_how_to_fix_it(
+    tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path)
+    with Daemon(config, obey_permissions=True).start() as daemon:
+        private = make_pdf(tmp_path / "private.pdf")
+        os.chown(private, 65534, 65534)  # another user's file, as a share user drops it
+        private.chmod(0o600)
+        os.rename(private, tmp_path / "inbox" / "private.pdf")
+        daemon.wait_event("job_failed", timeout=60)
+        assert daemon.terminate() == 0
+    error = _error(tmp_path / "outbox", "private")
+    assert error["code"] == "pdf_unreadable", error
+    assert error["details"]["reason"] == "not_readable_by_service", error
+    assert error["retryable"] is False
+    assert "group-readable" in error["message"] and "state" not in error["message"], error
+    assert files_under(tmp_path / "failed") == ["private.pdf"]

@@ -495,6 +495,24 @@ def test_heartbeat_writes_the_lease(paths: Paths) -> None:
     assert [item.instance for item in spool.leases()] == [ME]
 
 
+def test_a_stop_note_outlives_the_lease_and_the_newest_comes_first(paths: Paths) -> None:
+    early, late = (
+        started(paths, "early", clock=lambda: 10.0),
+        started(paths, ME, clock=lambda: 20.0),
+    )
+    for spool in (early, late):
+        spool.heartbeat({"state": "idle"})
+        spool.record_stop({"version": "9.9"})
+        spool.remove_lease()
+
+    assert late.leases() == []
+    notes = late.stops()
+    assert [(n["instance"], n["stopped_at"], n["version"]) for n in notes] == [
+        (ME, 20.0, "9.9"),
+        ("early", 10.0, "9.9"),
+    ]
+
+
 def _dead_instance_with_jobs(paths: Paths, name: str, relatives: list[str]) -> list[Job]:
     dead = started(paths, name)
     dead.heartbeat({"state": "converting"})

@@ -4,12 +4,15 @@ configuration error (one clear line on stderr naming what is wrong)."""
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import NoReturn
 
 from sir_convert_a_lot import __version__, logs
 from sir_convert_a_lot.config import (
@@ -18,23 +21,37 @@ from sir_convert_a_lot.config import (
     DEFAULT_ROOT,
     Config,
     default_instance_name,
+    instance_name_problem,
     load,
     render_default,
 )
-from sir_convert_a_lot.engine import EngineStartError
 from sir_convert_a_lot.errors import ConfigError
 from sir_convert_a_lot.folders import check_config_permissions
+from sir_convert_a_lot.fsutil import write_file_atomic
 from sir_convert_a_lot.policy import FORBIDDEN_ENV_PREFIX, forbidden_environment
+from sir_convert_a_lot.preflight import file_kind
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+TRACEBACK_VARIABLE = "SIR_CONVERT_TRACEBACK"
 
 
 class UsageError(Exception):
-    pass
+    """The command line asks for something that cannot be done as asked. Exit code 2."""
+
+
+class RuntimeFailure(Exception):
+    """The command was right but the host refused (permissions, disk). Exit code 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line on stderr that says where the help is."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message}; see: {self.prog} --help\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sir-convert",
         description="Watch-folder daemon that converts PDFs to Markdown on the GPU.",
     )
@@ -46,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
         help=f"config file (default {DEFAULT_CONFIG_PATH})",
     )
     # --config is accepted after the command too (`sir-convert run --config X`).
-    config_after = argparse.ArgumentParser(add_help=False)
+    config_after = _Parser(add_help=False)
     config_after.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="config file")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -128,8 +145,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, UsageError) as exc:
         print(f"sir-convert: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except RuntimeFailure as exc:
+        print(f"sir-convert: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_FAILURE
+    except OSError as exc:
+        print(f"sir-convert: {args.command}: {_os_problem(exc)}", file=sys.stderr)
+        return EXIT_FAILURE
+    except Exception as exc:
+        if os.environ.get(TRACEBACK_VARIABLE):
+            raise
+        print(
+            f"sir-convert: {args.command}: unexpected error ({type(exc).__name__}: {exc}); "
+            f"this is a bug: please report it, with the output of {TRACEBACK_VARIABLE}=1 "
+            f"sir-convert {args.command} ...",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+
+
+def _os_problem(exc: OSError) -> str:
+    """One sentence for an operating-system refusal: what, where, and what to do about it."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    if isinstance(exc, PermissionError):
+        return (
+            f"{where}permission denied; run it as a user who may (for the spool: the service "
+            "user, sudo -u sir-convert), or fix the owner or mode of that path"
+        )
+    if isinstance(exc, FileNotFoundError):
+        return f"{where}no such file or folder; check the path (and that the share is mounted)"
+    if exc.errno == errno.ENOSPC:
+        return f"{where}no space left on the device; free some space and try again"
+    if exc.errno == errno.EROFS:
+        return f"{where}the filesystem is read-only; remount it writable or choose another path"
+    return f"{where}{exc.strerror or exc}; check that path"
 
 
 def _load_config(args: argparse.Namespace) -> Config:
@@ -157,7 +207,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         config = replace(config, device_index=args.gpu)
         if not config.source_has_instance_name:
             config = replace(config, instance_name=default_instance_name(args.gpu))
-    if args.instance:
+    if args.instance is not None:
+        problem = instance_name_problem(args.instance)
+        if problem:
+            raise UsageError(f"run: --instance {args.instance!r}: {problem}")
         if config.source_has_instance_name and config.instance_name != args.instance:
             logs.get().warning(
                 "instance_name_from_command_line",
@@ -174,9 +227,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_convert(args: argparse.Namespace) -> int:
     _refuse_environment_unlock()
     config = _load_config(args)
+    from sir_convert_a_lot.engine import EngineStartError
     from sir_convert_a_lot.oneshot import convert_files
 
+    for file in args.files:
+        _check_input(file)
     out = args.out if args.out is not None else config.paths.outbox
+    _check_output_folder(out, given=args.out is not None)
     try:
         outcomes = convert_files(config, list(args.files), out, device_wait_seconds=args.gpu_wait)
     except EngineStartError as exc:
@@ -187,6 +244,49 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         code = f" ({outcome.code})" if outcome.code else ""
         print(f"{file}: {outcome.status}{code} -> {where}")
     return EXIT_OK if all(o.status == "succeeded" for o in outcomes) else EXIT_FAILURE
+
+
+def _check_input(file: Path) -> None:
+    """A file named on the command line must be a regular file this user can read: anything
+    else is refused before the converter starts, with what to name instead."""
+    try:
+        info = os.lstat(file)
+    except (FileNotFoundError, NotADirectoryError):
+        raise UsageError(f"convert: {file}: no such file; check the name and the folder") from None
+    except OSError as exc:
+        raise RuntimeFailure(f"convert: {_os_problem(exc)}") from None
+    if stat.S_ISLNK(info.st_mode):
+        raise UsageError(
+            f"convert: {file} is a symbolic link, which is never followed; name the file itself "
+            f"({os.path.realpath(file)})"
+        )
+    if stat.S_ISDIR(info.st_mode):
+        raise UsageError(f"convert: {file} is a folder; name the PDF files in it ({file}/*.pdf)")
+    if not stat.S_ISREG(info.st_mode):
+        raise UsageError(
+            f"convert: {file} is a {file_kind(info.st_mode)}, not a regular file; save the PDF "
+            "to a file and name that"
+        )
+    if not os.access(file, os.R_OK):
+        raise RuntimeFailure(
+            f"convert: {file}: this user (uid {os.getuid()}) may not read it; make it readable "
+            "(chmod g+r or o+r) or run as a user who may"
+        )
+
+
+def _check_output_folder(out: Path, *, given: bool) -> None:
+    """The output folder must be a folder this user can write, or creatable: said up front,
+    since the converter takes seconds to start."""
+    option = "--out" if given else "the outbox (paths.outbox)"
+    choose = "pass --out a folder you may write" if not given else "choose a folder you may write"
+    existing = next((p for p in (out, *out.parents) if os.path.lexists(p)), Path("/"))
+    if not existing.is_dir():
+        raise UsageError(f"convert: {option} {out}: {existing} is not a folder; {choose}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        verb = "write into" if existing == out else f"create {out} in"
+        raise RuntimeFailure(
+            f"convert: {option}: this user (uid {os.getuid()}) may not {verb} {existing}; {choose}"
+        )
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -209,8 +309,13 @@ def _cmd_retry(args: argparse.Namespace) -> int:
 
     results = retry(config, list(args.names), args.all)
     if not results:
+        if args.names:
+            raise RuntimeFailure(
+                f"retry: no failed file matches {', '.join(args.names)}; sir-convert status "
+                "lists the recent failures (name, path or job id)"
+            )
         print("nothing to retry")
-        return EXIT_FAILURE if args.names else EXIT_OK
+        return EXIT_OK
     for result in results:
         if result.back_in_inbox is None:
             print(f"{result.source}: not retried: {result.problem}")
@@ -226,6 +331,9 @@ def _cmd_models(args: argparse.Namespace) -> int:
     option_sets = [config.defaults, *config.profiles.values()]
     target = Path(config.models_path) if config.models_path else None
     if args.models_command == "check":
+        if not models.needed(option_sets):
+            print("this config uses no docling backend: it needs no models")
+            return EXIT_OK
         if target is None:
             print(
                 "gpu.models_path is empty: docling would fetch its models from the Hugging Face "
@@ -233,14 +341,19 @@ def _cmd_models(args: argparse.Namespace) -> int:
                 f"(the default is {DEFAULT_MODELS_PATH}) and run: sir-convert models download",
                 file=sys.stderr,
             )
-            return EXIT_FAILURE if models.needed(option_sets) else EXIT_OK
+            return EXIT_FAILURE
         absent = models.missing(target, option_sets)
         for need in models.needed(option_sets):
             state = "MISSING" if need in absent else "ok"
             print(f"{state:8} {need.name}: {target / need.folder} (for {need.needed_for})")
         if absent:
-            print(f"fetch them with: sir-convert --config {args.config} models download")
-        return EXIT_FAILURE if absent else EXIT_OK
+            fetch = f"sir-convert --config {args.config} models download"
+            print(f"fetch them with: {fetch}")
+            raise RuntimeFailure(
+                f"models check: {len(absent)} model folder(s) missing under gpu.models_path "
+                f"{target}; fetch them with: {fetch}"
+            )
+        return EXIT_OK
     try:
         where = models.download(target)
     except PermissionError as exc:
@@ -267,8 +380,14 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     try:
         config = load(args.config)
     except ConfigError as exc:
-        print(f"FAIL  config  {exc}")
-        print("      fix: correct the named key, or write a default with sir-convert init-config")
+        fix = "correct the named key, or write a default with sir-convert init-config"
+        if args.json:
+            row = doctor.Check(doctor.FAIL, "config", str(exc), fix)
+            print(json.dumps([row.__dict__], indent=2))
+        else:
+            print(f"FAIL  config  {exc}")
+            print(f"      fix: {fix}")
+        print(f"sir-convert: doctor: the config cannot be used: {exc}", file=sys.stderr)
         return EXIT_USAGE
     checks = doctor.run_checks(config, dict(os.environ), deep_gpu=not args.quick)
     if args.json:
@@ -276,16 +395,35 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     else:
         print(f"OK    config  {args.config} is valid")
         print(doctor.render(checks))
-    return EXIT_FAILURE if any(c.status == doctor.FAIL for c in checks) else EXIT_OK
+    failed = [c for c in checks if c.status == doctor.FAIL]
+    if failed:
+        print(
+            f"sir-convert: doctor: {len(failed)} problem(s), first {failed[0].name}: "
+            f"{failed[0].detail}; each FAIL row says its fix",
+            file=sys.stderr,
+        )
+    return EXIT_FAILURE if failed else EXIT_OK
 
 
 def _cmd_init_config(args: argparse.Namespace) -> int:
     target: Path = args.output or args.config
-    if target.exists() and not args.force:
+    if target.is_dir():
+        raise UsageError(
+            f"init-config: {target} is a folder; name the file to write "
+            f"(--output {target / 'config.toml'})"
+        )
+    if os.path.lexists(target) and not args.force:
         raise UsageError(f"init-config: {target} exists; pass --force to replace it")
     root = args.root.absolute() if args.root else DEFAULT_ROOT
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(render_default(root), encoding="utf-8")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Atomic, and never through a link: --force replaces a symlink, not the file it names.
+        write_file_atomic(target, render_default(root).encode("utf-8"))
+    except OSError as exc:
+        raise RuntimeFailure(
+            f"init-config: cannot write {target} ({exc.strerror}); choose a folder this user "
+            "may write with --output, or run as root"
+        ) from None
     print(f"wrote {target}")
     return EXIT_OK
 

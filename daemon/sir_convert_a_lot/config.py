@@ -8,6 +8,7 @@ unknown key, a wrong type or a bad value with a ``ConfigError`` that names the k
 from __future__ import annotations
 
 import copy
+import re
 import socket
 import tomllib
 from collections.abc import Callable, Mapping
@@ -73,6 +74,24 @@ def _globs(value: Any) -> str | None:
     return None if all(isinstance(v, str) and v for v in value) else "must be non-empty strings"
 
 
+_INSTANCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def instance_name_problem(value: str) -> str | None:
+    """An instance name becomes file and folder names under the state folder (its lease, its
+    claims): only a plain name, never a path."""
+    if _INSTANCE_NAME.fullmatch(value):
+        return None
+    return (
+        "must be a plain name of letters, digits, '.', '_' and '-' (at most 64), starting "
+        "with a letter or digit"
+    )
+
+
+def _instance_name(value: Any) -> str | None:
+    return None if value == "" else instance_name_problem(value)
+
+
 _NUMBER = (int, float)
 _OPTION_DEFAULTS = ConversionOptions()
 
@@ -117,7 +136,7 @@ SCHEMA: Final[dict[str, dict[str, Key]]] = {
     },
     "retry": {"max_attempts": Key((int,), 3, _at_least(1))},
     "instances": {
-        "name": Key((str,), ""),
+        "name": Key((str,), "", _instance_name),
         "lease_seconds": Key(_NUMBER, 60, _at_least(2)),
     },
     "gpu": {
@@ -268,7 +287,10 @@ def _read_section(name: str, raw: Any, keys: Mapping[str, Key], *, fill: bool) -
         raise ConfigError(f"{name}: expected a table")
     unknown = sorted(set(raw) - set(keys))
     if unknown:
-        raise ConfigError(f"{name}.{unknown[0]}: unknown key")
+        raise ConfigError(
+            f"{name}.{unknown[0]}: unknown key; remove it or correct its spelling "
+            "(sir-convert init-config --output FILE writes every key)"
+        )
     values = {k: _check_value(f"{name}.{k}", keys[k], v) for k, v in raw.items()}
     if fill:
         for k, key in keys.items():
@@ -286,7 +308,10 @@ def parse(data: Mapping[str, Any], *, base_dir: Path, source: Path | None = None
     against ``base_dir`` (the config file's folder)."""
     unknown = sorted(set(data) - set(SCHEMA) - {"profiles"})
     if unknown:
-        raise ConfigError(f"{unknown[0]}: unknown section")
+        raise ConfigError(
+            f"{unknown[0]}: unknown section; remove it or correct its spelling "
+            "(sir-convert init-config --output FILE writes every section)"
+        )
     sections = {
         name: _read_section(name, data.get(name, {}), keys, fill=True)
         for name, keys in SCHEMA.items()
@@ -384,14 +409,31 @@ def load(path: Path) -> Config:
             f"{path}: config file not found "
             f"(write one with: sir-convert init-config --output {path})"
         ) from None
+    except IsADirectoryError:
+        raise ConfigError(
+            f"{path}: is a folder, not a config file; name the file with --config "
+            f"(e.g. {path / 'config.toml'})"
+        ) from None
+    except PermissionError:
+        raise ConfigError(
+            f"{path}: this user may not read the config file; run as a user who may (root or "
+            "the service user), or make it readable: chmod 644 (keep it owned by root)"
+        ) from None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+        raise ConfigError(
+            f"{path}: cannot read config file ({exc.strerror}); check the path given to --config"
+        ) from None
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
-        raise ConfigError(f"{path}: the config file is not UTF-8 text") from None
+        raise ConfigError(
+            f"{path}: the config file is not UTF-8 text; save it as UTF-8 (is it the right file?)"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+        raise ConfigError(
+            f"{path}: not valid TOML ({exc}); fix the syntax there, or start again from "
+            "sir-convert init-config"
+        ) from None
     return parse(data, base_dir=path.parent.absolute(), source=path)
 
 

@@ -14,8 +14,8 @@ from sir_convert_a_lot import models
 from sir_convert_a_lot.config import Config
 from sir_convert_a_lot.errors import ConfigError
 from sir_convert_a_lot.folders import check_overlaps, check_same_filesystem
-from sir_convert_a_lot.gpu import probe_nvml, probe_torch, runtime_dir
-from sir_convert_a_lot.policy import forbidden_environment
+from sir_convert_a_lot.gpu import GpuDevice, GpuProbe, probe_nvml, probe_torch, runtime_dir
+from sir_convert_a_lot.policy import RunOn, decide, forbidden_environment
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 GIB = 1024**3
@@ -32,20 +32,39 @@ class Check:
 
 
 def run_checks(config: Config, environ: dict[str, str], deep_gpu: bool = True) -> list[Check]:
+    gpu = _look_for_gpu(config, deep_gpu)
+    sections: list[tuple[str, Callable[[], Iterator[Check]]]] = [
+        ("environment", lambda: _environment(environ)),
+        ("gpu-first lock", lambda: _governance(config)),
+        ("config file", lambda: _config_file(config)),
+        ("folders", lambda: _folders(config)),
+        ("layout", lambda: _layout(config)),
+        ("GPU", lambda: _gpu(config, gpu)),
+        ("models", lambda: _models(config, environ)),
+        ("backends", lambda: _backends(config, gpu)),
+        ("inotify limits", lambda: _inotify(config)),
+        ("free disk", lambda: _disk(config)),
+    ]
     checks: list[Check] = []
-    for section in (
-        _environment(environ),
-        _governance(config),
-        _config_file(config),
-        _folders(config),
-        _layout(config),
-        _gpu(config, deep_gpu),
-        _models(config),
-        _inotify(config),
-        _disk(config),
-    ):
-        checks.extend(section)
+    for name, section in sections:
+        checks.extend(_guarded(name, section))
     return checks
+
+
+def _guarded(name: str, section: Callable[[], Iterator[Check]]) -> list[Check]:
+    """A check that itself breaks (an odd mount, a permission) is reported as a problem, so
+    doctor always finishes its table instead of ending in a traceback."""
+    try:
+        return list(section())
+    except Exception as exc:  # noqa: BLE001 - doctor reports, never crashes
+        return [
+            Check(
+                FAIL,
+                name,
+                f"could not be checked: {type(exc).__name__}: {exc}",
+                "fix what the message names, then run doctor again",
+            )
+        ]
 
 
 def _environment(environ: dict[str, str]) -> Iterator[Check]:
@@ -95,65 +114,118 @@ def _config_file(config: Config) -> Iterator[Check]:
 
 
 def _folders(config: Config) -> Iterator[Check]:
+    sentinel_note = _sentinel(config)
     for key, path in config.paths.named().items():
-        name = f"paths.{key}"
-        if not path.exists():
-            parent = next((p for p in path.parents if p.exists()), Path("/"))
-            if os.access(parent, os.W_OK | os.X_OK):
-                yield Check(WARN, name, f"{path} does not exist yet (created at start)")
-            else:
-                yield Check(
-                    FAIL,
-                    name,
-                    f"{path} does not exist and {parent} is not writable",
-                    f"mkdir -p {path} && chown sir-convert:sir-convert {path}",
-                )
-            continue
-        if not path.is_dir():
-            yield Check(FAIL, name, f"{path} is not a folder", f"move it away; mkdir {path}")
-        elif not os.access(path, os.W_OK | os.X_OK):
-            yield Check(
-                FAIL,
-                name,
-                f"{path} is not writable by this user ({os.getuid()})",
-                f"chown -R sir-convert:sir-convert {path} (or run doctor as the service user)",
-            )
-        else:
-            yield Check(OK, name, str(path))
-    if config.watch.sentinel:
-        sentinel = config.paths.inbox / config.watch.sentinel
-        if os.path.lexists(sentinel):
-            yield Check(OK, "share sentinel", f"{sentinel} present")
-        else:
-            yield Check(
-                FAIL,
-                "share sentinel",
-                f"{sentinel} missing: is the share mounted?",
-                f"mount the share, or create the sentinel: touch {sentinel}",
-            )
+        yield _folder(f"paths.{key}", path, under_share=bool(config.watch.sentinel))
+    if sentinel_note is not None:
+        yield sentinel_note
+
+
+def _folder(name: str, path: Path, under_share: bool) -> Check:
+    """One configured folder: it must exist, be a folder and be writable by this user."""
+    if not os.path.lexists(path):
+        where = "mount the share that holds it, or create it" if under_share else "create it"
+        return Check(
+            FAIL,
+            name,
+            f"{path} does not exist",
+            f"{where}: mkdir -p {path} && chown sir-convert:sir-convert {path}",
+        )
+    if not path.is_dir():
+        return Check(FAIL, name, f"{path} is not a folder", f"move it away; mkdir {path}")
+    if not os.access(path, os.W_OK | os.X_OK):
+        return Check(
+            FAIL,
+            name,
+            f"{path} is not writable by this user ({os.getuid()})",
+            f"chown -R sir-convert:sir-convert {path} (or run doctor as the service user)",
+        )
+    return Check(OK, name, str(path))
+
+
+def _sentinel(config: Config) -> Check | None:
+    """The share guard: without its sentinel the daemon refuses to start (exit 1)."""
+    if not config.watch.sentinel:
+        return None
+    sentinel = config.paths.inbox / config.watch.sentinel
+    if os.path.lexists(sentinel):
+        return Check(OK, "share sentinel", f"{sentinel} present")
+    return Check(
+        FAIL,
+        "share sentinel",
+        f"{sentinel} missing: is the share mounted? The daemon will not start without it",
+        f"mount the share, or create the sentinel: touch {sentinel}",
+    )
 
 
 def _layout(config: Config) -> Iterator[Check]:
-    existing = {k: p.resolve() for k, p in config.paths.named().items() if p.exists()}
-    steps: list[tuple[str, Callable[[], None]]] = [
-        ("no watch loop", lambda: check_overlaps(existing)),
-        ("state on the inbox's filesystem", _same_fs(existing)),
-    ]
-    for label, check in steps:
-        try:
-            check()
-        except ConfigError as exc:
-            yield Check(FAIL, label, str(exc), "change the paths in the config")
-        else:
-            yield Check(OK, label, "yes")
+    # resolve() without strict: folders that do not exist yet are still compared by name.
+    resolved = {k: p.resolve() for k, p in config.paths.named().items()}
+    try:
+        check_overlaps(resolved)
+    except ConfigError as exc:
+        yield Check(FAIL, "no watch loop", str(exc), "change the paths in the config")
+    else:
+        yield Check(OK, "no watch loop", "yes")
+    inbox, state = config.paths.inbox, config.paths.state
+    if not (inbox.is_dir() and state.is_dir()):
+        yield Check(
+            WARN,
+            "state on the inbox's filesystem",
+            "cannot tell until paths.inbox and paths.state exist",
+            "create the folders (see above), then run doctor again",
+        )
+        return
+    try:
+        check_same_filesystem(inbox, state)
+    except ConfigError as exc:
+        yield Check(
+            FAIL, "state on the inbox's filesystem", str(exc), "change the paths in the config"
+        )
+    else:
+        yield Check(OK, "state on the inbox's filesystem", "yes")
 
 
-def _same_fs(existing: dict[str, Path]) -> Callable[[], None]:
-    def check() -> None:
-        if "inbox" in existing and "state" in existing:
-            check_same_filesystem(existing["inbox"], existing["state"])
+@dataclass(frozen=True)
+class GpuSeen:
+    """What doctor found of the configured GPU: NVML, torch (None when not asked) and the
+    device nodes a process needs to reach it."""
 
-    return check
+    nvml_status: str
+    device: GpuDevice | None
+    torch_state: str | None
+    absent_nodes: tuple[str, ...]
+    unusable_nodes: tuple[str, ...]
+
+    @property
+    def usable(self) -> bool:
+        nodes_ok = not self.absent_nodes and not self.unusable_nodes
+        return self.device is not None and nodes_ok and self.torch_state in (None, "available")
+
+    @property
+    def reason(self) -> str:
+        if self.device is None:
+            return self.nvml_status
+        if self.absent_nodes or self.unusable_nodes:
+            return "device nodes missing or not usable"
+        return self.torch_state or "ok"
+
+    def as_probe(self) -> GpuProbe:
+        return GpuProbe(
+            self.usable, self.device, self.reason, self.nvml_status, self.torch_state or ""
+        )
+
+
+def _look_for_gpu(config: Config, deep: bool) -> GpuSeen:
+    index = config.device_index
+    status, device = probe_nvml(index)
+    nodes = ["/dev/nvidiactl", "/dev/nvidia-uvm", f"/dev/nvidia{index}"]
+    absent = tuple(n for n in nodes if not os.path.exists(n))
+    unusable = tuple(n for n in nodes if os.path.exists(n) and not os.access(n, os.R_OK | os.W_OK))
+    # torch takes seconds to import: asked only when the config uses the GPU at all.
+    wanted = deep and device is not None and _needs_gpu(config)
+    torch_state = probe_torch(index) if wanted else None
+    return GpuSeen(status, device, torch_state, absent, unusable)
 
 
 def _needs_gpu(config: Config) -> bool:
@@ -161,19 +233,21 @@ def _needs_gpu(config: Config) -> bool:
     return any(o.acceleration_policy != "cpu_only" for o in option_sets)
 
 
-def _gpu(config: Config, deep: bool) -> Iterator[Check]:
+def _gpu(config: Config, seen: GpuSeen) -> Iterator[Check]:
     index = config.device_index
     needed = _needs_gpu(config)
     missing_is = FAIL if needed and not config.governance.allow_cpu_fallback else WARN
-    status, device = probe_nvml(index)
+    device = seen.device
     if not needed:
-        yield Check(OK, "GPU", f"not used by this config (cpu_only everywhere); NVML: {status}")
+        yield Check(
+            OK, "GPU", f"not used by this config (cpu_only everywhere); NVML: {seen.nvml_status}"
+        )
         return
     if device is None:
         yield Check(
             missing_is,
             "GPU (NVML)",
-            f"no GPU {index}: {status}",
+            f"no GPU {index}: {seen.nvml_status}",
             "install the NVIDIA driver and nvidia-ml-py; check nvidia-smi",
         )
     else:
@@ -183,25 +257,22 @@ def _gpu(config: Config, deep: bool) -> Iterator[Check]:
             f"{device.name}, driver {device.driver_version}, "
             f"{device.memory_total_bytes // (1024**2)} MiB",
         )
-    nodes = ["/dev/nvidiactl", "/dev/nvidia-uvm", f"/dev/nvidia{index}"]
-    absent = [n for n in nodes if not os.path.exists(n)]
-    unusable = [n for n in nodes if os.path.exists(n) and not os.access(n, os.R_OK | os.W_OK)]
-    if absent or unusable:
+    if seen.absent_nodes or seen.unusable_nodes:
         yield Check(
             missing_is,
             "GPU device nodes",
-            f"missing {absent}, not read-writable {unusable}",
+            f"missing {list(seen.absent_nodes)}, not read-writable {list(seen.unusable_nodes)}",
             "load nvidia-uvm (nvidia-modprobe -u -c=0); allow the nodes in the unit's DeviceAllow=",
         )
     else:
-        yield Check(OK, "GPU device nodes", ", ".join(nodes))
-    if deep and device is not None:
-        torch_state = probe_torch(index)
+        yield Check(OK, "GPU device nodes", f"/dev/nvidiactl, /dev/nvidia-uvm, /dev/nvidia{index}")
+    if seen.torch_state is not None:
+        available = seen.torch_state == "available"
         yield Check(
-            OK if torch_state == "available" else missing_is,
+            OK if available else missing_is,
             "CUDA (torch)",
-            torch_state,
-            "" if torch_state == "available" else "install the CUDA build of torch",
+            seen.torch_state,
+            "" if available else "install the CUDA build of torch",
         )
     try:
         folder = runtime_dir(create=False)
@@ -216,30 +287,115 @@ def _gpu(config: Config, deep: bool) -> Iterator[Check]:
     )
 
 
-def _models(config: Config) -> Iterator[Check]:
+def _models(config: Config, environ: dict[str, str]) -> Iterator[Check]:
     option_sets = [config.defaults, *config.profiles.values()]
     needs = models.needed(option_sets)
     if not needs:
         yield Check(OK, "models", "no docling backend in use")
         return
     if not config.models_path:
-        yield Check(
-            WARN,
-            "models",
-            "gpu.models_path is empty: docling fetches from the Hugging Face hub",
-            "on hosts without internet: set gpu.models_path and run sir-convert models download",
-        )
+        yield _hub_cache(environ)
         return
     absent = models.missing(Path(config.models_path), option_sets)
     if absent:
         yield Check(
             FAIL,
             "models",
-            "missing under " + config.models_path + ": " + ", ".join(m.folder for m in absent),
+            "missing under gpu.models_path "
+            + config.models_path
+            + ": "
+            + ", ".join(m.folder for m in absent)
+            + "; the docling backend cannot load, so the daemon does not start",
             "sir-convert models download",
         )
     else:
         yield Check(OK, "models", f"{len(needs)} model folders present in {config.models_path}")
+
+
+_HUB_REPOS = ("docling-project--docling-layout-heron", "docling-project--docling-models")
+
+
+def _hub_cache(environ: dict[str, str]) -> Check:
+    """With gpu.models_path empty docling takes its models from the Hugging Face cache, and
+    fetches what is not there at start: impossible on a host without hub access."""
+    cache = _hub_cache_folder(environ)
+    absent = [r for r in _HUB_REPOS if not _cached(cache / f"models--{r}")]
+    offline = environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    fix = (
+        "set gpu.models_path and run sir-convert models download (on a host with hub access), "
+        'or use backend_strategy = "pymupdf" (see docs/operations.md)'
+    )
+    if not absent:
+        return Check(OK, "models", f"gpu.models_path is empty; found in the hub cache {cache}")
+    detail = f"gpu.models_path is empty and the Hugging Face cache {cache} lacks " + ", ".join(
+        r.replace("--", "/") for r in absent
+    )
+    if offline:
+        return Check(FAIL, "models", detail + " (HF_HUB_OFFLINE is set): docling cannot load", fix)
+    return Check(WARN, "models", detail + ": the daemon downloads them at start", fix)
+
+
+def _hub_cache_folder(environ: dict[str, str]) -> Path:
+    if environ.get("HF_HUB_CACHE"):
+        return Path(environ["HF_HUB_CACHE"])
+    if environ.get("HF_HOME"):
+        return Path(environ["HF_HOME"]) / "hub"
+    cache = Path(environ["XDG_CACHE_HOME"]) if environ.get("XDG_CACHE_HOME") else None
+    return (cache or Path.home() / ".cache") / "huggingface" / "hub"
+
+
+def _cached(repo_folder: Path) -> bool:
+    snapshots = repo_folder / "snapshots"
+    try:
+        return any(p.is_dir() for p in snapshots.iterdir())
+    except OSError:
+        return False
+
+
+def _backends(config: Config, gpu: GpuSeen) -> Iterator[Check]:
+    """Whether each option set (the defaults, every profile) can convert anything at all on
+    this host under the lock, so that 'every file fails gpu_not_available' is said up front."""
+    probe = gpu.as_probe()
+    sets = [("conversion", config.defaults)]
+    sets += [(f"profiles.{name}", options) for name, options in config.profiles.items()]
+    for where, options in sets:
+        name = f"backend ({where})"
+        decision = decide(options, probe, config.governance)
+        if isinstance(decision, RunOn):
+            yield Check(OK, name, f"{options.backend} on {decision.device}")
+            continue
+        reason = decision.details.get("reason", "")
+        yield Check(
+            FAIL, name, _refusal_detail(where, reason, gpu), _refusal_fix(config, where, reason)
+        )
+
+
+def _refusal_detail(where: str, reason: str, gpu: GpuSeen) -> str:
+    if reason == "cpu_only_locked":
+        return (
+            f'{where}.acceleration_policy = "cpu_only" while the GPU-first lock holds: '
+            "every file fails gpu_not_available"
+        )
+    if reason == "no_cuda_device":
+        return (
+            f"no usable GPU ({gpu.reason}) and the GPU-first lock allows no CPU conversion: "
+            "every file fails gpu_not_available"
+        )
+    return f"{where}: every file is refused ({reason})"
+
+
+def _refusal_fix(config: Config, where: str, reason: str) -> str:
+    governance = config.governance
+    unlock = (
+        "lift the lock (docs/operations.md): governance.allow_cpu_only = true with "
+        f'governance.decision_record, {where}.acceleration_policy = "cpu_only", and without hub '
+        f'access {where}.backend_strategy = "pymupdf", {where}.ocr_mode = "off"'
+    )
+    if reason == "cpu_only_locked":
+        return f'{unlock}; or use acceleration_policy = "gpu_required" on a host with a GPU'
+    if governance.unlocked and governance.allow_cpu_fallback and not governance.allow_cpu_only:
+        return f'make the GPU usable, or set {where}.acceleration_policy = "gpu_prefer"'
+    return f"make the GPU usable (see the GPU rows), or {unlock}"
 
 
 def _inotify(config: Config) -> Iterator[Check]:

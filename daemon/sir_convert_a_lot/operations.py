@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +43,20 @@ def gather_status(config: Config) -> dict[str, Any]:
                 "queued": data.get("queued"),
                 "lock": data.get("lock"),
                 "gpu": data.get("gpu"),
+                "version": data.get("version"),
             }
         )
+    with_lease = {inst["instance"] for inst in instances}
+    stopped = [
+        {
+            "instance": note.get("instance"),
+            "host": note.get("host"),
+            "version": note.get("version"),
+            "stopped_at": note.get("stopped_at"),
+        }
+        for note in spool.stops()
+        if note.get("instance") not in with_lease
+    ]
     claimed_by: dict[str, int] = {}
     for owner in _folders(spool.claimed_root):
         claimed_by[owner.name] = len(_folders(owner))
@@ -65,6 +79,7 @@ def gather_status(config: Config) -> dict[str, Any]:
             "failed": sum(1 for _ in walk_files(config.paths.failed)),
         },
         "instances": instances,
+        "stopped_instances": stopped,
         "recent_failures": recent,
     }
 
@@ -84,8 +99,8 @@ def render_status(status: dict[str, Any]) -> str:
         "",
         "instances:",
     ]
-    if not status["instances"]:
-        lines.append("  (none has ever run against this spool)")
+    if not any(inst["live"] for inst in status["instances"]):
+        lines.append(f"  {_nothing_running(status.get('stopped_instances') or [])}")
     for inst in status["instances"]:
         liveness = "live" if inst["live"] else f"stale ({inst['heartbeat_age_seconds']} s)"
         if inst["activity"] == "converting":
@@ -101,7 +116,8 @@ def render_status(status: dict[str, Any]) -> str:
         gpu_text = f"GPU {device}" if device else f"no GPU ({gpu.get('reason', 'unknown')})"
         lines.append(
             f"  {inst['instance']}: {liveness}, {doing}, {inst.get('queued') or 0} queued, "
-            f"{gpu_text}, lock {inst.get('lock')}, pid {inst.get('pid')} on {inst.get('host')}"
+            f"{gpu_text}, lock {inst.get('lock')}, version {inst.get('version') or 'unknown'}, "
+            f"pid {inst.get('pid')} on {inst.get('host')}"
         )
     lines += ["", "recent failures:"]
     if not status["recent_failures"]:
@@ -109,6 +125,27 @@ def render_status(status: dict[str, Any]) -> str:
     for failure in status["recent_failures"]:
         lines.append(f"  {failure['source']}: {failure['code']} - {failure['message']}")
     return "\n".join(lines)
+
+
+def _nothing_running(stopped: list[dict[str, Any]]) -> str:
+    """What to say when no instance is live: when the last one stopped, if any note says so."""
+    if not stopped:
+        return "no instance is running"
+    last = stopped[0]
+    when = datetime.fromtimestamp(float(last["stopped_at"]), tz=UTC)
+    ago = max(0.0, time.time() - float(last["stopped_at"]))
+    return (
+        f"no instance is running; the last, {last['instance']} on {last.get('host')} "
+        f"(version {last.get('version') or 'unknown'}), stopped at "
+        f"{when:%Y-%m-%d %H:%M:%S} UTC ({_duration(ago)} ago)"
+    )
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 @dataclass(frozen=True)

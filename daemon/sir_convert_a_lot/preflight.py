@@ -31,7 +31,8 @@ class SourceFacts:
     sha256: str | None
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in words a user knows."""
     for test, name in (
         (stat.S_ISLNK, "symbolic link"),
         (stat.S_ISFIFO, "named pipe (FIFO)"),
@@ -68,7 +69,7 @@ def open_regular(path: Path) -> int:
 
 
 def _not_regular(mode: int) -> JobFailure:
-    kind = _kind(mode)
+    kind = file_kind(mode)
     return JobFailure(
         ErrorCode.UNSUPPORTED_MEDIA_TYPE,
         f"The dropped item is a {kind}, not a regular file; copy the PDF itself into the inbox.",
@@ -110,12 +111,30 @@ def inspect_source(path: Path, original_name: str, max_file_bytes: int) -> Sourc
             size_bytes=info.st_size,
             max_file_bytes=max_file_bytes,
         )
+    _check_readable(path, info)
     missing = missing_part(path)
     if missing is not None:
         raise _truncated(missing)
     if not _starts_like_pdf(path):
         raise _no_pdf_header()
     return SourceFacts(size_bytes=info.st_size, sha256=sha256_of(path))
+
+
+def _check_readable(path: Path, info: os.stat_result) -> None:
+    """A file whose mode lets only its owner (another user) read it would otherwise fail deep
+    inside the converter with an error about the state folder; say what the user can fix."""
+    try:
+        os.close(open_regular(path))
+    except PermissionError:
+        raise JobFailure(
+            ErrorCode.PDF_UNREADABLE,
+            "The conversion service is not allowed to read this file (only its owner may); "
+            "make it group-readable (chmod g+r, or copy it to the share with default "
+            "permissions) and drop it again.",
+            reason="not_readable_by_service",
+            mode=f"{stat.S_IMODE(info.st_mode):04o}",
+            owner_uid=info.st_uid,
+        ) from None
 
 
 def _starts_like_pdf(path: Path) -> bool:

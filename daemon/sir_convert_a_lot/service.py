@@ -125,6 +125,12 @@ class Service:
     def run(self) -> int:
         """Run until stopped. 0 after a clean stop, 1 after a runtime failure; ConfigError
         escapes for the CLI to turn into exit code 2."""
+        # An unmounted share comes first: creating the folders would fill the empty mount
+        # point, and the share mounted over them later would hide whatever landed there.
+        missing = self._share_missing()
+        if missing:
+            log.error("share_missing", reason=missing, effect="not starting; systemd retries")
+            return 1
         # Refusals come first and alone: one line, exit 2, nothing started that needs stopping.
         prepare(self.config.paths)
         self.spool.ensure_layout()
@@ -254,7 +260,7 @@ class Service:
         if sentinel and not os.path.lexists(self.config.paths.inbox / sentinel):
             return (
                 f"the sentinel {sentinel} is missing from the inbox {self.config.paths.inbox}: "
-                "the share is probably not mounted"
+                "the share is probably not mounted; mount it (or create the sentinel file)"
             )
         return None
 
@@ -775,6 +781,10 @@ class Service:
         for thread in self._threads:
             if thread.name == "sca-heartbeat":
                 thread.join(timeout=5)
+        try:
+            self.spool.record_stop({"version": __version__, "started_at": self.started_at})
+        except OSError as exc:
+            log.warning("stop_note_failed", error=str(exc), effect="status cannot say when")
         self.spool.remove_lease()
         log.info("daemon_stopped")
 

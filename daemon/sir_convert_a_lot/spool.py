@@ -5,6 +5,7 @@ Layout under ``paths.state`` (on the inbox's filesystem, so every move is one ``
     tmp/<instance>/<job_id>/          a claim being built
     claimed/<instance>/<job_id>/      source  +  job.json
     instances/<instance>.lease        heartbeat (mtime) and what the instance is doing
+    instances/<instance>.stopped      when the instance last stopped, and its version
     failures/<job_id>.json            where a failed original went, for retry and status
 
 Every decision is written to ``job.json`` before it is acted on, so that recovery after a crash
@@ -42,6 +43,7 @@ from sir_convert_a_lot.options import ConversionOptions
 
 SOURCE = "source"
 RECORD = "job.json"
+STOPPED = ".stopped"  # instances/<instance>.stopped: when and which version last stopped
 
 Clock = Callable[[], float]
 
@@ -362,6 +364,32 @@ class Spool:
     def remove_lease(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.lease_path)
+
+    def record_stop(self, details: dict[str, Any]) -> None:
+        """Leave a note that this instance stopped, and when: the lease goes with the process,
+        and without the note ``status`` could not tell a stopped spool from a new one."""
+        record = {
+            "instance": self.instance,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "stopped_at": self.clock(),
+            **details,
+        }
+        write_json_atomic(self.instances_root / f"{self.instance}{STOPPED}", record)
+
+    def stops(self) -> list[dict[str, Any]]:
+        """The notes of instances that stopped, newest first; unreadable notes are skipped."""
+        found: list[dict[str, Any]] = []
+        for entry in _entries(self.instances_root):
+            if not entry.name.endswith(STOPPED) or entry.name.startswith("."):
+                continue
+            try:
+                data = read_json(Path(entry.path))
+            except (OSError, ValueError):
+                continue
+            if isinstance(data, dict) and isinstance(data.get("stopped_at"), int | float):
+                found.append({**data, "instance": entry.name[: -len(STOPPED)]})
+        return sorted(found, key=lambda note: float(note["stopped_at"]), reverse=True)
 
     def leases(self) -> list[Lease]:
         """Every instance's lease, with its age measured against our own lease's mtime when we
