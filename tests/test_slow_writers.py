@@ -20,7 +20,7 @@ from typing import BinaryIO
 import pytest
 
 from tests import samba
-from tests.daemon import CAP_LEASE, Daemon, can_obey_permissions
+from tests.daemon import CAP_LEASE, Daemon, can_obey_permissions, run_cli
 from tests.helpers import pdf_bytes, wait_for, write_config
 
 pytestmark = pytest.mark.slow
@@ -50,6 +50,12 @@ def _assert_complete_conversion(root: Path, stem: str, data: bytes) -> None:
     markdown = (outbox / f"{stem}.md").read_text()
     assert f"Page {PAGES}." in markdown and "Page 1." in markdown
     assert (root / "archive" / f"{stem}.pdf").read_bytes() == data
+
+
+def _arriving_in_status(config: Path, why: str) -> str | None:
+    """``sir-convert status`` once it lists report.pdf as arriving, for ``why``."""
+    shown = run_cli("status", config=config).stdout
+    return shown if f"arriving: report.pdf ({why}" in shown else None
 
 
 Opener = Callable[[str, str], BinaryIO]  # (name in the inbox, mode) -> a writable file
@@ -97,8 +103,12 @@ def test_a_writer_that_pauses_longer_than_every_window_gets_the_complete_convers
         handle.flush()
         if not keep_open:
             handle.close()
-        time.sleep(3.0)  # ten stability windows; the old %%EOF grace was three
+        paused = time.monotonic()
+        why = "a writer on this host still has it open" if keep_open else "its end has not"
+        status = wait_for(lambda: _arriving_in_status(config, why), timeout=10)
+        time.sleep(max(0.0, 3.0 - (time.monotonic() - paused)))  # ten stability windows
         assert _finished(tmp_path / "outbox", "report") is None
+        assert "arriving: report.pdf" in status
         if not keep_open:
             handle = open_in_inbox("report.pdf", "r+b")
         handle.seek(half)

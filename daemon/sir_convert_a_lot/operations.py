@@ -41,6 +41,8 @@ def gather_status(config: Config) -> dict[str, Any]:
                 "page": data.get("page"),
                 "pages": data.get("pages"),
                 "queued": data.get("queued"),
+                "arriving": data.get("arriving") or [],
+                "arriving_count": data.get("arriving_count") or 0,
                 "lock": data.get("lock"),
                 "gpu": data.get("gpu"),
                 "version": data.get("version"),
@@ -91,6 +93,28 @@ def _folders(path: Path) -> list[Path]:
         return []
 
 
+_WAITING_FOR = {
+    "open_for_writing": "a writer on this host still has it open",
+    "empty_file": "empty so far",
+    "head_not_arrived": "only zeros so far",
+    "no_eof_marker": "its end has not arrived",
+    "xref_not_arrived": "its cross-reference table has not arrived",
+}
+
+
+def _arriving_lines(inst: dict[str, Any]) -> list[str]:
+    """Files the instance sees but does not claim yet, and why (a copy still running)."""
+    shown = inst.get("arriving") or []
+    lines = [
+        f"    arriving: {entry.get('source')} ({_WAITING_FOR.get(entry.get('waiting_for'), '?')})"
+        for entry in shown
+    ]
+    more = int(inst.get("arriving_count") or 0) - len(shown)
+    if more > 0:
+        lines.append(f"    arriving: {more} more")
+    return lines
+
+
 def render_status(status: dict[str, Any]) -> str:
     queue = status["queue"]
     lines = [
@@ -119,6 +143,7 @@ def render_status(status: dict[str, Any]) -> str:
             f"{gpu_text}, lock {inst.get('lock')}, version {inst.get('version') or 'unknown'}, "
             f"pid {inst.get('pid')} on {inst.get('host')}"
         )
+        lines += _arriving_lines(inst)
     lines += ["", "recent failures:"]
     if not status["recent_failures"]:
         lines.append("  (none)")

@@ -31,7 +31,7 @@ from sir_convert_a_lot.engine import Engine, EngineStartError, resident_bytes
 from sir_convert_a_lot.errors import ConfigError
 from sir_convert_a_lot.folders import prepare
 from sir_convert_a_lot.gpu import GpuProbe
-from sir_convert_a_lot.names import has_pdf_suffix, is_ignored_path
+from sir_convert_a_lot.names import display, has_pdf_suffix, is_ignored_path
 from sir_convert_a_lot.runner import JobRunner, Outcome, cleanup_after_restart
 from sir_convert_a_lot.spool import Job, Spool
 from sir_convert_a_lot.systemd import Notifier
@@ -45,6 +45,7 @@ OVERDUE_GRACE_SECONDS = 60.0  # a job this far past its limit means the daemon i
 CLAIM_BACKOFF_SECONDS = 10.0  # after a failed claim (state folder unwritable, full)
 DEFER_SECONDS = 60.0  # a job that could not even be failed waits this long before a new try
 SETUP_PROBLEMS = frozenset({"models_missing", "device_lock_unavailable"})
+STATUS_ARRIVING = 20  # files still arriving that status lists by name
 
 
 class ShareMissing(Exception):
@@ -743,7 +744,11 @@ class Service:
             "pages": activity.pages,
             "queued": len(self.candidates) + max(0, self.in_flight - (1 if activity.job_id else 0)),
             "watching": len(self.stability),
-            "arriving": len(self.arrivals),
+            "arriving": [
+                {"source": display(path), "waiting_for": reason}
+                for path, reason in sorted(self.arrivals.waiting().items())[:STATUS_ARRIVING]
+            ],
+            "arriving_count": len(self.arrivals),
             "gpu": probe.to_dict() if probe else None,
             "lock": self.governance.lock,
             "started_at": self.started_at,
