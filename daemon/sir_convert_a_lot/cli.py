@@ -156,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get(TRACEBACK_VARIABLE):
             raise
+        if args.command == "run":  # the journal keeps the whole story for the bug report
+            logs.get().error("daemon_crashed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
         print(
             f"sir-convert: {args.command}: unexpected error ({type(exc).__name__}: {exc}); "
             f"this is a bug: please report it, with the output of {TRACEBACK_VARIABLE}=1 "
