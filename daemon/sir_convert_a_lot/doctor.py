@@ -121,6 +121,17 @@ def _folders(config: Config) -> Iterator[Check]:
         yield sentinel_note
 
 
+# The modes the daemon itself gives the folders it creates (UMask=0002 under a setgid parent):
+# share users write the inbox and read results through the group; the state is the service's.
+_FOLDER_MODES = {
+    "paths.inbox": "2775",
+    "paths.outbox": "2775",
+    "paths.failed": "2775",
+    "paths.archive": "2775",
+    "paths.state": "0700",
+}
+
+
 def _folder(name: str, path: Path, under_share: bool) -> Check:
     """One configured folder: it must exist, be a folder and be writable by this user."""
     if not os.path.lexists(path):
@@ -129,7 +140,7 @@ def _folder(name: str, path: Path, under_share: bool) -> Check:
             FAIL,
             name,
             f"{path} does not exist",
-            f"{where}: mkdir -p {path} && chown sir-convert:sir-convert {path}",
+            f"{where}: install -d -o sir-convert -g sir-convert -m {_FOLDER_MODES[name]} {path}",
         )
     if not path.is_dir():
         return Check(FAIL, name, f"{path} is not a folder", f"move it away; mkdir {path}")

@@ -369,6 +369,7 @@ class Service:
 
     def _settle_due(self) -> None:
         inbox = self.config.paths.inbox
+        arriving = self.arrivals.waiting()
         for relative in self.stability.due():
             seen = look(inbox, relative)
             if seen is None:
@@ -379,6 +380,8 @@ class Service:
             if self._has_arrived(seen):
                 self.candidates.append(seen)
                 self.queued.add(relative)
+        if self.arrivals.waiting() != arriving:
+            self._heartbeat_wake.set()  # status shows what is arriving without a lease's delay
 
     def _has_arrived(self, seen: Seen) -> bool:
         """A stable file is claimed once no writer on this host holds it open and its bytes look
