@@ -173,7 +173,7 @@ def _os_problem(exc: OSError) -> str:
     if isinstance(exc, PermissionError):
         return (
             f"{where}permission denied; run it as a user who may (for the spool: the service "
-            "user, sudo -u sir-convert), or fix the owner or mode of that path"
+            "user: runuser -u sir-convert -- ...), or fix the owner or mode of that path"
         )
     if isinstance(exc, FileNotFoundError):
         return f"{where}no such file or folder; check the path (and that the share is mounted)"
@@ -361,7 +361,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
     except PermissionError as exc:
         print(
             f"sir-convert: may not write the models into {target}: {exc.strerror}; run it as "
-            "the service user (sudo -u sir-convert sir-convert models download) or root",
+            "the service user (runuser -u sir-convert -- sir-convert models download) or root",
             file=sys.stderr,
         )
         return EXIT_FAILURE
