@@ -595,3 +595,42 @@ def test_init_config_refuses_to_overwrite_without_force(
 
     assert main([*argv, "--force"]) == 0
     assert config_module.load(target).paths.inbox.is_relative_to(tmp_path / "srv")
+
+
+# --- instance names become path parts under paths.state ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", ["../escape", "a/b", ".hidden", "-dash", "x" * 101, "sp ace", "tab\tname", "é"]
+)
+def test_an_unsafe_instance_name_in_the_config_is_refused_naming_the_key(
+    tmp_path: Path, name: str
+) -> None:
+    document = tomllib.loads(render_default(tmp_path))
+    document["instances"]["name"] = name
+
+    with pytest.raises(ConfigError, match=r"^instances\.name: .*letters, digits"):
+        _parse(document, tmp_path)
+
+
+@pytest.mark.parametrize("name", ["gpu-box.example_1", "_x", "9" * 100])
+def test_a_safe_instance_name_is_accepted(tmp_path: Path, name: str) -> None:
+    document = tomllib.loads(render_default(tmp_path))
+    document["instances"]["name"] = name
+
+    assert _parse(document, tmp_path).instance_name == name
+
+
+@pytest.mark.parametrize("name", ["../escape", "/abs", "", ".."])
+def test_run_refuses_an_unsafe_instance_option_with_exit_2_and_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    path = write_config(tmp_path)
+
+    code = main(["--config", str(path), "run", "--instance", name])
+
+    line = _one_line(capsys.readouterr().err)
+    assert code == 2
+    assert "--instance" in line and "letters, digits" in line
+    assert not (tmp_path / "state").exists()
+    assert not (tmp_path / "escape").exists()

@@ -17,6 +17,7 @@ from sir_convert_a_lot.config import (
     DEFAULT_ROOT,
     Config,
     default_instance_name,
+    instance_name_problem,
     load,
     render_default,
 )
@@ -139,7 +140,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         config = replace(config, device_index=args.gpu)
         if not config.source_has_instance_name:
             config = replace(config, instance_name=default_instance_name(args.gpu))
-    if args.instance:
+    if args.instance is not None:
+        problem = instance_name_problem(args.instance)
+        if problem:
+            raise UsageError(f"run --instance: {args.instance!r} is {problem}")
         config = replace(config, instance_name=args.instance)
     from sir_convert_a_lot.service import Service
 

@@ -8,6 +8,7 @@ unknown key, a wrong type or a bad value with a ``ConfigError`` that names the k
 from __future__ import annotations
 
 import copy
+import re
 import socket
 import tomllib
 from collections.abc import Callable, Mapping
@@ -66,6 +67,26 @@ def _non_empty(value: Any) -> str | None:
     return None if value.strip() else "must not be empty"
 
 
+# An instance name becomes a file and folder name under paths.state, so it may not climb out.
+INSTANCE_NAME_MAX: Final = 100
+INSTANCE_NAME_RULE: Final = (
+    f"use 1 to {INSTANCE_NAME_MAX} letters, digits, '.', '_' or '-', "
+    "starting with a letter, digit or '_'"
+)
+_INSTANCE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+
+
+def instance_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name an instance (None when it can): it becomes a path part."""
+    if len(name) > INSTANCE_NAME_MAX or not _INSTANCE_NAME.fullmatch(name):
+        return f"not a safe instance name; {INSTANCE_NAME_RULE}"
+    return None
+
+
+def _instance_name(value: Any) -> str | None:
+    return None if value == "" else instance_name_problem(value)
+
+
 def _globs(value: Any) -> str | None:
     return None if all(isinstance(v, str) and v for v in value) else "must be non-empty strings"
 
@@ -114,7 +135,7 @@ SCHEMA: Final[dict[str, dict[str, Key]]] = {
     },
     "retry": {"max_attempts": Key((int,), 3, _at_least(1))},
     "instances": {
-        "name": Key((str,), ""),
+        "name": Key((str,), "", _instance_name),
         "lease_seconds": Key(_NUMBER, 60, _at_least(2)),
     },
     "gpu": {

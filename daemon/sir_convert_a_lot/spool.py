@@ -27,7 +27,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from sir_convert_a_lot.config import Paths
+from sir_convert_a_lot.config import Paths, instance_name_problem
+from sir_convert_a_lot.errors import ConfigError
 from sir_convert_a_lot.fsutil import (
     fsync_dir,
     make_dirs_no_symlinks,
@@ -129,6 +130,9 @@ class Lease:
 
 class Spool:
     def __init__(self, paths: Paths, instance: str, clock: Clock = time.time) -> None:
+        problem = instance_name_problem(instance)
+        if problem:  # e.g. a default taken from an odd host name: it becomes a path part here
+            raise ConfigError(f"instances.name: {instance!r} is {problem}")
         self.paths = paths
         self.instance = instance
         self.clock = clock
