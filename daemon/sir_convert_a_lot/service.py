@@ -29,7 +29,7 @@ from sir_convert_a_lot.arrival import WRITER_OPEN, Arrivals
 from sir_convert_a_lot.config import Config, Governance
 from sir_convert_a_lot.engine import Engine, EngineStartError, resident_bytes
 from sir_convert_a_lot.errors import ConfigError
-from sir_convert_a_lot.folders import prepare
+from sir_convert_a_lot.folders import check_config_permissions, prepare
 from sir_convert_a_lot.gpu import GpuProbe
 from sir_convert_a_lot.names import has_pdf_suffix, is_ignored_path
 from sir_convert_a_lot.runner import JobRunner, Outcome, cleanup_after_restart
@@ -687,6 +687,8 @@ class Service:
             log.error("config_reload_refused", reason="the daemon was not started from a file")
             return
         try:
+            # The same gate as at start: a file others may write could lift the GPU-first lock.
+            check_config_permissions(source)
             new = config_module.load(source)
         except ConfigError as exc:
             log.error("config_reload_refused", reason=str(exc), effect="the old config stays")
