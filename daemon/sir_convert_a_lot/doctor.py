@@ -13,7 +13,7 @@ from pathlib import Path
 from sir_convert_a_lot import models
 from sir_convert_a_lot.config import Config
 from sir_convert_a_lot.errors import ConfigError
-from sir_convert_a_lot.folders import check_overlaps, check_same_filesystem
+from sir_convert_a_lot.folders import check_overlaps, check_same_filesystem, state_folders
 from sir_convert_a_lot.gpu import probe_nvml, probe_torch, runtime_dir
 from sir_convert_a_lot.policy import forbidden_environment
 
@@ -38,6 +38,7 @@ def run_checks(config: Config, environ: dict[str, str], deep_gpu: bool = True) -
         _governance(config),
         _config_file(config),
         _folders(config),
+        _state_permissions(config),
         _layout(config),
         _gpu(config, deep_gpu),
         _models(config),
@@ -131,6 +132,48 @@ def _folders(config: Config) -> Iterator[Check]:
                 f"{sentinel} missing: is the share mounted?",
                 f"mount the share, or create the sentinel: touch {sentinel}",
             )
+
+
+def _state_permissions(config: Config) -> Iterator[Check]:
+    """paths.state must be writable by the service user alone: whoever else can write it can
+    forge the records that the daemon and ``retry`` (often run as root) act on."""
+    state = config.paths.state
+    if not state.is_dir():
+        return
+    name = "state permissions"
+    me = os.geteuid()
+    owner = os.lstat(state).st_uid if me == 0 else me  # root checks for the state's owner
+    for folder in state_folders(state):
+        info = os.lstat(folder)
+        if info.st_uid != owner:
+            yield Check(
+                FAIL,
+                name,
+                f"{folder} is owned by uid {info.st_uid}, not by the service user (uid {owner})",
+                f"chown -R {owner} {state}",
+            )
+            return
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            yield Check(
+                FAIL,
+                name,
+                f"{folder} is writable by group or others: they could forge the records that "
+                "the daemon and retry act on",
+                f"chmod -R go-w {state} (the daemon also does this at start)",
+            )
+            return
+    parent = state.resolve().parent
+    parent_mode = os.stat(parent).st_mode
+    if parent_mode & (stat.S_IWGRP | stat.S_IWOTH) and not parent_mode & stat.S_ISVTX:
+        yield Check(
+            WARN,
+            name,
+            f"{parent}, which holds the state folder, is writable by group or others: they "
+            "could rename the state folder away and put their own in its place",
+            f"chmod go-w {parent}",
+        )
+        return
+    yield Check(OK, name, f"{state} is writable by its owner (uid {owner}) alone")
 
 
 def _layout(config: Config) -> Iterator[Check]:

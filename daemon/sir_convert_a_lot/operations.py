@@ -6,14 +6,23 @@ that mounts them, whether or not a daemon runs there.
 
 from __future__ import annotations
 
+import binascii
 import contextlib
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sir_convert_a_lot.config import Config
-from sir_convert_a_lot.fsutil import make_dirs_no_symlinks, move_to_free_name
+from sir_convert_a_lot.errors import ConfigError
+from sir_convert_a_lot.folders import state_problem
+from sir_convert_a_lot.fsutil import (
+    OutsideFolder,
+    inside_folder,
+    make_dirs_no_symlinks,
+    move_to_free_name,
+)
 from sir_convert_a_lot.names import decode_from_record, display
 from sir_convert_a_lot.spool import Spool, walk_files
 from sir_convert_a_lot.watch import scan
@@ -119,13 +128,19 @@ class Retried:
 
 
 def retry(config: Config, names: list[str], everything: bool) -> list[Retried]:
-    """Move failed originals back into the inbox under their original relative folder."""
+    """Move failed originals back into the inbox under their original relative folder. Every
+    path a record names is proven to lie inside its folder first: a record is data that
+    whoever could write the state folder could have forged, and retry often runs as root."""
     spool = Spool(config.paths, instance="retry")
+    refuse_untrusted_state(config.paths.state, spool.failures_root)
     results: list[Retried] = []
     wanted = set(names)
     for record in spool.failure_records():
-        relative = decode_from_record(record["relative_path_b64"])
-        failed_rel = decode_from_record(record["failed_path_b64"])
+        try:
+            relative = decode_from_record(record["relative_path_b64"])
+            failed_rel = decode_from_record(record["failed_path_b64"])
+        except (KeyError, TypeError, ValueError, binascii.Error):
+            continue  # damaged: nothing in it can be matched or moved
         shown = display(relative)
         if not everything and not wanted & {
             shown,
@@ -134,16 +149,53 @@ def retry(config: Config, names: list[str], everything: bool) -> list[Retried]:
             str(record.get("job_id")),
         }:
             continue
-        record_path = Path(record["_record"])
-        source = config.paths.failed / failed_rel
-        if not os.path.lexists(source):
-            with contextlib.suppress(FileNotFoundError):
-                record_path.unlink()
-            results.append(Retried(shown, None, "the failed original is no longer there"))
-            continue
-        folder = make_dirs_no_symlinks(config.paths.inbox, Path(relative).parent.parts)
-        target = move_to_free_name(source, folder, Path(relative).name)
+        results.append(_retry_one(config, record, relative, failed_rel))
+    return results
+
+
+def refuse_untrusted_state(state: Path, failures: Path) -> None:
+    """Records in a state folder others may write could name any file: act on none of them."""
+    for folder in (state, failures):
+        problem = state_problem(folder, owner=None)
+        if problem:
+            raise ConfigError(f"paths.state: {problem}; retry moved nothing")
+
+
+def _retry_one(config: Config, record: dict[str, Any], relative: str, failed_rel: str) -> Retried:
+    shown = display(relative)
+    record_path = Path(record["_record"])
+    if not record.get("_trusted"):
+        return Retried(
+            shown,
+            None,
+            f"refused: the failure record {record_path} was not written by the daemon (another "
+            "user owns it); nothing was moved",
+        )
+    try:
+        source = inside_folder(config.paths.failed, failed_rel, "its failed_path")
+        inside_folder(config.paths.inbox, relative, "its relative_path")
+    except OutsideFolder as exc:
+        return Retried(
+            shown,
+            None,
+            f"refused: the failure record {record_path} is forged or damaged: {exc}; "
+            "nothing was moved",
+        )
+    try:
+        info = os.lstat(source)
+    except FileNotFoundError:
         with contextlib.suppress(FileNotFoundError):
             record_path.unlink()
-        results.append(Retried(shown, display(str(target.relative_to(config.paths.inbox)))))
-    return results
+        return Retried(shown, None, "the failed original is no longer there")
+    if not stat.S_ISREG(info.st_mode):
+        return Retried(
+            shown,
+            None,
+            "the failed original is not a regular file (a symbolic link?); "
+            "retry moves regular files only",
+        )
+    folder = make_dirs_no_symlinks(config.paths.inbox, Path(relative).parent.parts)
+    target = move_to_free_name(source, folder, Path(relative).name)
+    with contextlib.suppress(FileNotFoundError):
+        record_path.unlink()
+    return Retried(shown, display(str(target.relative_to(config.paths.inbox))))

@@ -125,7 +125,15 @@ class Service:
         """Run until stopped. 0 after a clean stop, 1 after a runtime failure; ConfigError
         escapes for the CLI to turn into exit code 2."""
         # Refusals come first and alone: one line, exit 2, nothing started that needs stopping.
-        prepare(self.config.paths)
+        fixed = prepare(self.config.paths)
+        if fixed:
+            log.warning(
+                "state_permissions_fixed",
+                folders=[str(folder) for folder in fixed],
+                reason="paths.state was writable by group or others (created under a umask "
+                "that keeps group write?)",
+                effect="group and world write removed: only the service user writes the state",
+            )
         self.spool.ensure_layout()
         self._refuse_duplicate_instance()
         if self.install_signal_handlers:

@@ -30,8 +30,13 @@ from typing import Any
 from sir_convert_a_lot.config import Paths, instance_name_problem
 from sir_convert_a_lot.errors import ConfigError
 from sir_convert_a_lot.fsutil import (
+    PRIVATE_DIR_MODE,
+    PRIVATE_FILE_MODE,
+    check_name,
+    check_relative,
     fsync_dir,
     make_dirs_no_symlinks,
+    make_private_dirs,
     move_no_replace,
     move_to_free_name,
     read_json,
@@ -103,10 +108,17 @@ class Job:
 
     @classmethod
     def from_record(cls, data: dict[str, Any]) -> Job:
+        """The job a record describes; OutsideFolder (a ValueError) when a name in it could
+        lead out of the inbox or the outbox folder it must stay in."""
         stem = data.get("output_stem_b64")
+        relative_path = decode_from_record(data["relative_path_b64"])
+        check_relative(relative_path, "relative_path")
+        output_stem = decode_from_record(stem) if stem else None
+        if output_stem is not None:
+            check_name(output_stem, "output_stem")
         return cls(
             job_id=str(data["job_id"]),
-            relative_path=decode_from_record(data["relative_path_b64"]),
+            relative_path=relative_path,
             profile=data.get("profile"),
             options=ConversionOptions.from_dict(data["options"]),
             claimed_at=float(data["claimed_at"]),
@@ -115,7 +127,7 @@ class Job:
             instance=str(data["instance"]),
             claimed_sha256=_optional_str(data.get("claimed_sha256")),
             attempts=int(data.get("attempts", 0)),
-            output_stem=decode_from_record(stem) if stem else None,
+            output_stem=output_stem,
             phase=str(data.get("phase", "claimed")),
             outcome=dict(data.get("outcome") or {}),
         )
@@ -165,7 +177,7 @@ class Spool:
             self.failures_root,
             self.reservations_root,
         ):
-            folder.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(folder)
 
     def job_folder(self, job: Job) -> Path:
         return self.my_claims / job.job_id
@@ -197,8 +209,9 @@ class Spool:
         )
         building = self.my_tmp / job.job_id
         try:
-            building.mkdir(parents=True)
-            write_json_atomic(building / RECORD, job.to_record())
+            make_private_dirs(self.my_tmp)
+            os.mkdir(building, PRIVATE_DIR_MODE)
+            write_json_atomic(building / RECORD, job.to_record(), PRIVATE_FILE_MODE)
             os.rename(self.paths.inbox / relative_path, building / SOURCE)
         except FileNotFoundError:
             remove_tree(building)
@@ -208,7 +221,7 @@ class Spool:
             raise
         try:
             fsync_dir(building)
-            self.my_claims.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(self.my_claims)
             os.rename(building, self.job_folder(job))
         except OSError:
             # Give the file back rather than strand it until the next start's recovery.
@@ -223,7 +236,7 @@ class Spool:
     # -- records ------------------------------------------------------------------------------
 
     def save(self, job: Job) -> Job:
-        write_json_atomic(self.job_folder(job) / RECORD, job.to_record())
+        write_json_atomic(self.job_folder(job) / RECORD, job.to_record(), PRIVATE_FILE_MODE)
         return job
 
     def update(self, job: Job, **changes: Any) -> Job:
@@ -246,9 +259,10 @@ class Spool:
     def reserve(self, folder: str, key: str, job_id: str) -> bool:
         """Hold an output stem for ``job_id``; False when another job holds it."""
         path = self._reservation(folder, key)
-        self.reservations_root.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(self.reservations_root)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            fd = os.open(path, flags, PRIVATE_FILE_MODE)
         except FileExistsError:
             try:
                 return path.read_text(encoding="ascii").strip() == job_id
@@ -299,7 +313,7 @@ class Spool:
 
     def _finish_half_claim(self, building: Path, into: Path) -> None:
         if os.path.lexists(building / SOURCE):
-            into.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(into)
             with contextlib.suppress(FileNotFoundError):
                 os.rename(building, into / building.name)
         else:
@@ -333,7 +347,7 @@ class Spool:
             return None
         if job.instance != self.instance or job_folder.name != job.job_id:
             job = replace(job, instance=self.instance, job_id=job_folder.name)
-            write_json_atomic(job_folder / RECORD, job.to_record())
+            write_json_atomic(job_folder / RECORD, job.to_record(), PRIVATE_FILE_MODE)
         return job
 
     def _duplicate_of_inbox(self, job: Job, job_folder: Path) -> bool:
@@ -361,7 +375,7 @@ class Spool:
             "heartbeat_at": self.clock(),
             **status,
         }
-        write_json_atomic(self.lease_path, record)
+        write_json_atomic(self.lease_path, record, PRIVATE_FILE_MODE)
 
     def remove_lease(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -465,21 +479,30 @@ class Spool:
             "failed_at": self.clock(),
             "instance": self.instance,
         }
-        write_json_atomic(self.failures_root / f"{job.job_id}.json", record)
+        write_json_atomic(self.failures_root / f"{job.job_id}.json", record, PRIVATE_FILE_MODE)
         remove_tree(self.job_folder(job))
         return target
 
     def failure_records(self) -> list[dict[str, Any]]:
+        """Every failure record, oldest first, with ``_record`` (its path) and ``_trusted``:
+        whether the owner of the failures folder wrote it (anyone else's is shown, never acted
+        on)."""
+        try:
+            owner: int | None = os.lstat(self.failures_root).st_uid
+        except OSError:
+            owner = None
         records: list[dict[str, Any]] = []
         for entry in _entries(self.failures_root):
             if not entry.name.endswith(".json") or entry.name.startswith("."):
                 continue
             try:
+                uid = entry.stat(follow_symlinks=False).st_uid
                 record = read_json(Path(entry.path))
             except (OSError, ValueError):
                 continue
             if isinstance(record, dict):
                 record["_record"] = entry.path
+                record["_trusted"] = uid == owner
                 records.append(record)
         records.sort(key=lambda r: float(r.get("failed_at") or 0))
         return records
@@ -503,6 +526,10 @@ def _read_job(record: Path) -> Job | None:
 
 
 def _entries(folder: Path) -> list[os.DirEntry[str]]:
+    """A folder's entries; nothing for a symlink planted where a spool folder belongs, so that
+    a listing never leads out of the spool."""
+    if os.path.islink(folder):
+        return []
     try:
         with os.scandir(folder) as iterator:
             return list(iterator)
