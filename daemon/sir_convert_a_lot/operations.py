@@ -33,12 +33,16 @@ RECENT_FAILURES = 10
 def gather_status(config: Config) -> dict[str, Any]:
     spool = Spool(config.paths, instance="status")
     instances = []
+    blocked: list[dict[str, Any]] = []
     for lease in sorted(spool.leases(), key=lambda lease: lease.instance):
         data = dict(lease.data)
+        live = lease.age_seconds <= config.lease_seconds
+        if live:
+            blocked += [{**entry, "instance": lease.instance} for entry in _blocked_of(data)]
         instances.append(
             {
                 "instance": lease.instance,
-                "live": lease.age_seconds <= config.lease_seconds,
+                "live": live,
                 "heartbeat_age_seconds": round(lease.age_seconds, 1),
                 "host": data.get("host"),
                 "pid": data.get("pid"),
@@ -48,6 +52,7 @@ def gather_status(config: Config) -> dict[str, Any]:
                 "page": data.get("page"),
                 "pages": data.get("pages"),
                 "queued": data.get("queued"),
+                "blocked": data.get("blocked_count") or 0,
                 "lock": data.get("lock"),
                 "gpu": data.get("gpu"),
             }
@@ -74,8 +79,17 @@ def gather_status(config: Config) -> dict[str, Any]:
             "failed": sum(1 for _ in walk_files(config.paths.failed)),
         },
         "instances": instances,
+        "blocked": blocked,
         "recent_failures": recent,
     }
+
+
+def _blocked_of(lease: dict[str, Any]) -> list[dict[str, Any]]:
+    """The blocked files a lease lists (a lease is data: keep only well-formed entries)."""
+    entries = lease.get("blocked")
+    if not isinstance(entries, list):
+        return []
+    return [entry for entry in entries if isinstance(entry, dict) and "source" in entry]
 
 
 def _folders(path: Path) -> list[Path]:
@@ -108,10 +122,20 @@ def render_status(status: dict[str, Any]) -> str:
         gpu = inst.get("gpu") or {}
         device = (gpu.get("device") or {}).get("name") if gpu.get("cuda_available") else None
         gpu_text = f"GPU {device}" if device else f"no GPU ({gpu.get('reason', 'unknown')})"
+        blocked = f", {inst['blocked']} blocked" if inst.get("blocked") else ""
         lines.append(
-            f"  {inst['instance']}: {liveness}, {doing}, {inst.get('queued') or 0} queued, "
-            f"{gpu_text}, lock {inst.get('lock')}, pid {inst.get('pid')} on {inst.get('host')}"
+            f"  {inst['instance']}: {liveness}, {doing}, {inst.get('queued') or 0} queued"
+            f"{blocked}, {gpu_text}, lock {inst.get('lock')}, pid {inst.get('pid')} on "
+            f"{inst.get('host')}"
         )
+    if status.get("blocked"):
+        lines += ["", "blocked in the inbox (the service user cannot move them):"]
+        for entry in status["blocked"]:
+            lines.append(
+                f"  {entry['source']}: {entry.get('errno')} {entry.get('error')}, tried "
+                f"{entry.get('tries')}x, next try in {entry.get('retry_in_seconds')} s"
+            )
+            lines.append(f"    fix: {entry.get('fix')}")
     lines += ["", "recent failures:"]
     if not status["recent_failures"]:
         lines.append("  (none)")

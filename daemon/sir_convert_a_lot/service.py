@@ -31,9 +31,9 @@ from sir_convert_a_lot.engine import Engine, EngineStartError, resident_bytes
 from sir_convert_a_lot.errors import ConfigError
 from sir_convert_a_lot.folders import check_config_permissions, prepare
 from sir_convert_a_lot.gpu import GpuProbe
-from sir_convert_a_lot.names import has_pdf_suffix, is_ignored_path
+from sir_convert_a_lot.names import display, has_pdf_suffix, is_ignored_path
 from sir_convert_a_lot.runner import JobRunner, Outcome, cleanup_after_restart
-from sir_convert_a_lot.spool import Job, Spool
+from sir_convert_a_lot.spool import Job, SourceBlocked, Spool
 from sir_convert_a_lot.systemd import Notifier
 from sir_convert_a_lot.watch import InboxWatcher, Seen, Stability, look, scan
 
@@ -43,11 +43,46 @@ MAX_IN_FLIGHT = 2  # one converting, at most one claimed and waiting
 WORKER_SILENCE_SECONDS = 30.0  # a worker silent this long is stuck (native code holding the GIL)
 OVERDUE_GRACE_SECONDS = 60.0  # a job this far past its limit means the daemon itself is stuck
 CLAIM_BACKOFF_SECONDS = 10.0  # after a failed claim (state folder unwritable, full)
+# A file the service user cannot move out of its folder waits alone, 10 s, 20 s, ... 10 min.
+BLOCKED_FIRST_SECONDS = 10.0
+BLOCKED_MAX_SECONDS = 600.0
+BLOCKED_SHOWN = 50  # at most this many blocked files in the lease (status shows the count too)
 DEFER_SECONDS = 60.0  # a job that could not even be failed waits this long before a new try
 
 
 class ShareMissing(Exception):
     """The inbox's sentinel file is absent: the share is not mounted."""
+
+
+def blocked_delay(tries: int) -> float:
+    """The wait before try ``tries + 1`` of a blocked file: doubling, capped."""
+    return float(min(BLOCKED_MAX_SECONDS, BLOCKED_FIRST_SECONDS * 2 ** max(0, tries - 1)))
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """An inbox file the service user cannot move (claim), and when to try it again."""
+
+    seen: Seen
+    errno_name: str
+    error: str
+    folder: str
+    fix: str
+    since: float  # wall clock, for people
+    tries: int
+    retry_at: float  # the service clock
+
+    def to_dict(self, now: float) -> dict[str, Any]:
+        return {
+            "source": display(self.seen.relative_path),
+            "errno": self.errno_name,
+            "error": self.error,
+            "folder": self.folder,
+            "fix": self.fix,
+            "since": self.since,
+            "tries": self.tries,
+            "retry_in_seconds": round(max(0.0, self.retry_at - now), 1),
+        }
 
 
 @dataclass
@@ -115,6 +150,9 @@ class Service:
         self._next_takeover = 0.0
         self._finished = False
         self._claims_paused_until = 0.0
+        self.blocked: dict[str, Blocked] = {}
+        # What the heartbeat thread shows of ``blocked``, replaced whole by the main thread.
+        self._blocked_view: tuple[Blocked, ...] = ()
         self.notifier = Notifier()
         self._last_status_line = ""
         self._watchdog_withheld: str | None = None
@@ -358,6 +396,9 @@ class Service:
     def _observe(self, seen: Seen) -> None:
         if seen.relative_path in self.queued:
             return
+        blocked = self.blocked.get(seen.relative_path)
+        if blocked is not None and self.clock() < blocked.retry_at:
+            return  # waits out its back-off; the others go on
         self.stability.observe(seen)
 
     def _settle_due(self) -> None:
@@ -462,6 +503,9 @@ class Service:
                     now_seen.size,
                     now_seen.mtime_ns,
                 )
+            except SourceBlocked as exc:
+                self._block(now_seen, exc)
+                continue
             except OSError as exc:
                 # The state folder is full, read-only or gone: the file stays in the inbox.
                 log.error(
@@ -475,11 +519,69 @@ class Service:
                 self.queued.add(seen.relative_path)
                 self._claims_paused_until = self.clock() + CLAIM_BACKOFF_SECONDS
                 return
+            self._unblock(seen.relative_path, job)
             if job is None:
                 log.info("claim_lost", source=seen.relative_path)
                 continue
             log.info("job_claimed", job_id=job.job_id, source=job.relative_path, profile=profile)
             self._enqueue(job)
+
+    def _block(self, seen: Seen, exc: SourceBlocked) -> None:
+        """One file cannot be moved by the service user: it waits alone, with a growing
+        back-off, and is logged once per cause; every other file is still claimed."""
+        relative = seen.relative_path
+        before = self.blocked.get(relative)
+        tries = before.tries + 1 if before else 1
+        delay = blocked_delay(tries)
+        entry = Blocked(
+            seen=seen,
+            errno_name=exc.errno_name,
+            error=exc.error.strerror or str(exc.error),
+            folder=display(str(exc.folder)),
+            fix=exc.fix,
+            since=before.since if before else time.time(),
+            tries=tries,
+            retry_at=self.clock() + delay,
+        )
+        if before is None or before.errno_name != entry.errno_name:
+            log.error(
+                "claim_failed",
+                source=relative,
+                errno=entry.errno_name,
+                error=entry.error,
+                folder=entry.folder,
+                fix=entry.fix,
+                retry_in_seconds=delay,
+                effect="this file stays in the inbox untouched and is tried again with a "
+                "growing back-off (up to 10 min); the other files are claimed as usual",
+            )
+        self.blocked[relative] = entry
+        self._publish_blocked()
+
+    def _unblock(self, relative: str, job: Job | None) -> None:
+        if self.blocked.pop(relative, None) is None:
+            return
+        log.info("claim_unblocked", source=relative, job_id=job.job_id if job else None)
+        self._publish_blocked()
+
+    def _retry_blocked(self) -> None:
+        """Blocked files whose back-off is over go back in line, as they were when blocked:
+        the dispatcher sends a file that changed meanwhile through the stability window."""
+        now = self.clock()
+        for relative, entry in list(self.blocked.items()):
+            if entry.retry_at > now or relative in self.queued:
+                continue
+            if look(self.config.paths.inbox, relative) is None:
+                self.blocked.pop(relative)
+                log.info("claim_unblocked", source=relative, reason="the file left the inbox")
+                self._publish_blocked()
+                continue
+            self.candidates.append(entry.seen)
+            self.queued.add(relative)
+
+    def _publish_blocked(self) -> None:
+        self._blocked_view = tuple(self.blocked.values())
+        self._heartbeat_wake.set()
 
     def _enqueue(self, job: Job) -> None:
         self.in_flight += 1
@@ -491,6 +593,7 @@ class Service:
         self.deferred = [(at, job) for at, job in self.deferred if at > now]
         for job in due:
             self._enqueue(job)
+        self._retry_blocked()
         if now >= self._next_rescan:
             self._next_rescan = now + self.config.watch.rescan_interval_seconds
             self._full_scan()
@@ -675,6 +778,8 @@ class Service:
             doing = "idle"
         if queued:
             doing += f", {queued} queued"
+        if self._blocked_view:
+            doing += f", {len(self._blocked_view)} blocked (see sir-convert status)"
         info = self.engine.info
         if info is not None and not info.loaded:
             return f"no GPU: jobs fail with gpu_not_available; {doing}"
@@ -739,6 +844,10 @@ class Service:
             "pages": activity.pages,
             "queued": len(self.candidates) + max(0, self.in_flight - (1 if activity.job_id else 0)),
             "watching": len(self.stability),
+            "blocked_count": len(self._blocked_view),
+            "blocked": [
+                entry.to_dict(self.clock()) for entry in self._blocked_view[:BLOCKED_SHOWN]
+            ],
             "arriving": len(self.arrivals),
             "gpu": probe.to_dict() if probe else None,
             "lock": self.governance.lock,
