@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sir_convert_a_lot.config import Config
-from sir_convert_a_lot.errors import ConfigError
+from sir_convert_a_lot.errors import ConfigError, ErrorCode
 from sir_convert_a_lot.folders import state_problem
 from sir_convert_a_lot.fsutil import (
     OutsideFolder,
@@ -148,17 +148,48 @@ def render_status(status: dict[str, Any]) -> str:
 class Retried:
     source: str
     back_in_inbox: str | None
-    problem: str | None = None
+    problem: str | None = None  # could not be moved (refused, gone)
+    skipped: str | None = None  # deliberately left in failed/ (why)
 
 
-def retry(config: Config, names: list[str], everything: bool) -> list[Retried]:
-    """Move failed originals back into the inbox under their original relative folder. Every
-    path a record names is proven to lie inside its folder first: a record is data that
-    whoever could write the state folder could have forged, and retry often runs as root."""
+@dataclass(frozen=True)
+class RetrySelection:
+    """Which failures ``retry`` moves. Names pick files whatever their code; ``--all`` picks
+    every failure whose code is retryable (the same file may succeed later), or every one with
+    ``include_permanent``; ``codes`` narrows either to those codes (and alone means ``--all``
+    of those codes, permanent ones included: the operator named them)."""
+
+    names: frozenset[str] = frozenset()
+    codes: frozenset[str] = frozenset()
+    include_permanent: bool = False
+
+    def skip_reason(self, code: str | None) -> str | None:
+        """Why a failure that matched the names (or --all/--code) stays in failed/."""
+        if self.codes and code not in self.codes:
+            return "excluded"
+        if self.names or self.codes or self.include_permanent:
+            return None
+        if code is None or code not in _CODES:
+            return "its record names no known error code; retry it by name"
+        if not ErrorCode(code).retryable:
+            return (
+                f"{code} is permanent (the file itself must change); retry it by name, with "
+                f"--code {code}, or pass --include-permanent"
+            )
+        return None
+
+
+_CODES = frozenset(code.value for code in ErrorCode)
+
+
+def retry(config: Config, selection: RetrySelection) -> list[Retried]:
+    """Move the selected failed originals back into the inbox under their original relative
+    folder; the others that ``--all`` reached are reported as skipped, with why. Every path a
+    record names is proven to lie inside its folder first: a record is data that whoever could
+    write the state folder could have forged, and retry often runs as root."""
     spool = Spool(config.paths, instance="retry")
     refuse_untrusted_state(config.paths.state, spool.failures_root)
     results: list[Retried] = []
-    wanted = set(names)
     for record in spool.failure_records():
         try:
             relative = decode_from_record(record["relative_path_b64"])
@@ -166,12 +197,19 @@ def retry(config: Config, names: list[str], everything: bool) -> list[Retried]:
         except (KeyError, TypeError, ValueError, binascii.Error):
             continue  # damaged: nothing in it can be matched or moved
         shown = display(relative)
-        if not everything and not wanted & {
+        if selection.names and not selection.names & {
             shown,
             display(Path(relative).name),
             display(failed_rel),
             str(record.get("job_id")),
         }:
+            continue
+        code = record.get("code")
+        why = selection.skip_reason(code if isinstance(code, str) else None)
+        if why == "excluded":
+            continue
+        if why is not None:
+            results.append(Retried(shown, None, skipped=why))
             continue
         results.append(_retry_one(config, record, relative, failed_rel))
     return results
