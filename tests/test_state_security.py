@@ -5,6 +5,7 @@ record and root's ``retry`` moved a private file into the share)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -85,7 +86,9 @@ def _modes(root: Path) -> dict[str, int]:
     for top, folders, files in os.walk(root):
         for name in [*folders, *files]:
             path = Path(top) / name
-            if name != SOURCE:  # a claimed original keeps the mode its writer gave it
+            if name == SOURCE:  # a claimed original keeps the mode its writer gave it
+                continue
+            with contextlib.suppress(FileNotFoundError):  # a job that finished meanwhile
                 found[str(path.relative_to(root))] = stat.S_IMODE(os.lstat(path).st_mode)
     found["."] = stat.S_IMODE(os.lstat(root).st_mode)
     return found
@@ -119,7 +122,9 @@ def test_a_daemon_under_umask_0002_keeps_the_share_group_out_of_its_state(share:
         modes = _modes(state)
         assert "failures" in modes and "instances/test-instance.lease" in modes
         assert {p: oct(m) for p, m in modes.items() if m & WRITE_BITS} == {}
-        folders = [Path(top) for top, _d, _f in os.walk(state)]
+        # the spool's own folders (a job's folder may come and go meanwhile)
+        folders = [Path(top) for top, _d, _f in os.walk(state) if "job_" not in top]
+        assert len(folders) == 8, folders
         attempts = _share_user_writes([share / "inbox", *folders])
         assert attempts.pop(str(share / "inbox")) == "written"  # the share itself works
         assert set(attempts.values()) == {"PermissionError"}, attempts
@@ -156,15 +161,29 @@ def test_the_start_fixes_a_group_writable_state_and_refuses_one_owned_by_another
     claimed.mkdir(parents=True)
     for folder in (config.paths.state, claimed):
         folder.chmod(0o2777)
+    record = config.paths.state / "failures" / "job_1.json"
+    record.parent.mkdir(mode=0o755)
+    record.write_text("{}")
+    record.chmod(0o666)
+    original = claimed / "job_2" / SOURCE  # the user's file keeps its mode and owner
+    original.parent.mkdir(mode=0o755)
+    original.write_bytes(b"%PDF")
+    original.chmod(0o664)
 
     fixed = prepare(config.paths)
 
-    assert set(fixed) == {config.paths.state.resolve(), claimed.resolve()}
+    assert set(fixed) == {config.paths.state.resolve(), claimed.resolve(), record.resolve()}
     assert stat.S_IMODE(os.stat(claimed).st_mode) == 0o2755
+    assert stat.S_IMODE(os.stat(record).st_mode) == 0o644
+    assert stat.S_IMODE(os.stat(original).st_mode) == 0o664
     if os.geteuid() == 0:
-        os.chown(claimed, SHARE_UID, SHARE_GID)
-        with pytest.raises(ConfigError, match=r"^paths\.state: .*owned by uid 65534.*chown -R"):
-            prepare(config.paths)
+        os.chown(original, SHARE_UID, SHARE_GID)
+        prepare(config.paths)
+        for planted in (record, claimed):
+            os.chown(planted, SHARE_UID, SHARE_GID)
+            with pytest.raises(ConfigError, match=r"^paths\.state: .*owned by uid 65534.*chown"):
+                prepare(config.paths)
+            os.chown(planted, 0, 0)
 
 
 def test_doctor_fails_a_state_folder_others_may_write(

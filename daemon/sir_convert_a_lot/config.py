@@ -76,9 +76,9 @@ INSTANCE_NAME_RULE: Final = (
 _INSTANCE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 
 
-def instance_name_problem(name: str) -> str | None:
+def instance_name_problem(name: str, max_length: int = INSTANCE_NAME_MAX) -> str | None:
     """Why ``name`` cannot name an instance (None when it can): it becomes a path part."""
-    if len(name) > INSTANCE_NAME_MAX or not _INSTANCE_NAME.fullmatch(name):
+    if len(name) > max_length or not _INSTANCE_NAME.fullmatch(name):
         return f"not a safe instance name; {INSTANCE_NAME_RULE}"
     return None
 

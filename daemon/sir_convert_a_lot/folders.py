@@ -15,6 +15,7 @@ from sir_convert_a_lot.errors import ConfigError
 from sir_convert_a_lot.fsutil import PRIVATE_DIR_MODE
 
 _WRITABLE_BY_OTHERS = stat.S_IWGRP | stat.S_IWOTH
+_CLAIMED_ORIGINAL = "source"  # spool.SOURCE: the user's file inside a job folder
 
 
 def _inside(child: Path, parent: Path) -> bool:
@@ -73,25 +74,34 @@ def state_problem(folder: Path, owner: int | None) -> str | None:
     return None
 
 
+def state_records(state: Path) -> list[Path]:
+    """Every non-folder entry below ``state`` that the daemon wrote (records, leases,
+    reservations); a claimed original (``source``) is the user's file and keeps its owner."""
+    found = []
+    for top, _folders, files in os.walk(state, followlinks=False):
+        found += [Path(top) / name for name in files if name != _CLAIMED_ORIGINAL]
+    return found
+
+
 def secure_state(state: Path) -> list[Path]:
     """Make paths.state writable by the service user alone, whatever the umask it was created
-    under: remove group/world write from the folders we own, refuse any folder owned by another
-    user (exit 2). Returns the folders that were fixed."""
+    under: remove group/world write from what we own, refuse any folder or record owned by
+    another user (exit 2: it was planted, or made by root by hand). Returns what was fixed."""
     me = os.geteuid()
     fixed: list[Path] = []
-    for folder in state_folders(state):
-        info = os.lstat(folder)
+    for entry in state_folders(state) + state_records(state):
+        info = os.lstat(entry)
         if info.st_uid != me:
-            raise ConfigError(f"paths.state: {state_problem(folder, me)}")
-        if info.st_mode & _WRITABLE_BY_OTHERS:
+            raise ConfigError(f"paths.state: {state_problem(entry, me)}")
+        if info.st_mode & _WRITABLE_BY_OTHERS and not stat.S_ISLNK(info.st_mode):
             try:
-                os.chmod(folder, stat.S_IMODE(info.st_mode) & ~_WRITABLE_BY_OTHERS)
+                os.chmod(entry, stat.S_IMODE(info.st_mode) & ~_WRITABLE_BY_OTHERS)
             except OSError as exc:
                 raise ConfigError(
-                    f"paths.state: {folder} is writable by group or others and cannot be fixed "
+                    f"paths.state: {entry} is writable by group or others and cannot be fixed "
                     f"({exc.strerror}); fix with: chmod -R go-w {state}"
                 ) from None
-            fixed.append(folder)
+            fixed.append(entry)
     return fixed
 
 

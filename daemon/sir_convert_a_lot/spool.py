@@ -195,7 +195,8 @@ class Lease:
 
 class Spool:
     def __init__(self, paths: Paths, instance: str, clock: Clock = time.time) -> None:
-        problem = instance_name_problem(instance)
+        # Room for names derived from a configured one (``convert`` adds ``-convert-<pid>``).
+        problem = instance_name_problem(instance, max_length=200)
         if problem:  # e.g. a default taken from an odd host name: it becomes a path part here
             raise ConfigError(f"instances.name: {instance!r} is {problem}")
         self.paths = paths
