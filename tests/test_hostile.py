@@ -372,14 +372,17 @@ def test_a_blocked_file_backs_off_alone_doubling_while_the_others_are_claimed(
         wait_for(lambda: (tmp_path / "outbox" / "free.json").exists(), timeout=30)
         first = service.blocked["locked/stuck.pdf"]
         wait_for(lambda: service.blocked["locked/stuck.pdf"].tries >= 3, timeout=30)
+        assert first.since == service.blocked["locked/stuck.pdf"].since
         assert "1 blocked" in service.status_line()
         assert service.status()["blocked"][0]["source"] == "locked/stuck.pdf"
         assert service._claims_paused_until == 0.0  # the inbox as a whole never paused
+        assert (inbox / "locked" / "stuck.pdf").exists()
+        (inbox / "locked" / "stuck.pdf").unlink()  # the user takes it away: nothing is blocked
+        wait_for(lambda: not service.blocked, timeout=30)
+        wait_for(lambda: "blocked" not in service.status_line(), timeout=10)
     finally:
         service.request_stop()
         thread.join(60)
-    assert first.since == service.blocked["locked/stuck.pdf"].since
-    assert (inbox / "locked" / "stuck.pdf").exists()
 
 
 @pytest.mark.skipif(

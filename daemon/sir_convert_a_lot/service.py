@@ -392,6 +392,9 @@ class Service:
     def _forget(self, relative: str) -> None:
         self.stability.forget(relative)
         self.arrivals.forget(relative)
+        if self.blocked.pop(relative, None) is not None:
+            log.info("claim_unblocked", source=relative, reason="the file left the inbox")
+            self._publish_blocked()
 
     def _observe(self, seen: Seen) -> None:
         if seen.relative_path in self.queued:
@@ -572,9 +575,7 @@ class Service:
             if entry.retry_at > now or relative in self.queued:
                 continue
             if look(self.config.paths.inbox, relative) is None:
-                self.blocked.pop(relative)
-                log.info("claim_unblocked", source=relative, reason="the file left the inbox")
-                self._publish_blocked()
+                self._forget(relative)
                 continue
             self.candidates.append(entry.seen)
             self.queued.add(relative)
