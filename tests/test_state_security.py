@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import stat
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -331,3 +332,60 @@ def test_retry_refuses_to_act_on_a_state_folder_others_may_write(
     assert code == 2
     assert "writable by group or others" in err and "retry moved nothing" in err
     assert files_under(paths.inbox) == []
+
+
+def _status_as(config: Path, groups: list[int]) -> tuple[int, str]:
+    """``sir-convert status`` in a forked child as uid nobody with these groups: (exit, stderr)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 99
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the child ends with _exit
+            sys.stderr = os.fdopen(write_end, "w")
+            os.setgroups(groups)
+            os.setgid(groups[0] if groups else SHARE_UID)
+            os.setuid(SHARE_UID)
+            code = main(["--config", str(config), "status"])
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        err = pipe.read().decode()
+    _pid, wait_status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(wait_status), err
+
+
+@AS_ROOT
+def test_status_by_a_user_who_may_not_read_the_state_says_so_in_one_line(share: Path) -> None:
+    config = write_config(share)
+    paths = load_config(share).paths
+    prepare(paths)
+    Spool(paths, "test-instance").ensure_layout()
+
+    assert _status_as(config, [SHARE_GID]) == (0, "")  # the group may read it
+    code, err = _status_as(config, [])
+    assert code == 1
+    assert err.startswith(f"sir-convert: status: cannot read {paths.state}")
+    assert "service user or a member of its group" in err and len(err.splitlines()) == 1
+
+
+@AS_ROOT
+def test_doctor_fails_a_state_folder_owned_by_another_user_and_warns_of_a_writable_parent(
+    share: Path,
+) -> None:
+    config = load_config(share)
+    prepare(config.paths)
+    Spool(config.paths, "test-instance").ensure_layout()
+    # share/ is 2775: a share user could swap the whole state folder for their own
+    row = next(c for c in doctor.run_checks(config, {}, False) if c.name == "state permissions")
+    assert row.status == doctor.WARN and row.fix == f"chmod go-w {share}"
+    share.chmod(0o2755)
+    row = next(c for c in doctor.run_checks(config, {}, False) if c.name == "state permissions")
+    assert row.status == doctor.OK, row
+    os.chown(config.paths.state / "claimed", SHARE_UID, SHARE_GID)
+    row = next(c for c in doctor.run_checks(config, {}, False) if c.name == "state permissions")
+    assert row.status == doctor.FAIL
+    assert "owned by uid 65534, not by the service user (uid 0)" in row.detail
+    assert row.fix == f"chown -R 0 {config.paths.state}"

@@ -193,7 +193,16 @@ def _cmd_status(args: argparse.Namespace) -> int:
     config = _load_config(args)
     from sir_convert_a_lot.operations import gather_status, render_status
 
-    status = gather_status(config)
+    try:
+        status = gather_status(config)
+    except PermissionError as exc:
+        # paths.state is the service user's (0750): others may not read it, by design.
+        print(
+            f"sir-convert: status: cannot read {exc.filename}: run it as the service user or "
+            "a member of its group",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
     if args.json:
         print(json.dumps(status, sort_keys=True, indent=2))
     else:
