@@ -568,17 +568,17 @@ class Service:
         self._publish_blocked()
 
     def _retry_blocked(self) -> None:
-        """Blocked files whose back-off is over go back in line, as they were when blocked:
-        the dispatcher sends a file that changed meanwhile through the stability window."""
+        """Blocked files whose back-off is over go through the stability window again, like
+        any file seen anew (observing an unchanged file again does not restart its window)."""
         now = self.clock()
         for relative, entry in list(self.blocked.items()):
             if entry.retry_at > now or relative in self.queued:
                 continue
-            if look(self.config.paths.inbox, relative) is None:
+            current = look(self.config.paths.inbox, relative)
+            if current is None:
                 self._forget(relative)
                 continue
-            self.candidates.append(entry.seen)
-            self.queued.add(relative)
+            self.stability.observe(current)
 
     def _publish_blocked(self) -> None:
         self._blocked_view = tuple(self.blocked.values())
