@@ -3,6 +3,8 @@ the inbox, what they leave in ``failed/``, and that every decision is printed wi
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -113,3 +115,19 @@ def test_bad_retry_arguments_exit_2(
     assert code == 2
     assert capsys.readouterr().err.strip()
     assert len(files_under(config.paths.failed)) == len(FAILURES)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a folder to another user")
+def test_folders_retry_makes_in_the_inbox_belong_to_the_inboxs_owner_and_group(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config_path, config = _failed(tmp_path)
+    (config.paths.inbox / "team").rmdir()
+    os.chown(config.paths.inbox, 65534, 4242)
+    config.paths.inbox.chmod(0o2775)
+
+    code, out = _retry(config_path, capsys, "crashed.pdf")
+
+    assert code == 0, out
+    made = os.stat(config.paths.inbox / "team")
+    assert (made.st_uid, made.st_gid, stat.S_IMODE(made.st_mode)) == (65534, 4242, 0o2775)

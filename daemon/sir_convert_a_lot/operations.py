@@ -163,10 +163,11 @@ class RetrySelection:
     codes: frozenset[str] = frozenset()
     include_permanent: bool = False
 
+    def reaches(self, code: str | None) -> bool:
+        return not self.codes or code in self.codes
+
     def skip_reason(self, code: str | None) -> str | None:
-        """Why a failure that matched the names (or --all/--code) stays in failed/."""
-        if self.codes and code not in self.codes:
-            return "excluded"
+        """Why a failure that was reached stays in failed/ (None: it is moved)."""
         if self.names or self.codes or self.include_permanent:
             return None
         if code is None or code not in _CODES:
@@ -205,9 +206,10 @@ def retry(config: Config, selection: RetrySelection) -> list[Retried]:
         }:
             continue
         code = record.get("code")
-        why = selection.skip_reason(code if isinstance(code, str) else None)
-        if why == "excluded":
+        code = code if isinstance(code, str) else None
+        if not selection.reaches(code):
             continue
+        why = selection.skip_reason(code)
         if why is not None:
             results.append(Retried(shown, None, skipped=why))
             continue
@@ -256,8 +258,25 @@ def _retry_one(config: Config, record: dict[str, Any], relative: str, failed_rel
             "the failed original is not a regular file (a symbolic link?); "
             "retry moves regular files only",
         )
-    folder = make_dirs_no_symlinks(config.paths.inbox, Path(relative).parent.parts)
+    folder = _inbox_folder(config.paths.inbox, Path(relative).parent.parts)
     target = move_to_free_name(source, folder, Path(relative).name)
     with contextlib.suppress(FileNotFoundError):
         record_path.unlink()
     return Retried(shown, display(str(target.relative_to(config.paths.inbox))))
+
+
+def _inbox_folder(inbox: Path, parts: tuple[str, ...]) -> Path:
+    """``inbox/parts...``; the folders made here take the inbox's owner, group and mode. retry
+    often runs as root, and a root-owned 0755 folder would block the very file it brings back:
+    the service user could not move it out of there."""
+    model = os.stat(inbox)
+    current = inbox
+    for part in parts:
+        created = not os.path.lexists(current / part)
+        current = make_dirs_no_symlinks(current, (part,))
+        if created:
+            with contextlib.suppress(OSError):  # only root may give a folder away
+                os.chown(current, model.st_uid, model.st_gid, follow_symlinks=False)
+            with contextlib.suppress(OSError):
+                os.chmod(current, stat.S_IMODE(model.st_mode))
+    return current
