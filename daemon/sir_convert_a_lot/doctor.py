@@ -144,7 +144,10 @@ def _state_permissions(config: Config) -> Iterator[Check]:
     me = os.geteuid()
     owner = os.lstat(state).st_uid if me == 0 else me  # root checks for the state's owner
     for folder in state_folders(state):
-        info = os.lstat(folder)
+        try:
+            info = os.lstat(folder)
+        except FileNotFoundError:
+            continue  # a job folder that a running instance just finished
         if info.st_uid != owner:
             yield Check(
                 FAIL,

@@ -62,10 +62,7 @@ def state_problem(folder: Path, owner: int | None) -> str | None:
     except OSError as exc:
         return f"{folder}: {exc.strerror}"
     if owner is not None and info.st_uid != owner:
-        return (
-            f"{folder} is owned by uid {info.st_uid}, not by the service user (uid {owner}); "
-            f"only the daemon may write its state: chown -R {owner} {folder}"
-        )
+        return _foreign_owner(folder, info.st_uid, owner)
     if info.st_mode & _WRITABLE_BY_OTHERS:
         return (
             f"{folder} is writable by group or others, who could then forge the records the "
@@ -83,6 +80,13 @@ def state_records(state: Path) -> list[Path]:
     return found
 
 
+def _foreign_owner(path: Path, uid: int, owner: int) -> str:
+    return (
+        f"{path} is owned by uid {uid}, not by the service user (uid {owner}); "
+        f"only the daemon may write its state: chown -R {owner} {path}"
+    )
+
+
 def secure_state(state: Path) -> list[Path]:
     """Make paths.state writable by the service user alone, whatever the umask it was created
     under: remove group/world write from what we own, refuse any folder or record owned by
@@ -90,12 +94,17 @@ def secure_state(state: Path) -> list[Path]:
     me = os.geteuid()
     fixed: list[Path] = []
     for entry in state_folders(state) + state_records(state):
-        info = os.lstat(entry)
+        try:
+            info = os.lstat(entry)
+        except FileNotFoundError:
+            continue  # another live instance finished a job meanwhile
         if info.st_uid != me:
-            raise ConfigError(f"paths.state: {state_problem(entry, me)}")
+            raise ConfigError(f"paths.state: {_foreign_owner(entry, info.st_uid, me)}")
         if info.st_mode & _WRITABLE_BY_OTHERS and not stat.S_ISLNK(info.st_mode):
             try:
                 os.chmod(entry, stat.S_IMODE(info.st_mode) & ~_WRITABLE_BY_OTHERS)
+            except FileNotFoundError:
+                continue
             except OSError as exc:
                 raise ConfigError(
                     f"paths.state: {entry} is writable by group or others and cannot be fixed "
