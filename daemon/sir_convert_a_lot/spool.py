@@ -7,6 +7,10 @@ Layout under ``paths.state`` (on the inbox's filesystem, so every move is one ``
     instances/<instance>.lease        heartbeat (mtime) and what the instance is doing
     failures/<job_id>.json            where a failed original went, for retry and status
 
+The spool is the service user's alone: its folders are made 0750 and its records 0640 whatever
+the umask, and every name read back from a record is checked before use (``Job.from_record``),
+so a record cannot lead a move out of its folder.
+
 Every decision is written to ``job.json`` before it is acted on, so that recovery after a crash
 at any point only has to read what is there. At every instant the original lives in exactly one
 place: the inbox, a job folder, the archive or the failed folder.
