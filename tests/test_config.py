@@ -154,7 +154,7 @@ BAD_VALUES: list[tuple[str, str, Any]] = [
     ("profile-timeout-range", "profiles.scans.document_timeout_seconds", 10),
     ("instance-a-path", "instances.name", "../../etc/evil"),
     ("instance-hidden", "instances.name", ".lease"),
-    ("instance-too-long", "instances.name", "g" * 65),
+    ("instance-too-long", "instances.name", "g" * 101),
 ]
 
 
@@ -614,3 +614,42 @@ def test_init_config_force_replaces_a_symlink_instead_of_writing_through_it(
     assert elsewhere.read_text(encoding="utf-8") == "not yours\n"
     assert not target.is_symlink()
     assert config_module.load(target).paths.inbox == tmp_path / "srv" / "inbox"
+
+
+# --- instance names become path parts under paths.state ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", ["../escape", "a/b", ".hidden", "-dash", "x" * 101, "sp ace", "tab\tname", "é"]
+)
+def test_an_unsafe_instance_name_in_the_config_is_refused_naming_the_key(
+    tmp_path: Path, name: str
+) -> None:
+    document = tomllib.loads(render_default(tmp_path))
+    document["instances"]["name"] = name
+
+    with pytest.raises(ConfigError, match=r"^instances\.name: .*letters, digits"):
+        _parse(document, tmp_path)
+
+
+@pytest.mark.parametrize("name", ["gpu-box.example_1", "_x", "9" * 100])
+def test_a_safe_instance_name_is_accepted(tmp_path: Path, name: str) -> None:
+    document = tomllib.loads(render_default(tmp_path))
+    document["instances"]["name"] = name
+
+    assert _parse(document, tmp_path).instance_name == name
+
+
+@pytest.mark.parametrize("name", ["../escape", "/abs", "", ".."])
+def test_run_refuses_an_unsafe_instance_option_with_exit_2_and_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    path = write_config(tmp_path)
+
+    code = main(["--config", str(path), "run", "--instance", name])
+
+    line = _one_line(capsys.readouterr().err)
+    assert code == 2
+    assert "--instance" in line and "letters, digits" in line
+    assert not (tmp_path / "state").exists()
+    assert not (tmp_path / "escape").exists()

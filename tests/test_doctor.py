@@ -285,7 +285,7 @@ def test_right_after_init_config_every_missing_folder_is_a_problem_with_its_fix(
         row = _row(output, f"paths.{name}")
         assert row["status"] == "FAIL", output
         assert row["detail"] == f"{root / name} does not exist", row
-        mode = "0700" if name == "state" else "2775"  # the state is the service's alone
+        mode = "0750" if name == "state" else "2775"  # the state: written by the service alone
         assert f"-g sir-convert -m {mode} {root / name}" in row["fix"], row
     assert "Traceback" not in output
 

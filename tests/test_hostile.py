@@ -11,6 +11,7 @@ import socket
 import threading
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,8 +20,8 @@ from sir_convert_a_lot import runner as runner_module
 from sir_convert_a_lot import service as service_module
 from sir_convert_a_lot.cli import main
 from sir_convert_a_lot.service import Service
-from sir_convert_a_lot.spool import Spool
-from tests.daemon import Daemon, can_obey_permissions
+from sir_convert_a_lot.spool import SourceBlocked, Spool
+from tests.daemon import Daemon, can_obey_permissions, run_cli
 from tests.helpers import (
     REPO,
     copy_sample,
@@ -339,6 +340,107 @@ def test_a_folder_the_daemon_may_not_write_loses_nothing_and_publishes_nothing_t
     assert sorted(os.listdir(outbox)) == ["good.json", "good.md", "not_a_pdf.error.json"]
     assert _error(outbox, "not_a_pdf")["code"] == "pdf_unreadable"
     assert not files_under(tmp_path / "state" / "claimed")
+
+
+def test_a_blocked_file_backs_off_alone_doubling_while_the_others_are_claimed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert [service_module.blocked_delay(n) for n in (1, 2, 3, 7, 60)] == [
+        10.0,
+        20.0,
+        40.0,
+        600.0,
+        600.0,
+    ]
+    monkeypatch.setattr(service_module, "BLOCKED_FIRST_SECONDS", 0.3)
+    real_claim = Spool.claim
+
+    def claim(self: Spool, relative_path: str, *args: object, **kwargs: object) -> object:
+        if relative_path == "locked/stuck.pdf":
+            denied = PermissionError(errno.EACCES, "Permission denied")
+            raise SourceBlocked(relative_path, self.paths.inbox / "locked", denied)
+        return real_claim(self, relative_path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Spool, "claim", claim)
+    service = Service(load_config(tmp_path), install_signal_handlers=False)
+    thread = _start(service)
+    inbox = tmp_path / "inbox"
+    try:
+        make_pdf(inbox / "locked" / "stuck.pdf")
+        wait_for(lambda: "locked/stuck.pdf" in service.blocked, timeout=30)
+        make_pdf(inbox / "free.pdf")
+        wait_for(lambda: (tmp_path / "outbox" / "free.json").exists(), timeout=30)
+        first = service.blocked["locked/stuck.pdf"]
+        wait_for(lambda: service.blocked["locked/stuck.pdf"].tries >= 3, timeout=30)
+        assert first.since == service.blocked["locked/stuck.pdf"].since
+        assert "1 blocked" in service.status_line()
+        assert service.status()["blocked"][0]["source"] == "locked/stuck.pdf"
+        assert service._claims_paused_until == 0.0  # the inbox as a whole never paused
+        assert (inbox / "locked" / "stuck.pdf").exists()
+        (inbox / "locked" / "stuck.pdf").unlink()  # the user takes it away: nothing is blocked
+        wait_for(lambda: not service.blocked, timeout=30)
+        wait_for(lambda: "blocked" not in service.status_line(), timeout=10)
+    finally:
+        service.request_stop()
+        thread.join(60)
+
+
+@pytest.mark.skipif(
+    not can_obey_permissions(), reason="root without CAP_SETPCAP cannot give up its override"
+)
+def test_a_file_in_a_folder_the_daemon_may_not_write_waits_alone_and_status_names_it(
+    tmp_path: Path,
+) -> None:
+    # Real EACCES: a share user's sub-folder made under umask 022 (here 0555), and a daemon
+    # without the capabilities that let root ignore file modes.
+    config = write_config(tmp_path)
+    inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+    locked = inbox / "locked"
+    stuck = make_pdf(locked / "stuck.pdf", text="waits for its folder")
+    before = stuck.read_bytes()
+    locked.chmod(0o555)
+    try:
+        for index in range(3):
+            make_pdf(inbox / f"free-{index}.pdf")
+        with Daemon(config, obey_permissions=True).start() as daemon:
+            failure = daemon.wait_event("claim_failed", timeout=30)[0]
+            assert failure["source"] == "locked/stuck.pdf"
+            assert failure["errno"] == "EACCES"
+            assert f"the folder {locked} is not writable by the service user" in failure["fix"]
+            wait_for(
+                lambda: all((outbox / f"free-{i}.json").exists() for i in range(3)), timeout=60
+            )
+            assert stuck.read_bytes() == before
+            assert files_under(locked) == ["stuck.pdf"]
+
+            def status_json() -> dict[str, Any]:
+                out = run_cli("status", "--json", config=config).stdout
+                result: dict[str, Any] = json.loads(out)
+                return result
+
+            # The lease is rewritten at the next heartbeat (at most lease_seconds / 4).
+            status = wait_for(lambda: (s := status_json())["blocked"] and s, timeout=30)
+            assert [b["source"] for b in status["blocked"]] == ["locked/stuck.pdf"]
+            assert status["blocked"][0]["errno"] == "EACCES"
+            assert status["instances"][0]["blocked"] == 1
+            text = run_cli("status", config=config).stdout
+            assert "locked/stuck.pdf: EACCES" in text and "not writable by the service" in text
+            locked.chmod(0o755)
+            wait_for(lambda: (outbox / "locked" / "stuck.json").exists(), timeout=60)
+            assert [e["source"] for e in daemon.events() if e["event"] == "claim_failed"] == [
+                "locked/stuck.pdf"
+            ]
+            daemon.wait_event("claim_unblocked")
+            wait_for(lambda: not status_json()["blocked"], timeout=30)
+            assert daemon.terminate() == 0
+    finally:
+        locked.chmod(0o755)
+    assert sorted(files_under(tmp_path / "archive")) == [
+        "free-0.pdf",
+        "free-1.pdf",
+        "free-2.pdf",
+        "locked/stuck.pdf",
+    ]
 
 
 @pytest.mark.skipif(

@@ -131,6 +131,31 @@ def test_sighup_applies_a_live_change_and_refuses_bad_or_restart_only_ones(
         assert daemon.terminate() == 0
 
 
+def test_sighup_refuses_a_config_that_became_group_writable_and_keeps_the_old_one(
+    tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path)
+    with Daemon(config).start() as daemon:
+        assert daemon.process is not None
+        write_config(tmp_path, conversion={"normalize": "none"})
+        config.chmod(0o664)
+        daemon.process.send_signal(signal.SIGHUP)
+        refused = daemon.wait_event("config_reload_refused")[0]
+        assert "writable by group or others" in refused["reason"]
+        assert f"chmod go-w {config}" in refused["reason"]
+        assert refused["effect"] == "the old config stays"
+
+        make_pdf(tmp_path / "inbox" / "after-refusal.pdf")
+        wait_for(lambda: (tmp_path / "outbox" / "after-refusal.json").exists(), timeout=30)
+        sidecar = json.loads((tmp_path / "outbox" / "after-refusal.json").read_text())
+        assert sidecar["result"]["conversion_metadata"]["normalize"] == "standard"
+
+        config.chmod(0o644)  # fixed: the same file now reloads
+        daemon.process.send_signal(signal.SIGHUP)
+        assert daemon.wait_event("config_reloaded")[0]["changed"] == ["conversion.normalize"]
+        assert daemon.terminate() == 0
+
+
 def _service_in_thread(service: Service) -> threading.Thread:
     thread = threading.Thread(target=lambda: setattr(service, "exit_code", service.run()))
     thread.start()

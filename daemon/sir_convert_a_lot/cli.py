@@ -25,7 +25,7 @@ from sir_convert_a_lot.config import (
     load,
     render_default,
 )
-from sir_convert_a_lot.errors import ConfigError
+from sir_convert_a_lot.errors import ConfigError, ErrorCode
 from sir_convert_a_lot.folders import check_config_permissions
 from sir_convert_a_lot.fsutil import write_file_atomic
 from sir_convert_a_lot.policy import FORBIDDEN_ENV_PREFIX, forbidden_environment
@@ -89,8 +89,29 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
     retry = command("retry", "move failed originals back into the inbox")
+    retry.epilog = (
+        "--all alone moves only failures whose code is retryable (gpu_not_available, "
+        "conversion_timeout, worker_crashed, conversion_internal_error); the others need the "
+        "same file to change. Names, --code and --include-permanent reach those too."
+    )
     retry.add_argument("names", nargs="*", metavar="NAME", help="file name, path or job id")
-    retry.add_argument("--all", action="store_true", help="every failed original")
+    retry.add_argument(
+        "--all", action="store_true", help="every failed original with a retryable code"
+    )
+    retry.add_argument(
+        "--code",
+        action="append",
+        default=[],
+        choices=[code.value for code in ErrorCode],
+        metavar="CODE",
+        help="only failures with this error code (repeatable; alone: all of them): "
+        + ", ".join(code.value for code in ErrorCode),
+    )
+    retry.add_argument(
+        "--include-permanent",
+        action="store_true",
+        help="with --all: also failures whose code says the file itself must change",
+    )
 
     models_command = command("models", "manage the docling models (download for offline hosts)")
     models_sub = models_command.add_subparsers(
@@ -212,7 +233,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.instance is not None:
         problem = instance_name_problem(args.instance)
         if problem:
-            raise UsageError(f"run: --instance {args.instance!r}: {problem}")
+            raise UsageError(f"run --instance: {args.instance!r} is {problem}")
         if config.source_has_instance_name and config.instance_name != args.instance:
             logs.get().warning(
                 "instance_name_from_command_line",
@@ -295,7 +316,16 @@ def _cmd_status(args: argparse.Namespace) -> int:
     config = _load_config(args)
     from sir_convert_a_lot.operations import gather_status, render_status
 
-    status = gather_status(config)
+    try:
+        status = gather_status(config)
+    except PermissionError as exc:
+        # paths.state is the service user's (0750): others may not read it, by design.
+        print(
+            f"sir-convert: status: cannot read {exc.filename}: run it as the service user or "
+            "a member of its group",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
     if args.json:
         print(json.dumps(status, sort_keys=True, indent=2))
     else:
@@ -304,12 +334,19 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_retry(args: argparse.Namespace) -> int:
-    if not args.names and not args.all:
-        raise UsageError("retry: name the failed files to retry, or pass --all")
+    if not args.names and not args.all and not args.code:
+        raise UsageError("retry: name the failed files to retry, or pass --all or --code CODE")
+    if args.include_permanent and not args.all:
+        raise UsageError("retry: --include-permanent goes with --all")
     config = _load_config(args)
-    from sir_convert_a_lot.operations import retry
+    from sir_convert_a_lot.operations import RetrySelection, retry
 
-    results = retry(config, list(args.names), args.all)
+    selection = RetrySelection(
+        names=frozenset(args.names),
+        codes=frozenset(args.code),
+        include_permanent=args.include_permanent,
+    )
+    results = retry(config, selection)
     if not results:
         if args.names:
             raise RuntimeFailure(
@@ -318,12 +355,18 @@ def _cmd_retry(args: argparse.Namespace) -> int:
             )
         print("nothing to retry")
         return EXIT_OK
+    moved = [r for r in results if r.back_in_inbox]
+    skipped = [r for r in results if r.skipped]
     for result in results:
-        if result.back_in_inbox is None:
-            print(f"{result.source}: not retried: {result.problem}")
-        else:
+        if result.back_in_inbox is not None:
             print(f"{result.source}: back in the inbox as {result.back_in_inbox}")
-    return EXIT_OK if all(r.back_in_inbox for r in results) else EXIT_FAILURE
+        elif result.skipped is not None:
+            print(f"{result.source}: skipped: {result.skipped}")
+        else:
+            print(f"{result.source}: not retried: {result.problem}")
+    failed = len(results) - len(moved) - len(skipped)
+    print(f"moved {len(moved)}, skipped {len(skipped)}, not retried {failed}")
+    return EXIT_OK if not failed else EXIT_FAILURE
 
 
 def _cmd_models(args: argparse.Namespace) -> int:

@@ -70,26 +70,28 @@ def _non_empty(value: Any) -> str | None:
     return None if value.strip() else "must not be empty"
 
 
-def _globs(value: Any) -> str | None:
-    return None if all(isinstance(v, str) and v for v in value) else "must be non-empty strings"
+# An instance name becomes a file and folder name under paths.state, so it may not climb out.
+INSTANCE_NAME_MAX: Final = 100
+INSTANCE_NAME_RULE: Final = (
+    f"use 1 to {INSTANCE_NAME_MAX} letters, digits, '.', '_' or '-', "
+    "starting with a letter, digit or '_'"
+)
+_INSTANCE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 
 
-_INSTANCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-
-
-def instance_name_problem(value: str) -> str | None:
-    """An instance name becomes file and folder names under the state folder (its lease, its
-    claims): only a plain name, never a path."""
-    if _INSTANCE_NAME.fullmatch(value):
-        return None
-    return (
-        "must be a plain name of letters, digits, '.', '_' and '-' (at most 64), starting "
-        "with a letter or digit"
-    )
+def instance_name_problem(name: str, max_length: int = INSTANCE_NAME_MAX) -> str | None:
+    """Why ``name`` cannot name an instance (None when it can): it becomes a path part."""
+    if len(name) > max_length or not _INSTANCE_NAME.fullmatch(name):
+        return f"not a safe instance name; {INSTANCE_NAME_RULE}"
+    return None
 
 
 def _instance_name(value: Any) -> str | None:
     return None if value == "" else instance_name_problem(value)
+
+
+def _globs(value: Any) -> str | None:
+    return None if all(isinstance(v, str) and v for v in value) else "must be non-empty strings"
 
 
 _NUMBER = (int, float)

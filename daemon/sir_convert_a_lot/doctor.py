@@ -13,7 +13,7 @@ from pathlib import Path
 from sir_convert_a_lot import models
 from sir_convert_a_lot.config import Config
 from sir_convert_a_lot.errors import ConfigError
-from sir_convert_a_lot.folders import check_overlaps, check_same_filesystem
+from sir_convert_a_lot.folders import check_overlaps, check_same_filesystem, state_folders
 from sir_convert_a_lot.gpu import GpuDevice, GpuProbe, probe_nvml, probe_torch, runtime_dir
 from sir_convert_a_lot.policy import RunOn, decide, forbidden_environment
 
@@ -38,6 +38,7 @@ def run_checks(config: Config, environ: dict[str, str], deep_gpu: bool = True) -
         ("gpu-first lock", lambda: _governance(config)),
         ("config file", lambda: _config_file(config)),
         ("folders", lambda: _folders(config)),
+        ("state permissions", lambda: _state_permissions(config)),
         ("layout", lambda: _layout(config)),
         ("GPU", lambda: _gpu(config, gpu)),
         ("models", lambda: _models(config, environ)),
@@ -128,7 +129,7 @@ _FOLDER_MODES = {
     "paths.outbox": "2775",
     "paths.failed": "2775",
     "paths.archive": "2775",
-    "paths.state": "0700",
+    "paths.state": "0750",
 }
 
 
@@ -167,6 +168,51 @@ def _sentinel(config: Config) -> Check | None:
         f"{sentinel} missing: is the share mounted? The daemon will not start without it",
         f"mount the share, or create the sentinel: touch {sentinel}",
     )
+
+
+def _state_permissions(config: Config) -> Iterator[Check]:
+    """paths.state must be writable by the service user alone: whoever else can write it can
+    forge the records that the daemon and ``retry`` (often run as root) act on."""
+    state = config.paths.state
+    if not state.is_dir():
+        return
+    name = "state permissions"
+    me = os.geteuid()
+    owner = os.lstat(state).st_uid if me == 0 else me  # root checks for the state's owner
+    for folder in state_folders(state):
+        try:
+            info = os.lstat(folder)
+        except FileNotFoundError:
+            continue  # a job folder that a running instance just finished
+        if info.st_uid != owner:
+            yield Check(
+                FAIL,
+                name,
+                f"{folder} is owned by uid {info.st_uid}, not by the service user (uid {owner})",
+                f"chown -R {owner} {state}",
+            )
+            return
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            yield Check(
+                FAIL,
+                name,
+                f"{folder} is writable by group or others: they could forge the records that "
+                "the daemon and retry act on",
+                f"chmod -R go-w {state} (the daemon also does this at start)",
+            )
+            return
+    parent = state.resolve().parent
+    parent_mode = os.stat(parent).st_mode
+    if parent_mode & (stat.S_IWGRP | stat.S_IWOTH) and not parent_mode & stat.S_ISVTX:
+        yield Check(
+            WARN,
+            name,
+            f"{parent}, which holds the state folder, is writable by group or others: they "
+            "could rename the state folder away and put their own in its place",
+            f"chmod go-w {parent}",
+        )
+        return
+    yield Check(OK, name, f"{state} is writable by its owner (uid {owner}) alone")
 
 
 def _layout(config: Config) -> Iterator[Check]:

@@ -12,18 +12,27 @@ from pathlib import Path
 
 from sir_convert_a_lot.config import Paths
 from sir_convert_a_lot.errors import ConfigError
+from sir_convert_a_lot.fsutil import PRIVATE_DIR_MODE
+
+_WRITABLE_BY_OTHERS = stat.S_IWGRP | stat.S_IWOTH
+_CLAIMED_ORIGINAL = "source"  # spool.SOURCE: the user's file inside a job folder
 
 
 def _inside(child: Path, parent: Path) -> bool:
     return child == parent or parent in child.parents
 
 
-def prepare(paths: Paths) -> None:
-    """Create missing folders and refuse unusable layouts. Raises ConfigError (exit 2)."""
+def prepare(paths: Paths) -> list[Path]:
+    """Create missing folders and refuse unusable layouts. Raises ConfigError (exit 2).
+    Returns the state folders whose group/world write permission was removed."""
     resolved: dict[str, Path] = {}
     for key, path in paths.named().items():
         try:
-            path.mkdir(parents=True, exist_ok=True)
+            if key == "state":  # the parents may be the share's; the state is ours alone
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.mkdir(mode=PRIVATE_DIR_MODE, exist_ok=True)
+            else:
+                path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"paths.{key}: cannot create {path} ({exc.strerror})") from None
         if not path.is_dir():
@@ -32,6 +41,77 @@ def prepare(paths: Paths) -> None:
     check_overlaps(resolved)
     check_same_filesystem(resolved["inbox"], resolved["state"])
     check_code_zone(resolved)
+    return secure_state(resolved["state"])
+
+
+def state_folders(state: Path) -> list[Path]:
+    """``state`` and every real folder below it (symlinks are neither listed nor followed)."""
+    found = [state]
+    for top, folders, _files in os.walk(state, followlinks=False):
+        found += [Path(top) / name for name in folders if not os.path.islink(Path(top) / name)]
+    return found
+
+
+def state_problem(folder: Path, owner: int | None) -> str | None:
+    """Why ``folder`` cannot be trusted as part of paths.state: it is writable by group or
+    others, or (when ``owner`` is given) owned by someone else. None when it can."""
+    try:
+        info = os.lstat(folder)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"{folder}: {exc.strerror}"
+    if owner is not None and info.st_uid != owner:
+        return _foreign_owner(folder, info.st_uid, owner)
+    if info.st_mode & _WRITABLE_BY_OTHERS:
+        return (
+            f"{folder} is writable by group or others, who could then forge the records the "
+            f"daemon and retry act on; fix with: chmod -R go-w {folder}"
+        )
+    return None
+
+
+def state_records(state: Path) -> list[Path]:
+    """Every non-folder entry below ``state`` that the daemon wrote (records, leases,
+    reservations); a claimed original (``source``) is the user's file and keeps its owner."""
+    found = []
+    for top, _folders, files in os.walk(state, followlinks=False):
+        found += [Path(top) / name for name in files if name != _CLAIMED_ORIGINAL]
+    return found
+
+
+def _foreign_owner(path: Path, uid: int, owner: int) -> str:
+    return (
+        f"{path} is owned by uid {uid}, not by the service user (uid {owner}); "
+        f"only the daemon may write its state: chown -R {owner} {path}"
+    )
+
+
+def secure_state(state: Path) -> list[Path]:
+    """Make paths.state writable by the service user alone, whatever the umask it was created
+    under: remove group/world write from what we own, refuse any folder or record owned by
+    another user (exit 2: it was planted, or made by root by hand). Returns what was fixed."""
+    me = os.geteuid()
+    fixed: list[Path] = []
+    for entry in state_folders(state) + state_records(state):
+        try:
+            info = os.lstat(entry)
+        except FileNotFoundError:
+            continue  # another live instance finished a job meanwhile
+        if info.st_uid != me:
+            raise ConfigError(f"paths.state: {_foreign_owner(entry, info.st_uid, me)}")
+        if info.st_mode & _WRITABLE_BY_OTHERS and not stat.S_ISLNK(info.st_mode):
+            try:
+                os.chmod(entry, stat.S_IMODE(info.st_mode) & ~_WRITABLE_BY_OTHERS)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise ConfigError(
+                    f"paths.state: {entry} is writable by group or others and cannot be fixed "
+                    f"({exc.strerror}); fix with: chmod -R go-w {state}"
+                ) from None
+            fixed.append(entry)
+    return fixed
 
 
 def code_zone() -> dict[str, list[Path]]:

@@ -16,6 +16,11 @@ from typing import Any
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
+# The spool is the daemon's alone: whatever the umask (the unit's is 0002, for the share), its
+# folders and records are created writable by the service user only. The group may read them.
+PRIVATE_DIR_MODE = 0o750
+PRIVATE_FILE_MODE = 0o640
+
 
 def fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):  # some network filesystems refuse fsync on folders
@@ -35,10 +40,10 @@ def dump_json(data: Any) -> bytes:
     return (json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def write_file_atomic(path: Path, content: bytes) -> None:
+def write_file_atomic(path: Path, content: bytes, mode: int = 0o644) -> None:
     """Write a sibling temporary file, fsync it, rename it over ``path``, fsync the folder."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
         _write_all(fd, content)
         os.fsync(fd)
@@ -48,8 +53,57 @@ def write_file_atomic(path: Path, content: bytes) -> None:
     fsync_dir(path.parent)
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    write_file_atomic(path, dump_json(data))
+def write_json_atomic(path: Path, data: Any, mode: int = 0o644) -> None:
+    write_file_atomic(path, dump_json(data), mode)
+
+
+def make_private_dirs(path: Path) -> None:
+    """``mkdir -p`` with PRIVATE_DIR_MODE on every level it creates (``Path.mkdir(parents=True)``
+    gives the parents the umask's mode, which under UMask=0002 is group-writable)."""
+    try:
+        os.mkdir(path, PRIVATE_DIR_MODE)
+    except FileExistsError:
+        return
+    except FileNotFoundError:
+        if path.parent == path:
+            raise
+        make_private_dirs(path.parent)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, PRIVATE_DIR_MODE)
+
+
+class OutsideFolder(ValueError):
+    """A path read from a record would leave the folder it must lie in."""
+
+
+def check_relative(relative: str, what: str) -> list[str]:
+    """The parts of a relative path read from a record, refusing one that is absolute, empty,
+    holds a NUL, or has empty, ``.`` or ``..`` parts: such a name could climb out."""
+    if not relative or relative.startswith("/") or "\0" in relative:
+        raise OutsideFolder(f"{what} {relative!r} is not a relative path")
+    parts = relative.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise OutsideFolder(f"{what} {relative!r} climbs or has empty parts")
+    return parts
+
+
+def check_name(name: str, what: str) -> str:
+    """A single file name read from a record (an output stem): one plain path component."""
+    if len(check_relative(name, what)) != 1:
+        raise OutsideFolder(f"{what} {name!r} is not a plain file name")
+    return name
+
+
+def inside_folder(root: Path, relative: str, what: str) -> Path:
+    """``root / relative``, proven to stay inside ``root``: ``relative`` passes
+    ``check_relative`` and its parent resolves (through any symlinks) inside ``root``. The last
+    component is not followed: a symlink there is the entry itself, never its target."""
+    candidate = root.joinpath(*check_relative(relative, what))
+    real_root = Path(os.path.realpath(root))
+    real_parent = Path(os.path.realpath(candidate.parent))
+    if real_parent != real_root and real_root not in real_parent.parents:
+        raise OutsideFolder(f"{what} {relative!r} leads outside {root} (to {real_parent})")
+    return candidate
 
 
 def read_json(path: Path, limit: int = 4 * 1024 * 1024) -> Any:

@@ -29,11 +29,11 @@ from sir_convert_a_lot.arrival import WRITER_OPEN, Arrivals
 from sir_convert_a_lot.config import Config, Governance
 from sir_convert_a_lot.engine import Engine, EngineStartError, resident_bytes
 from sir_convert_a_lot.errors import ConfigError
-from sir_convert_a_lot.folders import prepare
+from sir_convert_a_lot.folders import check_config_permissions, prepare
 from sir_convert_a_lot.gpu import GpuProbe
 from sir_convert_a_lot.names import display, has_pdf_suffix, is_ignored_path
 from sir_convert_a_lot.runner import JobRunner, Outcome, cleanup_after_restart
-from sir_convert_a_lot.spool import Job, Spool
+from sir_convert_a_lot.spool import Job, SourceBlocked, Spool
 from sir_convert_a_lot.systemd import Notifier
 from sir_convert_a_lot.watch import InboxWatcher, Seen, Stability, look, scan
 
@@ -43,6 +43,10 @@ MAX_IN_FLIGHT = 2  # one converting, at most one claimed and waiting
 WORKER_SILENCE_SECONDS = 30.0  # a worker silent this long is stuck (native code holding the GIL)
 OVERDUE_GRACE_SECONDS = 60.0  # a job this far past its limit means the daemon itself is stuck
 CLAIM_BACKOFF_SECONDS = 10.0  # after a failed claim (state folder unwritable, full)
+# A file the service user cannot move out of its folder waits alone, 10 s, 20 s, ... 10 min.
+BLOCKED_FIRST_SECONDS = 10.0
+BLOCKED_MAX_SECONDS = 600.0
+BLOCKED_SHOWN = 50  # at most this many blocked files in the lease (status shows the count too)
 DEFER_SECONDS = 60.0  # a job that could not even be failed waits this long before a new try
 SETUP_PROBLEMS = frozenset({"models_missing", "device_lock_unavailable"})
 STATUS_ARRIVING = 20  # files still arriving that status lists by name
@@ -50,6 +54,37 @@ STATUS_ARRIVING = 20  # files still arriving that status lists by name
 
 class ShareMissing(Exception):
     """The inbox's sentinel file is absent: the share is not mounted."""
+
+
+def blocked_delay(tries: int) -> float:
+    """The wait before try ``tries + 1`` of a blocked file: doubling, capped."""
+    return float(min(BLOCKED_MAX_SECONDS, BLOCKED_FIRST_SECONDS * 2 ** max(0, tries - 1)))
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """An inbox file the service user cannot move (claim), and when to try it again."""
+
+    seen: Seen
+    errno_name: str
+    error: str
+    folder: str
+    fix: str
+    since: float  # wall clock, for people
+    tries: int
+    retry_at: float  # the service clock
+
+    def to_dict(self, now: float) -> dict[str, Any]:
+        return {
+            "source": display(self.seen.relative_path),
+            "errno": self.errno_name,
+            "error": self.error,
+            "folder": self.folder,
+            "fix": self.fix,
+            "since": self.since,
+            "tries": self.tries,
+            "retry_in_seconds": round(max(0.0, self.retry_at - now), 1),
+        }
 
 
 @dataclass
@@ -117,6 +152,9 @@ class Service:
         self._next_takeover = 0.0
         self._finished = False
         self._claims_paused_until = 0.0
+        self.blocked: dict[str, Blocked] = {}
+        # What the heartbeat thread shows of ``blocked``, replaced whole by the main thread.
+        self._blocked_view: tuple[Blocked, ...] = ()
         self.notifier = Notifier()
         self._last_status_line = ""
         self._watchdog_withheld: str | None = None
@@ -133,7 +171,15 @@ class Service:
             log.error("share_missing", reason=missing, effect="not starting; systemd retries")
             return 1
         # Refusals come first and alone: one line, exit 2, nothing started that needs stopping.
-        prepare(self.config.paths)
+        fixed = prepare(self.config.paths)
+        if fixed:
+            log.warning(
+                "state_permissions_fixed",
+                folders=[str(folder) for folder in fixed],
+                reason="paths.state was writable by group or others (created under a umask "
+                "that keeps group write?)",
+                effect="group and world write removed: only the service user writes the state",
+            )
         self.spool.ensure_layout()
         self._refuse_duplicate_instance()
         if self.install_signal_handlers:
@@ -361,10 +407,16 @@ class Service:
     def _forget(self, relative: str) -> None:
         self.stability.forget(relative)
         self.arrivals.forget(relative)
+        if self.blocked.pop(relative, None) is not None:
+            log.info("claim_unblocked", source=relative, reason="the file left the inbox")
+            self._publish_blocked()
 
     def _observe(self, seen: Seen) -> None:
         if seen.relative_path in self.queued:
             return
+        blocked = self.blocked.get(seen.relative_path)
+        if blocked is not None and self.clock() < blocked.retry_at:
+            return  # waits out its back-off; the others go on
         self.stability.observe(seen)
 
     def _settle_due(self) -> None:
@@ -472,6 +524,9 @@ class Service:
                     now_seen.size,
                     now_seen.mtime_ns,
                 )
+            except SourceBlocked as exc:
+                self._block(now_seen, exc)
+                continue
             except OSError as exc:
                 # The state folder is full, read-only or gone: the file stays in the inbox.
                 log.error(
@@ -485,11 +540,67 @@ class Service:
                 self.queued.add(seen.relative_path)
                 self._claims_paused_until = self.clock() + CLAIM_BACKOFF_SECONDS
                 return
+            self._unblock(seen.relative_path, job)
             if job is None:
                 log.info("claim_lost", source=seen.relative_path)
                 continue
             log.info("job_claimed", job_id=job.job_id, source=job.relative_path, profile=profile)
             self._enqueue(job)
+
+    def _block(self, seen: Seen, exc: SourceBlocked) -> None:
+        """One file cannot be moved by the service user: it waits alone, with a growing
+        back-off, and is logged once per cause; every other file is still claimed."""
+        relative = seen.relative_path
+        before = self.blocked.get(relative)
+        tries = before.tries + 1 if before else 1
+        delay = blocked_delay(tries)
+        entry = Blocked(
+            seen=seen,
+            errno_name=exc.errno_name,
+            error=exc.error.strerror or str(exc.error),
+            folder=display(str(exc.folder)),
+            fix=exc.fix,
+            since=before.since if before else time.time(),
+            tries=tries,
+            retry_at=self.clock() + delay,
+        )
+        if before is None or before.errno_name != entry.errno_name:
+            log.error(
+                "claim_failed",
+                source=relative,
+                errno=entry.errno_name,
+                error=entry.error,
+                folder=entry.folder,
+                fix=entry.fix,
+                retry_in_seconds=delay,
+                effect="this file stays in the inbox untouched and is tried again with a "
+                "growing back-off (up to 10 min); the other files are claimed as usual",
+            )
+        self.blocked[relative] = entry
+        self._publish_blocked()
+
+    def _unblock(self, relative: str, job: Job | None) -> None:
+        if self.blocked.pop(relative, None) is None:
+            return
+        log.info("claim_unblocked", source=relative, job_id=job.job_id if job else None)
+        self._publish_blocked()
+
+    def _retry_blocked(self) -> None:
+        """Blocked files whose back-off is over go through the stability window again, like
+        any file seen anew (observing an unchanged file again does not restart its window)."""
+        now = self.clock()
+        for relative, entry in list(self.blocked.items()):
+            if entry.retry_at > now or relative in self.queued:
+                continue
+            current = look(self.config.paths.inbox, relative)
+            if current is None:
+                self._forget(relative)
+                continue
+            self.stability.observe(current)
+
+    def _publish_blocked(self) -> None:
+        self._blocked_view = tuple(self.blocked.values())
+        self._heartbeat_wake.set()
 
     def _enqueue(self, job: Job) -> None:
         self.in_flight += 1
@@ -501,6 +612,7 @@ class Service:
         self.deferred = [(at, job) for at, job in self.deferred if at > now]
         for job in due:
             self._enqueue(job)
+        self._retry_blocked()
         if now >= self._next_rescan:
             self._next_rescan = now + self.config.watch.rescan_interval_seconds
             self._full_scan()
@@ -685,6 +797,8 @@ class Service:
             doing = "idle"
         if queued:
             doing += f", {queued} queued"
+        if self._blocked_view:
+            doing += f", {len(self._blocked_view)} blocked (see sir-convert status)"
         info = self.engine.info
         if info is not None and not info.loaded:
             return f"no GPU: jobs fail with gpu_not_available; {doing}"
@@ -705,6 +819,8 @@ class Service:
             log.error("config_reload_refused", reason="the daemon was not started from a file")
             return
         try:
+            # The same gate as at start: a file others may write could lift the GPU-first lock.
+            check_config_permissions(source)
             new = config_module.load(source)
         except ConfigError as exc:
             log.error("config_reload_refused", reason=str(exc), effect="the old config stays")
@@ -752,6 +868,10 @@ class Service:
                 for path, reason in sorted(self.arrivals.waiting().items())[:STATUS_ARRIVING]
             ],
             "arriving_count": len(self.arrivals),
+            "blocked_count": len(self._blocked_view),
+            "blocked": [
+                entry.to_dict(self.clock()) for entry in self._blocked_view[:BLOCKED_SHOWN]
+            ],
             "gpu": probe.to_dict() if probe else None,
             "lock": self.governance.lock,
             "started_at": self.started_at,

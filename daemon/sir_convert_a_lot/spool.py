@@ -8,6 +8,10 @@ Layout under ``paths.state`` (on the inbox's filesystem, so every move is one ``
     instances/<instance>.stopped      when the instance last stopped, and its version
     failures/<job_id>.json            where a failed original went, for retry and status
 
+The spool is the service user's alone: its folders are made 0750 and its records 0640 whatever
+the umask, and every name read back from a record is checked before use (``Job.from_record``),
+so a record cannot lead a move out of its folder.
+
 Every decision is written to ``job.json`` before it is acted on, so that recovery after a crash
 at any point only has to read what is there. At every instant the original lives in exactly one
 place: the inbox, a job folder, the archive or the failed folder.
@@ -28,10 +32,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from sir_convert_a_lot.config import Paths
+from sir_convert_a_lot.config import Paths, instance_name_problem
+from sir_convert_a_lot.errors import ConfigError
 from sir_convert_a_lot.fsutil import (
+    PRIVATE_DIR_MODE,
+    PRIVATE_FILE_MODE,
+    check_name,
+    check_relative,
     fsync_dir,
     make_dirs_no_symlinks,
+    make_private_dirs,
     move_no_replace,
     move_to_free_name,
     read_json,
@@ -104,10 +114,17 @@ class Job:
 
     @classmethod
     def from_record(cls, data: dict[str, Any]) -> Job:
+        """The job a record describes; OutsideFolder (a ValueError) when a name in it could
+        lead out of the inbox or the outbox folder it must stay in."""
         stem = data.get("output_stem_b64")
+        relative_path = decode_from_record(data["relative_path_b64"])
+        check_relative(relative_path, "relative_path")
+        output_stem = decode_from_record(stem) if stem else None
+        if output_stem is not None:
+            check_name(output_stem, "output_stem")
         return cls(
             job_id=str(data["job_id"]),
-            relative_path=decode_from_record(data["relative_path_b64"]),
+            relative_path=relative_path,
             profile=data.get("profile"),
             options=ConversionOptions.from_dict(data["options"]),
             claimed_at=float(data["claimed_at"]),
@@ -116,10 +133,63 @@ class Job:
             instance=str(data["instance"]),
             claimed_sha256=_optional_str(data.get("claimed_sha256")),
             attempts=int(data.get("attempts", 0)),
-            output_stem=decode_from_record(stem) if stem else None,
+            output_stem=output_stem,
             phase=str(data.get("phase", "claimed")),
             outcome=dict(data.get("outcome") or {}),
         )
+
+
+# A claim's rename that fails with one of these, right after the job folder was written, failed
+# on the side of the inbox file: its folder's permissions (EACCES; EPERM with a sticky bit or an
+# immutable file), a mount point inside the inbox (EXDEV, EBUSY), a path that changed shape.
+SOURCE_SIDE_ERRNOS = frozenset(
+    {
+        errno.EACCES,
+        errno.EPERM,
+        errno.EXDEV,
+        errno.EBUSY,
+        errno.ENOTDIR,
+        errno.ELOOP,
+        errno.ENAMETOOLONG,
+    }
+)
+
+
+class SourceBlocked(Exception):
+    """The service user cannot move this inbox file: only this file must wait, not the inbox."""
+
+    def __init__(self, relative_path: str, folder: Path, error: OSError) -> None:
+        super().__init__(f"{display(relative_path)}: {error.strerror}")
+        self.relative_path = relative_path
+        self.folder = folder
+        self.errno = error.errno or 0
+        self.error = error
+
+    @property
+    def errno_name(self) -> str:
+        return errno.errorcode.get(self.errno, str(self.errno))
+
+    @property
+    def fix(self) -> str:
+        """What an operator does about it, in one sentence."""
+        folder = display(str(self.folder))
+        if self.errno == errno.EACCES:
+            return (
+                f"the folder {folder} is not writable by the service user; make it "
+                "group-writable for the share group and setgid (chmod 2775, chgrp to the "
+                "service group; Samba: force group, directory mask = 2775)"
+            )
+        if self.errno == errno.EPERM:
+            return (
+                f"the folder {folder} does not let the service user move this file (a sticky "
+                "bit, or an immutable file): chmod -t the folder, or chattr -i the file"
+            )
+        if self.errno in (errno.EXDEV, errno.EBUSY):
+            return (
+                f"the file or {folder} is on another filesystem mounted inside the inbox; "
+                "drop files onto the share itself"
+            )
+        return f"the file cannot be moved out of {folder} ({self.error.strerror}); check it"
 
 
 @dataclass(frozen=True)
@@ -131,6 +201,10 @@ class Lease:
 
 class Spool:
     def __init__(self, paths: Paths, instance: str, clock: Clock = time.time) -> None:
+        # Room for names derived from a configured one (``convert`` adds ``-convert-<pid>``).
+        problem = instance_name_problem(instance, max_length=200)
+        if problem:  # e.g. a default taken from an odd host name: it becomes a path part here
+            raise ConfigError(f"instances.name: {instance!r} is {problem}")
         self.paths = paths
         self.instance = instance
         self.clock = clock
@@ -163,7 +237,7 @@ class Spool:
             self.failures_root,
             self.reservations_root,
         ):
-            folder.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(folder)
 
     def job_folder(self, job: Job) -> Path:
         return self.my_claims / job.job_id
@@ -194,19 +268,25 @@ class Spool:
             instance=self.instance,
         )
         building = self.my_tmp / job.job_id
+        source = self.paths.inbox / relative_path
+        moving = False
         try:
-            building.mkdir(parents=True)
-            write_json_atomic(building / RECORD, job.to_record())
-            os.rename(self.paths.inbox / relative_path, building / SOURCE)
-        except FileNotFoundError:
-            remove_tree(building)
-            return None
-        except OSError:
+            make_private_dirs(self.my_tmp)
+            os.mkdir(building, PRIVATE_DIR_MODE)
+            write_json_atomic(building / RECORD, job.to_record(), PRIVATE_FILE_MODE)
+            moving = True
+            os.rename(source, building / SOURCE)
+        except OSError as exc:
             remove_tree(building)  # the source never left the inbox
+            if moving and isinstance(exc, FileNotFoundError):
+                return None
+            if moving and exc.errno in SOURCE_SIDE_ERRNOS:
+                # The job folder was just written, so the rename failed on the inbox's side.
+                raise SourceBlocked(relative_path, source.parent, exc) from exc
             raise
         try:
             fsync_dir(building)
-            self.my_claims.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(self.my_claims)
             os.rename(building, self.job_folder(job))
         except OSError:
             # Give the file back rather than strand it until the next start's recovery.
@@ -221,7 +301,7 @@ class Spool:
     # -- records ------------------------------------------------------------------------------
 
     def save(self, job: Job) -> Job:
-        write_json_atomic(self.job_folder(job) / RECORD, job.to_record())
+        write_json_atomic(self.job_folder(job) / RECORD, job.to_record(), PRIVATE_FILE_MODE)
         return job
 
     def update(self, job: Job, **changes: Any) -> Job:
@@ -244,9 +324,10 @@ class Spool:
     def reserve(self, folder: str, key: str, job_id: str) -> bool:
         """Hold an output stem for ``job_id``; False when another job holds it."""
         path = self._reservation(folder, key)
-        self.reservations_root.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(self.reservations_root)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            fd = os.open(path, flags, PRIVATE_FILE_MODE)
         except FileExistsError:
             try:
                 return path.read_text(encoding="ascii").strip() == job_id
@@ -297,7 +378,7 @@ class Spool:
 
     def _finish_half_claim(self, building: Path, into: Path) -> None:
         if os.path.lexists(building / SOURCE):
-            into.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(into)
             with contextlib.suppress(FileNotFoundError):
                 os.rename(building, into / building.name)
         else:
@@ -331,7 +412,7 @@ class Spool:
             return None
         if job.instance != self.instance or job_folder.name != job.job_id:
             job = replace(job, instance=self.instance, job_id=job_folder.name)
-            write_json_atomic(job_folder / RECORD, job.to_record())
+            write_json_atomic(job_folder / RECORD, job.to_record(), PRIVATE_FILE_MODE)
         return job
 
     def _duplicate_of_inbox(self, job: Job, job_folder: Path) -> bool:
@@ -359,7 +440,7 @@ class Spool:
             "heartbeat_at": self.clock(),
             **status,
         }
-        write_json_atomic(self.lease_path, record)
+        write_json_atomic(self.lease_path, record, PRIVATE_FILE_MODE)
 
     def remove_lease(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -489,21 +570,30 @@ class Spool:
             "failed_at": self.clock(),
             "instance": self.instance,
         }
-        write_json_atomic(self.failures_root / f"{job.job_id}.json", record)
+        write_json_atomic(self.failures_root / f"{job.job_id}.json", record, PRIVATE_FILE_MODE)
         remove_tree(self.job_folder(job))
         return target
 
     def failure_records(self) -> list[dict[str, Any]]:
+        """Every failure record, oldest first, with ``_record`` (its path) and ``_trusted``:
+        whether the owner of the failures folder wrote it (anyone else's is shown, never acted
+        on)."""
+        try:
+            owner: int | None = os.lstat(self.failures_root).st_uid
+        except OSError:
+            owner = None
         records: list[dict[str, Any]] = []
         for entry in _entries(self.failures_root):
             if not entry.name.endswith(".json") or entry.name.startswith("."):
                 continue
             try:
+                uid = entry.stat(follow_symlinks=False).st_uid
                 record = read_json(Path(entry.path))
             except (OSError, ValueError):
                 continue
             if isinstance(record, dict):
                 record["_record"] = entry.path
+                record["_trusted"] = uid == owner
                 records.append(record)
         records.sort(key=lambda r: float(r.get("failed_at") or 0))
         return records
@@ -527,6 +617,10 @@ def _read_job(record: Path) -> Job | None:
 
 
 def _entries(folder: Path) -> list[os.DirEntry[str]]:
+    """A folder's entries; nothing for a symlink planted where a spool folder belongs, so that
+    a listing never leads out of the spool."""
+    if os.path.islink(folder):
+        return []
     try:
         with os.scandir(folder) as iterator:
             return list(iterator)
