@@ -292,6 +292,21 @@ def test_symlinks_fifos_and_linked_folders_are_never_followed(tmp_path: Path) ->
     assert (tmp_path / "failed" / "link.pdf").is_symlink()
 
 
+def test_status_shows_the_instance_ready_at_once_even_with_a_long_lease(tmp_path: Path) -> None:
+    """The lease is rewritten every quarter lease (15 s at the default 60); being ready, and
+    every change status shows, must not wait for that."""
+    config = write_config(tmp_path, instances={"lease_seconds": 60})
+    with Daemon(config).start():
+        ready_at = time.monotonic()
+
+        def shown_ready() -> bool:
+            (instance,) = json.loads(run_cli("status", "--json", config=config).stdout)["instances"]
+            return bool(instance["state"] == "ready")
+
+        wait_for(shown_ready, timeout=10, interval=0.2)
+        assert time.monotonic() - ready_at < 5
+
+
 def test_sigterm_stops_cleanly_and_status_reports_the_instance(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     with Daemon(config).start() as daemon:

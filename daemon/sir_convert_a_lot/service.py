@@ -742,17 +742,19 @@ class Service:
         if self.notifier.watchdog_seconds:
             interval = min(interval, self.notifier.watchdog_seconds / 2)
         next_lease = 0.0
+        woken = True
         while not self._stopped_for_good():
             now = time.monotonic()
-            if now >= next_lease or self._heartbeat_wake.is_set():
+            if now >= next_lease or woken:
+                # Cleared before the status is read: a wake during the write is not lost.
+                self._heartbeat_wake.clear()
                 try:
                     self.spool.heartbeat(self.status())
                 except OSError as exc:
                     log.error("heartbeat_failed", error=str(exc))
                 next_lease = now + max(0.5, self.config.lease_seconds / 4)
             self._tell_systemd()
-            self._heartbeat_wake.wait(min(interval, 1.0))
-            self._heartbeat_wake.clear()
+            woken = self._heartbeat_wake.wait(min(interval, 1.0))
 
     def _tell_systemd(self) -> None:
         if not self.notifier.enabled:
