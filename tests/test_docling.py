@@ -188,11 +188,13 @@ def test_missing_models_stop_the_daemon_before_ready_naming_them_and_the_fix(
     empty.mkdir()
     config = write_config(tmp_path, **_docling_config(tmp_path, empty, ocr_mode="auto"))
     with Daemon(config, env=OFFLINE).start(wait_ready=False) as daemon:
-        assert daemon.wait(timeout=120) == 1
+        # 2: an installation problem, which the unit does not restart (RestartPreventExitStatus)
+        assert daemon.wait(timeout=120) == 2
     events = daemon.events()
     assert not any(e["event"] == "daemon_ready" for e in events)
     failure = next(e for e in events if e["event"] == "engine_start_failed")
     assert failure["reason"] == "models_missing"
+    assert failure["effect"] == "not restarting: fix the installation first"
     assert "sir-convert models download" in failure["message"]
     assert "docling-project--docling-layout-heron" in failure["message"]
     assert "RapidOcr" in failure["message"]
