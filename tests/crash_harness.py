@@ -56,7 +56,7 @@ def _between_markdown_and_sidecar(write_sidecar_tmp: bool) -> None:
         if is_sidecar:
             _die()
 
-    publish._write_new = wrapped  # type: ignore[assignment]
+    publish._write_new = wrapped
 
 
 POINTS: dict[str, Callable[[], None]] = {

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tomli_w
@@ -88,7 +89,7 @@ def _write(path: Path, data: str | bytes, mode: int = 0o644, owner: int | None =
         os.chown(path, owner, owner)
 
 
-def _config(base: Path, name: str, **sections: dict[str, object]) -> None:
+def _config(base: Path, name: str, **sections: dict[str, Any]) -> None:
     _write(base / name, tomli_w.dumps(config_document(base, **sections)))
 
 

@@ -14,7 +14,8 @@ import tomli_w
 
 from sir_convert_a_lot import config as config_module
 from sir_convert_a_lot.cli import main
-from sir_convert_a_lot.config import SCHEMA, Config, ConfigError, Governance, parse, render_default
+from sir_convert_a_lot.config import SCHEMA, Config, Governance, parse, render_default
+from sir_convert_a_lot.errors import ConfigError
 from tests.helpers import config_document, write_config
 
 MIB = 1024 * 1024

@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,8 +27,9 @@ def _outputs(outbox: Path) -> list[str]:
     return files_under(outbox)
 
 
-def _sidecar(outbox: Path, stem: str) -> dict:
-    return json.loads((outbox / f"{stem}.json").read_text(encoding="utf-8"))
+def _sidecar(outbox: Path, stem: str) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads((outbox / f"{stem}.json").read_text(encoding="utf-8"))
+    return document
 
 
 def _wait_files(folder: Path, names: list[str], timeout: float = 60) -> None:
@@ -533,8 +535,8 @@ def test_every_file_of_the_shared_corpus_ends_in_exactly_one_terminal_state(
     with Daemon(config).start() as daemon:
         os.rename(staging, tmp_path / "inbox" / "corpus")  # a whole folder dropped at once
 
-        def terminal() -> dict[str, list[dict]]:
-            found: dict[str, list[dict]] = {}
+        def terminal() -> dict[str, list[dict[str, Any]]]:
+            found: dict[str, list[dict[str, Any]]] = {}
             for path in (tmp_path / "outbox").rglob("*.json"):
                 document = json.loads(path.read_text())
                 relative = document["source"]["relative_path"].removeprefix("corpus/")

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from sir_convert_a_lot.config import Governance
 from sir_convert_a_lot.engine import Engine, WorkerCrashed, WorkerTimedOut, load_plan
 from sir_convert_a_lot.gpu import GpuDevice, GpuProbe
 from sir_convert_a_lot.options import ConversionOptions
@@ -23,8 +25,11 @@ NO_GPU = GpuProbe(False, None, "no usable GPU: test", "nvml_unavailable: test", 
 A_GPU = GpuProbe(True, GpuDevice(0, "Test GPU", "999.1", 80 << 30), "ok", "ok", "available")
 
 
+EngineFactory = Callable[..., Engine]
+
+
 @pytest.fixture
-def engine(tmp_path: Path):
+def engine(tmp_path: Path) -> Iterator[EngineFactory]:
     config = load_config(tmp_path)
     made: list[Engine] = []
 
@@ -46,7 +51,7 @@ def _options(**changes: object) -> ConversionOptions:
 
 
 def test_every_job_runs_on_the_thread_that_loaded_and_warmed_the_models(
-    engine, tmp_path: Path
+    engine: EngineFactory, tmp_path: Path
 ) -> None:
     worker = engine()
     info = worker.start()
@@ -64,7 +69,7 @@ def test_every_job_runs_on_the_thread_that_loaded_and_warmed_the_models(
 
 
 def test_a_crashing_worker_raises_and_the_next_job_gets_a_fresh_worker(
-    engine, tmp_path: Path
+    engine: EngineFactory, tmp_path: Path
 ) -> None:
     worker = engine(fault_injection=("crash:boom.pdf",))
     first_pid = worker.start().pid
@@ -79,7 +84,7 @@ def test_a_crashing_worker_raises_and_the_next_job_gets_a_fresh_worker(
     assert worker.info is not None and worker.info.pid != first_pid
 
 
-def test_a_conversion_past_its_time_limit_is_killed(engine, tmp_path: Path) -> None:
+def test_a_conversion_past_its_time_limit_is_killed(engine: EngineFactory, tmp_path: Path) -> None:
     worker = engine(fault_injection=("hang:stuck.pdf",))
     worker.start()
     stuck = make_pdf(tmp_path / "stuck.pdf")
@@ -95,7 +100,9 @@ def test_a_conversion_past_its_time_limit_is_killed(engine, tmp_path: Path) -> N
     assert not worker.alive
 
 
-def test_a_converter_exception_fails_the_job_and_keeps_the_worker(engine, tmp_path: Path) -> None:
+def test_a_converter_exception_fails_the_job_and_keeps_the_worker(
+    engine: EngineFactory, tmp_path: Path
+) -> None:
     worker = engine(fault_injection=("raise:bug.pdf",))
     info = worker.start()
     bug = make_pdf(tmp_path / "bug.pdf")
@@ -106,7 +113,9 @@ def test_a_converter_exception_fails_the_job_and_keeps_the_worker(engine, tmp_pa
     assert worker.alive and worker.info is not None and worker.info.pid == info.pid
 
 
-def test_preflight_failures_come_back_with_their_codes(engine, tmp_path: Path) -> None:
+def test_preflight_failures_come_back_with_their_codes(
+    engine: EngineFactory, tmp_path: Path
+) -> None:
     worker = engine()
     worker.start()
     encrypted = copy_sample("r2-user-password.pdf", tmp_path)
@@ -125,9 +134,7 @@ def test_the_load_plan_follows_the_lock() -> None:
     assert with_gpu == (("docling", "cuda"), ("pymupdf", "cpu"))
 
 
-def load_config_governance(unlocked: bool):
-    from sir_convert_a_lot.config import Governance
-
+def load_config_governance(unlocked: bool) -> Governance:
     return UNLOCK if unlocked else Governance()
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ from tests.helpers import REPO, SAMPLES
 pytestmark = pytest.mark.slow
 
 
-def _run(out: Path, *extra: str) -> tuple[int, dict]:
+def _run(out: Path, *extra: str) -> tuple[int, dict[str, Any]]:
     completed = subprocess.run(
         [str(REPO / "tools" / "gpu-check"), "--output", str(out), *extra],
         cwd=REPO,

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from sir_convert_a_lot import preflight as preflight_module
 from sir_convert_a_lot import publish as publish_module
 from sir_convert_a_lot import runner as runner_module
 from sir_convert_a_lot import service as service_module
@@ -36,8 +37,9 @@ from tests.helpers import (
 pytestmark = pytest.mark.slow
 
 
-def _error(outbox: Path, stem: str) -> dict:
-    return json.loads((outbox / f"{stem}.error.json").read_text())["error"]
+def _error(outbox: Path, stem: str) -> dict[str, Any]:
+    error: dict[str, Any] = json.loads((outbox / f"{stem}.error.json").read_text())["error"]
+    return error
 
 
 # -- refusing to start --------------------------------------------------------------------------
@@ -217,7 +219,7 @@ def _start(service: Service) -> threading.Thread:
 def test_a_file_changed_after_its_claim_is_given_back_and_converted_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_inspect = runner_module.inspect_source
+    real_inspect = preflight_module.inspect_source  # the function runner calls by that name
     whole = pdf_bytes(pages=3, text="complete")
     appended = threading.Event()
 

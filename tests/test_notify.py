@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from sir_convert_a_lot import publish as publish_module
 from sir_convert_a_lot import runner as runner_module
 from sir_convert_a_lot import service as service_module
 from sir_convert_a_lot.service import Service
@@ -170,7 +171,7 @@ def test_watchdog_pings_stop_while_a_job_is_stuck_past_its_limit(
         monkeypatch.setenv(key, value)
     monkeypatch.setattr(service_module, "OVERDUE_GRACE_SECONDS", 0.5)
     release = threading.Event()
-    real_write = runner_module.write_outputs
+    real_write = publish_module.write_outputs  # the function runner calls by that name
 
     def hung_outbox(*args: object, **kwargs: object) -> object:
         release.wait(30)  # a publish stuck on a hung network mount

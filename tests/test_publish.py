@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from sir_convert_a_lot import publish
 from sir_convert_a_lot.publish import (
     ERROR,
     MARKDOWN,
@@ -158,7 +157,7 @@ def killed_attempt(
         raise Crash
 
     with monkeypatch.context() as patch:
-        patch.setattr(publish.os, "rename", dying_rename)
+        patch.setattr(os, "rename", dying_rename)
         with pytest.raises(Crash):
             write_outputs(folder, stem, job_id, [(MARKDOWN, content)])
     return sorted(set(os.listdir(folder)) - before)
@@ -196,7 +195,7 @@ def test_write_outputs_renames_hidden_temporaries_in_order_sidecar_last(
         renames.append((str(src), str(dst), (tmp_path / "report.json").exists(), complete))
         real_rename(src, dst, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(publish.os, "rename", recording_rename)
+    monkeypatch.setattr(os, "rename", recording_rename)
     write_outputs(tmp_path, "report", JOB, [(MARKDOWN, b"# md\n"), (SIDECAR, b"{}\n")])
     monkeypatch.undo()
 

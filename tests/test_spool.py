@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from sir_convert_a_lot import spool as spool_module
 from sir_convert_a_lot.config import Paths
 from sir_convert_a_lot.fsutil import read_json, write_json_atomic
 from sir_convert_a_lot.names import collision_key
@@ -193,7 +192,7 @@ def crash_claim_at_rename(
 
     info = os.lstat(paths.inbox / relative)
     with monkeypatch.context() as patch:
-        patch.setattr(spool_module.os, "rename", dying_rename)
+        patch.setattr(os, "rename", dying_rename)
         with pytest.raises(Crash):
             started(paths, ME).claim(relative, None, OPTIONS, info.st_size, info.st_mtime_ns)
 
@@ -594,11 +593,11 @@ def test_racing_takeovers_of_one_dead_job_only_one_wins(
     def interleaved_rename(src: object, dst: object, **kwargs: object) -> None:
         # The second instance has listed the job; the first moves it just before its rename.
         if Path(str(src)) == dead_folder and "first" not in results:
-            monkeypatch.setattr(spool_module.os, "rename", real_rename)
+            monkeypatch.setattr(os, "rename", real_rename)
             results["first"] = first.take_over_dead(lease_seconds=60)
         real_rename(src, dst, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(spool_module.os, "rename", interleaved_rename)
+    monkeypatch.setattr(os, "rename", interleaved_rename)
     results["second"] = second.take_over_dead(lease_seconds=60)
 
     assert [t.job_id for t in results["first"]] == [job.job_id]

@@ -22,7 +22,6 @@ import tempfile
 import time
 import tomllib
 from pathlib import Path
-from types import SimpleNamespace
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "daemon"), str(REPO / "tools")]
@@ -72,7 +71,9 @@ def daemon(models: Path, corpus: Path) -> dict[str, float]:
         config = Path(scratch) / "config.toml"
         config.write_text(tomli_w.dumps(document), encoding="utf-8")
         result = benchmark.run(
-            SimpleNamespace(config=config, corpus=corpus, repeat=1, timeout=3600, ready_timeout=900)
+            argparse.Namespace(
+                config=config, corpus=corpus, repeat=1, timeout=3600, ready_timeout=900
+            )
         )
     summary = result["summary"]
     window = float(document["watch"]["stability_seconds"])

@@ -18,7 +18,6 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,7 +60,7 @@ def in_process(config_path: Path, pdfs: list[Path], rounds: int) -> dict[str, An
 def daemon(config_path: Path, corpus: Path, rounds: int) -> dict[str, Any]:
     times, window = [], 0.0
     for _round in range(rounds):
-        args = SimpleNamespace(
+        args = argparse.Namespace(
             config=config_path, corpus=corpus, repeat=1, timeout=3600, ready_timeout=900
         )
         result = benchmark.run(args)
