@@ -19,6 +19,7 @@ from typing import Any
 
 from sir_convert_a_lot.arrival import HEAD_NOT_ARRIVED, NO_EOF_MARKER, missing_part
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
+from sir_convert_a_lot.file_faults import broken_file
 from sir_convert_a_lot.names import display, has_pdf_suffix
 
 _PDF_MAGIC = b"%PDF-"
@@ -215,7 +216,7 @@ def open_pdf(data: bytes, max_pages: int) -> OpenedPdf:
             "The PDF is protected by a password; save an unprotected copy and drop that instead.",
             reason="password_required",
         )
-    pages = int(document.page_count)
+    pages = _page_count(document)
     if pages == 0:
         document.close()
         raise JobFailure(
@@ -232,4 +233,37 @@ def open_pdf(data: bytes, max_pages: int) -> OpenedPdf:
             pages=pages,
             max_pages=max_pages,
         )
+    _load_every_page(document, pages)
     return OpenedPdf(data=data, document=document, pages=pages, repaired=bool(document.is_repaired))
+
+
+def _page_count(document: Any) -> int:
+    """MuPDF counts pages by walking the page tree; a count it cannot believe (``/Count``
+    missing or wrong) is the file's fault."""
+    try:
+        return int(document.page_count)
+    except Exception as exc:
+        failure = broken_file(exc, "page_tree_broken", what=_PAGE_TREE)
+        if failure is None:
+            raise
+        document.close()
+        raise failure from None
+
+
+def _load_every_page(document: Any, pages: int) -> None:
+    """Load each page object once, so that a page tree MuPDF cannot walk (a cycle, a /Kids
+    entry that is no page) fails here as ``pdf_unreadable`` rather than halfway through a
+    backend as an internal error. It reads only the page dictionaries, not their contents."""
+    for number in range(pages):
+        try:
+            document.load_page(number)
+        except Exception as exc:
+            failure = broken_file(exc, "page_tree_broken", what=_PAGE_TREE)
+            if failure is None:
+                raise
+            failure.details["page"] = number + 1
+            document.close()
+            raise failure from None
+
+
+_PAGE_TREE = "list of pages (its page tree)"

@@ -1,0 +1,178 @@
+"""A converter's "this file is broken" ends as ``pdf_unreadable`` (not retryable), never as an
+internal error that invites retries; genuine converter faults stay internal errors.
+
+The broken files are pdf.js test PDFs (fixtures/broken_pdfs/ATTRIBUTION.md); the table of all
+59 is in docs/reference/reliability.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sir_convert_a_lot.backends.base import BackendResult
+from sir_convert_a_lot.errors import ErrorCode, JobFailure
+from sir_convert_a_lot.file_faults import broken_file, mupdf_file_error
+from sir_convert_a_lot.options import ConversionOptions
+from sir_convert_a_lot.preflight import OpenedPdf, open_pdf
+from sir_convert_a_lot.protocol import ConvertRequest, Failed, WorkerSettings
+from sir_convert_a_lot.worker import _Worker
+from tests.daemon import run_cli
+from tests.helpers import REPO, make_pdf, write_config
+
+BROKEN = REPO / "fixtures" / "broken_pdfs"
+CYCLE = BROKEN / "Pages-tree-refs.pdf"
+BAD_COUNT = BROKEN / "poppler-67295-0.pdf"
+
+
+def _mupdf_format_error() -> Exception:
+    """The exception MuPDF itself raises for the cycle, caught by loading the page that the
+    cycle hides without any preflight."""
+    import pymupdf
+
+    with pymupdf.open(CYCLE) as document:
+        try:
+            document.load_page(1)
+        except Exception as exc:  # whatever MuPDF raises
+            return exc
+    raise AssertionError("MuPDF loaded page 2 of a page tree with a cycle")
+
+
+def _assert_one_plain_sentence(message: str) -> None:
+    assert "\n" not in message
+    assert message.endswith(".") and message.count(". ") == 0
+    assert "code=" not in message  # the parser's words go to details, not to the person
+
+
+# -- which exceptions are the file's fault ----------------------------------------------------
+
+
+def test_mupdfs_format_error_on_the_files_data_is_the_files_fault() -> None:
+    assert mupdf_file_error(_mupdf_format_error()) == "format"
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind"),
+    [
+        (RuntimeError("code=7: Invalid number of pages"), "format"),
+        (RuntimeError("code=8: expected object number"), "syntax"),
+        (RuntimeError("code=4: invalid argument"), None),  # FZ_ERROR_ARGUMENT: our misuse
+        (RuntimeError("code=2: cannot open file"), None),  # FZ_ERROR_SYSTEM: the machine
+        (RuntimeError("injected fault"), None),
+        (ValueError("code=7: not MuPDF's RuntimeError"), None),
+        (MemoryError(), None),
+        (KeyError("boxes"), None),
+    ],
+)
+def test_only_mupdfs_format_and_syntax_verdicts_count(exc: Exception, kind: str | None) -> None:
+    assert mupdf_file_error(exc) == kind
+    assert (broken_file(exc, "parse_failed") is None) == (kind is None)
+
+
+def test_a_wrapper_raised_from_mupdfs_verdict_still_counts() -> None:
+    try:
+        try:
+            raise _mupdf_format_error()
+        except Exception as inner:
+            raise TypeError("a library wrapped it") from inner
+    except TypeError as outer:
+        assert mupdf_file_error(outer) == "format"
+
+
+# -- preflight: the page tree is checked before any backend ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "parser_message", "page"),
+    [
+        (CYCLE, "code=7: cycle in page tree", 2),
+        (BAD_COUNT, "code=7: Invalid number of pages", None),
+    ],
+)
+def test_open_pdf_refuses_a_broken_page_tree(
+    path: Path, parser_message: str, page: int | None
+) -> None:
+    with pytest.raises(JobFailure) as caught:
+        open_pdf(path.read_bytes(), 100)
+    failure = caught.value
+    assert failure.code is ErrorCode.PDF_UNREADABLE
+    assert failure.code.retryable is False
+    assert failure.details["reason"] == "page_tree_broken"
+    assert failure.details["parser_message"] == parser_message
+    assert failure.details.get("page") == page
+    _assert_one_plain_sentence(failure.message)
+
+
+def test_open_pdf_still_opens_a_good_pdf_with_every_page(tmp_path: Path) -> None:
+    opened = open_pdf(make_pdf(tmp_path / "good.pdf", pages=3).read_bytes(), 100)
+    assert opened.pages == 3
+    opened.document.close()
+
+
+# -- the worker: a parser's verdict mid-conversion, and a genuine bug --------------------------
+
+
+class _RaisingBackend:
+    name = "pymupdf"
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+    def convert(self, pdf: OpenedPdf, options: ConversionOptions, progress: Any) -> BackendResult:
+        raise self.exc
+
+
+def _worker_failure(tmp_path: Path, exc: Exception) -> Failed:
+    worker = _Worker(conn=None, settings=WorkerSettings(0, "", 10**8, 100))  # type: ignore[arg-type]
+    worker.backends[("pymupdf", "cpu")] = _RaisingBackend(exc)  # type: ignore[assignment]
+    source = make_pdf(tmp_path / "good.pdf")
+    options = ConversionOptions(backend_strategy="pymupdf", ocr_mode="off")
+    request = ConvertRequest("job_x", str(source), "good.pdf", options, "cpu")
+    try:
+        result = worker._convert(request)
+    finally:
+        worker.model_thread.shutdown()
+    assert isinstance(result, Failed)
+    return result
+
+
+def test_the_worker_reports_a_parser_verdict_mid_conversion_as_pdf_unreadable(
+    tmp_path: Path,
+) -> None:
+    failed = _worker_failure(tmp_path, _mupdf_format_error())
+    assert failed.code == "pdf_unreadable"
+    assert failed.details["reason"] == "parse_failed"
+    assert failed.details["parser_error"] == "format"
+    _assert_one_plain_sentence(failed.message)
+
+
+def test_the_worker_keeps_a_genuine_converter_fault_an_internal_error(tmp_path: Path) -> None:
+    failed = _worker_failure(tmp_path, KeyError("boxes"))
+    assert failed.code == "conversion_internal_error"
+    assert ErrorCode(failed.code).retryable is True
+    assert failed.details["exception"] == "KeyError"
+
+
+# -- end to end: the real convert command -------------------------------------------------------
+
+
+def test_convert_fails_a_page_tree_with_a_cycle_as_unreadable_and_leaves_it_in_place(
+    tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path)
+    before = hashlib.sha256(CYCLE.read_bytes()).hexdigest()
+    out = tmp_path / "out"
+    result = run_cli("convert", str(CYCLE), "--out", str(out), config=config, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    envelope = json.loads((out / "Pages-tree-refs.error.json").read_text())
+    error = envelope["error"]
+    assert error["code"] == "pdf_unreadable"
+    assert error["retryable"] is False
+    assert error["details"]["reason"] == "page_tree_broken"
+    assert not (out / "Pages-tree-refs.md").exists()
+    assert hashlib.sha256(CYCLE.read_bytes()).hexdigest() == before
