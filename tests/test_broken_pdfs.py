@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -176,3 +177,66 @@ def test_convert_fails_a_page_tree_with_a_cycle_as_unreadable_and_leaves_it_in_p
     assert error["details"]["reason"] == "page_tree_broken"
     assert not (out / "Pages-tree-refs.md").exists()
     assert hashlib.sha256(CYCLE.read_bytes()).hexdigest() == before
+
+
+# -- docling: its parser's verdict on the bytes, and a pipeline fault -------------------------
+
+
+def _docling_error(component: str, category: str) -> Any:
+    from docling.datamodel.base_models import DoclingComponentType, ErrorItem, FailureCategory
+
+    return ErrorItem(
+        component_type=DoclingComponentType(component),
+        module_name="",
+        error_message="docling-parse could not load document 77c8: Failed to load document",
+        category=FailureCategory(category),
+    )
+
+
+class _FailingConverter:
+    """Stands in for docling's DocumentConverter: the conversion ends FAILURE with ``errors``."""
+
+    def __init__(self, errors: list[Any]) -> None:
+        self.errors = errors
+
+    def convert(self, stream: Any, raises_on_error: bool, progress_callback: Any) -> Any:
+        from docling.datamodel.base_models import ConversionStatus
+
+        return SimpleNamespace(status=ConversionStatus.FAILURE, errors=self.errors, document=None)
+
+
+def _docling_failure(errors: list[Any]) -> JobFailure:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sir_convert_a_lot.backends.base import BackendContext
+    from sir_convert_a_lot.backends.docling import DoclingBackend
+
+    with ThreadPoolExecutor(max_workers=1) as model_thread:
+        backend = DoclingBackend(BackendContext("cpu", 0, model_thread))
+        pdf = OpenedPdf(data=CYCLE.read_bytes(), document=None, pages=2, repaired=False)
+        with pytest.raises(JobFailure) as caught:
+            backend._run(_FailingConverter(errors), pdf, lambda _page, _total: None)
+    return caught.value
+
+
+def test_docling_parses_rejection_of_the_input_is_pdf_unreadable() -> None:
+    failure = _docling_failure([_docling_error("user_input", "backend_failure")])
+    assert failure.code is ErrorCode.PDF_UNREADABLE
+    assert failure.details["reason"] == "parse_failed"
+    assert failure.details["parser"] == "docling-parse"
+    _assert_one_plain_sentence(failure.message)
+
+
+@pytest.mark.parametrize(
+    "errors",
+    [
+        [("pipeline", "unknown")],  # an exception inside docling's pipeline
+        [("user_input", "policy")],  # refused by a limit, not unreadable
+        [("user_input", "backend_failure"), ("pipeline", "unknown")],
+        [],
+    ],
+)
+def test_other_docling_failures_stay_internal_errors(errors: list[tuple[str, str]]) -> None:
+    failure = _docling_failure([_docling_error(c, k) for c, k in errors])
+    assert failure.code is ErrorCode.CONVERSION_INTERNAL_ERROR
+    assert failure.details["reason"] == "docling_failed"

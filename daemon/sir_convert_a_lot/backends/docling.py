@@ -30,6 +30,7 @@ from typing import Any
 from sir_convert_a_lot import models
 from sir_convert_a_lot.backends.base import BackendContext, BackendResult, ProgressCallback
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
+from sir_convert_a_lot.file_faults import broken_message
 from sir_convert_a_lot.options import ConversionOptions
 from sir_convert_a_lot.preflight import OpenedPdf
 
@@ -240,13 +241,16 @@ class DoclingBackend:
         stream = DocumentStream(name="source.pdf", stream=io.BytesIO(pdf.data))
         with contextlib.redirect_stdout(io.StringIO()):
             result = converter.convert(stream, raises_on_error=False, progress_callback=on_progress)
-        errors = [str(getattr(e, "error_message", e)) for e in (result.errors or [])]
+        items = list(result.errors or [])
+        errors = [str(getattr(e, "error_message", e)) for e in items]
         if result.status == ConversionStatus.SUCCESS:
             return result.document
         if result.status == ConversionStatus.PARTIAL_SUCCESS and result.document is not None:
             if warnings is not None:
                 warnings.append(f"docling_partial_success:{len(errors)}")
             return result.document
+        if _input_rejected(items):
+            raise _unparsable(errors)
         raise self._failure(errors)
 
     def _failure(self, errors: list[str]) -> JobFailure:
@@ -289,6 +293,31 @@ class DoclingBackend:
     def _model_thread_id(self) -> int:
         thread_id: int = self.context.model_thread.submit(threading.get_ident).result()
         return thread_id
+
+
+def _input_rejected(items: list[Any]) -> bool:
+    """docling's own verdict that its PDF parser (docling-parse) could not read the bytes: an
+    invalid input document (component ``user_input``, category ``backend_failure``, raised as
+    ``DocumentLoadError``), which docling keeps apart from pipeline faults and missing
+    dependencies. The same parser read the warm-up page when the worker started, so this is
+    the file, not the installation."""
+    from docling.datamodel.base_models import DoclingComponentType, FailureCategory
+
+    return bool(items) and all(
+        getattr(item, "component_type", None) == DoclingComponentType.USER_INPUT
+        and getattr(item, "category", None) == FailureCategory.BACKEND_FAILURE
+        for item in items
+    )
+
+
+def _unparsable(errors: list[str]) -> JobFailure:
+    return JobFailure(
+        ErrorCode.PDF_UNREADABLE,
+        broken_message("internal structure"),
+        reason="parse_failed",
+        parser="docling-parse",
+        parser_message=" | ".join(errors)[:300],
+    )
 
 
 def _initialize_pipeline(converter: Any) -> Any:
