@@ -4,6 +4,7 @@ per file and backend, and what each run ended as.
 Usage:
     .venv/bin/python tools/broken_pdfs.py --extract-from PDFJS_GIT_DIR --corpus DIR
     .venv/bin/python tools/broken_pdfs.py --corpus DIR --out REPORT.json [--markdown TABLE.md]
+    .venv/bin/python tools/broken_pdfs.py --from-report NEW.json --before OLD.json --markdown T.md
 
 The files and what is wrong with each are listed in tools/broken_pdfs_corpus.json, with the
 repository and commit they come from; ``--extract-from`` writes them out of a git directory of
@@ -203,17 +204,32 @@ def label(run: Run) -> str:
     return text
 
 
-def markdown_table(runs: list[Run], backends: list[str], defects: dict[str, str]) -> str:
-    by_file: dict[str, dict[str, Run]] = {}
-    for run in runs:
-        by_file.setdefault(run.file, {})[run.backend] = run
-    header = "| file | what is wrong with it | " + " | ".join(backends) + " |"
-    rule = "| --- | --- | " + " | ".join("---" for _ in backends) + " |"
-    rows = [header, rule]
-    for name, found in by_file.items():
-        cells = [label(found[b]) if b in found else "" for b in backends]
-        rows.append(f"| `{name}` | {defects.get(name, '')} | " + " | ".join(cells) + " |")
+def markdown_table(report: dict[str, Any], before: dict[str, Any] | None) -> str:
+    """The table for docs/reference/reliability.md: per file its source, what is wrong with it
+    and the outcome per backend; where a ``before`` report ended differently, that too."""
+    backends = sorted({r["backend"] for r in report["runs"]}, key=["pymupdf", "docling"].index)
+    now, then = _labels(report), _labels(before) if before is not None else {}
+    source = report["source"]
+    where = f"{source['repository']} `{source['folder']}` @ {source['commit'][:8]}"
+    rows = [
+        "| file | source | what is wrong with it | " + " | ".join(backends) + " |",
+        "| --- | --- | --- | " + " | ".join("---" for _ in backends) + " |",
+    ]
+    for name, facts in report["files"].items():
+        cells = []
+        for backend in backends:
+            cell = now.get((name, backend), "")
+            earlier = then.get((name, backend))
+            if earlier is not None and earlier != cell:
+                cell += f" (was {earlier})"
+            cells.append(cell)
+        rows.append(f"| `{name}` | {where} | {facts['defect']} | " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"
+
+
+def _labels(report: dict[str, Any]) -> dict[tuple[str, str], str]:
+    runs = (Run(**{"detail": None, **r, "warnings": tuple(r["warnings"])}) for r in report["runs"])
+    return {(run.file, run.backend): label(run) for run in runs}
 
 
 def summary(runs: list[Run], backends: list[str]) -> dict[str, Any]:
@@ -279,28 +295,34 @@ def _versions() -> dict[str, str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--corpus", type=Path, required=True, help="folder holding the PDFs")
+    parser.add_argument("--corpus", type=Path, help="folder holding the PDFs")
     parser.add_argument("--out", type=Path, help="the JSON report to write")
     parser.add_argument("--markdown", type=Path, help="also write the table as Markdown")
+    parser.add_argument("--before", type=Path, help="an earlier report: show changed outcomes")
+    parser.add_argument("--from-report", type=Path, help="write --markdown from this report")
     parser.add_argument("--extract-from", type=Path, help="git directory of the source repo")
     parser.add_argument("--backends", nargs="+", default=["pymupdf", "docling"])
     parser.add_argument("--models", type=Path, default=Path("/tmp/sca-models"))
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per file and run")
     args = parser.parse_args()
     args.argv = sys.argv[1:]
+    if args.corpus is None and (args.from_report is None or args.extract_from is not None):
+        parser.error("--corpus is required to extract or to run")
     if args.extract_from is not None:
         extract(args.extract_from, args.corpus)
-        if args.out is None:
+        if args.out is None and args.from_report is None:
             return 0
-    if args.out is None:
-        parser.error("--out is required unless only extracting")
-    report = run(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    if args.from_report is not None:
+        report = json.loads(args.from_report.read_text(encoding="utf-8"))
+    elif args.out is None:
+        parser.error("--out is required unless only extracting or reading --from-report")
+    else:
+        report = run(args)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     if args.markdown is not None:
-        defects = {n: d["defect"] for n, d in report["files"].items()}
-        runs = [Run(**{**r, "warnings": tuple(r["warnings"])}) for r in report["runs"]]
-        args.markdown.write_text(markdown_table(runs, args.backends, defects), encoding="utf-8")
+        before = json.loads(args.before.read_text(encoding="utf-8")) if args.before else None
+        args.markdown.write_text(markdown_table(report, before), encoding="utf-8")
     print(json.dumps(report["summary"], indent=2, sort_keys=True))
     return 0
 
