@@ -19,7 +19,7 @@ from sir_convert_a_lot.backends.base import BackendResult
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
 from sir_convert_a_lot.file_faults import broken_file, mupdf_file_error
 from sir_convert_a_lot.options import ConversionOptions
-from sir_convert_a_lot.preflight import OpenedPdf, open_pdf
+from sir_convert_a_lot.preflight import OpenedPdf, open_pdf, resource_cycle
 from sir_convert_a_lot.protocol import ConvertRequest, Failed, WorkerSettings
 from sir_convert_a_lot.worker import _Worker
 from tests.daemon import run_cli
@@ -240,3 +240,51 @@ def test_other_docling_failures_stay_internal_errors(errors: list[tuple[str, str
     failure = _docling_failure([_docling_error(c, k) for c, k in errors])
     assert failure.code is ErrorCode.CONVERSION_INTERNAL_ERROR
     assert failure.details["reason"] == "docling_failed"
+
+
+# -- resource cycles: docling-parse follows them until the worker dies --------------------------
+
+XOBJECT_CYCLE = BROKEN / "issue19800.pdf"
+PATTERN_CYCLE = BROKEN / "operator_list_cycle.pdf"
+
+
+def _nested_forms_pdf(depth: int) -> bytes:
+    """A page that draws a form that draws a form ... ``depth`` deep, with no loop."""
+    import pymupdf
+
+    inner = pymupdf.open()
+    inner.new_page(width=200, height=200).insert_text((20, 40), "innermost", fontsize=11)
+    for _ in range(depth):
+        outer = pymupdf.open()
+        outer.new_page(width=200, height=200).show_pdf_page(pymupdf.Rect(0, 0, 200, 200), inner)
+        inner = outer
+    data: bytes = inner.tobytes()
+    return data
+
+
+@pytest.mark.parametrize(("path", "xref"), [(XOBJECT_CYCLE, 6), (PATTERN_CYCLE, 12)])
+def test_resource_cycle_finds_forms_and_patterns_that_draw_themselves(
+    path: Path, xref: int
+) -> None:
+    assert resource_cycle(path.read_bytes()) == xref
+
+
+def test_resource_cycle_finds_none_in_deeply_nested_forms_without_a_loop() -> None:
+    assert resource_cycle(_nested_forms_pdf(depth=8)) is None
+
+
+def test_docling_refuses_a_resource_cycle_before_its_parser_sees_it() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sir_convert_a_lot.backends.base import BackendContext
+    from sir_convert_a_lot.backends.docling import DoclingBackend
+
+    pdf = OpenedPdf(data=XOBJECT_CYCLE.read_bytes(), document=None, pages=1, repaired=False)
+    with ThreadPoolExecutor(max_workers=1) as model_thread:
+        backend = DoclingBackend(BackendContext("cpu", 0, model_thread))
+        with pytest.raises(JobFailure) as caught:
+            backend.convert(pdf, ConversionOptions(ocr_mode="off"), lambda _page, _total: None)
+    failure = caught.value
+    assert failure.code is ErrorCode.PDF_UNREADABLE
+    assert failure.details == {"reason": "resource_cycle", "xref": 6}
+    _assert_one_plain_sentence(failure.message)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -267,3 +268,73 @@ def _load_every_page(document: Any, pages: int) -> None:
 
 
 _PAGE_TREE = "list of pages (its page tree)"
+
+
+_INDIRECT_REF = re.compile(r"(\d+)\s+\d+\s+R\b")
+_DRAWN_RESOURCES = ("Resources/XObject", "Resources/Pattern")
+_ON_PATH, _DONE = 1, 2
+_PARENT_DEPTH = 64
+
+
+def resource_cycle(data: bytes) -> int | None:
+    """The xref of a form XObject or tiling pattern whose resources lead back to itself (form A
+    draws form B, which draws A), or None. MuPDF renders such a file by cutting the loop;
+    docling-parse follows it until the worker runs out of stack or memory. Only the resource
+    dictionaries are read, never the content streams. Iterative, so a long chain in a hostile
+    file cannot exhaust Python's recursion limit."""
+    import pymupdf
+
+    with pymupdf.open(stream=data, filetype="pdf") as document:
+        state: dict[int, int] = {}
+        for number in range(document.page_count):
+            for start in _drawn(document, _resources_holder(document, document[number].xref)):
+                found = _cycle_from(document, start, state)
+                if found is not None:
+                    return found
+    return None
+
+
+def _cycle_from(document: Any, start: int, state: dict[int, int]) -> int | None:
+    """Depth-first from ``start``; the first object met again while still on the path."""
+    if state.get(start) == _DONE:
+        return None
+    state[start] = _ON_PATH
+    stack = [(start, iter(_drawn(document, start)))]
+    while stack:
+        node, children = stack[-1]
+        child = next(children, None)
+        if child is None:
+            state[node] = _DONE
+            stack.pop()
+        elif state.get(child) == _ON_PATH:
+            return child
+        elif child not in state:
+            state[child] = _ON_PATH
+            stack.append((child, iter(_drawn(document, child))))
+    return None
+
+
+def _resources_holder(document: Any, page_xref: int) -> int:
+    """The page, or the nearest page-tree node above it that holds the inherited /Resources."""
+    xref = page_xref
+    for _ in range(_PARENT_DEPTH):
+        if document.xref_get_key(xref, "Resources")[0] != "null":
+            return xref
+        kind, parent = document.xref_get_key(xref, "Parent")
+        if kind != "xref":
+            break
+        xref = int(parent.split()[0])
+    return page_xref
+
+
+def _drawn(document: Any, xref: int) -> list[int]:
+    """The objects ``xref``'s content can draw: its /XObject and /Pattern resources."""
+    found: list[int] = []
+    for key in _DRAWN_RESOURCES:
+        kind, value = document.xref_get_key(xref, key)
+        if kind == "xref":
+            value = document.xref_object(int(value.split()[0]), compressed=True)
+        elif kind != "dict":
+            continue
+        found.extend(int(number) for number in _INDIRECT_REF.findall(value))
+    return found

@@ -32,7 +32,7 @@ from sir_convert_a_lot.backends.base import BackendContext, BackendResult, Progr
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
 from sir_convert_a_lot.file_faults import broken_message
 from sir_convert_a_lot.options import ConversionOptions
-from sir_convert_a_lot.preflight import OpenedPdf
+from sir_convert_a_lot.preflight import OpenedPdf, resource_cycle
 
 THIN_TEXT_CHARS_PER_PAGE = 120
 
@@ -203,6 +203,7 @@ class DoclingBackend:
     def convert(
         self, pdf: OpenedPdf, options: ConversionOptions, progress: ProgressCallback
     ) -> BackendResult:
+        _refuse_resource_cycles(pdf)
         self._reset_peak_memory()
         warnings: list[str] = []
         first_ocr = options.ocr_mode == "force"
@@ -293,6 +294,23 @@ class DoclingBackend:
     def _model_thread_id(self) -> int:
         thread_id: int = self.context.model_thread.submit(threading.get_ident).result()
         return thread_id
+
+
+def _refuse_resource_cycles(pdf: OpenedPdf) -> None:
+    """docling-parse follows a form XObject or pattern that draws itself until the worker
+    crashes or outgrows its memory limit (pdf.js issue19800.pdf: a crash on each of 3 attempts;
+    operator_list_cycle.pdf: 16 GiB in 68 s). Such a file is malformed and fails the same way
+    every time, so it is refused up front; the pymupdf backend, which cuts the loop, still
+    converts it."""
+    cycle = resource_cycle(pdf.data)
+    if cycle is not None:
+        raise JobFailure(
+            ErrorCode.PDF_UNREADABLE,
+            "The PDF contains a drawing that refers back to itself in a loop, which this "
+            "converter cannot follow; export the PDF again from the program that made it.",
+            reason="resource_cycle",
+            xref=cycle,
+        )
 
 
 def _input_rejected(items: list[Any]) -> bool:
