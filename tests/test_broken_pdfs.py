@@ -19,7 +19,12 @@ from sir_convert_a_lot.backends.base import BackendResult
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
 from sir_convert_a_lot.file_faults import broken_file, mupdf_file_error
 from sir_convert_a_lot.options import ConversionOptions
-from sir_convert_a_lot.preflight import OpenedPdf, open_pdf, resource_cycle
+from sir_convert_a_lot.preflight import (
+    OpenedPdf,
+    no_page_has_an_area,
+    open_pdf,
+    resource_cycle,
+)
 from sir_convert_a_lot.protocol import ConvertRequest, Failed, WorkerSettings
 from sir_convert_a_lot.worker import _Worker
 from tests.daemon import run_cli
@@ -288,3 +293,42 @@ def test_docling_refuses_a_resource_cycle_before_its_parser_sees_it() -> None:
     assert failure.code is ErrorCode.PDF_UNREADABLE
     assert failure.details == {"reason": "resource_cycle", "xref": 6}
     _assert_one_plain_sentence(failure.message)
+
+
+# -- no page with an area: docling-parse can draw none of them ----------------------------------
+
+EMPTY_BOXES = BROKEN / "boundingBox_invalid.pdf"
+
+
+def _one_empty_page_of_three() -> bytes:
+    import pymupdf
+
+    document = pymupdf.open()
+    for number in range(3):
+        document.new_page().insert_text((72, 72), f"Page {number + 1}.", fontsize=12)
+    document.xref_set_key(document[1].xref, "MediaBox", "[0 0 0 0]")
+    data: bytes = document.tobytes()
+    return data
+
+
+def test_no_page_has_an_area_only_when_every_page_box_is_empty() -> None:
+    assert no_page_has_an_area(EMPTY_BOXES.read_bytes()) is True
+    # docling converts this one with page 2 missing (PARTIAL_SUCCESS): it must pass
+    assert no_page_has_an_area(_one_empty_page_of_three()) is False
+    assert no_page_has_an_area(XOBJECT_CYCLE.read_bytes()) is False
+
+
+def test_docling_refuses_a_pdf_whose_pages_all_have_empty_boxes() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sir_convert_a_lot.backends.base import BackendContext
+    from sir_convert_a_lot.backends.docling import DoclingBackend
+
+    pdf = OpenedPdf(data=EMPTY_BOXES.read_bytes(), document=None, pages=3, repaired=False)
+    with ThreadPoolExecutor(max_workers=1) as model_thread:
+        backend = DoclingBackend(BackendContext("cpu", 0, model_thread))
+        with pytest.raises(JobFailure) as caught:
+            backend.convert(pdf, ConversionOptions(ocr_mode="off"), lambda _page, _total: None)
+    assert caught.value.code is ErrorCode.PDF_UNREADABLE
+    assert caught.value.details == {"reason": "no_page_area"}
+    _assert_one_plain_sentence(caught.value.message)

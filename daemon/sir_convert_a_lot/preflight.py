@@ -316,15 +316,58 @@ def _cycle_from(document: Any, start: int, state: dict[int, int]) -> int | None:
 
 def _resources_holder(document: Any, page_xref: int) -> int:
     """The page, or the nearest page-tree node above it that holds the inherited /Resources."""
+    return _holder(document, page_xref, "Resources")
+
+
+def _holder(document: Any, page_xref: int, key: str) -> int:
+    """The page, or the nearest page-tree node above it that holds the inheritable ``key``."""
     xref = page_xref
     for _ in range(_PARENT_DEPTH):
-        if document.xref_get_key(xref, "Resources")[0] != "null":
+        if document.xref_get_key(xref, key)[0] != "null":
             return xref
         kind, parent = document.xref_get_key(xref, "Parent")
         if kind != "xref":
             break
         xref = int(parent.split()[0])
     return page_xref
+
+
+def no_page_has_an_area(data: bytes) -> bool:
+    """True when every page's visible box (its /CropBox within its /MediaBox, both as the file
+    states them) is empty. MuPDF then draws the pages at a default size; docling-parse cannot
+    draw any of them and the conversion fails (pdf.js boundingBox_invalid.pdf). A file with
+    only some such pages still converts there, with those pages missing, so it passes."""
+    import pymupdf
+
+    with pymupdf.open(stream=data, filetype="pdf") as document:
+        return document.page_count > 0 and all(
+            _visible_area(document, document[n].xref) == 0.0 for n in range(document.page_count)
+        )
+
+
+def _visible_area(document: Any, page_xref: int) -> float | None:
+    """Area of /CropBox within /MediaBox as stated in the file; None when unstated or not
+    four numbers (then MuPDF's default size applies and the page counts as usable)."""
+    media = _box(document, page_xref, "MediaBox")
+    if media is None:
+        return None
+    crop = _box(document, page_xref, "CropBox") or media
+    width = min(media[2], crop[2]) - max(media[0], crop[0])
+    height = min(media[3], crop[3]) - max(media[1], crop[1])
+    return max(width, 0.0) * max(height, 0.0)
+
+
+def _box(document: Any, page_xref: int, key: str) -> tuple[float, float, float, float] | None:
+    kind, value = document.xref_get_key(_holder(document, page_xref, key), key)
+    if kind == "xref":
+        kind, value = "array", document.xref_object(int(value.split()[0]), compressed=True)
+    if kind != "array":
+        return None
+    try:
+        x0, y0, x1, y1 = (float(v) for v in value.strip("[] ").split())
+    except ValueError:
+        return None
+    return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
 
 
 def _drawn(document: Any, xref: int) -> list[int]:

@@ -32,7 +32,7 @@ from sir_convert_a_lot.backends.base import BackendContext, BackendResult, Progr
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
 from sir_convert_a_lot.file_faults import broken_message
 from sir_convert_a_lot.options import ConversionOptions
-from sir_convert_a_lot.preflight import OpenedPdf, resource_cycle
+from sir_convert_a_lot.preflight import OpenedPdf, no_page_has_an_area, resource_cycle
 
 THIN_TEXT_CHARS_PER_PAGE = 120
 
@@ -204,6 +204,7 @@ class DoclingBackend:
         self, pdf: OpenedPdf, options: ConversionOptions, progress: ProgressCallback
     ) -> BackendResult:
         _refuse_resource_cycles(pdf)
+        _refuse_sizeless_pages(pdf)
         self._reset_peak_memory()
         warnings: list[str] = []
         first_ocr = options.ocr_mode == "force"
@@ -310,6 +311,18 @@ def _refuse_resource_cycles(pdf: OpenedPdf) -> None:
             "converter cannot follow; export the PDF again from the program that made it.",
             reason="resource_cycle",
             xref=cycle,
+        )
+
+
+def _refuse_sizeless_pages(pdf: OpenedPdf) -> None:
+    """When no page has a visible area, docling-parse draws nothing and docling fails the
+    whole conversion, the same way on every try: the file's page boxes are broken."""
+    if no_page_has_an_area(pdf.data):
+        raise JobFailure(
+            ErrorCode.PDF_UNREADABLE,
+            "No page of the PDF has a usable size (its page boxes are empty), so this converter "
+            "cannot draw any of them; export the PDF again from the program that made it.",
+            reason="no_page_area",
         )
 
 
