@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -332,3 +333,48 @@ def test_docling_refuses_a_pdf_whose_pages_all_have_empty_boxes() -> None:
     assert caught.value.code is ErrorCode.PDF_UNREADABLE
     assert caught.value.details == {"reason": "no_page_area"}
     _assert_one_plain_sentence(caught.value.message)
+
+
+# -- the table's tool ----------------------------------------------------------------------------
+
+
+def _tool() -> Any:
+    import sys
+
+    sys.path.insert(0, str(REPO / "tools"))
+    import broken_pdfs
+
+    return broken_pdfs
+
+
+def test_the_tool_calls_out_hangs_tracebacks_and_changed_originals() -> None:
+    tool = _tool()
+    fields: dict[str, Any] = dict.fromkeys(("code", "reason", "retryable", "message", "detail"))
+    fields.update(file="a.pdf", backend="pymupdf", exit_code=0, seconds=1.0, warnings=())
+    hung = tool.Run(outcome="hung", original_intact=True, traceback=False, **fields)
+    assert tool.label(hung) == "**hung**"
+    bad = tool.Run(outcome="succeeded", original_intact=False, traceback=True, **fields)
+    assert tool.label(bad) == "succeeded, **traceback**, **original changed or gone**"
+    assert tool.summary([hung, bad], ["pymupdf"])["pymupdf"]["originals_lost_or_changed"] == 1
+
+
+def test_the_tool_runs_convert_per_file_and_reports_each_outcome(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / CYCLE.name).write_bytes(CYCLE.read_bytes())
+    report, table = tmp_path / "report.json", tmp_path / "table.md"
+    command = [str(REPO / ".venv" / "bin" / "python"), str(REPO / "tools" / "broken_pdfs.py")]
+    command += ["--corpus", str(corpus), "--out", str(report), "--markdown", str(table)]
+    command += ["--backends", "pymupdf", "--timeout", "120"]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert completed.returncode == 0, completed.stderr
+    found = json.loads(report.read_text())
+    assert found["missing_from_corpus"] and CYCLE.name not in found["missing_from_corpus"]
+    (run,) = found["runs"]
+    assert (run["code"], run["reason"], run["retryable"]) == (
+        "pdf_unreadable",
+        "page_tree_broken",
+        False,
+    )
+    assert run["original_intact"] is True and run["traceback"] is False
+    assert "`pdf_unreadable` (page_tree_broken)" in table.read_text()
