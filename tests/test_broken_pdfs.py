@@ -90,6 +90,17 @@ def test_a_wrapper_raised_from_mupdfs_verdict_still_counts() -> None:
         assert mupdf_file_error(outer) == "format"
 
 
+def test_a_bug_met_while_handling_mupdfs_verdict_stays_internal() -> None:
+    try:
+        try:
+            raise _mupdf_format_error()
+        except Exception:
+            {}["boxes"]  # a handler's own bug: implicitly chained, not raised from
+    except KeyError as bug:
+        assert bug.__context__ is not None
+        assert mupdf_file_error(bug) is None
+
+
 # -- preflight: the page tree is checked before any backend ------------------------------------
 
 

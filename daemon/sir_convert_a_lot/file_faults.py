@@ -46,7 +46,9 @@ def mupdf_file_error(exc: BaseException) -> str | None:
         kind = _FILE_ERRORS.get(_mupdf_code(seen) or 0)
         if kind is not None:
             return kind
-        seen = seen.__cause__ or seen.__context__
+        # Only ``raise ... from``: an exception raised while *handling* MuPDF's (its implicit
+        # __context__) may be a bug of its own and stays an internal error.
+        seen = seen.__cause__
     return None
 
 
