@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from sir_convert_a_lot import logs
 from sir_convert_a_lot.backends import Backend, BackendContext, create_backend
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
+from sir_convert_a_lot.file_faults import broken_file
 from sir_convert_a_lot.gpu import GpuProbe, probe
 from sir_convert_a_lot.normalize import normalize
 from sir_convert_a_lot.options import ConversionOptions
@@ -163,14 +164,9 @@ class _Worker:
                 request.job_id, failure.code.value, failure.message, failure.details, pages, timings
             )
         except Exception as exc:  # noqa: BLE001 - a converter bug fails the job, not the worker
+            known = broken_file(exc, "parse_failed") or _internal_error(exc)
             return Failed(
-                request.job_id,
-                ErrorCode.CONVERSION_INTERNAL_ERROR.value,
-                "The converter failed unexpectedly on this file; it can be retried, and the "
-                "operator can find the details in the log.",
-                {"exception": type(exc).__name__, "error": str(exc)[:500]},
-                pages,
-                timings,
+                request.job_id, known.code.value, known.message, known.details, pages, timings
             )
         return Converted(
             job_id=request.job_id,
@@ -203,6 +199,18 @@ class _Worker:
                 while True:
                     held.append(bytearray(64 * 1024 * 1024))
                     time.sleep(0.05)
+
+
+def _internal_error(exc: Exception) -> JobFailure:
+    """Anything not known to be the file's fault: a converter bug or an environment fault,
+    which a later try may not meet."""
+    return JobFailure(
+        ErrorCode.CONVERSION_INTERNAL_ERROR,
+        "The converter failed unexpectedly on this file; it can be retried, and the operator "
+        "can find the details in the log.",
+        exception=type(exc).__name__,
+        error=str(exc)[:500],
+    )
 
 
 _WARM_OPTIONS = ConversionOptions(ocr_mode="off", normalize="none")

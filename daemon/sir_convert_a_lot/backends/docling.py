@@ -30,8 +30,9 @@ from typing import Any
 from sir_convert_a_lot import models
 from sir_convert_a_lot.backends.base import BackendContext, BackendResult, ProgressCallback
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
+from sir_convert_a_lot.file_faults import broken_message
 from sir_convert_a_lot.options import ConversionOptions
-from sir_convert_a_lot.preflight import OpenedPdf
+from sir_convert_a_lot.preflight import OpenedPdf, no_page_has_an_area, resource_cycle
 
 THIN_TEXT_CHARS_PER_PAGE = 120
 
@@ -202,6 +203,8 @@ class DoclingBackend:
     def convert(
         self, pdf: OpenedPdf, options: ConversionOptions, progress: ProgressCallback
     ) -> BackendResult:
+        _refuse_resource_cycles(pdf)
+        _refuse_sizeless_pages(pdf)
         self._reset_peak_memory()
         warnings: list[str] = []
         first_ocr = options.ocr_mode == "force"
@@ -240,13 +243,16 @@ class DoclingBackend:
         stream = DocumentStream(name="source.pdf", stream=io.BytesIO(pdf.data))
         with contextlib.redirect_stdout(io.StringIO()):
             result = converter.convert(stream, raises_on_error=False, progress_callback=on_progress)
-        errors = [str(getattr(e, "error_message", e)) for e in (result.errors or [])]
+        items = list(result.errors or [])
+        errors = [str(getattr(e, "error_message", e)) for e in items]
         if result.status == ConversionStatus.SUCCESS:
             return result.document
         if result.status == ConversionStatus.PARTIAL_SUCCESS and result.document is not None:
             if warnings is not None:
                 warnings.append(f"docling_partial_success:{len(errors)}")
             return result.document
+        if _input_rejected(items):
+            raise _unparsable(errors)
         raise self._failure(errors)
 
     def _failure(self, errors: list[str]) -> JobFailure:
@@ -289,6 +295,60 @@ class DoclingBackend:
     def _model_thread_id(self) -> int:
         thread_id: int = self.context.model_thread.submit(threading.get_ident).result()
         return thread_id
+
+
+def _refuse_resource_cycles(pdf: OpenedPdf) -> None:
+    """docling-parse follows a form XObject or pattern that draws itself until the worker
+    crashes or outgrows its memory limit (pdf.js issue19800.pdf: a crash on each of 3 attempts;
+    operator_list_cycle.pdf: 16 GiB in 68 s). Such a file is malformed and fails the same way
+    every time, so it is refused up front; the pymupdf backend, which cuts the loop, still
+    converts it."""
+    cycle = resource_cycle(pdf.data)
+    if cycle is not None:
+        raise JobFailure(
+            ErrorCode.PDF_UNREADABLE,
+            "The PDF contains a drawing that refers back to itself in a loop, which this "
+            "converter cannot follow; export the PDF again from the program that made it.",
+            reason="resource_cycle",
+            xref=cycle,
+        )
+
+
+def _refuse_sizeless_pages(pdf: OpenedPdf) -> None:
+    """When no page has a visible area, docling-parse draws nothing and docling fails the
+    whole conversion, the same way on every try: the file's page boxes are broken."""
+    if no_page_has_an_area(pdf.data):
+        raise JobFailure(
+            ErrorCode.PDF_UNREADABLE,
+            "No page of the PDF has a usable size (its page boxes are empty), so this converter "
+            "cannot draw any of them; export the PDF again from the program that made it.",
+            reason="no_page_area",
+        )
+
+
+def _input_rejected(items: list[Any]) -> bool:
+    """docling's own verdict that its PDF parser (docling-parse) could not read the bytes: an
+    invalid input document (component ``user_input``, category ``backend_failure``, raised as
+    ``DocumentLoadError``), which docling keeps apart from pipeline faults and missing
+    dependencies. The same parser read the warm-up page when the worker started, so this is
+    the file, not the installation."""
+    from docling.datamodel.base_models import DoclingComponentType, FailureCategory
+
+    return bool(items) and all(
+        getattr(item, "component_type", None) == DoclingComponentType.USER_INPUT
+        and getattr(item, "category", None) == FailureCategory.BACKEND_FAILURE
+        for item in items
+    )
+
+
+def _unparsable(errors: list[str]) -> JobFailure:
+    return JobFailure(
+        ErrorCode.PDF_UNREADABLE,
+        broken_message("internal structure"),
+        reason="parse_failed",
+        parser="docling-parse",
+        parser_message=" | ".join(errors)[:300],
+    )
 
 
 def _initialize_pipeline(converter: Any) -> Any:
