@@ -306,6 +306,12 @@ def test_an_unwritable_state_folder_leaves_files_in_the_inbox_until_it_recovers(
     assert os.listdir(tmp_path / "archive") == ["patient.pdf"]
 
 
+def _status_line_with(config: Path, text: str) -> str | None:
+    """The line of ``sir-convert status`` that holds ``text``, once it shows."""
+    lines = run_cli("status", config=config).stdout.splitlines()
+    return next((line for line in lines if text in line), None)
+
+
 @pytest.mark.skipif(
     not can_obey_permissions(), reason="root without CAP_SETPCAP cannot give up its override"
 )
@@ -323,6 +329,11 @@ def test_a_folder_the_daemon_may_not_write_loses_nothing_and_publishes_nothing_t
             copy_sample("not_a_pdf.pdf", tmp_path / "inbox")
             deferred = "job_deferred" if read_only == "outbox" else "job_disposal_deferred"
             daemon.wait_event(deferred, timeout=60)
+            stuck = "not_a_pdf.pdf" if read_only == "failed" else "good.pdf"
+            shown = wait_for(
+                lambda: _status_line_with(config, f"deferred: {stuck} ({deferred}: "), timeout=30
+            )
+            assert "PermissionError" in shown and "next try in" in shown
             if read_only == "outbox":
                 daemon.wait_event(deferred, timeout=60, count=2)
             else:

@@ -57,6 +57,7 @@ def gather_status(config: Config) -> dict[str, Any]:
                 "arriving": data.get("arriving") or [],
                 "arriving_count": data.get("arriving_count") or 0,
                 "blocked": data.get("blocked_count") or 0,
+                "deferred": data.get("deferred") or [],
                 "lock": data.get("lock"),
                 "gpu": data.get("gpu"),
                 "version": data.get("version"),
@@ -169,6 +170,11 @@ def render_status(status: dict[str, Any]) -> str:
             f"{inst.get('host')}"
         )
         lines += _arriving_lines(inst)
+        lines += [
+            f"    deferred: {entry.get('source')} ({entry.get('why')}), next try in "
+            f"{entry.get('retry_in_seconds')} s"
+            for entry in inst.get("deferred") or []
+        ]
     if status.get("blocked"):
         lines += ["", "blocked in the inbox (the service user cannot move them):"]
         for entry in status["blocked"]:

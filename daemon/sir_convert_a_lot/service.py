@@ -140,7 +140,7 @@ class Service:
         self.activity = Activity()
         # Recent endings, for tests and debugging; bounded so a long run does not grow.
         self.outcomes: deque[Outcome] = deque(maxlen=1000)
-        self.deferred: list[tuple[float, Job]] = []
+        self.deferred: list[tuple[float, Job, str]] = []  # (next try, job, why)
         self.ready = threading.Event()
         self.stopping = threading.Event()
         self.fatal: str | None = None
@@ -385,7 +385,9 @@ class Service:
             if payload.status == "deferred":
                 job = self.spool.reload_by_id(payload.job_id)
                 if job is not None:
-                    self.deferred.append((self.clock() + DEFER_SECONDS, job))
+                    why = payload.code or "deferred"
+                    self.deferred.append((self.clock() + DEFER_SECONDS, job, why))
+                self._heartbeat_wake.set()
 
     def _look_at(self, absolute: str, is_folder: bool) -> None:
         inbox = str(self.config.paths.inbox)
@@ -608,8 +610,8 @@ class Service:
 
     def _periodic(self) -> None:
         now = self.clock()
-        due = [job for at, job in self.deferred if at <= now]
-        self.deferred = [(at, job) for at, job in self.deferred if at > now]
+        due = [job for at, job, _why in self.deferred if at <= now]
+        self.deferred = [entry for entry in self.deferred if entry[0] > now]
         for job in due:
             self._enqueue(job)
         self._retry_blocked()
@@ -691,7 +693,7 @@ class Service:
             retry_in_seconds=DEFER_SECONDS,
             effect=effect,
         )
-        return Outcome(job.job_id, "deferred")
+        return Outcome(job.job_id, "deferred", f"{event}: {type(error).__name__}: {error}")
 
     def _run_one(self, job: Job) -> Outcome:
         if self.stopping.is_set():
@@ -870,6 +872,15 @@ class Service:
                 for path, reason in sorted(self.arrivals.waiting().items())[:STATUS_ARRIVING]
             ],
             "arriving_count": len(self.arrivals),
+            "deferred": [
+                {
+                    "source": display(job.relative_path),
+                    "job_id": job.job_id,
+                    "why": why,
+                    "retry_in_seconds": round(max(0.0, at - self.clock())),
+                }
+                for at, job, why in self.deferred[:STATUS_ARRIVING]
+            ],
             "blocked_count": len(self._blocked_view),
             "blocked": [
                 entry.to_dict(self.clock()) for entry in self._blocked_view[:BLOCKED_SHOWN]
