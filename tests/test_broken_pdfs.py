@@ -126,6 +126,20 @@ def test_open_pdf_refuses_a_broken_page_tree(
     _assert_one_plain_sentence(failure.message)
 
 
+def test_an_encryption_no_page_survives_is_pdf_encrypted_not_a_truncated_file() -> None:
+    """pdf.js issue19484: it opens without a password, yet decrypts to no page at all."""
+    with pytest.raises(JobFailure) as caught:
+        open_pdf((BROKEN / "issue19484_1.pdf").read_bytes(), 100)
+    failure = caught.value
+    assert failure.code is ErrorCode.PDF_ENCRYPTED and failure.code.retryable is False
+    assert failure.details == {
+        "reason": "unreadable_encryption",
+        "encryption": "Standard V4 R4 40-bit RC4",
+    }
+    assert "truncated" not in failure.message
+    _assert_one_plain_sentence(failure.message)
+
+
 def test_open_pdf_still_opens_a_good_pdf_with_every_page(tmp_path: Path) -> None:
     opened = open_pdf(make_pdf(tmp_path / "good.pdf", pages=3).read_bytes(), 100)
     assert opened.pages == 3

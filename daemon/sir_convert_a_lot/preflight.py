@@ -237,6 +237,17 @@ def open_pdf(data: bytes, max_pages: int) -> OpenedPdf:
             reason="password_required",
         )
     pages = _page_count(document)
+    encryption = (document.metadata or {}).get("encryption")
+    if pages == 0 and encryption:
+        # Opened without a password, yet nothing decrypts to a page: not a truncated file.
+        document.close()
+        raise JobFailure(
+            ErrorCode.PDF_ENCRYPTED,
+            f"The PDF is encrypted ({encryption}) in a way that leaves no readable page; save "
+            "an unencrypted copy and drop that instead.",
+            reason="unreadable_encryption",
+            encryption=str(encryption),
+        )
     if pages == 0:
         document.close()
         raise JobFailure(
