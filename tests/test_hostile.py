@@ -20,6 +20,7 @@ from sir_convert_a_lot import publish as publish_module
 from sir_convert_a_lot import runner as runner_module
 from sir_convert_a_lot import service as service_module
 from sir_convert_a_lot.cli import main
+from sir_convert_a_lot.publish import TMP_PREFIX
 from sir_convert_a_lot.service import Service
 from sir_convert_a_lot.spool import SourceBlocked, Spool
 from tests.daemon import Daemon, can_obey_permissions, run_cli
@@ -105,7 +106,14 @@ def test_links_sockets_folders_named_pdf_and_lookalike_names(tmp_path: Path) -> 
                 (outbox / "hardlink.error.json").exists()
                 and (outbox / "socket.error.json").exists()
                 and (outbox / "folder.pdf" / "inside.json").exists()
-                and len([n for n in os.listdir(outbox) if n.endswith(".json")]) == 5
+                and len(
+                    [
+                        n
+                        for n in os.listdir(outbox)
+                        if n.endswith(".json") and not n.startswith(TMP_PREFIX)
+                    ]
+                )
+                == 5
             ),
             timeout=60,
         )
@@ -337,7 +345,12 @@ def test_a_folder_the_daemon_may_not_write_loses_nothing_and_publishes_nothing_t
             if read_only == "outbox":
                 daemon.wait_event(deferred, timeout=60, count=2)
             else:
-                wait_for(lambda: len(os.listdir(outbox)) == 3, timeout=60)
+                wait_for(
+                    lambda: (
+                        len([n for n in os.listdir(outbox) if not n.startswith(TMP_PREFIX)]) == 3
+                    ),
+                    timeout=60,
+                )
             # Every original is somewhere (claimed, archived or failed), never in two places.
             held = files_under(tmp_path / "state" / "claimed")
             kept = files_under(tmp_path / "archive") + files_under(tmp_path / "failed")
