@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sir_convert_a_lot import engine
-from sir_convert_a_lot.cli import main
+from sir_convert_a_lot.engine import supervisor as engine
+from sir_convert_a_lot.ops.cli import main
 
 
 def _rewrite_during_first_conversion(name: str, replacement: Path) -> None:

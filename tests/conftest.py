@@ -7,7 +7,7 @@ from tests.helpers import SHARED_CORPUS
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """GPU tests run only where CUDA works; everywhere else they are skipped, saying why."""
-    from sir_convert_a_lot.gpu import probe
+    from sir_convert_a_lot.engine.gpu import probe
 
     found = probe(0)
     if found.cuda_available:

@@ -15,8 +15,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from sir_convert_a_lot import publish, runner, spool
-from sir_convert_a_lot.cli import main
+from sir_convert_a_lot.jobs import publish, runner, spool
+from sir_convert_a_lot.ops.cli import main
 
 
 def _die() -> None:

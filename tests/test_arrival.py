@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sir_convert_a_lot.arrival import (
+from sir_convert_a_lot.errors import JobFailure
+from sir_convert_a_lot.intake.arrival import (
     EMPTY,
     HEAD_NOT_ARRIVED,
     NO_EOF_MARKER,
@@ -22,8 +23,7 @@ from sir_convert_a_lot.arrival import (
     missing_part,
     writer_on_this_host,
 )
-from sir_convert_a_lot.errors import JobFailure
-from sir_convert_a_lot.preflight import inspect_source
+from sir_convert_a_lot.intake.preflight import inspect_source
 from tests.helpers import SAMPLES, copy_sample, pdf_bytes
 
 # -- the bytes ------------------------------------------------------------------------------

@@ -13,9 +13,9 @@ import pytest
 import tomli_w
 
 from sir_convert_a_lot import config as config_module
-from sir_convert_a_lot.cli import main
 from sir_convert_a_lot.config import SCHEMA, Config, Governance, parse, render_default
 from sir_convert_a_lot.errors import ConfigError
+from sir_convert_a_lot.ops.cli import main
 from tests.helpers import config_document, write_config
 
 MIB = 1024 * 1024
@@ -510,7 +510,7 @@ def test_status_with_a_bad_config_exits_2_with_one_line_naming_the_key(
 def test_run_with_a_bad_config_exits_2_before_starting(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import sir_convert_a_lot.service as service
+    import sir_convert_a_lot.service.daemon as service
 
     def must_not_start(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the service started despite an invalid config")

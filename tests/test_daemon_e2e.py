@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from sir_convert_a_lot import __version__
-from sir_convert_a_lot.gpu import probe
+from sir_convert_a_lot.engine.gpu import probe
+from sir_convert_a_lot.jobs.publish import TMP_PREFIX
 from sir_convert_a_lot.options import ConversionOptions
-from sir_convert_a_lot.publish import TMP_PREFIX
 from tests.daemon import Daemon, run_cli
 from tests.helpers import copy_sample, files_under, make_pdf, pdf_bytes, wait_for, write_config
 

@@ -16,10 +16,10 @@ from fixtures.stand_in_models import build_stand_in_models
 from sir_convert_a_lot.backends.base import BackendContext
 from sir_convert_a_lot.backends.docling import DoclingBackend, tensor_devices
 from sir_convert_a_lot.config import Governance
-from sir_convert_a_lot.engine import Engine, EngineStartError
-from sir_convert_a_lot.gpu import DeviceLock, GpuDevice, GpuProbe
+from sir_convert_a_lot.engine.gpu import DeviceLock, GpuDevice, GpuProbe
+from sir_convert_a_lot.engine.supervisor import Engine, EngineStartError
+from sir_convert_a_lot.intake.preflight import open_pdf
 from sir_convert_a_lot.options import ConversionOptions
-from sir_convert_a_lot.preflight import open_pdf
 from tests.daemon import Daemon, run_cli
 from tests.helpers import SAMPLES, load_config, pdf_bytes, wait_for, write_config
 
@@ -166,7 +166,7 @@ def test_the_governed_gpu_prefer_fallback_runs_docling_on_the_cpu_and_says_so(
 def test_without_a_gpu_docling_under_the_lock_fails_with_gpu_not_available(
     tmp_path: Path, stand_in_models: Path
 ) -> None:
-    from sir_convert_a_lot.gpu import probe
+    from sir_convert_a_lot.engine.gpu import probe
 
     if probe(0).cuda_available:
         pytest.skip("this host has a GPU")

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from sir_convert_a_lot import config as config_module
-from sir_convert_a_lot import doctor
-from sir_convert_a_lot.cli import main
-from sir_convert_a_lot.gpu import GpuDevice, probe_nvml
+from sir_convert_a_lot.engine.gpu import GpuDevice, probe_nvml
+from sir_convert_a_lot.ops import doctor
+from sir_convert_a_lot.ops.cli import main
 from tests.helpers import load_config, write_config
 
 FOLDERS = ("inbox", "outbox", "state", "failed", "archive")
@@ -169,7 +169,7 @@ def test_a_forbidden_environment_variable_fails(tmp_path: Path) -> None:
 def test_docling_with_an_empty_models_folder_fails_until_the_models_are_there(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from sir_convert_a_lot.models import LAYOUT, TABLEFORMER
+    from sir_convert_a_lot.backends.models import LAYOUT, TABLEFORMER
 
     models_path = tmp_path / "models"
     models_path.mkdir()

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from sir_convert_a_lot.config import Governance
-from sir_convert_a_lot.engine import Engine, WorkerCrashed, WorkerTimedOut, load_plan
-from sir_convert_a_lot.gpu import GpuDevice, GpuProbe
+from sir_convert_a_lot.engine.gpu import GpuDevice, GpuProbe
+from sir_convert_a_lot.engine.policy import RunOn
+from sir_convert_a_lot.engine.protocol import Converted, Failed
+from sir_convert_a_lot.engine.supervisor import Engine, WorkerCrashed, WorkerTimedOut, load_plan
 from sir_convert_a_lot.options import ConversionOptions
-from sir_convert_a_lot.policy import RunOn
-from sir_convert_a_lot.protocol import Converted, Failed
-from sir_convert_a_lot.service import Service
+from sir_convert_a_lot.service.daemon import Service
 from tests.helpers import UNLOCK, copy_sample, load_config, make_pdf, wait_for
 
 CPU = RunOn("cpu")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sir_convert_a_lot.cli import main
+from sir_convert_a_lot.ops.cli import main
 from tests.helpers import write_config
 
 

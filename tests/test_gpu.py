@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from sir_convert_a_lot import gpu
-from sir_convert_a_lot.gpu import (
+from sir_convert_a_lot.engine import gpu
+from sir_convert_a_lot.engine.gpu import (
     DeviceBusy,
     DeviceLock,
     GpuDevice,
@@ -317,7 +317,7 @@ _HOLDER_SCRIPT = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from sir_convert_a_lot.gpu import DeviceLock
+    from sir_convert_a_lot.engine.gpu import DeviceLock
 
     lock = DeviceLock(0, "other-process-gpu0", folder=Path(sys.argv[1]))
     lock.acquire(wait=False)

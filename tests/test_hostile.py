@@ -15,14 +15,14 @@ from typing import Any
 
 import pytest
 
-from sir_convert_a_lot import preflight as preflight_module
-from sir_convert_a_lot import publish as publish_module
-from sir_convert_a_lot import runner as runner_module
-from sir_convert_a_lot import service as service_module
-from sir_convert_a_lot.cli import main
-from sir_convert_a_lot.publish import TMP_PREFIX
-from sir_convert_a_lot.service import Service
-from sir_convert_a_lot.spool import SourceBlocked, Spool
+from sir_convert_a_lot.intake import preflight as preflight_module
+from sir_convert_a_lot.jobs import publish as publish_module
+from sir_convert_a_lot.jobs import runner as runner_module
+from sir_convert_a_lot.jobs.publish import TMP_PREFIX
+from sir_convert_a_lot.jobs.spool import SourceBlocked, Spool
+from sir_convert_a_lot.ops.cli import main
+from sir_convert_a_lot.service import daemon as service_module
+from sir_convert_a_lot.service.daemon import Service
 from tests.daemon import Daemon, can_obey_permissions, run_cli
 from tests.helpers import (
     REPO,

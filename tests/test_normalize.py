@@ -6,7 +6,7 @@ import unicodedata
 
 import pytest
 
-from sir_convert_a_lot.normalize import normalize
+from sir_convert_a_lot.backends.normalize import normalize
 
 MESSY = "Intro\ufb01  \n\n\n\n* item\n\n\n| a | b |\n|---|---|\n"
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from sir_convert_a_lot import publish as publish_module
-from sir_convert_a_lot import runner as runner_module
-from sir_convert_a_lot import service as service_module
-from sir_convert_a_lot.service import Service
+from sir_convert_a_lot.jobs import publish as publish_module
+from sir_convert_a_lot.jobs import runner as runner_module
+from sir_convert_a_lot.service import daemon as service_module
+from sir_convert_a_lot.service.daemon import Service
 from tests.daemon import Daemon
 from tests.helpers import copy_sample, load_config, make_pdf, wait_for, write_config
 

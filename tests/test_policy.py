@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from sir_convert_a_lot import logs
-from sir_convert_a_lot.cli import main
 from sir_convert_a_lot.config import Governance
+from sir_convert_a_lot.engine.gpu import GpuDevice, GpuProbe
+from sir_convert_a_lot.engine.policy import Refused, RunOn, decide, forbidden_environment
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
-from sir_convert_a_lot.gpu import GpuDevice, GpuProbe
+from sir_convert_a_lot.ops import logs
+from sir_convert_a_lot.ops.cli import main
 from sir_convert_a_lot.options import ConversionOptions
-from sir_convert_a_lot.policy import Refused, RunOn, decide, forbidden_environment
 from tests.helpers import write_config
 
 RECORD = "docs/decisions/0009-cpu-while-the-gpu-is-repaired.md"
@@ -214,7 +214,7 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def service_started(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Replaces the daemon with a recorder, so a test sees whether `run` got as far as starting."""
-    import sir_convert_a_lot.service as service
+    import sir_convert_a_lot.service.daemon as service
 
     started: list[Any] = []
 
@@ -276,7 +276,7 @@ def test_convert_refuses_with_an_unlock_variable(
     capsys: pytest.CaptureFixture[str],
     service_started: list[Any],
 ) -> None:
-    import sir_convert_a_lot.oneshot as oneshot
+    import sir_convert_a_lot.jobs.oneshot as oneshot
 
     def must_not_convert(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("converted despite an environment unlock")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
-from sir_convert_a_lot.preflight import inspect_source, open_pdf, read_source, sha256_of
+from sir_convert_a_lot.intake.preflight import inspect_source, open_pdf, read_source, sha256_of
 from tests.helpers import SAMPLES, make_pdf, pdf_bytes
 
 LIMIT = 50 * 1024 * 1024

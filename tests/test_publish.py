@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sir_convert_a_lot.publish import (
+from sir_convert_a_lot.jobs.publish import (
     ERROR,
     MARKDOWN,
     SIDECAR,

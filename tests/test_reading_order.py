@@ -11,8 +11,8 @@ import pytest
 from sir_convert_a_lot.backends.base import BackendContext, BackendResult
 from sir_convert_a_lot.backends.pymupdf import PyMuPDFBackend
 from sir_convert_a_lot.backends.reading_order import Box, column_order, leading_number
+from sir_convert_a_lot.intake.preflight import open_pdf
 from sir_convert_a_lot.options import ConversionOptions
-from sir_convert_a_lot.preflight import open_pdf
 
 SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "corpus_sample"
 LEFT, RIGHT = (70.0, 380.0), (410.0, 720.0)

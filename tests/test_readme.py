@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sir_convert_a_lot.gpu import probe
+from sir_convert_a_lot.engine.gpu import probe
 from tests.helpers import REPO, copy_sample, wait_for
 
 pytestmark = pytest.mark.slow

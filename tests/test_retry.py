@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from sir_convert_a_lot.cli import main
 from sir_convert_a_lot.config import Config
 from sir_convert_a_lot.folders import prepare
+from sir_convert_a_lot.jobs.spool import Spool
+from sir_convert_a_lot.ops.cli import main
 from sir_convert_a_lot.options import ConversionOptions
-from sir_convert_a_lot.spool import Spool
 from tests.helpers import files_under, load_config, make_pdf, write_config
 
 FAILURES = {

@@ -18,9 +18,9 @@ import pytest
 
 from sir_convert_a_lot.config import Paths
 from sir_convert_a_lot.fsutil import read_json, write_json_atomic
+from sir_convert_a_lot.jobs.spool import RECORD, SOURCE, Job, Spool, new_job_id
 from sir_convert_a_lot.names import collision_key
 from sir_convert_a_lot.options import ConversionOptions
-from sir_convert_a_lot.spool import RECORD, SOURCE, Job, Spool, new_job_id
 from tests.helpers import files_under, load_config, make_pdf
 
 OPTIONS = ConversionOptions(

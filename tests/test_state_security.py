@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from sir_convert_a_lot import doctor
-from sir_convert_a_lot.cli import main
 from sir_convert_a_lot.config import Paths
 from sir_convert_a_lot.errors import ConfigError
 from sir_convert_a_lot.folders import prepare
 from sir_convert_a_lot.fsutil import OutsideFolder, inside_folder, write_json_atomic
+from sir_convert_a_lot.jobs.spool import RECORD, SOURCE, Job, Spool
+from sir_convert_a_lot.ops import doctor
+from sir_convert_a_lot.ops.cli import main
 from sir_convert_a_lot.options import ConversionOptions
-from sir_convert_a_lot.spool import RECORD, SOURCE, Job, Spool
 from tests.daemon import Daemon
 from tests.helpers import files_under, load_config, make_pdf, wait_for, write_config
 

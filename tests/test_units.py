@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from sir_convert_a_lot import config as config_module
-from sir_convert_a_lot.cli import _parser
+from sir_convert_a_lot.ops.cli import _parser
 from tests.helpers import REPO, VENV_BIN
 
 SYSTEMD = REPO / "systemd"

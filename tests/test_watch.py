@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sir_convert_a_lot.watch import Seen, Stability, look, scan
+from sir_convert_a_lot.intake.watch import Seen, Stability, look, scan
 from tests.helpers import make_pdf
 
 

@@ -38,7 +38,7 @@ import tomli_w  # noqa: E402
 from fixtures.stand_in_models import build_stand_in_models  # noqa: E402
 
 from sir_convert_a_lot import config as config_module  # noqa: E402
-from sir_convert_a_lot.gpu import probe  # noqa: E402
+from sir_convert_a_lot.engine.gpu import probe  # noqa: E402
 
 SAMPLES = REPO / "fixtures" / "corpus_sample"
 DEFAULT_PDFS = ("2305.03393v1-pg9.pdf", "multi_page.pdf", "r6-owner-password.pdf")

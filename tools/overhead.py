@@ -25,9 +25,9 @@ sys.path[:0] = [str(REPO), str(REPO / "daemon"), str(REPO / "tools")]
 
 import benchmark  # noqa: E402
 from sir_convert_a_lot.config import load  # noqa: E402
-from sir_convert_a_lot.engine import Engine  # noqa: E402
-from sir_convert_a_lot.policy import RunOn  # noqa: E402
-from sir_convert_a_lot.protocol import Converted  # noqa: E402
+from sir_convert_a_lot.engine.policy import RunOn  # noqa: E402
+from sir_convert_a_lot.engine.protocol import Converted  # noqa: E402
+from sir_convert_a_lot.engine.supervisor import Engine  # noqa: E402
 
 
 def in_process(config_path: Path, pdfs: list[Path], rounds: int) -> dict[str, Any]:

@@ -7,8 +7,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from sir_convert_a_lot.intake.preflight import OpenedPdf
 from sir_convert_a_lot.options import ConversionOptions
-from sir_convert_a_lot.preflight import OpenedPdf
 
 ProgressCallback = Callable[[int, int], None]
 Device = Literal["cuda", "cpu"]

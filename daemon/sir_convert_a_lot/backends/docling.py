@@ -27,12 +27,12 @@ from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
-from sir_convert_a_lot import models
+from sir_convert_a_lot.backends import models
 from sir_convert_a_lot.backends.base import BackendContext, BackendResult, ProgressCallback
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
-from sir_convert_a_lot.file_faults import broken_message
+from sir_convert_a_lot.intake.file_faults import broken_message
+from sir_convert_a_lot.intake.preflight import OpenedPdf, no_page_has_an_area, resource_cycle
 from sir_convert_a_lot.options import ConversionOptions
-from sir_convert_a_lot.preflight import OpenedPdf, no_page_has_an_area, resource_cycle
 
 THIN_TEXT_CHARS_PER_PAGE = 120
 

@@ -19,8 +19,8 @@ from typing import Any
 from sir_convert_a_lot.backends.base import BackendContext, BackendResult, ProgressCallback
 from sir_convert_a_lot.backends.reading_order import Box, column_order, leading_number
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
+from sir_convert_a_lot.intake.preflight import OpenedPdf
 from sir_convert_a_lot.options import ConversionOptions
-from sir_convert_a_lot.preflight import OpenedPdf
 
 _FURNITURE_CLASSES = frozenset({"page-header", "page-footer"})
 FAST_IS_ACCURATE_WARNING = "pymupdf_table_mode_fast_uses_the_layout_path"

@@ -17,18 +17,16 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from sir_convert_a_lot import logs
 from sir_convert_a_lot.config import Config, Governance
-from sir_convert_a_lot.gpu import (
+from sir_convert_a_lot.engine.gpu import (
     DeviceBusy,
     DeviceLock,
     GpuProbe,
     LockFolderUnavailable,
     describe_holder,
 )
-from sir_convert_a_lot.options import ConversionOptions
-from sir_convert_a_lot.policy import Decision, RunOn, decide
-from sir_convert_a_lot.protocol import (
+from sir_convert_a_lot.engine.policy import Decision, RunOn, decide
+from sir_convert_a_lot.engine.protocol import (
     Converted,
     ConvertRequest,
     Failed,
@@ -40,7 +38,9 @@ from sir_convert_a_lot.protocol import (
     StartupFailed,
     WorkerSettings,
 )
-from sir_convert_a_lot.worker import worker_main
+from sir_convert_a_lot.engine.worker import worker_main
+from sir_convert_a_lot.ops import logs
+from sir_convert_a_lot.options import ConversionOptions
 
 log = logs.get()
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sir_convert_a_lot.config import Governance
+from sir_convert_a_lot.engine.gpu import GpuProbe
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
-from sir_convert_a_lot.gpu import GpuProbe
 from sir_convert_a_lot.options import ConversionOptions
 
 CPU_ONLY_BACKENDS = frozenset({"pymupdf"})

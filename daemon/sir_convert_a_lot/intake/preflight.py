@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sir_convert_a_lot.arrival import HEAD_NOT_ARRIVED, NO_EOF_MARKER, missing_part
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
-from sir_convert_a_lot.file_faults import broken_file
+from sir_convert_a_lot.intake.arrival import HEAD_NOT_ARRIVED, NO_EOF_MARKER, missing_part
+from sir_convert_a_lot.intake.file_faults import broken_file
 from sir_convert_a_lot.names import display, has_pdf_suffix
 
 _PDF_MAGIC = b"%PDF-"

@@ -24,15 +24,10 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sir_convert_a_lot import logs
 from sir_convert_a_lot.backends import Backend, BackendContext, create_backend
-from sir_convert_a_lot.errors import ErrorCode, JobFailure
-from sir_convert_a_lot.file_faults import broken_file
-from sir_convert_a_lot.gpu import GpuProbe, probe
-from sir_convert_a_lot.normalize import normalize
-from sir_convert_a_lot.options import ConversionOptions
-from sir_convert_a_lot.preflight import OpenedPdf, open_pdf, read_source
-from sir_convert_a_lot.protocol import (
+from sir_convert_a_lot.backends.normalize import normalize
+from sir_convert_a_lot.engine.gpu import GpuProbe, probe
+from sir_convert_a_lot.engine.protocol import (
     Converted,
     ConvertRequest,
     Failed,
@@ -44,6 +39,11 @@ from sir_convert_a_lot.protocol import (
     StartupFailed,
     WorkerSettings,
 )
+from sir_convert_a_lot.errors import ErrorCode, JobFailure
+from sir_convert_a_lot.intake.file_faults import broken_file
+from sir_convert_a_lot.intake.preflight import OpenedPdf, open_pdf, read_source
+from sir_convert_a_lot.ops import logs
+from sir_convert_a_lot.options import ConversionOptions
 from sir_convert_a_lot.versions import component_versions
 
 T = TypeVar("T")

@@ -14,14 +14,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sir_convert_a_lot import logs
 from sir_convert_a_lot.config import Config, Governance
-from sir_convert_a_lot.engine import Engine, WorkerCrashed, WorkerOverMemory, WorkerTimedOut
+from sir_convert_a_lot.engine.policy import Refused
+from sir_convert_a_lot.engine.protocol import Converted, Failed
+from sir_convert_a_lot.engine.supervisor import (
+    Engine,
+    WorkerCrashed,
+    WorkerOverMemory,
+    WorkerTimedOut,
+)
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
-from sir_convert_a_lot.policy import Refused
-from sir_convert_a_lot.preflight import SourceFacts, inspect_source, sha256_of
-from sir_convert_a_lot.protocol import Converted, Failed
-from sir_convert_a_lot.publish import (
+from sir_convert_a_lot.intake.preflight import SourceFacts, inspect_source, sha256_of
+from sir_convert_a_lot.jobs.publish import (
     ERROR,
     MARKDOWN,
     SIDECAR,
@@ -32,8 +36,9 @@ from sir_convert_a_lot.publish import (
     sidecar_bytes,
     write_outputs,
 )
-from sir_convert_a_lot.sidecar import Execution, SourceInfo, error_document, success_document
-from sir_convert_a_lot.spool import Job, Spool
+from sir_convert_a_lot.jobs.sidecar import Execution, SourceInfo, error_document, success_document
+from sir_convert_a_lot.jobs.spool import Job, Spool
+from sir_convert_a_lot.ops import logs
 from sir_convert_a_lot.versions import component_versions
 
 log = logs.get()

@@ -23,19 +23,20 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from sir_convert_a_lot import __version__, logs
+from sir_convert_a_lot import __version__
 from sir_convert_a_lot import config as config_module
-from sir_convert_a_lot.arrival import WRITER_OPEN, Arrivals
 from sir_convert_a_lot.config import Config, Governance
-from sir_convert_a_lot.engine import Engine, EngineStartError, resident_bytes
+from sir_convert_a_lot.engine.gpu import GpuProbe
+from sir_convert_a_lot.engine.supervisor import Engine, EngineStartError, resident_bytes
 from sir_convert_a_lot.errors import ConfigError
 from sir_convert_a_lot.folders import check_config_permissions, prepare
-from sir_convert_a_lot.gpu import GpuProbe
+from sir_convert_a_lot.intake.arrival import WRITER_OPEN, Arrivals
+from sir_convert_a_lot.intake.watch import InboxWatcher, Seen, Stability, look, scan
+from sir_convert_a_lot.jobs.runner import JobRunner, Outcome, cleanup_after_restart
+from sir_convert_a_lot.jobs.spool import Job, SourceBlocked, Spool
 from sir_convert_a_lot.names import display, has_pdf_suffix, is_ignored_path
-from sir_convert_a_lot.runner import JobRunner, Outcome, cleanup_after_restart
-from sir_convert_a_lot.spool import Job, SourceBlocked, Spool
-from sir_convert_a_lot.systemd import Notifier
-from sir_convert_a_lot.watch import InboxWatcher, Seen, Stability, look, scan
+from sir_convert_a_lot.ops import logs
+from sir_convert_a_lot.ops.systemd import Notifier
 
 log = logs.get()
 

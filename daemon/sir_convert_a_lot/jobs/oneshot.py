@@ -12,12 +12,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from sir_convert_a_lot import logs
 from sir_convert_a_lot.config import Config, Governance, Paths
-from sir_convert_a_lot.engine import Engine, EngineStartError
+from sir_convert_a_lot.engine.supervisor import Engine, EngineStartError
 from sir_convert_a_lot.fsutil import remove_tree
-from sir_convert_a_lot.runner import JobRunner, Outcome
-from sir_convert_a_lot.spool import Job, Spool, new_job_id
+from sir_convert_a_lot.jobs.runner import JobRunner, Outcome
+from sir_convert_a_lot.jobs.spool import Job, Spool, new_job_id
+from sir_convert_a_lot.ops import logs
 
 log = logs.get()
 

@@ -25,9 +25,9 @@ from sir_convert_a_lot.fsutil import (
     make_dirs_no_symlinks,
     move_to_free_name,
 )
+from sir_convert_a_lot.intake.watch import scan
+from sir_convert_a_lot.jobs.spool import Spool, walk_files
 from sir_convert_a_lot.names import decode_from_record, display
-from sir_convert_a_lot.spool import Spool, walk_files
-from sir_convert_a_lot.watch import scan
 
 RECENT_FAILURES = 10
 

@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import NoReturn
 
-from sir_convert_a_lot import __version__, logs
+from sir_convert_a_lot import __version__
 from sir_convert_a_lot.config import (
     DEFAULT_CONFIG_PATH,
     DEFAULT_MODELS_PATH,
@@ -25,11 +25,12 @@ from sir_convert_a_lot.config import (
     load,
     render_default,
 )
+from sir_convert_a_lot.engine.policy import FORBIDDEN_ENV_PREFIX, forbidden_environment
 from sir_convert_a_lot.errors import ConfigError, ErrorCode
 from sir_convert_a_lot.folders import check_config_permissions
 from sir_convert_a_lot.fsutil import write_file_atomic
-from sir_convert_a_lot.policy import FORBIDDEN_ENV_PREFIX, forbidden_environment
-from sir_convert_a_lot.preflight import file_kind
+from sir_convert_a_lot.intake.preflight import file_kind
+from sir_convert_a_lot.ops import logs
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 TRACEBACK_VARIABLE = "SIR_CONVERT_TRACEBACK"
@@ -242,7 +243,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 effect="--instance wins over instances.name",
             )
         config = replace(config, instance_name=args.instance)
-    from sir_convert_a_lot.service import Service
+    from sir_convert_a_lot.service.daemon import Service
 
     return Service(config).run()
 
@@ -250,8 +251,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_convert(args: argparse.Namespace) -> int:
     _refuse_environment_unlock()
     config = _load_config(args)
-    from sir_convert_a_lot.engine import EngineStartError
-    from sir_convert_a_lot.oneshot import convert_files
+    from sir_convert_a_lot.engine.supervisor import EngineStartError
+    from sir_convert_a_lot.jobs.oneshot import convert_files
 
     for file in args.files:
         _check_input(file)
@@ -314,7 +315,7 @@ def _check_output_folder(out: Path, *, given: bool) -> None:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     config = _load_config(args)
-    from sir_convert_a_lot.operations import gather_status, render_status
+    from sir_convert_a_lot.ops.operations import gather_status, render_status
 
     try:
         status = gather_status(config)
@@ -339,7 +340,7 @@ def _cmd_retry(args: argparse.Namespace) -> int:
     if args.include_permanent and not args.all:
         raise UsageError("retry: --include-permanent goes with --all")
     config = _load_config(args)
-    from sir_convert_a_lot.operations import RetrySelection, retry
+    from sir_convert_a_lot.ops.operations import RetrySelection, retry
 
     selection = RetrySelection(
         names=frozenset(args.names),
@@ -371,7 +372,7 @@ def _cmd_retry(args: argparse.Namespace) -> int:
 
 def _cmd_models(args: argparse.Namespace) -> int:
     config = _load_config(args)
-    from sir_convert_a_lot import models
+    from sir_convert_a_lot.backends import models
 
     option_sets = [config.defaults, *config.profiles.values()]
     target = Path(config.models_path) if config.models_path else None
@@ -420,7 +421,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    from sir_convert_a_lot import doctor
+    from sir_convert_a_lot.ops import doctor
 
     try:
         config = load(args.config)

@@ -10,12 +10,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from sir_convert_a_lot import models
+from sir_convert_a_lot.backends import models
 from sir_convert_a_lot.config import Config
+from sir_convert_a_lot.engine.gpu import GpuDevice, GpuProbe, probe_nvml, probe_torch, runtime_dir
+from sir_convert_a_lot.engine.policy import RunOn, decide, forbidden_environment
 from sir_convert_a_lot.errors import ConfigError
 from sir_convert_a_lot.folders import check_overlaps, check_same_filesystem, state_folders
-from sir_convert_a_lot.gpu import GpuDevice, GpuProbe, probe_nvml, probe_torch, runtime_dir
-from sir_convert_a_lot.policy import RunOn, decide, forbidden_environment
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 GIB = 1024**3

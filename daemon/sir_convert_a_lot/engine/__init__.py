@@ -1,0 +1,1 @@
+"""Where conversion runs: the supervisor, its worker process, the GPU lock."""

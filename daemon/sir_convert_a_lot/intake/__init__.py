@@ -1,0 +1,1 @@
+"""What arrives in the inbox: watching, waiting for a file to be whole, checking it is a PDF."""

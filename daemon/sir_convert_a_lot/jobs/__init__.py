@@ -1,0 +1,1 @@
+"""A claimed file's life: the spool, the lifecycle that decides its fate, publishing."""

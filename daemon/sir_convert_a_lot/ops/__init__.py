@@ -1,0 +1,1 @@
+"""What operators touch: the command line, doctor, status, systemd and the journal."""
