@@ -16,10 +16,12 @@ from typing import Any
 import pytest
 
 from sir_convert_a_lot.intake import preflight as preflight_module
+from sir_convert_a_lot.jobs import lifecycle as lifecycle_module
 from sir_convert_a_lot.jobs import publish as publish_module
-from sir_convert_a_lot.jobs import runner as runner_module
+from sir_convert_a_lot.jobs.outcome import Status
 from sir_convert_a_lot.jobs.publish import TMP_PREFIX
-from sir_convert_a_lot.jobs.spool import SourceBlocked, Spool
+from sir_convert_a_lot.jobs.source_blocked import SourceBlocked
+from sir_convert_a_lot.jobs.spool import Spool
 from sir_convert_a_lot.ops.cli import main
 from sir_convert_a_lot.service import daemon as service_module
 from sir_convert_a_lot.service.daemon import Service
@@ -237,7 +239,7 @@ def test_a_file_changed_after_its_claim_is_given_back_and_converted_whole(
             path.write_bytes(whole)
         return real_inspect(path, name, limit)
 
-    monkeypatch.setattr(runner_module, "inspect_source", writer_still_writing)
+    monkeypatch.setattr(lifecycle_module, "inspect_source", writer_still_writing)
     service = Service(load_config(tmp_path), install_signal_handlers=False)
     thread = _start(service)
     try:
@@ -246,7 +248,7 @@ def test_a_file_changed_after_its_claim_is_given_back_and_converted_whole(
     finally:
         service.request_stop()
         thread.join(60)
-    returned = [o for o in service.outcomes if o.status == "returned"]
+    returned = [o for o in service.outcomes if o.status is Status.RETURNED]
     assert [o.code for o in returned] == ["source_changed_after_claim"]
     sidecar = json.loads((tmp_path / "outbox" / "growing.json").read_text())
     assert sidecar["source"]["sha256"] == hashlib.sha256(whole).hexdigest()
@@ -272,7 +274,7 @@ def test_a_full_outbox_keeps_the_file_claimed_and_publishes_once_space_returns(
     thread = _start(service)
     try:
         make_pdf(tmp_path / "inbox" / "waiting.pdf")
-        wait_for(lambda: any(o.status == "deferred" for o in service.outcomes), timeout=60)
+        wait_for(lambda: any(o.status is Status.DEFERRED for o in service.outcomes), timeout=60)
         claimed = tmp_path / "state" / "claimed" / service.instance
         assert len(list(claimed.iterdir())) == 1  # still held, not lost, not failed
         assert not list((tmp_path / "failed").iterdir())

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from sir_convert_a_lot.jobs import endings as endings_module
 from sir_convert_a_lot.jobs import publish as publish_module
-from sir_convert_a_lot.jobs import runner as runner_module
 from sir_convert_a_lot.service import daemon as service_module
 from sir_convert_a_lot.service.daemon import Service
 from tests.daemon import Daemon
@@ -177,7 +177,7 @@ def test_watchdog_pings_stop_while_a_job_is_stuck_past_its_limit(
         release.wait(30)  # a publish stuck on a hung network mount
         return real_write(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(runner_module, "write_outputs", hung_outbox)
+    monkeypatch.setattr(endings_module, "write_outputs", hung_outbox)
     config = load_config(tmp_path)
     config = replace(config, defaults=replace(config.defaults, document_timeout_seconds=1))
     service = Service(config, install_signal_handlers=False)

@@ -18,7 +18,8 @@ import pytest
 
 from sir_convert_a_lot.config import Paths
 from sir_convert_a_lot.fsutil import read_json, write_json_atomic
-from sir_convert_a_lot.jobs.spool import RECORD, SOURCE, Job, Spool, new_job_id
+from sir_convert_a_lot.jobs.job import Job, new_job_id
+from sir_convert_a_lot.jobs.spool import RECORD, SOURCE, Spool
 from sir_convert_a_lot.names import collision_key
 from sir_convert_a_lot.options import ConversionOptions
 from tests.helpers import files_under, load_config, make_pdf
@@ -638,22 +639,22 @@ def test_a_reservation_is_held_for_one_job(paths: Paths) -> None:
     spool = started(paths, ME)
     folder = str(paths.outbox / "team")
 
-    assert spool.reserve(folder, collision_key("Report"), "job_a") is True
-    assert spool.reserve(folder, collision_key("REPORT"), "job_b") is False
-    assert spool.reserve(folder, collision_key("report"), "job_a") is True  # a redo
-    assert spool.reserve(str(paths.outbox / "other"), "report", "job_b") is True
+    assert spool.reservations.reserve(folder, collision_key("Report"), "job_a") is True
+    assert spool.reservations.reserve(folder, collision_key("REPORT"), "job_b") is False
+    assert spool.reservations.reserve(folder, collision_key("report"), "job_a") is True  # a redo
+    assert spool.reservations.reserve(str(paths.outbox / "other"), "report", "job_b") is True
 
 
 def test_only_the_holder_releases_a_reservation(paths: Paths) -> None:
     spool = started(paths, ME)
     folder = paths.outbox / "team"
-    spool.reserve(str(folder), collision_key("Report"), "job_a")
+    spool.reservations.reserve(str(folder), collision_key("Report"), "job_a")
 
-    spool.release_reservation(folder, "Report", "job_b")
-    assert spool.reserve(str(folder), collision_key("Report"), "job_b") is False
+    spool.reservations.release(folder, "Report", "job_b")
+    assert spool.reservations.reserve(str(folder), collision_key("Report"), "job_b") is False
 
-    spool.release_reservation(folder, "REPORT", "job_a")
-    assert spool.reserve(str(folder), collision_key("Report"), "job_b") is True
+    spool.reservations.release(folder, "REPORT", "job_a")
+    assert spool.reservations.reserve(str(folder), collision_key("Report"), "job_b") is True
 
 
 def test_drop_orphan_reservations_keeps_those_of_live_jobs(paths: Paths) -> None:
@@ -663,12 +664,12 @@ def test_drop_orphan_reservations_keeps_those_of_live_jobs(paths: Paths) -> None
     building = _job("b.pdf")
     _plant(paths.state / "tmp", building, None)
     folder = str(paths.outbox)
-    spool.reserve(folder, "a", job.job_id)
-    spool.reserve(folder, "b", building.job_id)
-    spool.reserve(folder, "c", new_job_id())
+    spool.reservations.reserve(folder, "a", job.job_id)
+    spool.reservations.reserve(folder, "b", building.job_id)
+    spool.reservations.reserve(folder, "c", new_job_id())
 
     assert spool.drop_orphan_reservations() == 1
 
-    assert spool.reserve(folder, "a", "job_other") is False
-    assert spool.reserve(folder, "b", "job_other") is False
-    assert spool.reserve(folder, "c", "job_other") is True
+    assert spool.reservations.reserve(folder, "a", "job_other") is False
+    assert spool.reservations.reserve(folder, "b", "job_other") is False
+    assert spool.reservations.reserve(folder, "c", "job_other") is True

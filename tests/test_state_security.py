@@ -21,7 +21,8 @@ from sir_convert_a_lot.config import Paths
 from sir_convert_a_lot.errors import ConfigError
 from sir_convert_a_lot.folders import prepare
 from sir_convert_a_lot.fsutil import OutsideFolder, inside_folder, write_json_atomic
-from sir_convert_a_lot.jobs.spool import RECORD, SOURCE, Job, Spool
+from sir_convert_a_lot.jobs.job import Job
+from sir_convert_a_lot.jobs.spool import RECORD, SOURCE, Spool
 from sir_convert_a_lot.ops import doctor
 from sir_convert_a_lot.ops.cli import main
 from sir_convert_a_lot.options import ConversionOptions
@@ -144,7 +145,7 @@ def test_every_folder_and_record_the_spool_creates_is_private_under_umask_0002(
         make_pdf(config.paths.inbox / "team" / "a.pdf")
         job = spool.claim("team/a.pdf", None, ConversionOptions(), 1, 1)
         assert job is not None
-        assert spool.reserve("team", "a", job.job_id)
+        assert spool.reservations.reserve("team", "a", job.job_id)
         spool.heartbeat({"state": "idle"})
         spool.fail(job, {"code": "pdf_unreadable", "message": "x"}, None)
     finally:

@@ -209,3 +209,35 @@ def remove_tree(path: Path) -> None:
                 os.unlink(entry.path)
     with contextlib.suppress(FileNotFoundError):
         os.rmdir(path)
+
+
+def entries(folder: Path) -> list[os.DirEntry[str]]:
+    """A folder's entries; nothing for a symlink planted where a spool folder belongs, so that
+    a listing never leads out of the spool."""
+    if os.path.islink(folder):
+        return []
+    try:
+        with os.scandir(folder) as iterator:
+            return list(iterator)
+    except FileNotFoundError:
+        return []
+
+
+def subfolders(folder: Path) -> list[Path]:
+    return [
+        Path(entry.path)
+        for entry in entries(folder)
+        if entry.is_dir(follow_symlinks=False) and not entry.name.startswith(".")
+    ]
+
+
+def walk_files(root: Path) -> Iterator[Path]:
+    """Every non-folder entry below ``root``, never descending through symlinks."""
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        for entry in entries(folder):
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(Path(entry.path))
+            else:
+                yield Path(entry.path)

@@ -1,10 +1,9 @@
-"""``sir-convert convert FILE...``: the daemon's engine, lock and outputs, for files named on the
-command line. The files stay where they are: a one-shot spool reads them in place and keeps its
-job records in a temporary folder that is removed afterwards."""
+"""``sir-convert convert FILE...``: the daemon's engine, lock, lifecycle and outputs, for files
+named on the command line. The files stay where they are: ``InPlaceCustody`` reads them in place,
+keeps the job records in memory, and never moves, renames or deletes a user's file."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
 import time
@@ -14,38 +13,76 @@ from typing import Any
 
 from sir_convert_a_lot.config import Config, Governance, Paths
 from sir_convert_a_lot.engine.supervisor import Engine, EngineStartError
-from sir_convert_a_lot.fsutil import remove_tree
-from sir_convert_a_lot.jobs.runner import JobRunner, Outcome
-from sir_convert_a_lot.jobs.spool import Job, Spool, new_job_id
+from sir_convert_a_lot.jobs.custody import require_safe_instance
+from sir_convert_a_lot.jobs.job import Job, new_job_id
+from sir_convert_a_lot.jobs.lifecycle import JobRunner
+from sir_convert_a_lot.jobs.outcome import Outcome
+from sir_convert_a_lot.jobs.reservations import Reservations
 from sir_convert_a_lot.ops import logs
+from sir_convert_a_lot.options import ConversionOptions
 
 log = logs.get()
 
 
-class OneShotSpool(Spool):
-    """A spool whose sources are the user's own files: never moved, renamed or deleted."""
+class InPlaceCustody:
+    """The ``Custody`` of files named on the command line: each stays where the user put it,
+    whatever the outcome."""
 
-    def __init__(self, paths: Paths, instance: str, sources: dict[str, Path]) -> None:
-        super().__init__(paths, instance)
-        self.sources = sources
+    def __init__(self, instance: str, reservations: Reservations) -> None:
+        self.instance = require_safe_instance(instance)
+        self.reservations = reservations
+        self._sources: dict[str, Path] = {}
+        self._records: dict[str, Job] = {}
+
+    def admit(self, file: Path, options: ConversionOptions) -> Job:
+        """A job for ``file``, as if it had just been claimed."""
+        try:
+            info = os.lstat(file)
+            size, mtime = info.st_size, info.st_mtime_ns
+        except OSError:
+            size, mtime = 0, 0
+        job = Job(
+            job_id=new_job_id(),
+            relative_path=file.name,
+            profile=None,
+            options=options,
+            claimed_at=time.time(),
+            claimed_size=size,
+            claimed_mtime_ns=mtime,
+            instance=self.instance,
+        )
+        self._sources[job.job_id] = file
+        self._records[job.job_id] = job
+        return job
 
     def source_path(self, job: Job) -> Path:
-        return self.sources[job.job_id]
+        return self._sources[job.job_id]
 
     def still_mine(self, job: Job) -> bool:
         return True
 
+    def update(self, job: Job, **changes: Any) -> Job:
+        job = replace(job, **changes)
+        self._records[job.job_id] = job
+        return job
+
+    def begin_attempt(self, job: Job) -> Job:
+        return self.update(job, attempts=job.attempts + 1)
+
+    def reload(self, job: Job) -> Job | None:
+        return self._records.get(job.job_id)
+
     def archive(self, job: Job, mode: str) -> Path | None:
-        remove_tree(self.job_folder(job))
+        self._records.pop(job.job_id, None)
         return None
 
     def fail(self, job: Job, error: dict[str, Any], error_json: Path | None) -> Path:
-        remove_tree(self.job_folder(job))
-        return self.sources[job.job_id]
+        self._records.pop(job.job_id, None)
+        return self._sources[job.job_id]
 
     def return_to_inbox(self, job: Job) -> Path:
-        remove_tree(self.job_folder(job))
-        return self.sources[job.job_id]
+        self._records.pop(job.job_id, None)
+        return self._sources[job.job_id]
 
 
 def convert_files(
@@ -58,7 +95,6 @@ def convert_files(
     """Convert each file into ``out_dir``; one Outcome per file, in order."""
     governance = governance if governance is not None else config.governance
     out_dir.mkdir(parents=True, exist_ok=True)
-    outcomes: list[Outcome] = []
     with tempfile.TemporaryDirectory(prefix="sir-convert-") as scratch:
         root = Path(scratch)
         paths = Paths(
@@ -68,19 +104,16 @@ def convert_files(
             failed=root / "failed",
             archive=root / "archive",
         )
-        sources: dict[str, Path] = {}
         instance = f"{config.instance_name}-convert-{os.getpid()}"
-        spool = OneShotSpool(paths, instance, sources)
-        spool.ensure_layout()
+        custody = InPlaceCustody(instance, Reservations(paths.state / "reservations"))
         local = replace(config, paths=paths, instance_name=instance)
         engine = Engine(
             local, governance, instance=instance, device_wait_seconds=device_wait_seconds
         )
-        runner = JobRunner(local, governance, spool, engine)
+        runner = JobRunner(local, governance, custody, engine)
         try:
             engine.start()
-            for file in files:
-                outcomes.append(_convert_one(spool, runner, local, file, sources))
+            return [runner.run(custody.admit(file, local.defaults)) for file in files]
         except EngineStartError as exc:
             log.error(
                 "engine_start_failed", reason=exc.reason, message=str(exc), details=exc.details
@@ -88,39 +121,3 @@ def convert_files(
             raise
         finally:
             engine.stop()
-    return outcomes
-
-
-def _convert_one(
-    spool: OneShotSpool, runner: JobRunner, config: Config, file: Path, sources: dict[str, Path]
-) -> Outcome:
-    job_id = new_job_id()
-    sources[job_id] = file
-    try:
-        info = os.lstat(file)
-        size, mtime = info.st_size, info.st_mtime_ns
-    except OSError:
-        size, mtime = 0, 0
-    job = Job(
-        job_id=job_id,
-        relative_path=file.name,
-        profile=None,
-        options=config.defaults,
-        claimed_at=time.time(),
-        claimed_size=size,
-        claimed_mtime_ns=mtime,
-        instance=spool.instance,
-    )
-    spool.job_folder(job).mkdir(parents=True)
-    spool.save(job)
-    try:
-        outcome = runner.run(job)
-        while outcome.status == "requeued":
-            reloaded = spool.reload(job)
-            if reloaded is None:
-                break
-            outcome = runner.run(reloaded)
-        return outcome
-    finally:
-        with contextlib.suppress(OSError):
-            remove_tree(spool.job_folder(job))

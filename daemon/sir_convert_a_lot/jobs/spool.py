@@ -19,26 +19,20 @@ place: the inbox, a job folder, the archive or the failed folder.
 
 from __future__ import annotations
 
-import binascii
 import contextlib
-import errno
-import hashlib
 import os
 import socket
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sir_convert_a_lot.config import Paths, instance_name_problem
-from sir_convert_a_lot.errors import ConfigError
+from sir_convert_a_lot.config import Paths
 from sir_convert_a_lot.fsutil import (
     PRIVATE_DIR_MODE,
     PRIVATE_FILE_MODE,
-    check_name,
-    check_relative,
+    entries,
     fsync_dir,
     make_dirs_no_symlinks,
     make_private_dirs,
@@ -46,150 +40,24 @@ from sir_convert_a_lot.fsutil import (
     move_to_free_name,
     read_json,
     remove_tree,
+    subfolders,
+    walk_files,
     write_json_atomic,
 )
-from sir_convert_a_lot.names import collision_key, decode_from_record, display, encode_for_record
+from sir_convert_a_lot.jobs.custody import require_safe_instance
+from sir_convert_a_lot.jobs.job import Job, new_job_id, read_job
+from sir_convert_a_lot.jobs.reservations import Reservations
+from sir_convert_a_lot.jobs.source_blocked import SOURCE_SIDE_ERRNOS, SourceBlocked
+from sir_convert_a_lot.names import display, encode_for_record
 from sir_convert_a_lot.options import ConversionOptions
+
+__all__ = ["Lease", "Spool", "walk_files"]
 
 SOURCE = "source"
 RECORD = "job.json"
 STOPPED = ".stopped"  # instances/<instance>.stopped: when and which version last stopped
 
 Clock = Callable[[], float]
-
-
-def new_job_id() -> str:
-    return "job_" + uuid.uuid4().hex
-
-
-@dataclass(frozen=True)
-class Job:
-    """A claimed file and everything decided about it so far (mirrors job.json)."""
-
-    job_id: str
-    relative_path: str  # inbox-relative, surrogateescape str: exact bytes on disk
-    profile: str | None
-    options: ConversionOptions
-    claimed_at: float
-    claimed_size: int
-    claimed_mtime_ns: int
-    instance: str
-    claimed_sha256: str | None = None  # hashed at the first look after the claim
-    attempts: int = 0
-    output_stem: str | None = None
-    phase: str = "claimed"  # claimed | published | failed_published
-    outcome: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return Path(self.relative_path).name
-
-    @property
-    def folder_parts(self) -> tuple[str, ...]:
-        return Path(self.relative_path).parent.parts
-
-    @property
-    def shown(self) -> str:
-        return display(self.relative_path)
-
-    def to_record(self) -> dict[str, Any]:
-        return {
-            "job_id": self.job_id,
-            "relative_path": display(self.relative_path),
-            "relative_path_b64": encode_for_record(self.relative_path),
-            "profile": self.profile,
-            "options": self.options.to_dict(),
-            "claimed_at": self.claimed_at,
-            "claimed_size": self.claimed_size,
-            "claimed_mtime_ns": self.claimed_mtime_ns,
-            "claimed_sha256": self.claimed_sha256,
-            "instance": self.instance,
-            "attempts": self.attempts,
-            "output_stem_b64": (
-                encode_for_record(self.output_stem) if self.output_stem is not None else None
-            ),
-            "phase": self.phase,
-            "outcome": self.outcome,
-        }
-
-    @classmethod
-    def from_record(cls, data: dict[str, Any]) -> Job:
-        """The job a record describes; OutsideFolder (a ValueError) when a name in it could
-        lead out of the inbox or the outbox folder it must stay in."""
-        stem = data.get("output_stem_b64")
-        relative_path = decode_from_record(data["relative_path_b64"])
-        check_relative(relative_path, "relative_path")
-        output_stem = decode_from_record(stem) if stem else None
-        if output_stem is not None:
-            check_name(output_stem, "output_stem")
-        return cls(
-            job_id=str(data["job_id"]),
-            relative_path=relative_path,
-            profile=data.get("profile"),
-            options=ConversionOptions.from_dict(data["options"]),
-            claimed_at=float(data["claimed_at"]),
-            claimed_size=int(data["claimed_size"]),
-            claimed_mtime_ns=int(data["claimed_mtime_ns"]),
-            instance=str(data["instance"]),
-            claimed_sha256=_optional_str(data.get("claimed_sha256")),
-            attempts=int(data.get("attempts", 0)),
-            output_stem=output_stem,
-            phase=str(data.get("phase", "claimed")),
-            outcome=dict(data.get("outcome") or {}),
-        )
-
-
-# A claim's rename that fails with one of these, right after the job folder was written, failed
-# on the side of the inbox file: its folder's permissions (EACCES; EPERM with a sticky bit or an
-# immutable file), a mount point inside the inbox (EXDEV, EBUSY), a path that changed shape.
-SOURCE_SIDE_ERRNOS = frozenset(
-    {
-        errno.EACCES,
-        errno.EPERM,
-        errno.EXDEV,
-        errno.EBUSY,
-        errno.ENOTDIR,
-        errno.ELOOP,
-        errno.ENAMETOOLONG,
-    }
-)
-
-
-class SourceBlocked(Exception):
-    """The service user cannot move this inbox file: only this file must wait, not the inbox."""
-
-    def __init__(self, relative_path: str, folder: Path, error: OSError) -> None:
-        super().__init__(f"{display(relative_path)}: {error.strerror}")
-        self.relative_path = relative_path
-        self.folder = folder
-        self.errno = error.errno or 0
-        self.error = error
-
-    @property
-    def errno_name(self) -> str:
-        return errno.errorcode.get(self.errno, str(self.errno))
-
-    @property
-    def fix(self) -> str:
-        """What an operator does about it, in one sentence."""
-        folder = display(str(self.folder))
-        if self.errno == errno.EACCES:
-            return (
-                f"the folder {folder} is not writable by the service user; make it "
-                "group-writable for the share group and setgid (chmod 2775, chgrp to the "
-                "service group; Samba: force group, directory mask = 2775)"
-            )
-        if self.errno == errno.EPERM:
-            return (
-                f"the folder {folder} does not let the service user move this file (a sticky "
-                "bit, or an immutable file): chmod -t the folder, or chattr -i the file"
-            )
-        if self.errno in (errno.EXDEV, errno.EBUSY):
-            return (
-                f"the file or {folder} is on another filesystem mounted inside the inbox; "
-                "drop files onto the share itself"
-            )
-        return f"the file cannot be moved out of {folder} ({self.error.strerror}); check it"
 
 
 @dataclass(frozen=True)
@@ -201,12 +69,8 @@ class Lease:
 
 class Spool:
     def __init__(self, paths: Paths, instance: str, clock: Clock = time.time) -> None:
-        # Room for names derived from a configured one (``convert`` adds ``-convert-<pid>``).
-        problem = instance_name_problem(instance, max_length=200)
-        if problem:  # e.g. a default taken from an odd host name: it becomes a path part here
-            raise ConfigError(f"instances.name: {instance!r} is {problem}")
         self.paths = paths
-        self.instance = instance
+        self.instance = require_safe_instance(instance)
         self.clock = clock
         self.state = paths.state
         self.tmp_root = self.state / "tmp"
@@ -214,6 +78,7 @@ class Spool:
         self.instances_root = self.state / "instances"
         self.failures_root = self.state / "failures"
         self.reservations_root = self.state / "reservations"
+        self.reservations = Reservations(self.reservations_root)
 
     # -- layout -------------------------------------------------------------------------------
 
@@ -315,49 +180,11 @@ class Spool:
         """False when a live instance took this job over (we were presumed dead)."""
         return os.path.lexists(self.source_path(job))
 
-    # -- output name reservations -------------------------------------------------------------
-
-    def _reservation(self, folder: str, key: str) -> Path:
-        digest = hashlib.sha256(os.fsencode(folder) + b"\0" + os.fsencode(key)).hexdigest()
-        return self.reservations_root / digest
-
-    def reserve(self, folder: str, key: str, job_id: str) -> bool:
-        """Hold an output stem for ``job_id``; False when another job holds it."""
-        path = self._reservation(folder, key)
-        make_private_dirs(self.reservations_root)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        try:
-            fd = os.open(path, flags, PRIVATE_FILE_MODE)
-        except FileExistsError:
-            try:
-                return path.read_text(encoding="ascii").strip() == job_id
-            except OSError:
-                return False
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(job_id)
-        return True
-
-    def release_reservation(self, folder: Path, stem: str, job_id: str) -> None:
-        path = self._reservation(str(folder), collision_key(stem))
-        with contextlib.suppress(OSError):
-            if path.read_text(encoding="ascii").strip() == job_id:
-                path.unlink()
-
     def drop_orphan_reservations(self) -> int:
         """Reservations whose job no longer exists anywhere in the spool."""
-        live = {job.name for owner in _subfolders(self.claimed_root) for job in _subfolders(owner)}
-        live |= {job.name for owner in _subfolders(self.tmp_root) for job in _subfolders(owner)}
-        dropped = 0
-        for entry in _entries(self.reservations_root):
-            try:
-                holder = Path(entry.path).read_text(encoding="ascii").strip()
-            except OSError:
-                continue
-            if holder not in live:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.path)
-                    dropped += 1
-        return dropped
+        live = {job.name for owner in subfolders(self.claimed_root) for job in subfolders(owner)}
+        live |= {job.name for owner in subfolders(self.tmp_root) for job in subfolders(owner)}
+        return self.reservations.drop_orphans(live)
 
     # -- recovery -----------------------------------------------------------------------------
 
@@ -365,16 +192,13 @@ class Spool:
         """This instance's unfinished jobs after a restart, oldest first. Half-built claims are
         completed (the source had arrived) or discarded (it had not)."""
         self.ensure_layout()
-        for building in _subfolders(self.my_tmp):
+        for building in subfolders(self.my_tmp):
             self._finish_half_claim(building, self.my_claims)
         return self._load_jobs(self.my_claims)
 
     def reload(self, job: Job) -> Job | None:
         """The job as its record now says (after the runner updated it)."""
-        return self.reload_by_id(job.job_id)
-
-    def reload_by_id(self, job_id: str) -> Job | None:
-        return _read_job(self.my_claims / job_id / RECORD)
+        return read_job(self.my_claims / job.job_id / RECORD)
 
     def _finish_half_claim(self, building: Path, into: Path) -> None:
         if os.path.lexists(building / SOURCE):
@@ -386,7 +210,7 @@ class Spool:
 
     def _load_jobs(self, folder: Path) -> list[Job]:
         jobs: list[Job] = []
-        for job_folder in _subfolders(folder):
+        for job_folder in subfolders(folder):
             job = self._load_job(job_folder)
             if job is not None:
                 jobs.append(job)
@@ -395,7 +219,7 @@ class Spool:
 
     def _load_job(self, job_folder: Path) -> Job | None:
         has_source = os.path.lexists(job_folder / SOURCE)
-        job = _read_job(job_folder / RECORD)
+        job = read_job(job_folder / RECORD)
         if job is None:
             if has_source:
                 # The record is damaged but the file is here: keep it visible to people.
@@ -461,7 +285,7 @@ class Spool:
     def stops(self) -> list[dict[str, Any]]:
         """The notes of instances that stopped, newest first; unreadable notes are skipped."""
         found: list[dict[str, Any]] = []
-        for entry in _entries(self.instances_root):
+        for entry in entries(self.instances_root):
             if not entry.name.endswith(STOPPED) or entry.name.startswith("."):
                 continue
             try:
@@ -480,7 +304,7 @@ class Spool:
         except OSError:
             now = self.clock()
         found: list[Lease] = []
-        for entry in _entries(self.instances_root):
+        for entry in entries(self.instances_root):
             if not entry.name.endswith(".lease") or entry.name.startswith("."):
                 continue
             try:
@@ -496,13 +320,13 @@ class Spool:
         another live instance (ENOENT) is normal."""
         live = {lease.instance for lease in self.leases() if lease.age_seconds <= lease_seconds}
         taken: list[Job] = []
-        for owner_folder in _subfolders(self.claimed_root):
+        for owner_folder in subfolders(self.claimed_root):
             owner = owner_folder.name
             if owner == self.instance or owner in live:
                 continue
             if not self._expired(owner_folder, lease_seconds):
                 continue
-            for job_folder in _subfolders(owner_folder):
+            for job_folder in subfolders(owner_folder):
                 target = self.my_claims / job_folder.name
                 try:
                     os.rename(job_folder, target)
@@ -512,7 +336,7 @@ class Spool:
                 if job is not None:
                     taken.append(job)
             tmp_folder = self.tmp_root / owner
-            for building in _subfolders(tmp_folder):
+            for building in subfolders(tmp_folder):
                 self._finish_half_claim(building, self.my_claims)
         return taken
 
@@ -583,7 +407,7 @@ class Spool:
         except OSError:
             owner = None
         records: list[dict[str, Any]] = []
-        for entry in _entries(self.failures_root):
+        for entry in entries(self.failures_root):
             if not entry.name.endswith(".json") or entry.name.startswith("."):
                 continue
             try:
@@ -599,54 +423,5 @@ class Spool:
         return records
 
     def counts(self) -> dict[str, int]:
-        claimed = sum(len(_subfolders(owner)) for owner in _subfolders(self.claimed_root))
+        claimed = sum(len(subfolders(owner)) for owner in subfolders(self.claimed_root))
         return {"claimed": claimed}
-
-
-def _optional_str(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
-def _read_job(record: Path) -> Job | None:
-    """The job a record describes, or None when it is missing or damaged in any way."""
-    try:
-        data = read_json(record)
-        return Job.from_record(data) if isinstance(data, dict) else None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, binascii.Error):
-        return None
-
-
-def _entries(folder: Path) -> list[os.DirEntry[str]]:
-    """A folder's entries; nothing for a symlink planted where a spool folder belongs, so that
-    a listing never leads out of the spool."""
-    if os.path.islink(folder):
-        return []
-    try:
-        with os.scandir(folder) as iterator:
-            return list(iterator)
-    except FileNotFoundError:
-        return []
-
-
-def _subfolders(folder: Path) -> list[Path]:
-    return [
-        Path(entry.path)
-        for entry in _entries(folder)
-        if entry.is_dir(follow_symlinks=False) and not entry.name.startswith(".")
-    ]
-
-
-def walk_files(root: Path) -> Iterator[Path]:
-    """Every non-folder entry below ``root``, never descending through symlinks."""
-    stack = [root]
-    while stack:
-        folder = stack.pop()
-        for entry in _entries(folder):
-            if entry.is_dir(follow_symlinks=False):
-                stack.append(Path(entry.path))
-            else:
-                yield Path(entry.path)
-
-
-def is_cross_device(error: OSError) -> bool:
-    return error.errno == errno.EXDEV

@@ -32,8 +32,12 @@ from sir_convert_a_lot.errors import ConfigError
 from sir_convert_a_lot.folders import check_config_permissions, prepare
 from sir_convert_a_lot.intake.arrival import WRITER_OPEN, Arrivals
 from sir_convert_a_lot.intake.watch import InboxWatcher, Seen, Stability, look, scan
-from sir_convert_a_lot.jobs.runner import JobRunner, Outcome, cleanup_after_restart
-from sir_convert_a_lot.jobs.spool import Job, SourceBlocked, Spool
+from sir_convert_a_lot.jobs.endings import cleanup_after_restart
+from sir_convert_a_lot.jobs.job import Job
+from sir_convert_a_lot.jobs.lifecycle import DEFER_SECONDS, JobRunner
+from sir_convert_a_lot.jobs.outcome import Outcome, Status
+from sir_convert_a_lot.jobs.source_blocked import SourceBlocked
+from sir_convert_a_lot.jobs.spool import Spool
 from sir_convert_a_lot.names import display, has_pdf_suffix, is_ignored_path
 from sir_convert_a_lot.ops import logs
 from sir_convert_a_lot.ops.systemd import Notifier
@@ -48,7 +52,6 @@ CLAIM_BACKOFF_SECONDS = 10.0  # after a failed claim (state folder unwritable, f
 BLOCKED_FIRST_SECONDS = 10.0
 BLOCKED_MAX_SECONDS = 600.0
 BLOCKED_SHOWN = 50  # at most this many blocked files in the lease (status shows the count too)
-DEFER_SECONDS = 60.0  # a job that could not even be failed waits this long before a new try
 SETUP_PROBLEMS = frozenset({"models_missing", "device_lock_unavailable"})
 STATUS_ARRIVING = 20  # files still arriving that status lists by name
 
@@ -126,7 +129,6 @@ class Service:
             probe_override=probe_override,
             fault_injection=fault_injection,
         )
-        self.runner = JobRunner(config, self.governance, self.spool, self.engine)
         self.stability = Stability(config.watch.stability_seconds, clock)
         self.arrivals = Arrivals(
             config.watch.stability_seconds, config.watch.incomplete_wait_seconds, clock
@@ -144,6 +146,9 @@ class Service:
         self.deferred: list[tuple[float, Job, str]] = []  # (next try, job, why)
         self.ready = threading.Event()
         self.stopping = threading.Event()
+        self.runner = JobRunner(
+            config, self.governance, self.spool, self.engine, stopping=self.stopping
+        )
         self.fatal: str | None = None
         self.started_at = time.time()
         self.watcher: InboxWatcher | None = None
@@ -277,7 +282,7 @@ class Service:
         taken = self.spool.take_over_dead(config.lease_seconds)
         self.spool.drop_orphan_reservations()
         for job in recovered + taken:
-            cleanup_after_restart(self.spool, config, job)
+            cleanup_after_restart(config, job)
             self._enqueue(job)
         if recovered or taken:
             log.info("jobs_recovered", own=len(recovered), taken_over=len(taken))
@@ -383,11 +388,9 @@ class Service:
         elif kind == "done":
             self.in_flight -= 1
             self.outcomes.append(payload)
-            if payload.status == "deferred":
-                job = self.spool.reload_by_id(payload.job_id)
-                if job is not None:
-                    why = payload.code or "deferred"
-                    self.deferred.append((self.clock() + DEFER_SECONDS, job, why))
+            if payload.status is Status.DEFERRED and payload.job is not None:
+                why = payload.code or "deferred"
+                self.deferred.append((self.clock() + DEFER_SECONDS, payload.job, why))
                 self._heartbeat_wake.set()
 
     def _look_at(self, absolute: str, is_folder: bool) -> None:
@@ -623,7 +626,7 @@ class Service:
             self._next_takeover = now + self.config.lease_seconds / 2
             for job in self.spool.take_over_dead(self.config.lease_seconds):
                 log.warning("job_taken_over", job_id=job.job_id, source=job.relative_path)
-                cleanup_after_restart(self.spool, self.config, job)
+                cleanup_after_restart(self.config, job)
                 self._enqueue(job)
             self.spool.drop_orphan_reservations()
 
@@ -649,82 +652,24 @@ class Service:
             job = self.jobs.get()
             if job is None:
                 return
+            self.activity = Activity(
+                self.activity.state,
+                job.job_id,
+                job.shown,
+                started=time.monotonic(),
+                limit_seconds=float(job.options.document_timeout_seconds),
+            )
+            self._heartbeat_wake.set()
             try:
-                outcome = self._run_one(job)
+                outcome = self.runner.run(job)
             except EngineStartError as exc:
                 self.fatal = f"the worker could not be restarted: {exc}"
                 self.events.put(("wake", None))
                 return
-            except Exception as exc:  # noqa: BLE001 - one job's fault must not stop the others
-                outcome = self._fail_unexpected(job, exc)
             finally:
                 self.activity = Activity(state=self.activity.state)
                 self._heartbeat_wake.set()
             self.events.put(("done", outcome))
-
-    def _fail_unexpected(self, job: Job, error: Exception) -> Outcome:
-        try:
-            current = self.spool.reload(job) or job
-        except OSError:
-            current = job
-        if current.phase in ("published", "failed_published"):
-            # The outputs are out: only moving the original failed (archive/ or failed/ is not
-            # writable). Failing the job now would publish a contradicting error envelope.
-            effect = "the outputs are published; the original stays claimed until it can move"
-            return self._defer(job, "job_disposal_deferred", error, effect)
-        log.error(
-            "job_error_unexpected",
-            job_id=job.job_id,
-            source=job.relative_path,
-            error=f"{type(error).__name__}: {error}",
-            exc_info=error,
-        )
-        try:
-            return self.runner.fail_unexpected(current, error)
-        except Exception as second:  # noqa: BLE001 - e.g. the outbox itself is unwritable
-            effect = "the file stays claimed and is tried again later"
-            return self._defer(job, "job_deferred", second, effect)
-
-    def _defer(self, job: Job, event: str, error: Exception, effect: str) -> Outcome:
-        log.error(
-            event,
-            job_id=job.job_id,
-            source=job.relative_path,
-            error=f"{type(error).__name__}: {error}",
-            retry_in_seconds=DEFER_SECONDS,
-            effect=effect,
-        )
-        return Outcome(job.job_id, "deferred", f"{event}: {type(error).__name__}: {error}")
-
-    def _run_one(self, job: Job) -> Outcome:
-        if self.stopping.is_set():
-            self.spool.return_to_inbox(job)
-            log.info(
-                "job_returned_to_inbox",
-                job_id=job.job_id,
-                source=job.relative_path,
-                reason="stopping",
-            )
-            return Outcome(job.job_id, "returned", "stopping")
-        self.activity = Activity(
-            self.activity.state,
-            job.job_id,
-            job.shown,
-            started=time.monotonic(),
-            limit_seconds=float(job.options.document_timeout_seconds),
-        )
-        self._heartbeat_wake.set()
-        while True:
-            outcome = self.runner.run(job)
-            if outcome.status != "requeued":
-                return outcome
-            reloaded = self.spool.reload(job)
-            if reloaded is None:
-                return Outcome(job.job_id, "returned", "vanished")
-            job = reloaded
-            if self.stopping.is_set():
-                self.spool.return_to_inbox(job)
-                return Outcome(job.job_id, "returned", "stopping")
 
     def _on_progress(self, job_id: str, page: int, pages: int) -> None:
         if self.activity.job_id == job_id:

@@ -1,0 +1,279 @@
+"""A job's two endings, one publish step: name the outputs, write them, record the phase, dispose
+of the original, release the name.
+
+Success and failure differ only in what they write (Markdown plus sidecar, or the error
+envelope), the phase that records it (``published`` / ``failed_published``) and where the
+original goes (archive, or failed/). The order is the same, and is what makes a crash at any
+point recoverable: outputs first, then the phase, then the original's move; a restart that
+finds the phase written only repeats the move (``dispose_after_restart``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sir_convert_a_lot.config import Config, Governance
+from sir_convert_a_lot.engine.policy import RunOn
+from sir_convert_a_lot.engine.protocol import Converted
+from sir_convert_a_lot.engine.supervisor import Engine
+from sir_convert_a_lot.errors import JobFailure
+from sir_convert_a_lot.intake.preflight import SourceFacts, sha256_of
+from sir_convert_a_lot.jobs.custody import Custody
+from sir_convert_a_lot.jobs.job import Job, Phase
+from sir_convert_a_lot.jobs.outcome import Outcome, Status
+from sir_convert_a_lot.jobs.publish import (
+    ERROR,
+    MARKDOWN,
+    SIDECAR,
+    choose_stem,
+    output_folder,
+    remove_superseded_error,
+    remove_temporaries,
+    sidecar_bytes,
+    write_outputs,
+)
+from sir_convert_a_lot.jobs.sidecar import Execution, SourceInfo, error_document, success_document
+from sir_convert_a_lot.ops import logs
+from sir_convert_a_lot.versions import component_versions
+
+log = logs.get()
+
+
+@dataclass
+class Attempt:
+    """One pass of a job through the lifecycle: what each step found, for the next."""
+
+    job: Job
+    started: float
+    bound: Any  # the structlog logger bound to this job
+    facts: SourceFacts | None = None
+    decision: RunOn | None = None
+    timings: dict[str, float] | None = None
+    pages: int | None = None
+
+
+class Endings:
+    def __init__(
+        self, config: Config, governance: Governance, custody: Custody, engine: Engine, clock: Any
+    ) -> None:
+        self.config = config
+        self.governance = governance
+        self.custody = custody
+        self.engine = engine
+        self.clock = clock
+        self._versions: dict[str, str] | None = None
+
+    @property
+    def versions(self) -> dict[str, str]:
+        if self.engine.info is not None:
+            return self.engine.info.versions
+        if self._versions is None:
+            self._versions = component_versions()
+        return self._versions
+
+    # -- the two endings ----------------------------------------------------------------------
+
+    def succeed(
+        self, attempt: Attempt, answer: Converted, policy_warnings: tuple[str, ...]
+    ) -> Outcome:
+        publish_started = time.monotonic()
+        folder, job = self._named(attempt.job)
+        assert job.output_stem is not None and attempt.facts is not None
+        markdown = answer.markdown.encode("utf-8")
+        warnings = list(policy_warnings) + list(answer.warnings)
+        timings = dict(answer.timings_ms)
+        timings["queue_wait_ms"] = round(max(0.0, attempt.started - job.claimed_at) * 1000, 1)
+        finished = self.clock()
+        timings["publish_ms"] = round((time.monotonic() - publish_started) * 1000, 1)
+        timings["total_ms"] = round((finished - job.claimed_at) * 1000, 1)
+        device = self._device(answer.acceleration_used, answer.peak_gpu_memory_bytes)
+        facts = attempt.facts
+        document = success_document(
+            job_id=job.job_id,
+            source=SourceInfo(job.relative_path, facts.size_bytes, facts.sha256, answer.pages),
+            markdown_filename=job.output_stem + MARKDOWN,
+            markdown_size=len(markdown),
+            markdown_sha256=hashlib.sha256(markdown).hexdigest(),
+            options=job.options,
+            backend_used=answer.backend_used,
+            acceleration_used=answer.acceleration_used,
+            ocr_enabled=answer.ocr_enabled,
+            warnings=warnings,
+            execution=self._execution(job, attempt.started, finished, timings, device, answer),
+            governance=self.governance,
+            versions=self.versions,
+        )
+        files = [(MARKDOWN, markdown), (SIDECAR, sidecar_bytes(document))]
+        paths = self._publish(folder, job, files, Phase.PUBLISHED, {})
+        attempt.bound.info(
+            "job_succeeded",
+            pages=answer.pages,
+            markdown=str(paths[MARKDOWN]),
+            acceleration_used=answer.acceleration_used,
+            backend=answer.backend_used,
+            seconds=round(timings["total_ms"] / 1000, 3),
+            warnings=warnings,
+        )
+        return Outcome(job.job_id, Status.SUCCEEDED, outputs=paths)
+
+    def fail(self, attempt: Attempt, failure: JobFailure) -> Outcome:
+        facts = attempt.facts or self.facts_anyway(attempt.job)
+        folder, job = self._named(attempt.job)
+        assert job.output_stem is not None
+        finished = self.clock()
+        document = error_document(
+            job_id=job.job_id,
+            source=SourceInfo(job.relative_path, facts.size_bytes, facts.sha256, attempt.pages),
+            code=failure.code,
+            message=failure.message,
+            details=failure.details,
+            execution=self._execution(
+                job, attempt.started, finished, attempt.timings or {}, None, None
+            ),
+            governance=self.governance,
+            versions=self.versions,
+        )
+        error = document["error"]
+        paths = self._publish(
+            folder, job, [(ERROR, sidecar_bytes(document))], Phase.FAILED_PUBLISHED, error
+        )
+        attempt.bound.warning(
+            "job_failed",
+            code=failure.code.value,
+            retryable=failure.code.retryable,
+            message=failure.message,
+            details=failure.details,
+        )
+        return Outcome(job.job_id, Status.FAILED, failure.code.value, paths)
+
+    def give_back(self, attempt: Attempt, reason: str, **details: Any) -> Outcome:
+        target = self.custody.return_to_inbox(attempt.job)
+        attempt.bound.info("job_returned_to_inbox", reason=reason, path=str(target), **details)
+        return Outcome(attempt.job.job_id, Status.RETURNED, reason)
+
+    def dispose_after_restart(self, attempt: Attempt) -> Outcome | None:
+        """A job whose outputs were published before a crash only needs its original moved."""
+        job = attempt.job
+        if job.phase is Phase.PUBLISHED:
+            self.custody.archive(job, self.config.source_after_success)
+            self._release(job)
+            attempt.bound.info("job_disposed_after_restart")
+            return Outcome(job.job_id, Status.SUCCEEDED)
+        if job.phase is Phase.FAILED_PUBLISHED:
+            self.custody.fail(job, job.outcome, self._error_json_of(job))
+            self._release(job)
+            attempt.bound.info("job_failed_disposed_after_restart")
+            return Outcome(job.job_id, Status.FAILED, job.outcome.get("code"))
+        return None
+
+    # -- the publish step ---------------------------------------------------------------------
+
+    def _named(self, job: Job) -> tuple[Path, Job]:
+        """The job's output folder, and the job with its output stem chosen and reserved
+        (kept from an earlier attempt, whose temporaries are cleared)."""
+        folder = output_folder(self.config.paths.outbox, job.folder_parts)
+        if job.output_stem is not None:
+            remove_temporaries(folder, job.job_id)
+            return folder, job
+        stem = choose_stem(
+            folder,
+            job.name,
+            job.relative_path,
+            on_collision=self.config.on_collision,
+            reserve=lambda where, key: self.custody.reservations.reserve(where, key, job.job_id),
+        )
+        return folder, self.custody.update(job, output_stem=stem)
+
+    def _publish(
+        self,
+        folder: Path,
+        job: Job,
+        files: list[tuple[str, bytes]],
+        phase: Phase,
+        error: dict[str, Any],
+    ) -> dict[str, Path]:
+        assert job.output_stem is not None
+        published = write_outputs(folder, job.output_stem, job.job_id, files)
+        if phase is Phase.PUBLISHED:
+            remove_superseded_error(folder, job.output_stem, job.relative_path)
+            job = self.custody.update(job, phase=phase)
+            self.custody.archive(job, self.config.source_after_success)
+        else:
+            job = self.custody.update(job, phase=phase, outcome=error)
+            self.custody.fail(job, error, published.paths[ERROR])
+        self.custody.reservations.release(folder, published.stem, job.job_id)
+        return published.paths
+
+    def _release(self, job: Job) -> None:
+        if job.output_stem is not None:
+            folder = output_folder(self.config.paths.outbox, job.folder_parts)
+            self.custody.reservations.release(folder, job.output_stem, job.job_id)
+
+    def _error_json_of(self, job: Job) -> Path | None:
+        if job.output_stem is None:
+            return None
+        return output_folder(self.config.paths.outbox, job.folder_parts) / (job.output_stem + ERROR)
+
+    # -- what the sidecar says about the run --------------------------------------------------
+
+    def facts_anyway(self, job: Job) -> SourceFacts:
+        """Size and hash for an envelope when the checks never got that far."""
+        path = self.custody.source_path(job)
+        try:
+            size: int | None = os.lstat(path).st_size
+        except OSError:
+            size = None
+        digest = None
+        if size is not None and size <= self.config.max_file_bytes:
+            digest = sha256_of(path)
+        return SourceFacts(size_bytes=size or 0, sha256=digest)
+
+    def _device(self, acceleration_used: str, peak: int | None) -> dict[str, Any] | None:
+        probe = self.engine.probe
+        if acceleration_used != "cuda" or probe is None or probe.device is None:
+            return None
+        return {**probe.device.to_dict(), "memory_peak_bytes": peak}
+
+    def _execution(
+        self,
+        job: Job,
+        started: float,
+        finished: float,
+        timings: dict[str, float],
+        device: dict[str, Any] | None,
+        answer: Converted | None,
+    ) -> Execution:
+        worker: dict[str, Any] = {}
+        if self.engine.info is not None:
+            worker = {"pid": self.engine.info.pid, "starts": self.engine.starts}
+            if answer is not None and answer.thread_id is not None:
+                worker["conversion_thread"] = answer.thread_id
+            worker["gpu_probe"] = self.engine.info.probe.reason
+        return Execution(
+            acceleration_policy=job.options.acceleration_policy,
+            profile=job.profile,
+            attempt=job.attempts,
+            instance=self.custody.instance,
+            device=device,
+            started_at=started,
+            finished_at=finished,
+            timings_ms=timings,
+            worker=worker,
+        )
+
+
+def cleanup_after_restart(config: Config, job: Job) -> None:
+    """Remove temporary files a killed attempt of ``job`` left in its output folder."""
+    if job.output_stem is None:
+        return
+    folder = output_folder(config.paths.outbox, job.folder_parts)
+    with contextlib.suppress(OSError):
+        removed = remove_temporaries(folder, job.job_id)
+        if removed:
+            log.info("stale_temporaries_removed", job_id=job.job_id, count=removed)
