@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from sir_convert_a_lot.jobs import publish, runner, spool
+from sir_convert_a_lot.jobs import endings, publish, spool
 from sir_convert_a_lot.ops.cli import main
 
 
@@ -66,7 +66,7 @@ POINTS: dict[str, Callable[[], None]] = {
     "sidecar_tmp_written": lambda: _between_markdown_and_sidecar(write_sidecar_tmp=True),
     "before_archive": lambda: _before(spool.Spool, "archive"),
     "before_fail_disposal": lambda: _before(spool.Spool, "fail"),
-    "after_stem_chosen": lambda: _after(runner.JobRunner, "_with_stem"),
+    "after_stem_chosen": lambda: _after(endings.Endings, "_named"),
 }
 
 

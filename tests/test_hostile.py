@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from sir_convert_a_lot.intake import blocked as blocked_module
+from sir_convert_a_lot.intake import dispatch as dispatch_module
 from sir_convert_a_lot.intake import preflight as preflight_module
 from sir_convert_a_lot.jobs import lifecycle as lifecycle_module
 from sir_convert_a_lot.jobs import publish as publish_module
@@ -300,13 +302,13 @@ def test_an_unwritable_state_folder_leaves_files_in_the_inbox_until_it_recovers(
         return real_claim(self, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Spool, "claim", claim)
-    monkeypatch.setattr(service_module, "CLAIM_BACKOFF_SECONDS", 0.5)
+    monkeypatch.setattr(dispatch_module, "CLAIM_BACKOFF_SECONDS", 0.5)
     config = replace(load_config(tmp_path))
     service = Service(config, install_signal_handlers=False)
     thread = _start(service)
     try:
         make_pdf(tmp_path / "inbox" / "patient.pdf")
-        wait_for(lambda: service._claims_paused_until > 0, timeout=30)
+        wait_for(lambda: service.dispatcher.paused_until > 0, timeout=30)
         assert (tmp_path / "inbox" / "patient.pdf").exists()
         broken.clear()
         wait_for(lambda: (tmp_path / "outbox" / "patient.json").exists(), timeout=30)
@@ -373,14 +375,14 @@ def test_a_folder_the_daemon_may_not_write_loses_nothing_and_publishes_nothing_t
 def test_a_blocked_file_backs_off_alone_doubling_while_the_others_are_claimed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert [service_module.blocked_delay(n) for n in (1, 2, 3, 7, 60)] == [
+    assert [blocked_module.blocked_delay(n) for n in (1, 2, 3, 7, 60)] == [
         10.0,
         20.0,
         40.0,
         600.0,
         600.0,
     ]
-    monkeypatch.setattr(service_module, "BLOCKED_FIRST_SECONDS", 0.3)
+    monkeypatch.setattr(blocked_module, "BLOCKED_FIRST_SECONDS", 0.3)
     real_claim = Spool.claim
 
     def claim(self: Spool, relative_path: str, *args: object, **kwargs: object) -> object:
@@ -395,19 +397,19 @@ def test_a_blocked_file_backs_off_alone_doubling_while_the_others_are_claimed(
     inbox = tmp_path / "inbox"
     try:
         make_pdf(inbox / "locked" / "stuck.pdf")
-        wait_for(lambda: "locked/stuck.pdf" in service.blocked, timeout=30)
+        wait_for(lambda: "locked/stuck.pdf" in service.intake.blocked.entries, timeout=30)
         make_pdf(inbox / "free.pdf")
         wait_for(lambda: (tmp_path / "outbox" / "free.json").exists(), timeout=30)
-        first = service.blocked["locked/stuck.pdf"]
-        wait_for(lambda: service.blocked["locked/stuck.pdf"].tries >= 3, timeout=30)
-        assert first.since == service.blocked["locked/stuck.pdf"].since
-        assert "1 blocked" in service.status_line()
-        assert service.status()["blocked"][0]["source"] == "locked/stuck.pdf"
-        assert service._claims_paused_until == 0.0  # the inbox as a whole never paused
+        first = service.intake.blocked.entries["locked/stuck.pdf"]
+        wait_for(lambda: service.intake.blocked.entries["locked/stuck.pdf"].tries >= 3, timeout=30)
+        assert first.since == service.intake.blocked.entries["locked/stuck.pdf"].since
+        assert "1 blocked" in service.heartbeat.status_line()
+        assert service.heartbeat.status()["blocked"][0]["source"] == "locked/stuck.pdf"
+        assert service.dispatcher.paused_until == 0.0  # the inbox as a whole never paused
         assert (inbox / "locked" / "stuck.pdf").exists()
         (inbox / "locked" / "stuck.pdf").unlink()  # the user takes it away: nothing is blocked
-        wait_for(lambda: not service.blocked, timeout=30)
-        wait_for(lambda: "blocked" not in service.status_line(), timeout=10)
+        wait_for(lambda: not service.intake.blocked.entries, timeout=30)
+        wait_for(lambda: "blocked" not in service.heartbeat.status_line(), timeout=10)
     finally:
         service.request_stop()
         thread.join(60)

@@ -18,7 +18,7 @@ import pytest
 
 from sir_convert_a_lot.jobs import endings as endings_module
 from sir_convert_a_lot.jobs import publish as publish_module
-from sir_convert_a_lot.service import daemon as service_module
+from sir_convert_a_lot.service import heartbeat as heartbeat_module
 from sir_convert_a_lot.service.daemon import Service
 from tests.daemon import Daemon
 from tests.helpers import copy_sample, load_config, make_pdf, wait_for, write_config
@@ -169,7 +169,7 @@ def test_watchdog_pings_stop_while_a_job_is_stuck_past_its_limit(
 ) -> None:
     for key, value in _env(notify, watchdog_seconds=0.5).items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setattr(service_module, "OVERDUE_GRACE_SECONDS", 0.5)
+    monkeypatch.setattr(heartbeat_module, "OVERDUE_GRACE_SECONDS", 0.5)
     release = threading.Event()
     real_write = publish_module.write_outputs  # the function runner calls by that name
 
@@ -185,8 +185,8 @@ def test_watchdog_pings_stop_while_a_job_is_stuck_past_its_limit(
     try:
         wait_for(lambda: len(notify.with_key("WATCHDOG")) >= 2, timeout=10)
         make_pdf(tmp_path / "inbox" / "stuck.pdf")
-        wait_for(lambda: service.health_problem() is not None, timeout=30)
-        assert "past its time limit" in (service.health_problem() or "")
+        wait_for(lambda: service.heartbeat.health_problem() is not None, timeout=30)
+        assert "past its time limit" in (service.heartbeat.health_problem() or "")
         stuck_since = time.monotonic()
         time.sleep(1.5)
         assert not [at for at, _m in notify.with_key("WATCHDOG") if at > stuck_since + 0.3]

@@ -1,1 +1,1 @@
-"""The daemon: start-up, the threads that tie intake, jobs and engine together."""
+"""The daemon: start-up, the main loop and its events, the heartbeat, reload and stop."""

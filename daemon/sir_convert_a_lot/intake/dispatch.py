@@ -1,0 +1,90 @@
+"""Claims the candidates into jobs, paced: at most MAX_IN_FLIGHT jobs claimed at a time, and
+after a claim fails for the state folder's sake, no claims for a while.
+
+Claiming late keeps files in the inbox, where the user still sees and may take them, until the
+runner is about to want them; another instance may claim them meanwhile.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from sir_convert_a_lot.config import Config
+from sir_convert_a_lot.intake.queue import Intake
+from sir_convert_a_lot.intake.watch import Seen
+from sir_convert_a_lot.jobs.job import Job
+from sir_convert_a_lot.jobs.source_blocked import SourceBlocked
+from sir_convert_a_lot.jobs.spool import Spool
+from sir_convert_a_lot.ops import logs
+
+log = logs.get()
+
+MAX_IN_FLIGHT = 2  # one converting, at most one claimed and waiting
+CLAIM_BACKOFF_SECONDS = 10.0  # after a failed claim (state folder unwritable, full)
+
+
+class Dispatcher:
+    """Turns candidates into claimed jobs and hands each to ``enqueue``."""
+
+    def __init__(
+        self,
+        config: Config,
+        intake: Intake,
+        spool: Spool,
+        clock: Callable[[], float],
+        enqueue: Callable[[Job], None],
+    ) -> None:
+        self.config = config
+        self.intake = intake
+        self.spool = spool
+        self.clock = clock
+        self.enqueue = enqueue
+        self.paused_until = 0.0  # the service clock
+
+    def dispatch(self, in_flight: Callable[[], int], stopping: threading.Event) -> None:
+        """Claim candidates while fewer than MAX_IN_FLIGHT jobs are claimed and not stopping."""
+        if self.clock() < self.paused_until:
+            return
+        while in_flight() < MAX_IN_FLIGHT and self.intake.candidates and not stopping.is_set():
+            seen = self.intake.next_candidate()
+            if seen is None:
+                return
+            current = self.intake.still_settled(seen)
+            if current is not None and not self._claim(seen, current):
+                return
+
+    def _claim(self, seen: Seen, current: Seen) -> bool:
+        """Claim one file; False when claims pause (the state folder failed)."""
+        relative = seen.relative_path
+        profile = self.config.profile_of(tuple(relative.split("/")))
+        try:
+            job = self.spool.claim(
+                relative,
+                profile,
+                self.config.options_for(profile),
+                current.size,
+                current.mtime_ns,
+            )
+        except SourceBlocked as exc:
+            self.intake.blocked.block(current, exc)
+            return True
+        except OSError as exc:
+            # The state folder is full, read-only or gone: the file stays in the inbox.
+            log.error(
+                "claim_failed",
+                source=relative,
+                error=f"{type(exc).__name__}: {exc}",
+                retry_in_seconds=CLAIM_BACKOFF_SECONDS,
+                effect="the file stays in the inbox; claims pause",
+            )
+            self.intake.put_back(seen)
+            self.paused_until = self.clock() + CLAIM_BACKOFF_SECONDS
+            return False
+        self.intake.blocked.unblock(relative, job)
+        if job is None:
+            log.info("claim_lost", source=relative)
+            return True
+        log.info("job_claimed", job_id=job.job_id, source=job.relative_path, profile=profile)
+        self.enqueue(job)
+        return True

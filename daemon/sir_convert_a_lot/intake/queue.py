@@ -1,0 +1,229 @@
+"""From watch hints to files ready for a claim: the stability window, the arrival checks and the
+queue of candidates, all on the main thread.
+
+A hint (a watcher event or a scan) makes a file watched; once its size and mtime hold still for
+the window and it has arrived (no writer on this host, a PDF's ends present), it becomes a
+candidate. Dispatch takes candidates from the front and checks them once more before claiming.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable
+
+from sir_convert_a_lot.config import Config
+from sir_convert_a_lot.intake.arrival import WRITER_OPEN, Arrivals
+from sir_convert_a_lot.intake.blocked import BlockedFiles
+from sir_convert_a_lot.intake.watch import Seen, Stability, look, scan
+from sir_convert_a_lot.names import has_pdf_suffix, is_ignored_path
+from sir_convert_a_lot.ops import logs
+
+log = logs.get()
+
+
+class Intake:
+    """The inbox as the daemon knows it: watched files, arriving files, candidates, blocked
+    files. ``on_change`` wakes the heartbeat so that status shows a change without delay."""
+
+    def __init__(
+        self, config: Config, clock: Callable[[], float], on_change: Callable[[], None]
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.on_change = on_change
+        self.stability = Stability(config.watch.stability_seconds, clock)
+        self.arrivals = Arrivals(
+            config.watch.stability_seconds, config.watch.incomplete_wait_seconds, clock
+        )
+        self.blocked = BlockedFiles(clock, on_change)
+        self.candidates: deque[Seen] = deque()
+        self.queued: set[str] = set()  # the relative paths in ``candidates``
+        self.next_rescan = 0.0
+        self._lease_problem_reported = False
+
+    def use(self, config: Config) -> None:
+        """A reloaded config: new windows apply to the next observation."""
+        self.config = config
+        self.stability.window = config.watch.stability_seconds
+        self.arrivals.window = config.watch.stability_seconds
+        self.arrivals.incomplete_wait = config.watch.incomplete_wait_seconds
+
+    # -- hints --------------------------------------------------------------------------------
+
+    def look_at(self, absolute: str, is_folder: bool) -> None:
+        """A watcher hint: a path under the inbox changed (or a folder appeared)."""
+        inbox = str(self.config.paths.inbox)
+        if not absolute.startswith(inbox + os.sep):
+            return
+        relative = absolute[len(inbox) + 1 :]
+        if is_ignored_path(tuple(relative.split("/")), self.config.watch.ignore):
+            return
+        if is_folder or (os.path.isdir(absolute) and not os.path.islink(absolute)):
+            for found in scan(self.config.paths.inbox, self.config.watch.ignore, relative):
+                self.observe(found)
+            return
+        seen = look(self.config.paths.inbox, relative)
+        if seen is None:
+            self.forget(relative)
+            return
+        self.observe(seen)
+
+    def forget(self, relative: str) -> None:
+        self.stability.forget(relative)
+        self.arrivals.forget(relative)
+        self.blocked.left_inbox(relative)
+
+    def observe(self, seen: Seen) -> None:
+        if seen.relative_path in self.queued:
+            return
+        blocked = self.blocked.entries.get(seen.relative_path)
+        if blocked is not None and self.clock() < blocked.retry_at:
+            return  # waits out its back-off; the others go on
+        self.stability.observe(seen)
+
+    def scan_all(self) -> int:
+        """Observe every file in the inbox; the count, for the start-up log."""
+        count = 0
+        for seen in scan(self.config.paths.inbox, self.config.watch.ignore):
+            self.observe(seen)
+            count += 1
+        return count
+
+    def rescan_if_due(self, now: float) -> None:
+        """The periodic full scan catches whatever the watcher missed."""
+        if now >= self.next_rescan:
+            self.next_rescan = now + self.config.watch.rescan_interval_seconds
+            self.scan_all()
+
+    def events_lost(self) -> None:
+        """The watcher's queue overflowed: only a full scan, now, knows the inbox."""
+        log.warning("inbox_events_lost", cause="inotify queue overflow", effect="rescanning now")
+        self.next_rescan = self.clock()
+
+    def next_deadline(self) -> float:
+        """The service clock at which intake next has work without a hint."""
+        stable_at = self.stability.next_deadline()
+        return self.next_rescan if stable_at is None else min(self.next_rescan, stable_at)
+
+    # -- settling -----------------------------------------------------------------------------
+
+    def settle_due(self) -> None:
+        """Files whose stability window is over become candidates once they have arrived."""
+        inbox = self.config.paths.inbox
+        arriving = self.arrivals.waiting()
+        for relative in self.stability.due():
+            seen = look(inbox, relative)
+            if seen is None:
+                self.forget(relative)
+                continue
+            if not self.stability.settle(seen):
+                continue
+            if self._has_arrived(seen):
+                self.candidates.append(seen)
+                self.queued.add(relative)
+        if self.arrivals.waiting() != arriving:
+            self.on_change()  # status shows what is arriving without a lease's delay
+
+    def _has_arrived(self, seen: Seen) -> bool:
+        """A stable file is claimed once no writer on this host holds it open and its bytes look
+        complete; until then it waits (with back-off), and a PDF whose end never comes is
+        claimed after ``watch.incomplete_wait_seconds`` so that it fails as truncated."""
+        relative = seen.relative_path
+        if not seen.is_regular or not has_pdf_suffix(relative):
+            return True  # preflight refuses it with its own code; nothing to wait for
+        path = self.config.paths.inbox / relative
+        verdict = self.arrivals.judge(relative, path, seen.size, seen.mtime_ns)
+        self._report_lease_problem()
+        if verdict.give_up:
+            log.warning(
+                "incomplete_wait_expired",
+                source=relative,
+                missing=verdict.reason,
+                waited_seconds=round(verdict.waited_seconds, 1),
+                effect="claimed now, to fail as pdf_unreadable (truncated)",
+            )
+        if verdict.claim:
+            return True
+        if verdict.first:
+            self._log_waiting(relative, verdict.reason, seen.size)
+        held = self.arrivals.long_writer(relative)
+        if held is not None:
+            log.warning(
+                "writer_holds_file_open",
+                source=relative,
+                seconds=round(held),
+                effect="still waiting: a process on this host keeps the file open for writing",
+            )
+        self.stability.observe(seen, verdict.wait_seconds)
+        return False
+
+    def _log_waiting(self, relative: str, reason: str | None, size: int) -> None:
+        if reason == WRITER_OPEN:
+            log.info("waiting_for_writer", source=relative, size_bytes=size)
+        else:
+            log.info(
+                "waiting_for_end_of_file",
+                source=relative,
+                missing=reason,
+                size_bytes=size,
+                gives_up_after_seconds=self.arrivals.incomplete_wait,
+            )
+
+    def _report_lease_problem(self) -> None:
+        problem = self.arrivals.lease_problem
+        if problem is None or self._lease_problem_reported:
+            return
+        self._lease_problem_reported = True
+        log.warning(
+            "open_writer_check_unavailable",
+            reason=problem,
+            effect="writers on this host are not seen; the stability window, the end-of-file "
+            "check and the check after conversion still apply. The unit grants CAP_LEASE; a "
+            "CIFS/NFS client mount has no leases at all",
+        )
+
+    def retry_blocked(self) -> None:
+        """Blocked files whose back-off is over go through the stability window again, like
+        any file seen anew (observing an unchanged file again does not restart its window)."""
+        now = self.clock()
+        for relative, entry in list(self.blocked.entries.items()):
+            if entry.retry_at > now or relative in self.queued:
+                continue
+            current = look(self.config.paths.inbox, relative)
+            if current is None:
+                self.forget(relative)
+                continue
+            self.stability.observe(current)
+
+    # -- the candidates, for dispatch ---------------------------------------------------------
+
+    def next_candidate(self) -> Seen | None:
+        if not self.candidates:
+            return None
+        seen = self.candidates.popleft()
+        self.queued.discard(seen.relative_path)
+        return seen
+
+    def put_back(self, seen: Seen) -> None:
+        """A candidate that could not be claimed for a reason not its own goes first next time."""
+        self.candidates.appendleft(seen)
+        self.queued.add(seen.relative_path)
+
+    def still_settled(self, seen: Seen) -> Seen | None:
+        """The candidate as it is now, when it is still what settled and no writer holds it;
+        otherwise None, and the file is gone or back in the stability window."""
+        relative = seen.relative_path
+        current = look(self.config.paths.inbox, relative)
+        if current is None:
+            return None
+        if (current.size, current.mtime_ns) != (seen.size, seen.mtime_ns):
+            self.stability.observe(current)
+            return None
+        if current.is_regular and self.arrivals.writer_holds(self.config.paths.inbox / relative):
+            # Opened for writing again since it settled: back to waiting.
+            self._log_waiting(relative, WRITER_OPEN, current.size)
+            self.stability.observe(current)
+            return None
+        self.arrivals.forget(relative)
+        return current

@@ -1,0 +1,235 @@
+"""What the daemon tells the world about itself, from one thread: the lease heartbeat (with the
+status document that ``sir-convert status`` reads), systemd's STATUS= line and WATCHDOG=1.
+
+It runs on its own thread so that it keeps going while the main thread loads models or waits
+on a job; the watchdog ping is withheld exactly while ``health_problem`` names a problem.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sir_convert_a_lot import __version__
+from sir_convert_a_lot.config import Governance
+from sir_convert_a_lot.engine.supervisor import Engine
+from sir_convert_a_lot.intake.blocked import BLOCKED_SHOWN
+from sir_convert_a_lot.intake.queue import Intake
+from sir_convert_a_lot.intake.watch import InboxWatcher
+from sir_convert_a_lot.jobs.job import Job
+from sir_convert_a_lot.jobs.spool import Spool
+from sir_convert_a_lot.names import display
+from sir_convert_a_lot.ops import logs
+from sir_convert_a_lot.ops.systemd import Notifier
+
+log = logs.get()
+
+WORKER_SILENCE_SECONDS = 30.0  # a worker silent this long is stuck (native code holding the GIL)
+OVERDUE_GRACE_SECONDS = 60.0  # a job this far past its limit means the daemon itself is stuck
+STATUS_ARRIVING = 20  # files still arriving (and deferred jobs) that status lists by name
+
+
+@dataclass
+class Activity:
+    """What the runner thread is doing; replaced whole by it, read by the heartbeat."""
+
+    state: str = "starting"
+    job_id: str | None = None
+    source: str | None = None
+    page: int = 0
+    pages: int = 0
+    started: float = 0.0  # monotonic
+    limit_seconds: float = 0.0
+
+
+class ServiceState(Protocol):
+    """What the heartbeat reads of the running service (``Service`` is the one implementation).
+    The runner thread replaces ``activity`` whole and the main thread ``deferred``, so each
+    read sees one consistent value."""
+
+    @property
+    def activity(self) -> Activity: ...
+    @property
+    def in_flight(self) -> int: ...
+    @property
+    def deferred(self) -> list[tuple[float, Job, str]]: ...
+    @property
+    def watcher(self) -> InboxWatcher | None: ...
+    @property
+    def intake(self) -> Intake: ...
+    @property
+    def engine(self) -> Engine: ...
+    @property
+    def governance(self) -> Governance: ...
+    @property
+    def started_at(self) -> float: ...
+    @property
+    def clock(self) -> Callable[[], float]: ...
+    @property
+    def ready(self) -> threading.Event: ...
+    @property
+    def stopping(self) -> threading.Event: ...
+
+
+class Heartbeat:
+    """The heartbeat thread, and the status, STATUS= line and health it reports. ``wake``
+    makes it write the lease and STATUS= now, not at the next beat; the service sets it
+    whenever something that status shows has changed."""
+
+    def __init__(
+        self,
+        service: ServiceState,
+        *,
+        spool: Spool,
+        notifier: Notifier,
+        lease_seconds: float,
+        wake: threading.Event,
+    ) -> None:
+        self.service = service
+        self.spool = spool
+        self.notifier = notifier
+        self.lease_seconds = lease_seconds
+        self.wake = wake
+        self._finished = False
+        self._thread: threading.Thread | None = None
+        self._last_status_line = ""
+        self._watchdog_withheld: str | None = None
+
+    # -- what it reports ----------------------------------------------------------------------
+
+    def health_problem(self) -> str | None:
+        """Why the daemon should not tell systemd it is well, or None when it is."""
+        service = self.service
+        if service.watcher is not None and not service.watcher.alive():
+            return "the inbox watcher is not running"
+        silent = service.engine.silent_seconds()
+        if silent > WORKER_SILENCE_SECONDS:
+            return f"the worker process has not answered for {silent:.0f} s"
+        activity = service.activity
+        if activity.job_id and activity.started:
+            overdue = time.monotonic() - activity.started - activity.limit_seconds
+            if overdue > OVERDUE_GRACE_SECONDS:
+                return f"job {activity.job_id} is {overdue:.0f} s past its time limit"
+        return None
+
+    def status_line(self) -> str:
+        """What systemd shows in ``systemctl status``: idle, or converting X (page n/m)."""
+        activity = self.service.activity
+        queued = self._queued(activity)
+        if activity.job_id:
+            doing = f"converting {activity.source}"
+            if activity.pages:
+                doing += f" (page {activity.page}/{activity.pages})"
+        else:
+            doing = "idle"
+        if queued:
+            doing += f", {queued} queued"
+        blocked = self.service.intake.blocked.view
+        if blocked:
+            doing += f", {len(blocked)} blocked (see sir-convert status)"
+        info = self.service.engine.info
+        if info is not None and not info.loaded:
+            return f"no GPU: jobs fail with gpu_not_available; {doing}"
+        return doing
+
+    def status(self) -> dict[str, Any]:
+        """The status part of the lease: what ``sir-convert status`` shows of a running daemon."""
+        service = self.service
+        activity = service.activity
+        probe = service.engine.probe
+        intake = service.intake
+        blocked = intake.blocked.view
+        return {
+            "state": "stopping" if service.stopping.is_set() else activity.state,
+            "activity": "converting" if activity.job_id else "idle",
+            "job_id": activity.job_id,
+            "source": activity.source,
+            "page": activity.page,
+            "pages": activity.pages,
+            "queued": self._queued(activity),
+            "watching": len(intake.stability),
+            "arriving": [
+                {"source": display(path), "waiting_for": reason}
+                for path, reason in sorted(intake.arrivals.waiting().items())[:STATUS_ARRIVING]
+            ],
+            "arriving_count": len(intake.arrivals),
+            "deferred": [
+                {
+                    "source": display(job.relative_path),
+                    "job_id": job.job_id,
+                    "why": why,
+                    "retry_in_seconds": round(max(0.0, at - service.clock())),
+                }
+                for at, job, why in service.deferred[:STATUS_ARRIVING]
+            ],
+            "blocked_count": len(blocked),
+            "blocked": [entry.to_dict(service.clock()) for entry in blocked[:BLOCKED_SHOWN]],
+            "gpu": probe.to_dict() if probe else None,
+            "lock": service.governance.lock,
+            "started_at": service.started_at,
+            "version": __version__,
+        }
+
+    def _queued(self, activity: Activity) -> int:
+        """Candidates and claimed jobs waiting, the running job not counted."""
+        running = 1 if activity.job_id else 0
+        return len(self.service.intake.candidates) + max(0, self.service.in_flight - running)
+
+    # -- the thread ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._beat, name="sca-heartbeat", daemon=True)
+        self._thread.start()
+
+    def announce_ready(self) -> None:
+        """READY=1 with the first STATUS= line, once the daemon can really work."""
+        self._last_status_line = self.status_line()
+        self.notifier.ready(self._last_status_line)
+
+    def stop(self) -> None:
+        """The last beat: the thread ends within a second (the lease is removed after)."""
+        self._finished = True
+        self.wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        """Lease heartbeats, systemd's STATUS= and WATCHDOG=1, from one thread that keeps going
+        while the main thread loads models or waits on a job."""
+        interval = max(0.5, self.lease_seconds / 4)
+        if self.notifier.watchdog_seconds:
+            interval = min(interval, self.notifier.watchdog_seconds / 2)
+        next_lease = 0.0
+        woken = True
+        while not self._finished:
+            now = time.monotonic()
+            if now >= next_lease or woken:
+                # Cleared before the status is read: a wake during the write is not lost.
+                self.wake.clear()
+                try:
+                    self.spool.heartbeat(self.status())
+                except OSError as exc:
+                    log.error("heartbeat_failed", error=str(exc))
+                next_lease = now + max(0.5, self.lease_seconds / 4)
+            self._tell_systemd()
+            woken = self.wake.wait(min(interval, 1.0))
+
+    def _tell_systemd(self) -> None:
+        if not self.notifier.enabled:
+            return
+        if self.service.ready.is_set() and not self.service.stopping.is_set():
+            line = self.status_line()
+            if line != self._last_status_line:
+                self._last_status_line = line
+                self.notifier.status(line)
+        if self.notifier.watchdog_seconds is None:
+            return
+        problem = self.health_problem()
+        if problem is None:
+            self.notifier.watchdog()
+        elif problem != self._watchdog_withheld:
+            log.error("watchdog_withheld", reason=problem, effect="systemd will restart us")
+        self._watchdog_withheld = problem
