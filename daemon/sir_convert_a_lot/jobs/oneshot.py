@@ -69,10 +69,10 @@ def convert_files(
             archive=root / "archive",
         )
         sources: dict[str, Path] = {}
-        instance = f"{config.instance_name}-convert-{os.getpid()}"
+        instance = f"{config.instances.name}-convert-{os.getpid()}"
         spool = OneShotSpool(paths, instance, sources)
         spool.ensure_layout()
-        local = replace(config, paths=paths, instance_name=instance)
+        local = replace(config.with_instance_name(instance), paths=paths)
         engine = Engine(
             local, governance, instance=instance, device_wait_seconds=device_wait_seconds
         )

@@ -89,7 +89,7 @@ class JobRunner:
         started = self.clock()
         bound = log.bind(job_id=job.job_id, source=job.relative_path, instance=self.spool.instance)
         if job.phase == "published":
-            self.spool.archive(job, self.config.source_after_success)
+            self.spool.archive(job, self.config.output.source_after_success)
             self._release(job)
             bound.info("job_disposed_after_restart")
             return Outcome(job.job_id, "succeeded")
@@ -98,18 +98,18 @@ class JobRunner:
             self._release(job)
             bound.info("job_failed_disposed_after_restart")
             return Outcome(job.job_id, "failed", job.outcome.get("code"))
-        if job.attempts >= self.config.max_attempts:
+        if job.attempts >= self.config.retry.max_attempts:
             failure = JobFailure(
                 ErrorCode.WORKER_CRASHED,
                 f"Conversion was started {job.attempts} times and never finished (the worker or "
                 "the daemon stopped each time); the file can be retried.",
                 attempts=job.attempts,
-                max_attempts=self.config.max_attempts,
+                max_attempts=self.config.retry.max_attempts,
             )
             return self._fail(job, failure, None, started, {}, bound)
         try:
             facts = inspect_source(
-                self.spool.source_path(job), job.name, self.config.max_file_bytes
+                self.spool.source_path(job), job.name, self.config.conversion.max_file_bytes
             )
         except JobFailure as rejected:
             return self._fail(job, rejected, None, started, {}, bound)
@@ -144,7 +144,7 @@ class JobRunner:
             if self.abandon:
                 return self._give_back(job, bound, "stopped_during_conversion")
             bound.warning("worker_crashed", attempt=job.attempts, exitcode=crash.exitcode)
-            if job.attempts >= self.config.max_attempts:
+            if job.attempts >= self.config.retry.max_attempts:
                 failure = JobFailure(
                     ErrorCode.WORKER_CRASHED,
                     f"The converter crashed on this file {job.attempts} times; it was set aside "
@@ -227,7 +227,7 @@ class JobRunner:
         )
         remove_superseded_error(folder, job.output_stem, job.relative_path)
         job = self.spool.update(job, phase="published")
-        self.spool.archive(job, self.config.source_after_success)
+        self.spool.archive(job, self.config.output.source_after_success)
         self.spool.release_reservation(folder, published.stem, job.job_id)
         bound.info(
             "job_succeeded",
@@ -311,7 +311,7 @@ class JobRunner:
             folder,
             job.name,
             job.relative_path,
-            on_collision=self.config.on_collision,
+            on_collision=self.config.output.on_collision,
             reserve=lambda where, key: self.spool.reserve(where, key, job.job_id),
         )
         return self.spool.update(job, output_stem=stem)
@@ -342,7 +342,7 @@ class JobRunner:
         except OSError:
             size = None
         digest = None
-        if size is not None and size <= self.config.max_file_bytes:
+        if size is not None and size <= self.config.conversion.max_file_bytes:
             digest = sha256_of(path)
         return SourceFacts(size_bytes=size or 0, sha256=digest)
 

@@ -9,7 +9,6 @@ sleeps until the next stability deadline, periodic duty or event, whichever come
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import queue
 import signal
@@ -114,7 +113,7 @@ class Service:
         self.config = config
         # Tests may unlock through this argument; no config key or variable reaches it.
         self.governance = governance if governance is not None else config.governance
-        self.instance = config.instance_name
+        self.instance = config.instances.name
         self.clock = clock
         self.spool = Spool(config.paths, self.instance)
         self.engine = Engine(
@@ -257,7 +256,7 @@ class Service:
             warm_seconds=round(info.warm_seconds, 3),
             worker_memory_bytes=idle,
         )
-        limit = config.max_worker_memory_bytes
+        limit = config.conversion.max_worker_memory_bytes
         if limit and idle >= limit:
             log.error(
                 "worker_memory_limit_too_low",
@@ -274,7 +273,7 @@ class Service:
                 effect="every job fails with gpu_not_available until a GPU is usable",
             )
         recovered = self.spool.recover()
-        taken = self.spool.take_over_dead(config.lease_seconds)
+        taken = self.spool.take_over_dead(config.instances.lease_seconds)
         self.spool.drop_orphan_reservations()
         for job in recovered + taken:
             cleanup_after_restart(self.spool, config, job)
@@ -295,7 +294,7 @@ class Service:
         found = self._full_scan()
         now = self.clock()
         self._next_rescan = now + config.watch.rescan_interval_seconds
-        self._next_takeover = now + config.lease_seconds / 2
+        self._next_takeover = now + config.instances.lease_seconds / 2
         self.activity.state = "ready"
         self.ready.set()
         self._heartbeat_wake.set()
@@ -314,7 +313,10 @@ class Service:
 
     def _refuse_duplicate_instance(self) -> None:
         for lease in self.spool.leases():
-            if lease.instance != self.instance or lease.age_seconds > self.config.lease_seconds:
+            if (
+                lease.instance != self.instance
+                or lease.age_seconds > self.config.instances.lease_seconds
+            ):
                 continue
             host, pid = lease.data.get("host"), lease.data.get("pid")
             if host == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid):
@@ -620,8 +622,8 @@ class Service:
             self._next_rescan = now + self.config.watch.rescan_interval_seconds
             self._full_scan()
         if now >= self._next_takeover:
-            self._next_takeover = now + self.config.lease_seconds / 2
-            for job in self.spool.take_over_dead(self.config.lease_seconds):
+            self._next_takeover = now + self.config.instances.lease_seconds / 2
+            for job in self.spool.take_over_dead(self.config.instances.lease_seconds):
                 log.warning("job_taken_over", job_id=job.job_id, source=job.relative_path)
                 cleanup_after_restart(self.spool, self.config, job)
                 self._enqueue(job)
@@ -741,7 +743,7 @@ class Service:
     def _beat(self) -> None:
         """Lease heartbeats, systemd's STATUS= and WATCHDOG=1, from one thread that keeps going
         while the main thread loads models or waits on a job."""
-        interval = max(0.5, self.config.lease_seconds / 4)
+        interval = max(0.5, self.config.instances.lease_seconds / 4)
         if self.notifier.watchdog_seconds:
             interval = min(interval, self.notifier.watchdog_seconds / 2)
         next_lease = 0.0
@@ -755,7 +757,7 @@ class Service:
                     self.spool.heartbeat(self.status())
                 except OSError as exc:
                     log.error("heartbeat_failed", error=str(exc))
-                next_lease = now + max(0.5, self.config.lease_seconds / 4)
+                next_lease = now + max(0.5, self.config.instances.lease_seconds / 4)
             self._tell_systemd()
             woken = self._heartbeat_wake.wait(min(interval, 1.0))
 
@@ -831,9 +833,7 @@ class Service:
             log.error("config_reload_refused", reason=str(exc), effect="the old config stays")
             return
         # --instance and --gpu on the command line win over the file, as at start.
-        new = dataclasses.replace(
-            new, instance_name=self.instance, device_index=self.config.device_index
-        )
+        new = new.with_instance_name(self.instance).with_device_index(self.config.gpu.device_index)
         changed = config_module.changed_keys(self.config, new)
         refused = config_module.not_live(changed)
         if refused:
@@ -850,7 +850,7 @@ class Service:
         self.stability.window = new.watch.stability_seconds
         self.arrivals.window = new.watch.stability_seconds
         self.arrivals.incomplete_wait = new.watch.incomplete_wait_seconds
-        logs.configure(new.log_level, new.log_format)
+        logs.configure(new.logging.level, new.logging.format)
         log.info("config_reloaded", changed=changed)
 
     def _stopped_for_good(self) -> bool:
@@ -900,7 +900,7 @@ class Service:
         self.stopping.set()
         self._heartbeat_wake.set()
         log.info("daemon_stopping", running=self.activity.job_id)
-        deadline = time.monotonic() + self.config.stop_grace_seconds
+        deadline = time.monotonic() + self.config.service.stop_grace_seconds
         runner_threads = [t for t in self._threads if t.name == "sca-runner"]
         self.jobs.put(None)
         for thread in runner_threads:
