@@ -214,6 +214,8 @@ class LoggingSection:
     format: Annotated[LogFormat, Setting(doc="auto: journal under systemd, else console")] = "auto"
 
 
+# Names the TOML table of a Config attribute that does not share its name: [conversion] feeds
+# both the job options (``defaults``) and the limits (``conversion``).
 TOML_SECTION: Final = "toml_section"
 
 
