@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import socket
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -56,21 +59,21 @@ def test_render_default_parses_back_to_the_contract_defaults(tmp_path: Path) -> 
     assert config.watch.stability_seconds == 5
     assert config.watch.rescan_interval_seconds == 300
     assert tuple(config.watch.ignore) == ()
-    assert config.on_collision == "suffix"
-    assert config.source_after_success == "archive"
-    assert config.max_attempts == 3
-    assert config.lease_seconds == 60
-    assert config.device_index == 0
-    assert config.models_path == "/var/cache/sir-convert/models"
+    assert config.output.on_collision == "suffix"
+    assert config.output.source_after_success == "archive"
+    assert config.retry.max_attempts == 3
+    assert config.instances.lease_seconds == 60
+    assert config.gpu.device_index == 0
+    assert config.gpu.models_path == "/var/cache/sir-convert/models"
     assert config.governance == Governance(
         allow_cpu_only=False, allow_cpu_fallback=False, decision_record=""
     )
     assert config.governance.unlocked is False
     assert config.governance.lock == "gpu_first"
-    assert config.stop_grace_seconds == 60
-    assert config.max_file_bytes == 50 * MIB
+    assert config.service.stop_grace_seconds == 60
+    assert config.conversion.max_file_bytes == 50 * MIB
     assert config.defaults.acceleration_policy == "gpu_required"
-    assert config.instance_name == f"{socket.gethostname()}-gpu0"
+    assert config.instances.name == f"{socket.gethostname()}-gpu0"
     assert dict(config.profiles) == {}
 
 
@@ -106,14 +109,14 @@ def test_default_instance_name_follows_the_device_index(tmp_path: Path) -> None:
     document = tomllib.loads(render_default(tmp_path))
     document["gpu"]["device_index"] = 3
 
-    assert _parse(document, tmp_path).instance_name == f"{socket.gethostname()}-gpu3"
+    assert _parse(document, tmp_path).instances.name == f"{socket.gethostname()}-gpu3"
 
 
 def test_an_explicit_instance_name_wins(tmp_path: Path) -> None:
     document = tomllib.loads(render_default(tmp_path))
     document["instances"]["name"] = "scanner-box"
 
-    assert _parse(document, tmp_path).instance_name == "scanner-box"
+    assert _parse(document, tmp_path).instances.name == "scanner-box"
 
 
 # --- strict validation: every error names the dotted key first --------------------------------
@@ -203,9 +206,9 @@ def test_a_missing_section_takes_its_defaults(tmp_path: Path) -> None:
 
     config = _parse(document, tmp_path)
 
-    assert config.max_attempts == 3
-    assert config.on_collision == "suffix"
-    assert config.source_after_success == "archive"
+    assert config.retry.max_attempts == 3
+    assert config.output.on_collision == "suffix"
+    assert config.output.source_after_success == "archive"
 
 
 # --- pymupdf is CPU-only and OCR-free ---------------------------------------------------------
@@ -638,7 +641,7 @@ def test_a_safe_instance_name_is_accepted(tmp_path: Path, name: str) -> None:
     document = tomllib.loads(render_default(tmp_path))
     document["instances"]["name"] = name
 
-    assert _parse(document, tmp_path).instance_name == name
+    assert _parse(document, tmp_path).instances.name == name
 
 
 @pytest.mark.parametrize("name", ["../escape", "/abs", "", ".."])
@@ -654,3 +657,47 @@ def test_run_refuses_an_unsafe_instance_option_with_exit_2_and_one_line(
     assert "--instance" in line and "letters, digits" in line
     assert not (tmp_path / "state").exists()
     assert not (tmp_path / "escape").exists()
+
+
+# --- backends declare what they can do; reading that stays cheap --------------------------------
+
+
+def test_the_backends_declare_their_capabilities_on_the_class() -> None:
+    from sir_convert_a_lot.backends import capabilities_of
+    from sir_convert_a_lot.backends.docling import DoclingBackend
+    from sir_convert_a_lot.backends.pymupdf import PyMuPDFBackend
+
+    assert capabilities_of("pymupdf") is PyMuPDFBackend.capabilities
+    assert capabilities_of("docling") is DoclingBackend.capabilities
+    assert PyMuPDFBackend.capabilities.devices == {"cpu"}
+    assert not PyMuPDFBackend.capabilities.ocr and not PyMuPDFBackend.capabilities.models
+    assert DoclingBackend.capabilities.gpu and DoclingBackend.capabilities.ocr
+
+
+_LIGHT_IMPORT_SCRIPT = """
+import sys, tomllib
+from pathlib import Path
+from sir_convert_a_lot import config
+import sir_convert_a_lot.service.daemon, sir_convert_a_lot.engine.policy
+document = tomllib.loads(config.render_default(Path("/srv/x")))
+document["profiles"] = {"fast": {"backend_strategy": "pymupdf", "ocr_mode": "off",
+                                 "acceleration_policy": "cpu_only"}}
+config.parse(document, base_dir=Path("/etc"))
+print(sorted(m for m in ("docling", "torch", "pymupdf", "pymupdf4llm") if m in sys.modules))
+"""
+
+
+def test_reading_the_config_and_the_capabilities_imports_no_converter_library() -> None:
+    # The daemon process asks the backend classes what they can do; the worker alone may pay
+    # for docling, torch or pymupdf. A fresh interpreter, so no earlier test's import counts.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-c", _LIGHT_IMPORT_SCRIPT],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=120,
+    )
+
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr

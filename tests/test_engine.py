@@ -162,9 +162,9 @@ def test_a_file_that_crashes_the_worker_every_time_fails_with_worker_crashed(
     envelope = json.loads((tmp_path / "outbox" / "poison.error.json").read_text())
     assert envelope["error"]["code"] == "worker_crashed"
     assert envelope["error"]["retryable"] is True
-    assert envelope["execution"]["attempt"] == config.max_attempts
+    assert envelope["execution"]["attempt"] == config.retry.max_attempts
     assert (tmp_path / "failed" / "poison.pdf").exists()
-    assert service.engine.starts == 1 + config.max_attempts
+    assert service.engine.starts == 1 + config.retry.max_attempts
 
 
 def test_a_timed_out_conversion_fails_the_file_and_the_daemon_carries_on(tmp_path: Path) -> None:
@@ -221,4 +221,4 @@ def test_stopping_mid_conversion_past_the_grace_returns_the_file_uncounted(tmp_p
     assert not thread.is_alive()
     assert (tmp_path / "inbox" / "long.pdf").exists()
     assert not list((tmp_path / "outbox").iterdir())
-    assert not list((tmp_path / "state" / "claimed" / config.instance_name).iterdir())
+    assert not list((tmp_path / "state" / "claimed" / config.instances.name).iterdir())

@@ -16,7 +16,7 @@ from sir_convert_a_lot.engine.policy import Refused, RunOn, decide, forbidden_en
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
 from sir_convert_a_lot.ops import logs
 from sir_convert_a_lot.ops.cli import main
-from sir_convert_a_lot.options import ConversionOptions
+from sir_convert_a_lot.options import AccelerationPolicy, BackendStrategy, ConversionOptions
 from tests.helpers import write_config
 
 RECORD = "docs/decisions/0009-cpu-while-the-gpu-is-repaired.md"
@@ -127,7 +127,9 @@ def test_the_matrix_covers_every_combination_once() -> None:
 
 
 @pytest.mark.parametrize(("policy", "probe", "gov", "backend", "expect"), CASES)
-def test_decision_matrix(policy: str, probe: str, gov: str, backend: str, expect: Expect) -> None:
+def test_decision_matrix(
+    policy: AccelerationPolicy, probe: str, gov: str, backend: BackendStrategy, expect: Expect
+) -> None:
     options = ConversionOptions(backend_strategy=backend, acceleration_policy=policy)
 
     decision = decide(options, PROBES[probe], GOVERNANCE[gov])

@@ -12,7 +12,7 @@ from sir_convert_a_lot.backends.base import BackendContext, BackendResult
 from sir_convert_a_lot.backends.pymupdf import PyMuPDFBackend
 from sir_convert_a_lot.backends.reading_order import Box, column_order, leading_number
 from sir_convert_a_lot.intake.preflight import open_pdf
-from sir_convert_a_lot.options import ConversionOptions
+from sir_convert_a_lot.options import ConversionOptions, TableMode
 
 SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "corpus_sample"
 LEFT, RIGHT = (70.0, 380.0), (410.0, 720.0)
@@ -121,7 +121,7 @@ def test_leading_numbers_are_read_from_headings_items_and_numbered_paragraphs(
     assert leading_number(text, boxclass) == number
 
 
-def _convert(pdf: Path, table_mode: str = "accurate") -> BackendResult:
+def _convert(pdf: Path, table_mode: TableMode = "accurate") -> BackendResult:
     backend = PyMuPDFBackend(BackendContext("cpu", 0, ThreadPoolExecutor(max_workers=1)))
     options = ConversionOptions(backend_strategy="pymupdf", ocr_mode="off", table_mode=table_mode)
     backend.load((options,))

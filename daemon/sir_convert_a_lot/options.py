@@ -2,7 +2,9 @@
 
 ``[conversion]`` in the config gives the defaults, ``[profiles.NAME]`` overrides them for files
 dropped under ``inbox/NAME/``. The fingerprint lets a user tell at a glance whether two sidecars
-were produced with the same effective options.
+were produced with the same effective options. Each choice is a ``Literal`` type: its values are
+the allowed ones, so the config check and mypy read the same list, and a value stays a plain
+string in TOML, sidecars and logs.
 """
 
 from __future__ import annotations
@@ -10,38 +12,39 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Final
+from typing import Annotated, Any, Final, Literal
 
-BACKEND_STRATEGIES: Final = ("auto", "docling", "pymupdf")
-OCR_MODES: Final = ("auto", "off", "force")
-TABLE_MODES: Final = ("fast", "accurate")
-NORMALIZE_LEVELS: Final = ("none", "standard", "strict")
-ACCELERATION_POLICIES: Final = ("gpu_required", "gpu_prefer", "cpu_only")
+from sir_convert_a_lot.setting import Setting, between
+
+BackendStrategy = Literal["auto", "docling", "pymupdf"]
+BackendName = Literal["docling", "pymupdf"]
+OcrMode = Literal["auto", "off", "force"]
+TableMode = Literal["fast", "accurate"]
+NormalizeLevel = Literal["none", "standard", "strict"]
+AccelerationPolicy = Literal["gpu_required", "gpu_prefer", "cpu_only"]
+
 TIMEOUT_RANGE: Final = (30, 7200)
-
-# The fields a profile may override, with the allowed values (a tuple) or an int range (a pair).
-OPTION_CHOICES: Final[dict[str, tuple[str, ...]]] = {
-    "backend_strategy": BACKEND_STRATEGIES,
-    "ocr_mode": OCR_MODES,
-    "table_mode": TABLE_MODES,
-    "normalize": NORMALIZE_LEVELS,
-    "acceleration_policy": ACCELERATION_POLICIES,
-}
 
 
 @dataclass(frozen=True, slots=True)
 class ConversionOptions:
     """What a job asks for. ``backend`` resolves ``auto``: the GPU engine, docling."""
 
-    backend_strategy: str = "auto"
-    ocr_mode: str = "auto"
-    table_mode: str = "accurate"
-    normalize: str = "standard"
-    acceleration_policy: str = "gpu_required"
-    document_timeout_seconds: int = 600
+    backend_strategy: Annotated[BackendStrategy, Setting(doc="the converter")] = "auto"
+    ocr_mode: Annotated[OcrMode, Setting(doc="OCR pages without text, never or always")] = "auto"
+    table_mode: Annotated[TableMode, Setting(doc="TableFormer's model")] = "accurate"
+    normalize: Annotated[
+        NormalizeLevel, Setting(doc="how much the Markdown is tidied after conversion", live=True)
+    ] = "standard"
+    acceleration_policy: Annotated[
+        AccelerationPolicy, Setting(doc="where the job may run, under the GPU-first lock")
+    ] = "gpu_required"
+    document_timeout_seconds: Annotated[
+        int, Setting(between(*TIMEOUT_RANGE), doc="one document's time limit", live=True)
+    ] = 600
 
     @property
-    def backend(self) -> str:
+    def backend(self) -> BackendName:
         return "docling" if self.backend_strategy == "auto" else self.backend_strategy
 
     def with_overrides(self, overrides: dict[str, Any]) -> ConversionOptions:

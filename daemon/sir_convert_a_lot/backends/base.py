@@ -5,13 +5,29 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import ClassVar, Literal, Protocol
 
 from sir_convert_a_lot.intake.preflight import OpenedPdf
 from sir_convert_a_lot.options import ConversionOptions
 
 ProgressCallback = Callable[[int, int], None]
 Device = Literal["cuda", "cpu"]
+ModelFamily = Literal["layout", "tableformer", "rapidocr"]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do, declared on its class so that the config check, the GPU policy and
+    the model list ask the backend instead of comparing its name."""
+
+    devices: frozenset[Device]
+    ocr: bool
+    # The model families it loads; which of them a job needs follows from its options.
+    models: frozenset[ModelFamily] = frozenset()
+
+    @property
+    def gpu(self) -> bool:
+        return "cuda" in self.devices
 
 
 @dataclass(frozen=True)
@@ -49,6 +65,7 @@ class BackendResult:
 
 class Backend(Protocol):
     name: str
+    capabilities: ClassVar[Capabilities]
 
     def load(self, option_sets: tuple[ConversionOptions, ...]) -> None:
         """Load models once, on the model thread, for these option sets. Raises JobFailure

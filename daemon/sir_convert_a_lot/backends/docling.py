@@ -25,10 +25,15 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import Executor
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from sir_convert_a_lot.backends import models
-from sir_convert_a_lot.backends.base import BackendContext, BackendResult, ProgressCallback
+from sir_convert_a_lot.backends.base import (
+    BackendContext,
+    BackendResult,
+    Capabilities,
+    ProgressCallback,
+)
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
 from sir_convert_a_lot.intake.file_faults import broken_message
 from sir_convert_a_lot.intake.preflight import OpenedPdf, no_page_has_an_area, resource_cycle
@@ -90,6 +95,11 @@ def _children(node: object) -> Iterator[object]:
 
 class DoclingBackend:
     name = "docling"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        devices=frozenset({"cuda", "cpu"}),
+        ocr=True,
+        models=frozenset({"layout", "tableformer", "rapidocr"}),
+    )
 
     def __init__(self, context: BackendContext) -> None:
         self.context = context

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from sir_convert_a_lot.backends import capabilities_of
 from sir_convert_a_lot.options import ConversionOptions
 
 LAYOUT = "docling-project--docling-layout-heron"
@@ -31,16 +32,20 @@ class ModelNeed:
 
 
 def needed(option_sets: Iterable[ConversionOptions]) -> list[ModelNeed]:
-    """The model folders the docling option sets of a config will load."""
-    docling_sets = [o for o in option_sets if o.backend == "docling"]
-    if not docling_sets:
+    """The model folders the option sets of a config will load: each asks its backend which
+    model families it loads."""
+    loading = [(o, capabilities_of(o.backend).models) for o in option_sets]
+    loading = [(o, families) for o, families in loading if families]
+    if not loading:
         return []
-    needs = [ModelNeed("docling layout model (Heron)", LAYOUT, "page layout")]
-    for mode in sorted({o.table_mode for o in docling_sets}):
+    needs = []
+    if any("layout" in families for _, families in loading):
+        needs.append(ModelNeed("docling layout model (Heron)", LAYOUT, "page layout"))
+    for mode in sorted({o.table_mode for o, families in loading if "tableformer" in families}):
         needs.append(
             ModelNeed(f"TableFormer ({mode})", f"{TABLEFORMER}/{mode}", f"table_mode = {mode!r}")
         )
-    if any(o.ocr_mode != "off" for o in docling_sets):
+    if any(o.ocr_mode != "off" and "rapidocr" in families for o, families in loading):
         needs.append(ModelNeed("RapidOCR models", RAPIDOCR, "ocr_mode auto or force"))
     return needs
 

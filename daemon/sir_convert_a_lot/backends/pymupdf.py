@@ -14,9 +14,14 @@ from __future__ import annotations
 import contextlib
 import io
 import threading
-from typing import Any
+from typing import Any, ClassVar
 
-from sir_convert_a_lot.backends.base import BackendContext, BackendResult, ProgressCallback
+from sir_convert_a_lot.backends.base import (
+    BackendContext,
+    BackendResult,
+    Capabilities,
+    ProgressCallback,
+)
 from sir_convert_a_lot.backends.reading_order import Box, column_order, leading_number
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
 from sir_convert_a_lot.intake.preflight import OpenedPdf
@@ -65,6 +70,7 @@ def _furniture_texts(page: Any) -> tuple[str, ...]:
 
 class PyMuPDFBackend:
     name = "pymupdf"
+    capabilities: ClassVar[Capabilities] = Capabilities(devices=frozenset({"cpu"}), ocr=False)
 
     def __init__(self, context: BackendContext) -> None:
         self.context = context

@@ -11,12 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from sir_convert_a_lot.backends import capabilities_of
 from sir_convert_a_lot.config import Governance
 from sir_convert_a_lot.engine.gpu import GpuProbe
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
 from sir_convert_a_lot.options import ConversionOptions
-
-CPU_ONLY_BACKENDS = frozenset({"pymupdf"})
 
 
 @dataclass(frozen=True)
@@ -45,8 +44,9 @@ def decide(options: ConversionOptions, probe: GpuProbe, governance: Governance) 
     backend = options.backend
     gpu = probe.cuda_available
     lock = governance.lock
+    backend_uses_gpu = capabilities_of(backend).gpu
 
-    if backend in CPU_ONLY_BACKENDS and policy != "cpu_only":
+    if not backend_uses_gpu and policy != "cpu_only":
         return Refused(
             ErrorCode.VALIDATION_ERROR,
             f"The {backend} backend runs on the CPU only; it cannot honour {policy}.",
@@ -64,7 +64,7 @@ def decide(options: ConversionOptions, probe: GpuProbe, governance: Governance) 
             lock,
         )
 
-    if gpu and backend not in CPU_ONLY_BACKENDS:
+    if gpu and backend_uses_gpu:
         return RunOn("cuda")
 
     if policy == "gpu_prefer" and governance.unlocked and governance.allow_cpu_fallback:

@@ -138,22 +138,22 @@ class Engine:
         self.governance = governance
         self.on_progress = on_progress
         self.settings = WorkerSettings(
-            device_index=config.device_index,
-            models_path=config.models_path,
-            max_file_bytes=config.max_file_bytes,
-            max_pages=config.max_pages,
+            device_index=config.gpu.device_index,
+            models_path=config.gpu.models_path,
+            max_file_bytes=config.conversion.max_file_bytes,
+            max_pages=config.conversion.max_pages,
             batch_sizes={
-                "layout": config.layout_batch_size,
-                "ocr": config.ocr_batch_size,
-                "table": config.table_batch_size,
+                "layout": config.gpu.layout_batch_size,
+                "ocr": config.gpu.ocr_batch_size,
+                "table": config.gpu.table_batch_size,
             },
-            ocr_backend=config.ocr_backend,
-            log_level=config.log_level,
-            log_format=config.log_format,
+            ocr_backend=config.gpu.ocr_backend,
+            log_level=config.logging.level,
+            log_format=config.logging.format,
             probe_override=probe_override.to_dict() if probe_override else None,
             fault_injection=fault_injection,
         )
-        self.device_lock = DeviceLock(config.device_index, instance, lock_folder)
+        self.device_lock = DeviceLock(config.gpu.device_index, instance, lock_folder)
         self.wait_for_device = wait_for_device
         self.device_wait_seconds = device_wait_seconds  # None: wait for as long as it takes
         self.info: WorkerInfo | None = None
@@ -227,7 +227,7 @@ class Engine:
     def _lock_device(self) -> None:
         """One worker per GPU on this host. Waiting is said aloud, naming the holder, at once
         and every minute; ``device_wait_seconds`` bounds it."""
-        index = self.config.device_index
+        index = self.config.gpu.device_index
 
         def announce(holder: dict[str, Any], waited: float) -> None:
             bound = self.device_wait_seconds
@@ -299,7 +299,7 @@ class Engine:
         except (BrokenPipeError, OSError):
             self._kill()
             raise WorkerCrashed(process.exitcode) from None
-        memory_limit = self.config.max_worker_memory_bytes
+        memory_limit = self.config.conversion.max_worker_memory_bytes
         next_memory_check = 0.0
         while True:
             now = time.monotonic()

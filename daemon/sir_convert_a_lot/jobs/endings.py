@@ -161,7 +161,7 @@ class Endings:
         """A job whose outputs were published before a crash only needs its original moved."""
         job = attempt.job
         if job.phase is Phase.PUBLISHED:
-            self.custody.archive(job, self.config.source_after_success)
+            self.custody.archive(job, self.config.output.source_after_success)
             self._release(job)
             attempt.bound.info("job_disposed_after_restart")
             return Outcome(job.job_id, Status.SUCCEEDED)
@@ -185,7 +185,7 @@ class Endings:
             folder,
             job.name,
             job.relative_path,
-            on_collision=self.config.on_collision,
+            on_collision=self.config.output.on_collision,
             reserve=lambda where, key: self.custody.reservations.reserve(where, key, job.job_id),
         )
         return folder, self.custody.update(job, output_stem=stem)
@@ -203,7 +203,7 @@ class Endings:
         if phase is Phase.PUBLISHED:
             remove_superseded_error(folder, job.output_stem, job.relative_path)
             job = self.custody.update(job, phase=phase)
-            self.custody.archive(job, self.config.source_after_success)
+            self.custody.archive(job, self.config.output.source_after_success)
         else:
             job = self.custody.update(job, phase=phase, outcome=error)
             self.custody.fail(job, error, published.paths[ERROR])
@@ -230,7 +230,7 @@ class Endings:
         except OSError:
             size = None
         digest = None
-        if size is not None and size <= self.config.max_file_bytes:
+        if size is not None and size <= self.config.conversion.max_file_bytes:
             digest = sha256_of(path)
         return SourceFacts(size_bytes=size or 0, sha256=digest)
 

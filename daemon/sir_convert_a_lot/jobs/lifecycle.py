@@ -132,14 +132,14 @@ class JobRunner:
 
     def _refuse_past_attempts(self, attempt: Attempt) -> Outcome | None:
         job = attempt.job
-        if job.attempts < self.config.max_attempts:
+        if job.attempts < self.config.retry.max_attempts:
             return None
         failure = JobFailure(
             ErrorCode.WORKER_CRASHED,
             f"Conversion was started {job.attempts} times and never finished (the worker or "
             "the daemon stopped each time); the file can be retried.",
             attempts=job.attempts,
-            max_attempts=self.config.max_attempts,
+            max_attempts=self.config.retry.max_attempts,
         )
         return self.endings.fail(attempt, failure)
 
@@ -147,7 +147,7 @@ class JobRunner:
         job = attempt.job
         try:
             facts = inspect_source(
-                self.custody.source_path(job), job.name, self.config.max_file_bytes
+                self.custody.source_path(job), job.name, self.config.conversion.max_file_bytes
             )
         except JobFailure as rejected:
             return self.endings.fail(attempt, rejected)
@@ -197,7 +197,7 @@ class JobRunner:
         if self.abandon:
             return self.endings.give_back(attempt, "stopped_during_conversion")
         attempt.bound.warning("worker_crashed", attempt=job.attempts, exitcode=crash.exitcode)
-        if job.attempts < self.config.max_attempts:
+        if job.attempts < self.config.retry.max_attempts:
             return TryAgain()
         failure = JobFailure(
             ErrorCode.WORKER_CRASHED,

@@ -104,9 +104,9 @@ def convert_files(
             failed=root / "failed",
             archive=root / "archive",
         )
-        instance = f"{config.instance_name}-convert-{os.getpid()}"
+        instance = f"{config.instances.name}-convert-{os.getpid()}"
         custody = InPlaceCustody(instance, Reservations(paths.state / "reservations"))
-        local = replace(config, paths=paths, instance_name=instance)
+        local = replace(config.with_instance_name(instance), paths=paths)
         engine = Engine(
             local, governance, instance=instance, device_wait_seconds=device_wait_seconds
         )

@@ -10,7 +10,6 @@ import os
 import stat
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import NoReturn
 
@@ -208,7 +207,7 @@ def _os_problem(exc: OSError) -> str:
 
 def _load_config(args: argparse.Namespace) -> Config:
     config = load(args.config)
-    logs.configure(config.log_level, config.log_format)
+    logs.configure(config.logging.level, config.logging.format)
     return config
 
 
@@ -228,21 +227,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.gpu is not None:
         if args.gpu < 0:
             raise UsageError("run: --gpu must be 0 or more")
-        config = replace(config, device_index=args.gpu)
+        config = config.with_device_index(args.gpu)
         if not config.source_has_instance_name:
-            config = replace(config, instance_name=default_instance_name(args.gpu))
+            config = config.with_instance_name(default_instance_name(args.gpu))
     if args.instance is not None:
         problem = instance_name_problem(args.instance)
         if problem:
             raise UsageError(f"run --instance: {args.instance!r} is {problem}")
-        if config.source_has_instance_name and config.instance_name != args.instance:
+        if config.source_has_instance_name and config.instances.name != args.instance:
             logs.get().warning(
                 "instance_name_from_command_line",
                 instance=args.instance,
-                configured=config.instance_name,
+                configured=config.instances.name,
                 effect="--instance wins over instances.name",
             )
-        config = replace(config, instance_name=args.instance)
+        config = config.with_instance_name(args.instance)
     from sir_convert_a_lot.service.daemon import Service
 
     return Service(config).run()
@@ -375,7 +374,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from sir_convert_a_lot.backends import models
 
     option_sets = [config.defaults, *config.profiles.values()]
-    target = Path(config.models_path) if config.models_path else None
+    target = Path(config.gpu.models_path) if config.gpu.models_path else None
     if args.models_command == "check":
         if not models.needed(option_sets):
             print("this config uses no docling backend: it needs no models")

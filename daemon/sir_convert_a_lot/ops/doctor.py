@@ -274,7 +274,7 @@ class GpuSeen:
 
 
 def _look_for_gpu(config: Config, deep: bool) -> GpuSeen:
-    index = config.device_index
+    index = config.gpu.device_index
     status, device = probe_nvml(index)
     nodes = ["/dev/nvidiactl", "/dev/nvidia-uvm", f"/dev/nvidia{index}"]
     absent = tuple(n for n in nodes if not os.path.exists(n))
@@ -291,7 +291,7 @@ def _needs_gpu(config: Config) -> bool:
 
 
 def _gpu(config: Config, seen: GpuSeen) -> Iterator[Check]:
-    index = config.device_index
+    index = config.gpu.device_index
     needed = _needs_gpu(config)
     missing_is = FAIL if needed and not config.governance.allow_cpu_fallback else WARN
     device = seen.device
@@ -350,23 +350,23 @@ def _models(config: Config, environ: dict[str, str]) -> Iterator[Check]:
     if not needs:
         yield Check(OK, "models", "no docling backend in use")
         return
-    if not config.models_path:
+    if not config.gpu.models_path:
         yield _hub_cache(environ)
         return
-    absent = models.missing(Path(config.models_path), option_sets)
+    absent = models.missing(Path(config.gpu.models_path), option_sets)
     if absent:
         yield Check(
             FAIL,
             "models",
             "missing under gpu.models_path "
-            + config.models_path
+            + config.gpu.models_path
             + ": "
             + ", ".join(m.folder for m in absent)
             + "; the docling backend cannot load, so the daemon does not start",
             "sir-convert models download",
         )
     else:
-        yield Check(OK, "models", f"{len(needs)} model folders present in {config.models_path}")
+        yield Check(OK, "models", f"{len(needs)} model folders present in {config.gpu.models_path}")
 
 
 _HUB_REPOS = ("docling-project--docling-layout-heron", "docling-project--docling-models")

@@ -38,7 +38,7 @@ def gather_status(config: Config) -> dict[str, Any]:
     blocked: list[dict[str, Any]] = []
     for lease in sorted(spool.leases(), key=lambda lease: lease.instance):
         data = dict(lease.data)
-        live = lease.age_seconds <= config.lease_seconds
+        live = lease.age_seconds <= config.instances.lease_seconds
         if live:
             blocked += [{**entry, "instance": lease.instance} for entry in _blocked_of(data)]
         instances.append(

@@ -65,7 +65,7 @@ class Service:
         self.config = config
         # Tests may unlock through this argument; no config key or variable reaches it.
         self.governance = governance if governance is not None else config.governance
-        self.instance = config.instance_name
+        self.instance = config.instances.name
         self.clock = clock
         self.spool = Spool(config.paths, self.instance)
         self.engine = Engine(
@@ -103,7 +103,7 @@ class Service:
             self,
             spool=self.spool,
             notifier=self.notifier,
-            lease_seconds=config.lease_seconds,
+            lease_seconds=config.instances.lease_seconds,
             wake=self._heartbeat_wake,
         )
 
@@ -120,7 +120,9 @@ class Service:
             return 1
         # Refusals come first and alone: one line, exit 2, nothing started that needs stopping.
         startup.prepare_folders(self.config, self.spool)
-        startup.refuse_duplicate_instance(self.spool, self.instance, self.config.lease_seconds)
+        startup.refuse_duplicate_instance(
+            self.spool, self.instance, self.config.instances.lease_seconds
+        )
         if self.install_signal_handlers:
             self._install_signals()
         try:
@@ -179,7 +181,7 @@ class Service:
     def _recover_jobs(self) -> None:
         """Jobs left by this instance's last run, and by dead instances, queue up first."""
         recovered = self.spool.recover()
-        taken = self.spool.take_over_dead(self.config.lease_seconds)
+        taken = self.spool.take_over_dead(self.config.instances.lease_seconds)
         self.spool.drop_orphan_reservations()
         for job in recovered + taken:
             cleanup_after_restart(self.config, job)
@@ -200,7 +202,7 @@ class Service:
         found = self.intake.scan_all()
         now = self.clock()
         self.intake.next_rescan = now + config.watch.rescan_interval_seconds
-        self._next_takeover = now + config.lease_seconds / 2
+        self._next_takeover = now + config.instances.lease_seconds / 2
         self.activity.state = "ready"
         self.ready.set()
         self._heartbeat_wake.set()
@@ -279,8 +281,8 @@ class Service:
         self.intake.retry_blocked()
         self.intake.rescan_if_due(now)
         if now >= self._next_takeover:
-            self._next_takeover = now + self.config.lease_seconds / 2
-            for job in self.spool.take_over_dead(self.config.lease_seconds):
+            self._next_takeover = now + self.config.instances.lease_seconds / 2
+            for job in self.spool.take_over_dead(self.config.instances.lease_seconds):
                 log.warning("job_taken_over", job_id=job.job_id, source=job.relative_path)
                 cleanup_after_restart(self.config, job)
                 self._enqueue(job)
@@ -347,7 +349,7 @@ class Service:
         self.stopping.set()
         self._heartbeat_wake.set()
         log.info("daemon_stopping", running=self.activity.job_id)
-        deadline = time.monotonic() + self.config.stop_grace_seconds
+        deadline = time.monotonic() + self.config.service.stop_grace_seconds
         runner_threads = [t for t in self._threads if t.name == "sca-runner"]
         self.jobs.put(None)
         for thread in runner_threads:

@@ -3,7 +3,6 @@ every changed key can change while the daemon runs; otherwise the old config sta
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from sir_convert_a_lot import config as config_module
@@ -24,7 +23,7 @@ class Reloaded:
 
     def announce(self) -> None:
         """The new log settings first, so that the line saying so obeys them."""
-        logs.configure(self.config.log_level, self.config.log_format)
+        logs.configure(self.config.logging.level, self.config.logging.format)
         log.info("config_reloaded", changed=self.changed)
 
 
@@ -42,9 +41,7 @@ def read_again(current: Config) -> Reloaded | None:
         log.error("config_reload_refused", reason=str(exc), effect="the old config stays")
         return None
     # --instance and --gpu on the command line win over the file, as at start.
-    new = dataclasses.replace(
-        new, instance_name=current.instance_name, device_index=current.device_index
-    )
+    new = new.with_instance_name(current.instances.name).with_device_index(current.gpu.device_index)
     changed = config_module.changed_keys(current, new)
     refused = config_module.not_live(changed)
     if refused:

@@ -95,7 +95,7 @@ def report_worker(info: WorkerInfo, config: Config, governance: Governance) -> N
         warm_seconds=round(info.warm_seconds, 3),
         worker_memory_bytes=idle,
     )
-    limit = config.max_worker_memory_bytes
+    limit = config.conversion.max_worker_memory_bytes
     if limit and idle >= limit:
         log.error(
             "worker_memory_limit_too_low",

@@ -1,0 +1,261 @@
+"""The config's sections: one frozen dataclass per TOML table, each key declared once on its field.
+
+A field's type is the value the daemon uses (a ``Path``, a ``float``, a ``Literal`` of the allowed
+choices), annotated with a ``Setting``: its check, its doc and whether a reload may change it. Its
+default is the field's default, written to TOML as it stands (a folder as a string).
+``[conversion]`` is two values: the job options (``ConversionOptions``, the defaults every profile
+starts from) and the limits beside them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+from sir_convert_a_lot.options import ConversionOptions
+from sir_convert_a_lot.setting import Setting, at_least, between, non_empty
+
+DEFAULT_CONFIG_PATH: Final = Path("/etc/sir-convert/config.toml")
+DEFAULT_ROOT: Final = Path("/srv/sir-convert")
+# Where `models download` puts docling's models and the daemon reads them, offline: the unit's
+# CacheDirectory, made by tmpfiles.d for the service user.
+DEFAULT_MODELS_PATH: Final = Path("/var/cache/sir-convert/models")
+PATH_KEYS: Final = ("inbox", "outbox", "state", "failed", "archive")
+MIB: Final = 1024 * 1024
+
+# An instance name becomes a file and folder name under paths.state, so it may not climb out.
+INSTANCE_NAME_MAX: Final = 100
+INSTANCE_NAME_RULE: Final = (
+    f"use 1 to {INSTANCE_NAME_MAX} letters, digits, '.', '_' or '-', "
+    "starting with a letter, digit or '_'"
+)
+_INSTANCE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+
+WatchMode = Literal["inotify", "polling"]
+OnCollision = Literal["suffix", "replace"]
+SourceAfterSuccess = Literal["archive", "delete"]
+OcrEngine = Literal["onnxruntime", "torch"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+LogFormat = Literal["auto", "console", "json", "journal"]
+
+
+def instance_name_problem(name: str, max_length: int = INSTANCE_NAME_MAX) -> str | None:
+    """Why ``name`` cannot name an instance (None when it can): it becomes a path part."""
+    if len(name) > max_length or not _INSTANCE_NAME.fullmatch(name):
+        return f"not a safe instance name; {INSTANCE_NAME_RULE}"
+    return None
+
+
+def default_instance_name(device_index: int) -> str:
+    return f"{socket.gethostname()}-gpu{device_index}"
+
+
+def _instance_name(value: Any) -> str | None:
+    return None if value == "" else instance_name_problem(value)
+
+
+def _globs(value: Any) -> str | None:
+    return None if all(isinstance(v, str) and v for v in value) else "must be non-empty strings"
+
+
+Folder = Annotated[Path, Setting(non_empty, doc="a folder; relative: to the config's folder")]
+Seconds = float  # TOML may write a whole number; the daemon holds a float
+
+
+@dataclass(frozen=True)
+class Paths:
+    """The five folders; relative ones are taken against the config file's folder."""
+
+    inbox: Folder = DEFAULT_ROOT / "inbox"
+    outbox: Folder = DEFAULT_ROOT / "outbox"
+    state: Folder = DEFAULT_ROOT / "state"
+    failed: Folder = DEFAULT_ROOT / "failed"
+    archive: Folder = DEFAULT_ROOT / "archive"
+
+    def named(self) -> dict[str, Path]:
+        return {name: getattr(self, name) for name in PATH_KEYS}
+
+
+@dataclass(frozen=True)
+class WatchSection:
+    mode: Annotated[WatchMode, Setting(doc="polling for shares that send no events")] = "inotify"
+    poll_interval_seconds: Annotated[Seconds, Setting(at_least(0.05), doc="polling's period")] = 2
+    stability_seconds: Annotated[
+        Seconds, Setting(at_least(0), doc="how long a file must rest before it is taken", live=True)
+    ] = 5
+    incomplete_wait_seconds: Annotated[
+        Seconds,
+        Setting(
+            at_least(0),
+            doc="how long a stable PDF whose end (%%EOF) has not arrived waits for the rest "
+            "before it fails as truncated; counted from its last change",
+            live=True,
+        ),
+    ] = 600
+    rescan_interval_seconds: Annotated[
+        Seconds, Setting(at_least(1), doc="the full scan that catches missed events", live=True)
+    ] = 300
+    ignore: Annotated[
+        tuple[str, ...], Setting(_globs, doc="glob patterns never taken", live=True)
+    ] = ()
+    sentinel: Annotated[
+        str,
+        Setting(
+            doc="a file that must exist in the inbox (e.g. .sir-convert-share): its absence means "
+            "the share is not mounted, and the daemon refuses to watch an empty mount point"
+        ),
+    ] = ""
+
+
+@dataclass(frozen=True)
+class ConversionSection:
+    """The limits of ``[conversion]``; its job options are ``Config.defaults``."""
+
+    max_file_bytes: Annotated[int, Setting(at_least(1), doc="larger files are refused")] = 50 * MIB
+    max_pages: Annotated[int, Setting(at_least(1), doc="longer documents are refused")] = 2000
+    max_worker_memory_bytes: Annotated[
+        int,
+        Setting(
+            at_least(0),
+            doc="the worker's resident memory during a conversion; over it the worker is stopped "
+            "and the file fails with worker_crashed (reason memory_limit_exceeded). 0: no limit",
+        ),
+    ] = 16 * 1024 * MIB
+
+
+@dataclass(frozen=True)
+class OutputSection:
+    on_collision: Annotated[OnCollision, Setting(doc="when an output name is taken", live=True)] = (
+        "suffix"
+    )
+    source_after_success: Annotated[
+        SourceAfterSuccess, Setting(doc="what becomes of a converted PDF", live=True)
+    ] = "archive"
+
+
+@dataclass(frozen=True)
+class RetrySection:
+    max_attempts: Annotated[
+        int, Setting(at_least(1), doc="tries before a file fails", live=True)
+    ] = 3
+
+
+@dataclass(frozen=True)
+class InstancesSection:
+    name: Annotated[
+        str, Setting(_instance_name, doc="this daemon's name; empty: <host>-gpu<device_index>")
+    ] = ""
+    lease_seconds: Annotated[
+        Seconds, Setting(at_least(2), doc="how long a claim holds unrenewed")
+    ] = 60
+
+
+BatchSize = Annotated[int, Setting(between(1, 1024), doc="pages per model call in that stage")]
+
+
+@dataclass(frozen=True)
+class GpuSection:
+    """Which GPU, docling's models, and its batch sizes. docling's own batch default is 4; its GPU
+    guide uses 64, which a data-centre GPU holds with room to spare."""
+
+    device_index: Annotated[int, Setting(at_least(0), doc="the CUDA device")] = 0
+    models_path: Annotated[
+        str,
+        Setting(
+            doc="docling's models; empty means docling's own Hugging Face cache, which needs the "
+            "hub at the first start"
+        ),
+    ] = str(DEFAULT_MODELS_PATH)
+    layout_batch_size: BatchSize = 64
+    ocr_batch_size: BatchSize = 64
+    table_batch_size: BatchSize = 64
+    ocr_backend: Annotated[
+        OcrEngine,
+        Setting(
+            doc="RapidOCR's engine: onnxruntime runs on the CPU with the models `models download` "
+            "fetches; torch runs OCR on the GPU too and needs RapidOCR's torch weights"
+        ),
+    ] = "onnxruntime"
+
+
+@dataclass(frozen=True)
+class Governance:
+    """The unlock switches. Effective only together with a decision record."""
+
+    allow_cpu_only: Annotated[bool, Setting(doc="lets cpu_only jobs run")] = False
+    allow_cpu_fallback: Annotated[bool, Setting(doc="lets gpu_prefer fall back to the CPU")] = False
+    decision_record: Annotated[str, Setting(doc="the decision that allows a switch on")] = ""
+
+    @property
+    def unlocked(self) -> bool:
+        has_record = bool(self.decision_record.strip())
+        return has_record and (self.allow_cpu_only or self.allow_cpu_fallback)
+
+    @property
+    def lock(self) -> str:
+        return "unlocked" if self.unlocked else "gpu_first"
+
+
+@dataclass(frozen=True)
+class ServiceSection:
+    stop_grace_seconds: Annotated[
+        Seconds, Setting(at_least(0), doc="how long a stop waits for the job in hand", live=True)
+    ] = 60
+
+
+@dataclass(frozen=True)
+class LoggingSection:
+    level: Annotated[LogLevel, Setting(doc="the least severe event logged", live=True)] = "info"
+    format: Annotated[LogFormat, Setting(doc="auto: journal under systemd, else console")] = "auto"
+
+
+# Names the TOML table of a Config attribute that does not share its name: [conversion] feeds
+# both the job options (``defaults``) and the limits (``conversion``).
+TOML_SECTION: Final = "toml_section"
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration, one attribute per section (``config.retry.max_attempts``)."""
+
+    paths: Paths
+    watch: WatchSection
+    defaults: ConversionOptions = field(metadata={TOML_SECTION: "conversion"})
+    conversion: ConversionSection = field(metadata={TOML_SECTION: "conversion"})
+    output: OutputSection
+    retry: RetrySection
+    instances: InstancesSection
+    gpu: GpuSection
+    governance: Governance
+    service: ServiceSection
+    logging: LoggingSection
+    profiles: Mapping[str, ConversionOptions]
+    source: Path | None = field(default=None, compare=False)
+    source_has_instance_name: bool = field(default=False, compare=False)
+
+    def options_for(self, profile: str | None) -> ConversionOptions:
+        if profile is None:
+            return self.defaults
+        return self.profiles[profile]
+
+    def profile_of(self, relative_parts: tuple[str, ...]) -> str | None:
+        """The profile a file belongs to: its first folder level, when that names a profile."""
+        if len(relative_parts) > 1 and relative_parts[0] in self.profiles:
+            return relative_parts[0]
+        return None
+
+    def backends_in_use(self) -> frozenset[str]:
+        return frozenset({self.defaults.backend} | {p.backend for p in self.profiles.values()})
+
+    def with_instance_name(self, name: str) -> Config:
+        """This config under another instance name (``--instance`` wins over the file)."""
+        return dataclasses.replace(self, instances=dataclasses.replace(self.instances, name=name))
+
+    def with_device_index(self, index: int) -> Config:
+        """This config on another GPU (``--gpu`` wins over the file)."""
+        return dataclasses.replace(self, gpu=dataclasses.replace(self.gpu, device_index=index))
