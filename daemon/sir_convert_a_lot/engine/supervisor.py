@@ -290,9 +290,10 @@ class Engine:
         self._discard(transport, lambda _job_id, _job: WorkerCrashed(transport.exit_code()))
 
     def _waiting_on(self, transport: Transport) -> dict[str, _InFlight]:
+        # A copy first: stop() may settle jobs from another thread while wait() removes one.
         return {
             job_id: job
-            for job_id, job in self._in_flight.items()
+            for job_id, job in list(self._in_flight.items())
             if job.transport is transport and not job.settled
         }
 
