@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -13,9 +15,19 @@ import pytest
 
 from sir_convert_a_lot.config import Governance
 from sir_convert_a_lot.engine.gpu import GpuDevice, GpuProbe
+from sir_convert_a_lot.engine.interface import ConversionEngine, WorkerOverMemory
 from sir_convert_a_lot.engine.policy import RunOn
-from sir_convert_a_lot.engine.protocol import Converted, Failed
+from sir_convert_a_lot.engine.protocol import (
+    Converted,
+    Failed,
+    Load,
+    Probed,
+    Progress,
+    Ready,
+    WorkerSettings,
+)
 from sir_convert_a_lot.engine.supervisor import Engine, WorkerCrashed, WorkerTimedOut, load_plan
+from sir_convert_a_lot.engine.transports.base import Transport, TransportClosed
 from sir_convert_a_lot.options import ConversionOptions
 from sir_convert_a_lot.service.daemon import Service
 from tests.helpers import UNLOCK, copy_sample, load_config, make_pdf, wait_for
@@ -222,3 +234,128 @@ def test_stopping_mid_conversion_past_the_grace_returns_the_file_uncounted(tmp_p
     assert (tmp_path / "inbox" / "long.pdf").exists()
     assert not list((tmp_path / "outbox").iterdir())
     assert not list((tmp_path / "state" / "claimed" / config.instances.name).iterdir())
+
+
+# -- the supervisor over a transport of the test's own: no process, no pipe ---------------------
+
+
+class ScriptedTransport:
+    """A worker in memory: it answers the handshake at once; conversions answer only when the
+    test puts their messages in ``inbox``."""
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        self.settings = settings
+        self.inbox: deque[object] = deque()
+        self.sent: list[object] = []
+        self.running = False
+        self.memory: int | None = None
+
+    def start(self) -> None:
+        self.running = True
+        self.inbox.append(Probed(pid=4242, probe=NO_GPU.to_dict(), versions={}))
+
+    def send(self, message: object) -> None:
+        if not self.running:
+            raise TransportClosed("gone")
+        self.sent.append(message)
+        if isinstance(message, Load):
+            self.inbox.append(Ready(4242, 1, message.plan, 0.0, 0.0))
+
+    def receive(self, timeout: float) -> object | None:
+        if self.inbox:
+            return self.inbox.popleft()
+        if not self.running:
+            raise TransportClosed("gone")
+        time.sleep(min(timeout, 0.01))
+        return None
+
+    def alive(self) -> bool:
+        return self.running
+
+    def silent_seconds(self) -> float:
+        return 0.0
+
+    def resident_bytes(self) -> int | None:
+        return self.memory if self.running else None
+
+    def exit_code(self, wait: float = 0.0) -> int | None:
+        return None if self.running else -9
+
+    def kill(self) -> None:
+        self.running = False
+
+    def close(self) -> None:
+        self.running = False
+
+
+def _scripted(tmp_path: Path, **sections: dict[str, object]) -> tuple[Engine, ScriptedTransport]:
+    made: list[ScriptedTransport] = []
+
+    def factory(settings: WorkerSettings) -> Transport:
+        made.append(ScriptedTransport(settings))
+        return made[-1]
+
+    config = load_config(tmp_path, **sections)
+    engine = Engine(config, UNLOCK, instance="scripted", transport=factory)
+    engine.start()
+    return engine, made[-1]
+
+
+def _converted(job_id: str) -> Converted:
+    return Converted(job_id, f"# {job_id}", 1, "pymupdf", "cpu", False, (), {}, 1)
+
+
+def test_the_engine_is_what_the_jobs_ask_for(tmp_path: Path) -> None:
+    engine, _ = _scripted(tmp_path)
+    as_used: ConversionEngine = engine  # mypy checks the class against the interface
+    assert as_used.info is not None and as_used.info.pid == 4242
+
+
+def test_answers_for_documents_in_flight_together_are_paired_by_job_id(tmp_path: Path) -> None:
+    engine, transport = _scripted(tmp_path)
+    seen: list[tuple[str, int, int]] = []
+    engine.on_progress = lambda job_id, page, pages: seen.append((job_id, page, pages))
+    engine.submit("job_a", "/a.pdf", _options(), CPU)
+    engine.submit("job_b", "/b.pdf", _options(), CPU)
+    transport.inbox.extend([Progress("job_b", 1, 1), _converted("job_b"), _converted("job_a")])
+    assert engine.wait("job_a") == _converted("job_a")
+    assert engine.wait("job_b") == _converted("job_b")
+    assert seen == [("job_b", 1, 1)]
+    assert engine.alive and engine.starts == 1
+
+
+def test_a_deadline_kills_the_worker_and_the_other_job_in_it_is_innocent(tmp_path: Path) -> None:
+    engine, _ = _scripted(tmp_path)
+    engine.submit("job_slow", "/slow.pdf", _options(document_timeout_seconds=1), CPU)
+    engine.submit("job_other", "/other.pdf", _options(), CPU)
+    with pytest.raises(WorkerTimedOut) as timed_out:
+        engine.wait("job_slow")
+    assert timed_out.value.seconds == 1
+    with pytest.raises(WorkerCrashed) as bystander:
+        engine.wait("job_other")
+    assert bystander.value.innocent
+    assert not engine.alive
+
+
+def test_a_lost_worker_crashes_every_job_in_it_and_the_next_gets_a_fresh_one(
+    tmp_path: Path,
+) -> None:
+    engine, transport = _scripted(tmp_path)
+    engine.submit("job_a", "/a.pdf", _options(), CPU)
+    transport.kill()
+    with pytest.raises(WorkerCrashed) as crashed:
+        engine.wait("job_a")
+    assert crashed.value.exitcode == -9 and not crashed.value.innocent
+    engine.submit("job_b", "/b.pdf", _options(), CPU)
+    assert engine.starts == 2
+
+
+def test_a_worker_over_its_memory_limit_is_stopped(tmp_path: Path) -> None:
+    limit = 1 << 30
+    engine, transport = _scripted(tmp_path, conversion={"max_worker_memory_bytes": limit})
+    transport.memory = limit + 1
+    engine.submit("job_big", "/big.pdf", _options(), CPU)
+    with pytest.raises(WorkerOverMemory) as over:
+        engine.wait("job_big")
+    assert (over.value.limit_bytes, over.value.rss_bytes) == (limit, limit + 1)
+    assert not engine.alive

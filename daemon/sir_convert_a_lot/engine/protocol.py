@@ -1,9 +1,12 @@
-"""Messages between the supervisor and its worker process (pickled over a multiprocessing pipe).
+"""Messages between the supervisor and its worker: frozen, picklable dataclasses, whatever the
+transport that carries them (a multiprocessing pipe today, ``transports.local``).
 
 The handshake: the worker probes the GPU and sends ``Probed``; the supervisor answers with
 ``Load`` (which backends, on which device); the worker loads and warms them on its conversion
-thread and sends ``Ready``. Then one ``ConvertRequest`` at a time, answered by ``Progress``
-messages and one ``Converted`` or ``Failed``.
+thread and sends ``Ready`` (or ``StartupFailed``). Then ``ConvertRequest``s, each answered by
+``Progress`` messages and one ``Converted`` or ``Failed``. Every one of those carries the job id,
+so more than one request may be outstanding and answers may come in any order (today's worker
+takes them one at a time, in order). ``Shutdown`` asks the worker to end.
 """
 
 from __future__ import annotations

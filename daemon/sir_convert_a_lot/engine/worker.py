@@ -1,18 +1,17 @@
-"""The worker process: owns the GPU context, loads models once, runs every model call on one
-thread.
+"""The worker: owns the GPU context, loads models once, runs every model call on one thread.
 
-Runs in a child process started with ``spawn`` so that a converter that hangs in native code,
-exhausts memory or crashes the interpreter on a hostile PDF takes only this process down. Every
-model load, warm-up inference and job inference runs on the single ``sca-cuda`` thread (the
-backends submit their model calls there), so all GPU calls of all jobs happen on one CUDA
-thread. The process's main thread reads requests and orchestrates each job.
+It speaks ``protocol`` over a ``Channel`` (anything with ``send`` and ``recv``) and knows nothing
+of what carries the messages: the local transport runs it in a spawned child over a pipe
+(``transports.local``); a Ray actor can run the same ``serve`` over queues. Whatever hosts it
+should isolate it, so that a converter that hangs in native code, exhausts memory or crashes the
+interpreter on a hostile PDF takes only the worker down. Every model load, warm-up inference and
+job inference runs on the single ``sca-cuda`` thread (the backends submit their model calls
+there), so all GPU calls of all jobs happen on one CUDA thread. The thread that calls ``serve``
+reads requests and orchestrates each job; today it answers them one at a time, in order.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import ctypes.util
 import logging
 import os
 import signal
@@ -20,9 +19,8 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Protocol, TypeVar
 
 from sir_convert_a_lot.backends import Backend, BackendContext, create_backend
 from sir_convert_a_lot.backends.normalize import normalize
@@ -49,8 +47,21 @@ from sir_convert_a_lot.versions import component_versions
 T = TypeVar("T")
 
 
+class Channel(Protocol):
+    """The worker's end of a transport. ``recv`` raises EOFError when the supervisor is gone."""
+
+    def send(self, obj: object) -> None: ...
+
+    def recv(self) -> object: ...
+
+
+def serve(channel: Channel, settings: WorkerSettings) -> None:
+    """Run the worker's side of the handshake, then answer requests until told to stop."""
+    _Worker(channel, settings).serve()
+
+
 class _Worker:
-    def __init__(self, conn: Connection, settings: WorkerSettings) -> None:
+    def __init__(self, conn: Channel, settings: WorkerSettings) -> None:
         self.conn = conn
         self.settings = settings
         self._send_lock = threading.Lock()
@@ -238,18 +249,6 @@ def _sample_pdf() -> OpenedPdf:
     return open_pdf(data, max_pages=1)
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Ask Linux to SIGKILL us when the supervisor dies, so a killed daemon leaves no
-    conversion running behind it."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent_pid:
-        os._exit(1)
-
-
-_PR_SET_PDEATHSIG = 1
-
 # Model libraries draw progress bars and chat on stderr, which is the journal here.
 _QUIET_ENVIRONMENT = {
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
@@ -259,34 +258,9 @@ _QUIET_ENVIRONMENT = {
 }
 
 
-def _quiet_libraries(settings: WorkerSettings) -> None:
+def quiet_libraries(settings: WorkerSettings) -> None:
     """Structured log lines only; libraries' own warnings only when they are errors (their
     per-table and per-page warnings would drown the daemon's events)."""
     for name, value in _QUIET_ENVIRONMENT.items():
         os.environ.setdefault(name, value)
     logs.configure(settings.log_level, settings.log_format, library_level=logging.ERROR)
-
-
-def _beat(alive: Any) -> None:
-    """Stamp ``alive`` once a second. A worker stuck in native code that holds the GIL stops
-    stamping, and the supervisor stops telling systemd's watchdog that all is well."""
-    while True:
-        alive.value = time.monotonic()
-        time.sleep(1.0)
-
-
-def worker_main(
-    conn: Connection, settings: WorkerSettings, parent_pid: int, alive: Any = None
-) -> None:
-    """Entry point of the worker process."""
-    _die_with_parent(parent_pid)
-    if alive is not None:
-        threading.Thread(target=_beat, args=(alive,), name="sca-alive", daemon=True).start()
-    _quiet_libraries(settings)
-    # The supervisor handles SIGINT/SIGTERM and tells us to stop; a terminal's Ctrl-C must not
-    # kill a conversion behind its back.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    worker = _Worker(conn, settings)
-    with contextlib.suppress(EOFError, BrokenPipeError, KeyboardInterrupt):
-        worker.serve()

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from sir_convert_a_lot.config import Config, Governance
+from sir_convert_a_lot.engine.interface import ConversionEngine
 from sir_convert_a_lot.engine.policy import RunOn
 from sir_convert_a_lot.engine.protocol import Converted
-from sir_convert_a_lot.engine.supervisor import Engine
 from sir_convert_a_lot.errors import JobFailure
 from sir_convert_a_lot.intake.preflight import SourceFacts, sha256_of
 from sir_convert_a_lot.jobs.custody import Custody
@@ -60,7 +60,12 @@ class Attempt:
 
 class Endings:
     def __init__(
-        self, config: Config, governance: Governance, custody: Custody, engine: Engine, clock: Any
+        self,
+        config: Config,
+        governance: Governance,
+        custody: Custody,
+        engine: ConversionEngine,
+        clock: Any,
     ) -> None:
         self.config = config
         self.governance = governance

@@ -27,15 +27,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from sir_convert_a_lot.config import Config, Governance
-from sir_convert_a_lot.engine.policy import Refused, RunOn
-from sir_convert_a_lot.engine.protocol import Converted, Failed
-from sir_convert_a_lot.engine.supervisor import (
-    Engine,
+from sir_convert_a_lot.engine.interface import (
+    ConversionEngine,
     EngineStartError,
     WorkerCrashed,
     WorkerOverMemory,
     WorkerTimedOut,
 )
+from sir_convert_a_lot.engine.policy import Refused, RunOn
+from sir_convert_a_lot.engine.protocol import Converted, Failed
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
 from sir_convert_a_lot.intake.preflight import inspect_source, sha256_of
 from sir_convert_a_lot.jobs.custody import Custody
@@ -63,7 +63,7 @@ class JobRunner:
         config: Config,
         governance: Governance,
         custody: Custody,
-        engine: Engine,
+        engine: ConversionEngine,
         clock: Any = time.time,
         stopping: threading.Event | None = None,
     ) -> None:

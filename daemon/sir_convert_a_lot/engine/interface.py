@@ -1,0 +1,106 @@
+"""What the job lifecycle may ask of a conversion engine, and what it may be told back.
+
+``ConversionEngine`` is the whole contract between the jobs and the engine: start a worker and
+learn what it can do (``start`` → ``WorkerInfo``), ask where a job would run (``decide``),
+convert one document and block until it is done (``convert``), stop a stuck worker from another
+thread (``abort``), and stop for good (``stop``). ``alive`` and ``silent_seconds`` feed the
+daemon's health check. ``supervisor.Engine`` implements it over a ``Transport``
+(``engine.transports``); the jobs never see a process, a pipe or an actor.
+
+``convert`` either returns the worker's answer (``Converted`` or ``Failed``, both carrying the
+job id) or raises one of the exceptions below after the worker is gone; the next call starts a
+fresh worker. Counting attempts is the caller's job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sir_convert_a_lot.engine.gpu import GpuProbe
+from sir_convert_a_lot.engine.policy import Decision, RunOn
+from sir_convert_a_lot.engine.protocol import Converted, Failed
+from sir_convert_a_lot.options import ConversionOptions
+
+ProgressSink = Callable[[str, int, int], None]
+"""Called with (job id, page, pages) as the worker reports progress."""
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    pid: int
+    thread_id: int
+    probe: GpuProbe
+    versions: dict[str, str]
+    loaded: tuple[tuple[str, str], ...]
+    load_seconds: float
+    warm_seconds: float
+
+
+class EngineStartError(Exception):
+    """The worker could not get ready (models missing, device busy, crashed while loading)."""
+
+    def __init__(self, reason: str, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.details = details or {}
+
+
+class WorkerCrashed(Exception):
+    """The worker went away while the job was in it. ``innocent`` is True when the supervisor
+    knows the job was not the cause (the worker was stopped for another job in flight beside it),
+    so a caller can hand it back without counting an attempt."""
+
+    def __init__(self, exitcode: int | None, *, innocent: bool = False) -> None:
+        super().__init__(f"the worker process died (exit code {exitcode})")
+        self.exitcode = exitcode
+        self.innocent = innocent
+
+
+class WorkerTimedOut(Exception):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"the conversion ran past its limit of {seconds:g} s; worker killed")
+        self.seconds = seconds
+
+
+class WorkerOverMemory(Exception):
+    def __init__(self, limit_bytes: int, rss_bytes: int) -> None:
+        super().__init__(
+            f"the worker's memory reached {rss_bytes} bytes, over its limit of {limit_bytes}"
+        )
+        self.limit_bytes = limit_bytes
+        self.rss_bytes = rss_bytes
+
+
+class ConversionEngine(Protocol):
+    """The engine as the job lifecycle uses it. ``start``, ``decide`` and ``convert`` are called
+    from one thread; ``abort`` from any thread; ``alive``/``silent_seconds`` from any thread."""
+
+    info: WorkerInfo | None
+    starts: int
+
+    @property
+    def probe(self) -> GpuProbe | None: ...
+
+    @property
+    def alive(self) -> bool: ...
+
+    def silent_seconds(self) -> float: ...
+
+    def start(self) -> WorkerInfo: ...
+
+    def decide(self, options: ConversionOptions) -> Decision: ...
+
+    def convert(
+        self,
+        job_id: str,
+        source_path: str,
+        options: ConversionOptions,
+        run_on: RunOn,
+        source_name: str = "",
+    ) -> Converted | Failed: ...
+
+    def abort(self) -> None: ...
+
+    def stop(self) -> None: ...

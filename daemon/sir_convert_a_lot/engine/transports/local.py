@@ -1,0 +1,166 @@
+"""The first transport: the worker as a child process of the daemon, spoken to over a pipe.
+
+The child is started with ``spawn`` (a clean interpreter, no inherited CUDA state), so a
+converter that hangs in native code, exhausts memory or crashes the interpreter on a hostile PDF
+takes only the child down. Messages are the frozen dataclasses of ``protocol``, pickled over a
+``multiprocessing`` pipe. Signs of life come through a shared double the child stamps every
+second from its own thread: a child stuck in native code that holds the GIL stops stamping.
+
+The parent half is ``LocalProcessTransport``; the child half is ``worker_process_main``, which
+makes the process die with the daemon and then serves ``worker.serve`` over the pipe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from sir_convert_a_lot.engine import worker
+from sir_convert_a_lot.engine.protocol import WorkerSettings
+from sir_convert_a_lot.engine.transports.base import TransportClosed
+
+_JOIN_SECONDS = 10.0
+
+
+def resident_bytes(pid: int) -> int | None:
+    """The process's resident memory (VmRSS), or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+class LocalProcessTransport:
+    """One spawned worker process and the parent's end of its pipe."""
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        self.settings = settings
+        self._process: BaseProcess | None = None
+        self._conn: Connection | None = None
+        self._stamp: Any = None  # multiprocessing.Value("d"): the child's last sign of life
+
+    def start(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        parent, child = context.Pipe()
+        self._stamp = context.Value("d", time.monotonic(), lock=False)
+        process = context.Process(
+            target=worker_process_main,
+            args=(child, self.settings, os.getpid(), self._stamp),
+            name="sca-worker",
+            daemon=True,
+        )
+        process.start()
+        child.close()
+        self._process, self._conn = process, parent
+
+    def send(self, message: object) -> None:
+        conn = self._conn
+        if conn is None:
+            raise TransportClosed("the worker's pipe is closed")
+        try:
+            conn.send(message)
+        except (BrokenPipeError, OSError):
+            raise TransportClosed("the worker's pipe broke") from None
+
+    def receive(self, timeout: float) -> object | None:
+        conn, process = self._conn, self._process
+        if conn is None or process is None:
+            raise TransportClosed("the worker's pipe is closed")
+        try:
+            if conn.poll(timeout):
+                message: object = conn.recv()
+                return message
+        except (EOFError, OSError):
+            raise TransportClosed("the worker's pipe closed") from None
+        if not process.is_alive():
+            raise TransportClosed("the worker process exited")
+        return None
+
+    def alive(self) -> bool:
+        return self._process is not None and self._process.is_alive()
+
+    def silent_seconds(self) -> float:
+        if self._stamp is None or not self.alive():
+            return 0.0
+        return max(0.0, time.monotonic() - float(self._stamp.value))
+
+    def resident_bytes(self) -> int | None:
+        process = self._process
+        if process is None or process.pid is None or not process.is_alive():
+            return None
+        return resident_bytes(process.pid)
+
+    def exit_code(self, wait: float = 0.0) -> int | None:
+        process = self._process
+        if process is None:
+            return None
+        if wait > 0:
+            process.join(timeout=wait)
+        return process.exitcode
+
+    def kill(self) -> None:
+        process = self._process
+        if process is not None and process.is_alive():
+            process.kill()
+
+    def close(self) -> None:
+        if self._process is not None:
+            if self._process.is_alive():
+                self._process.kill()
+            self._process.join(timeout=_JOIN_SECONDS)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+# -- the child's side ---------------------------------------------------------------------------
+
+
+def worker_process_main(
+    conn: Connection, settings: WorkerSettings, parent_pid: int, stamp: Any = None
+) -> None:
+    """Entry point of the worker process."""
+    _die_with_parent(parent_pid)
+    if stamp is not None:
+        threading.Thread(target=_beat, args=(stamp,), name="sca-alive", daemon=True).start()
+    worker.quiet_libraries(settings)
+    # The supervisor handles SIGINT/SIGTERM and tells us to stop; a terminal's Ctrl-C must not
+    # kill a conversion behind its back.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    with contextlib.suppress(EOFError, BrokenPipeError, KeyboardInterrupt):
+        worker.serve(conn, settings)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to SIGKILL us when the supervisor dies, so a killed daemon leaves no
+    conversion running behind it."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def _beat(stamp: Any) -> None:
+    """Stamp ``stamp`` once a second. A worker stuck in native code that holds the GIL stops
+    stamping, and the supervisor stops telling systemd's watchdog that all is well."""
+    while True:
+        stamp.value = time.monotonic()
+        time.sleep(1.0)
