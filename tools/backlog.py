@@ -21,14 +21,9 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-sys.path.insert(0, str(REPO / "tools"))
-
-from tests.helpers import pdf_bytes, write_config  # noqa: E402
-
-from benchmark import start_ready_daemon, tree_rss_bytes, write_report  # noqa: E402
+from sir_convert_a_lot.testing.configs import write_config
+from sir_convert_a_lot.testing.pdfs import pdf_bytes
+from toolkit import start_ready_daemon, tree_rss_bytes, write_report
 
 
 def main() -> int:

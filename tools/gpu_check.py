@@ -4,8 +4,9 @@ Usage (on the GPU machine, from the repository root):
 
     python3 tools/gpu_check.py --output OUT_DIR [--batch-sizes 4,64] [--copies 3]
 
-It builds the stand-in models (fixtures/stand_in_models.py), then for each batch size runs the
-real daemon with ``gpu_required`` and the docling backend on a few sample PDFs and reports:
+It builds the stand-in models (sir_convert_a_lot.testing.stand_in_models), then for each batch
+size runs the real daemon with ``gpu_required`` and the docling backend on a few sample PDFs and
+reports:
 the GPU probe, ``acceleration_used`` of every job, whether every job's model calls ran on the
 same CUDA thread, model load and warm-up time against conversion time per page, the GPU memory
 peak, pages per second, and GPU utilisation (NVML). It also starts a second instance for the
@@ -31,14 +32,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "daemon")]
+import tomli_w
 
-import tomli_w  # noqa: E402
-from fixtures.stand_in_models import build_stand_in_models  # noqa: E402
-
-from sir_convert_a_lot import config as config_module  # noqa: E402
-from sir_convert_a_lot.engine.gpu import probe  # noqa: E402
+from sir_convert_a_lot import config as config_module
+from sir_convert_a_lot.engine.gpu import probe
+from sir_convert_a_lot.testing.stand_in_models import build_stand_in_models
+from toolkit import REPO
 
 SAMPLES = REPO / "fixtures" / "corpus_sample"
 DEFAULT_PDFS = ("2305.03393v1-pg9.pdf", "multi_page.pdf", "r6-owner-password.pdf")
