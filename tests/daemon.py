@@ -1,164 +1,49 @@
-"""Running the real daemon as a subprocess, the way systemd does, and reading its JSON log."""
+"""The daemon as the tests run it: ``sir_convert_a_lot.testing.daemon`` from the repository's
+own environment, plus ``crash_at``, which runs it under ``tests.crash_harness``."""
 
 from __future__ import annotations
 
-import ctypes
-import json
-import os
-import signal
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import REPO, VENV_BIN, wait_for
+from sir_convert_a_lot.testing import daemon as harness
+from sir_convert_a_lot.testing.daemon import (
+    CAP_LEASE,
+    can_obey_permissions,
+    drop_permission_override,
+    dropping,
+)
+from tests.helpers import REPO, VENV_BIN
 
-_PR_CAPBSET_DROP = 24
-# CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER: what lets root ignore file modes.
-_PERMISSION_OVERRIDES = (1, 2, 3)
-_CAP_SETPCAP = 8
-CAP_LEASE = 28
-
-
-def can_obey_permissions() -> bool:
-    """Whether a daemon started here can be made subject to file modes: any non-root user is;
-    root is once it drops its override capabilities, which needs CAP_SETPCAP."""
-    if os.geteuid() != 0:
-        return True
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("CapEff:"):
-            return bool(int(line.split()[1], 16) >> _CAP_SETPCAP & 1)
-    return False
-
-
-def dropping(*capabilities: int) -> Callable[[], None]:
-    """A ``preexec_fn``: the child drops these capabilities from its bounding set before exec,
-    so root's program runs without them (e.g. the permission overrides, so that a read-only
-    folder stops it for real, or CAP_LEASE)."""
-
-    def drop() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        for capability in capabilities:
-            if libc.prctl(_PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
-                raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
-
-    return drop
+__all__ = [
+    "CAP_LEASE",
+    "Daemon",
+    "can_obey_permissions",
+    "drop_permission_override",
+    "dropping",
+    "run_cli",
+]
 
 
-drop_permission_override = dropping(*_PERMISSION_OVERRIDES)
-
-
-class Daemon:
-    """``sir-convert --config CFG run`` in a subprocess with its log in a file."""
+class Daemon(harness.Daemon):
+    """``sir-convert --config CFG run`` in a subprocess with its log in a file; ``crash_at``
+    names the point where ``tests.crash_harness`` makes it crash."""
 
     def __init__(
         self,
         config: Path,
         *,
-        instance: str | None = None,
         crash_at: str | None = None,
         harness: tuple[str, ...] = (),
-        env: dict[str, str] | None = None,
-        log_name: str = "daemon",
-        obey_permissions: bool = False,
-        drop_capabilities: tuple[int, ...] = (),
+        **options: Any,
     ) -> None:
-        self.config = config
-        self.log_path = config.parent / f"{log_name}-{instance or 'default'}.log"
-        argv = [str(VENV_BIN / "sir-convert"), "--config", str(config), "run"]
         if crash_at:
             harness = ("tests.crash_harness", crash_at)
-        if harness:
-            # A test module that wraps the daemon's own functions, then runs its CLI.
-            argv = [str(VENV_BIN / "python"), "-m", *harness, *argv[1:]]
-        if instance:
-            argv += ["--instance", instance]
-        self.argv = argv
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        if obey_permissions:
-            drop_capabilities += _PERMISSION_OVERRIDES
-        self.preexec = (
-            dropping(*drop_capabilities) if drop_capabilities and os.geteuid() == 0 else None
-        )
-        self.process: subprocess.Popen[bytes] | None = None
-        self._log_file: Any = None
-
-    def start(self, wait_ready: bool = True, timeout: float = 60) -> Daemon:
-        self._log_file = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            self.argv,
-            cwd=REPO,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            env=self.env,
-            preexec_fn=self.preexec,
-        )
-        if wait_ready:
-            self.wait_event("daemon_ready", timeout=timeout)
-        return self
-
-    def events(self) -> list[dict[str, Any]]:
-        if not self.log_path.exists():
-            return []
-        found = []
-        for line in self.log_path.read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.startswith("{"):
-                try:
-                    found.append(json.loads(line))
-                except ValueError:
-                    continue
-        return found
-
-    def wait_event(self, name: str, timeout: float = 60, count: int = 1) -> list[dict[str, Any]]:
-        def seen() -> list[dict[str, Any]] | None:
-            matching = [e for e in self.events() if e.get("event") == name]
-            if len(matching) >= count:
-                return matching
-            if self.process is not None and self.process.poll() is not None:
-                raise AssertionError(
-                    f"daemon exited ({self.process.returncode}) before {count}x {name}:\n"
-                    + self.log_path.read_text(errors="replace")[-4000:]
-                )
-            return None
-
-        result: list[dict[str, Any]] = wait_for(seen, timeout=timeout)
-        return result
-
-    def terminate(self, timeout: float = 60) -> int:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        return self.wait(timeout)
-
-    def kill(self) -> int:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        return self.wait(30)
-
-    def wait(self, timeout: float = 60) -> int:
-        assert self.process is not None
-        try:
-            code = self.process.wait(timeout=timeout)
-        finally:
-            if self._log_file is not None:
-                self._log_file.close()
-                self._log_file = None
-        return code
-
-    def __enter__(self) -> Daemon:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.wait(30)
+        super().__init__(config, harness=harness, cwd=REPO, bin_dir=VENV_BIN, **options)
 
 
 def run_cli(
     *args: str, config: Path | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    argv = [str(VENV_BIN / "sir-convert")]
-    if config is not None:
-        argv += ["--config", str(config)]
-    return subprocess.run(
-        [*argv, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
-    )
+    return harness.run_cli(*args, config=config, timeout=timeout, cwd=REPO, bin_dir=VENV_BIN)

@@ -15,6 +15,8 @@ from sir_convert_a_lot import config as config_module
 from sir_convert_a_lot.engine.gpu import GpuDevice, probe_nvml
 from sir_convert_a_lot.ops import doctor
 from sir_convert_a_lot.ops.cli import main
+from sir_convert_a_lot.ops.doctor import gpu as doctor_gpu
+from sir_convert_a_lot.ops.doctor import storage as doctor_storage
 from tests.helpers import load_config, write_config
 
 FOLDERS = ("inbox", "outbox", "state", "failed", "archive")
@@ -250,7 +252,7 @@ def test_a_gpu_found_by_nvml_shows_as_ok_with_its_name(
     device = GpuDevice(
         index=0, name="NVIDIA H200", driver_version="550.54.15", memory_total_bytes=141 * 1024**3
     )
-    monkeypatch.setattr(doctor, "probe_nvml", lambda index: ("ok", device))
+    monkeypatch.setattr(doctor_gpu, "probe_nvml", lambda index: ("ok", device))
     checks = doctor.run_checks(_default_locked_config(tmp_path), {}, deep_gpu=False)
     row = _check(checks, "GPU (NVML)")
     assert row.status == doctor.OK
@@ -311,7 +313,7 @@ def test_an_unmounted_share_fails_on_the_inbox_and_the_sentinel_without_a_traceb
 
 
 def _no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(doctor, "probe_nvml", lambda index: ("nvml_unavailable", None))
+    monkeypatch.setattr(doctor_gpu, "probe_nvml", lambda index: ("nvml_unavailable", None))
 
 
 def test_no_gpu_under_the_lock_says_every_file_fails_and_how_to_lift_it(
@@ -336,7 +338,7 @@ def test_cpu_only_while_the_lock_holds_fails_even_with_a_gpu(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     device = GpuDevice(index=0, name="GPU", driver_version="1", memory_total_bytes=1024**3)
-    monkeypatch.setattr(doctor, "probe_nvml", lambda index: ("ok", device))
+    monkeypatch.setattr(doctor_gpu, "probe_nvml", lambda index: ("ok", device))
     locked = {"allow_cpu_only": False, "decision_record": ""}
     config = load_config(tmp_path, governance=locked, profiles={"scans": {"ocr_mode": "off"}})
     _make_folders(tmp_path)
@@ -388,7 +390,7 @@ def test_a_check_that_breaks_is_a_fail_row_not_a_traceback(
     def broken(root: Path) -> int:
         raise PermissionError(13, "Permission denied", str(root))
 
-    monkeypatch.setattr(doctor, "_count_folders", broken)
+    monkeypatch.setattr(doctor_storage, "count_folders", broken)
     checks = doctor.run_checks(load_config(tmp_path), {}, deep_gpu=False)
     row = _check(checks, "inotify limits")
     assert row.status == doctor.FAIL and "Permission denied" in row.detail, row

@@ -19,16 +19,24 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from sir_convert_a_lot.testing.configs import write_config
+from sir_convert_a_lot.testing.pdfs import pdf_bytes
+from toolkit import start_ready_daemon, tree_rss_bytes, write_report
 
-sys.path.insert(0, str(REPO / "tools"))
 
-from tests.helpers import pdf_bytes, write_config  # noqa: E402
+@dataclass
+class Drain:
+    """What one drain of the backlog measured: RSS samples and when things happened."""
 
-from benchmark import start_ready_daemon, tree_rss_bytes, write_report  # noqa: E402
+    rss_ready: int
+    dropped: float
+    first_done: float | None = None
+    drained: float = 0.0
+    samples: list[tuple[float, int]] = field(default_factory=list)
 
 
 def main() -> int:
@@ -51,47 +59,57 @@ def main() -> int:
     names = [f"backlog-{i:05d}.pdf" for i in range(args.files)]
     for name in names:
         (staging / name).write_bytes(content)
+    drain = run_drain(config, root, staging, names)
+    write_report(args.output, build_report(args, root / "outbox", names, drain))
+    return 0
 
+
+def run_drain(config: Path, root: Path, staging: Path, names: list[str]) -> Drain:
+    """Start the daemon, drop every file at once and sample its memory until all are done."""
     daemon = start_ready_daemon(config, root / "daemon.log", "test-instance")
-    samples: list[tuple[float, int]] = []
     done = threading.Event()
+    drain = Drain(rss_ready=tree_rss_bytes(daemon.pid), dropped=0.0)
 
     def sample() -> None:
         while not done.is_set():
-            samples.append((time.monotonic(), tree_rss_bytes(daemon.pid)))
+            drain.samples.append((time.monotonic(), tree_rss_bytes(daemon.pid)))
             done.wait(1.0)
 
-    rss_ready = tree_rss_bytes(daemon.pid)
     sampler = threading.Thread(target=sample, daemon=True)
-    dropped = time.monotonic()
+    drain.dropped = time.monotonic()
     sampler.start()
     for name in names:
         os.rename(staging / name, root / "inbox" / name)
     outbox = root / "outbox"
-    first_done: float | None = None
     while True:
         finished = sum(1 for n in os.listdir(outbox) if n.endswith(".json"))
-        if finished and first_done is None:
-            first_done = time.monotonic()
-        if finished >= args.files:
+        if finished and drain.first_done is None:
+            drain.first_done = time.monotonic()
+        if finished >= len(names):
             break
         if daemon.poll() is not None:
             raise SystemExit(f"daemon exited early: {daemon.returncode}")
         time.sleep(0.2)
-    drained = time.monotonic()
+    drain.drained = time.monotonic()
     done.set()
     sampler.join()
     daemon.terminate()
     daemon.wait(60)
+    return drain
 
-    during = [rss for at, rss in samples if at >= (first_done or dropped)]
+
+def build_report(
+    args: argparse.Namespace, outbox: Path, names: list[str], drain: Drain
+) -> dict[str, Any]:
+    samples, dropped, drained = drain.samples, drain.dropped, drain.drained
+    during = [rss for at, rss in samples if at >= (drain.first_done or dropped)]
     early = during[: max(1, len(during) // 10)]
     late = during[-max(1, len(during) // 10) :]
     succeeded = 0
     for name in names:
         sidecar = json.loads((outbox / name.replace(".pdf", ".json")).read_text())
         succeeded += sidecar["status"] == "succeeded"
-    report = {
+    return {
         "command": " ".join(["tools/backlog.py", *sys.argv[1:]]),
         "host": {
             "python": platform.python_version(),
@@ -101,11 +119,11 @@ def main() -> int:
         "files": args.files,
         "succeeded": succeeded,
         "stability_seconds": args.stability_seconds,
-        "seconds_drop_to_first_result": round((first_done or drained) - dropped, 2),
+        "seconds_drop_to_first_result": round((drain.first_done or drained) - dropped, 2),
         "seconds_to_drain": round(drained - dropped, 2),
         "jobs_per_minute": round(args.files / ((drained - dropped) / 60), 1),
         "rss_bytes": {
-            "at_ready": rss_ready,
+            "at_ready": drain.rss_ready,
             "early_drain_mean": int(sum(early) / len(early)),
             "late_drain_mean": int(sum(late) / len(late)),
             "peak": max(rss for _, rss in samples),
@@ -115,8 +133,6 @@ def main() -> int:
         ),
         "rss_samples": len(samples),
     }
-    write_report(args.output, report)
-    return 0
 
 
 if __name__ == "__main__":

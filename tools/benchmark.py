@@ -33,12 +33,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "daemon")]
+import tomli_w
 
-import tomli_w  # noqa: E402
-
-from sir_convert_a_lot.config import PATH_KEYS  # noqa: E402
+from sir_convert_a_lot.config import PATH_KEYS
+from toolkit import REPO, tree_rss_bytes
 
 POLL_SECONDS = 0.05
 
@@ -64,37 +62,6 @@ def latency_summary(latencies: list[float]) -> dict[str, float | None]:
         "p99": round(percentile(latencies, 0.99), 4),
         "max": round(max(latencies), 4),
     }
-
-
-def write_report(path: Path, report: dict[str, Any]) -> None:
-    """Every tool's last step: the JSON report on disk (stable key order, for diffs) and on
-    stdout."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    print(json.dumps(report, indent=2, sort_keys=True))
-
-
-def tree_rss_bytes(pid: int) -> int:
-    """Resident memory of a process and all its descendants, from /proc."""
-    children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    page = os.sysconf("SC_PAGE_SIZE")
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry))
-        rss[int(entry)] = int(fields[21]) * page
-    total, stack = 0, [pid]
-    while stack:
-        current = stack.pop()
-        total += rss.get(current, 0)
-        stack.extend(children.get(current, []))
-    return total
 
 
 class Sampler:
@@ -137,23 +104,6 @@ class Sampler:
                 except Exception:
                     self._nvml = None
             self._stop.wait(0.2)
-
-
-def start_ready_daemon(config: Path, log_path: Path, instance: str) -> subprocess.Popen[bytes]:
-    """Start ``sir-convert run`` with its output in ``log_path``; return once its lease says
-    ready (models warm, start-up scan done)."""
-    log = log_path.open("wb")
-    daemon = subprocess.Popen(
-        [str(REPO / ".venv" / "bin" / "sir-convert"), "--config", str(config), "run"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    lease = config.parent / "state" / "instances" / f"{instance}.lease"
-    while not (lease.exists() and json.loads(lease.read_text()).get("state") == "ready"):
-        if daemon.poll() is not None:
-            raise SystemExit(f"the daemon exited ({daemon.returncode}): see {log_path}")
-        time.sleep(0.1)
-    return daemon
 
 
 def benchmark_config(source: Path, root: Path) -> tuple[Path, dict[str, Any]]:
@@ -208,7 +158,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     pdfs = find_pdfs(args.corpus)
     if not pdfs:
         raise SystemExit(f"no PDFs under {args.corpus}")
-    staging = root / "staging"
     log_path = root / "daemon.log"
     usage_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     env = {
@@ -229,46 +178,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         gpu_index = document.get("gpu", {}).get("device_index", 0)
         sampler = Sampler(process.pid, gpu_index)
         sampler.start()
-        jobs: list[dict[str, Any]] = []
-        drained_at = time.monotonic()
-        first_drop = None
-        for round_number in range(1, args.repeat + 1):
-            prefix = Path(f"round-{round_number}") if args.repeat > 1 else Path()
-            pending: dict[Path, float] = {}
-            for pdf in pdfs:
-                relative = prefix / pdf.relative_to(args.corpus)
-                target = staging / relative
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(pdf, target)
-            dropped = time.monotonic()
-            first_drop = first_drop or dropped
-            for top in sorted(staging.iterdir()):
-                os.rename(top, root / "inbox" / top.name)  # one rename per top-level entry
-            for pdf in pdfs:
-                pending[prefix / pdf.relative_to(args.corpus)] = dropped
-            deadline = dropped + args.timeout
-            while pending and time.monotonic() < deadline:
-                now = time.monotonic()
-                for relative in list(pending):
-                    output = terminal_output(root / "outbox", relative)
-                    if output is not None:
-                        jobs.append(job_record(relative, output, now - pending.pop(relative)))
-                if process.poll() is not None:
-                    raise SystemExit(f"the daemon died: {log_path.read_text()[-3000:]}")
-                time.sleep(POLL_SECONDS)
-            for relative in pending:
-                jobs.append(
-                    {
-                        "source_file": str(relative),
-                        "status": "timeout",
-                        "pages": None,
-                        "error_code": None,
-                        "latency_seconds": None,
-                        "backend_used": None,
-                        "acceleration_used": None,
-                    }
-                )
-            drained_at = time.monotonic()
+        jobs, wall_seconds = run_rounds(args, root, pdfs, process, log_path)
         sampler.stop()
         process.send_signal(signal.SIGTERM)
         exit_code = process.wait(timeout=120)
@@ -282,11 +192,80 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ready_seconds,
         jobs,
         sampler,
-        drained_at - (first_drop or drained_at),
+        wall_seconds,
         usage_before,
         usage_after,
         exit_code,
     )
+
+
+def run_rounds(
+    args: argparse.Namespace,
+    root: Path,
+    pdfs: list[Path],
+    process: subprocess.Popen[bytes],
+    log_path: Path,
+) -> tuple[list[dict[str, Any]], float]:
+    """Every round: drop the corpus in one burst, collect each file's terminal output. Returns
+    the jobs and the wall seconds from the first drop to the last drain."""
+    jobs: list[dict[str, Any]] = []
+    drained_at = time.monotonic()
+    first_drop = None
+    for round_number in range(1, args.repeat + 1):
+        prefix = Path(f"round-{round_number}") if args.repeat > 1 else Path()
+        dropped = drop_round(root, pdfs, args.corpus, prefix)
+        first_drop = first_drop or dropped
+        pending = {prefix / pdf.relative_to(args.corpus): dropped for pdf in pdfs}
+        jobs += collect_round(root, pending, dropped + args.timeout, process, log_path)
+        drained_at = time.monotonic()
+    return jobs, drained_at - (first_drop or drained_at)
+
+
+def drop_round(root: Path, pdfs: list[Path], corpus: Path, prefix: Path) -> float:
+    """Write every file elsewhere first, then rename the top-level entries into the inbox, so
+    every file is complete when it appears. Returns when they were dropped."""
+    staging = root / "staging"
+    for pdf in pdfs:
+        target = staging / prefix / pdf.relative_to(corpus)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(pdf, target)
+    dropped = time.monotonic()
+    for top in sorted(staging.iterdir()):
+        os.rename(top, root / "inbox" / top.name)  # one rename per top-level entry
+    return dropped
+
+
+def collect_round(
+    root: Path,
+    pending: dict[Path, float],
+    deadline: float,
+    process: subprocess.Popen[bytes],
+    log_path: Path,
+) -> list[dict[str, Any]]:
+    """A job record for each pending file once its output appears; ``timeout`` for the rest."""
+    jobs: list[dict[str, Any]] = []
+    while pending and time.monotonic() < deadline:
+        now = time.monotonic()
+        for relative in list(pending):
+            output = terminal_output(root / "outbox", relative)
+            if output is not None:
+                jobs.append(job_record(relative, output, now - pending.pop(relative)))
+        if process.poll() is not None:
+            raise SystemExit(f"the daemon died: {log_path.read_text()[-3000:]}")
+        time.sleep(POLL_SECONDS)
+    for relative in pending:
+        jobs.append(
+            {
+                "source_file": str(relative),
+                "status": "timeout",
+                "pages": None,
+                "error_code": None,
+                "latency_seconds": None,
+                "backend_used": None,
+                "acceleration_used": None,
+            }
+        )
+    return jobs
 
 
 def job_record(relative: Path, output: Path, latency: float) -> dict[str, Any]:
@@ -321,13 +300,10 @@ def report(
     exit_code: int,
 ) -> dict[str, Any]:
     succeeded = [j for j in jobs if j["status"] == "succeeded"]
-    latencies = [j["latency_seconds"] for j in jobs if j["latency_seconds"] is not None]
-    pages = sum(j["pages"] or 0 for j in succeeded)
     gpu_name = None
     gpu = worker.get("gpu") or {}
     if gpu.get("cuda_available"):
         gpu_name = (gpu.get("device") or {}).get("name")
-    gpu_peaks = [j["gpu_memory_peak_bytes"] for j in succeeded if j.get("gpu_memory_peak_bytes")]
     return {
         "benchmark_id": f"bench_{uuid.uuid4().hex[:12]}",
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -353,42 +329,61 @@ def report(
             "warm_seconds": worker.get("warm_seconds"),
             "daemon_exit_code": exit_code,
         },
-        "summary": {
-            "total_jobs": len(jobs),
-            "succeeded_jobs": len(succeeded),
-            "failed_jobs": len(jobs) - len(succeeded),
-            "success_rate": round(len(succeeded) / len(jobs), 4) if jobs else 0.0,
-            "throughput_jobs_per_minute": round(len(jobs) / (wall_seconds / 60), 2)
-            if wall_seconds
-            else None,
-            "throughput_pages_per_second": round(pages / wall_seconds, 3) if wall_seconds else None,
-            "pages": pages,
-            "wall_seconds": round(wall_seconds, 3),
-            "latency_seconds": latency_summary(latencies),
-        },
-        "resource_profile": {
-            "peak_rss_bytes": max((rss for _at, rss in sampler.rss), default=0),
-            "rss_first_bytes": sampler.rss[0][1] if sampler.rss else 0,
-            "rss_last_bytes": sampler.rss[-1][1] if sampler.rss else 0,
-            "cpu_seconds": round(
-                (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 3
-            ),
-            "gpu": None
-            if gpu_name is None
-            else {
-                "name": gpu_name,
-                "memory_peak_bytes": max(gpu_peaks, default=None),
-                "device_memory_used_peak_bytes": max(sampler.gpu_memory, default=None),
-                "utilization_mean_percent": round(
-                    sum(sampler.gpu_utilisation) / len(sampler.gpu_utilisation), 1
-                )
-                if sampler.gpu_utilisation
-                else None,
-            },
-            "acceleration_observed": sorted({j["acceleration_used"] for j in succeeded}),
-            "backend_observed": sorted({j["backend_used"] for j in succeeded}),
-        },
+        "summary": summary(jobs, succeeded, wall_seconds),
+        "resource_profile": resource_profile(sampler, succeeded, before, after, gpu_name),
         "jobs": jobs,
+    }
+
+
+def summary(
+    jobs: list[dict[str, Any]], succeeded: list[dict[str, Any]], wall_seconds: float
+) -> dict[str, Any]:
+    latencies = [j["latency_seconds"] for j in jobs if j["latency_seconds"] is not None]
+    pages = sum(j["pages"] or 0 for j in succeeded)
+    return {
+        "total_jobs": len(jobs),
+        "succeeded_jobs": len(succeeded),
+        "failed_jobs": len(jobs) - len(succeeded),
+        "success_rate": round(len(succeeded) / len(jobs), 4) if jobs else 0.0,
+        "throughput_jobs_per_minute": round(len(jobs) / (wall_seconds / 60), 2)
+        if wall_seconds
+        else None,
+        "throughput_pages_per_second": round(pages / wall_seconds, 3) if wall_seconds else None,
+        "pages": pages,
+        "wall_seconds": round(wall_seconds, 3),
+        "latency_seconds": latency_summary(latencies),
+    }
+
+
+def resource_profile(
+    sampler: Sampler,
+    succeeded: list[dict[str, Any]],
+    before: resource.struct_rusage,
+    after: resource.struct_rusage,
+    gpu_name: str | None,
+) -> dict[str, Any]:
+    gpu_peaks = [j["gpu_memory_peak_bytes"] for j in succeeded if j.get("gpu_memory_peak_bytes")]
+    return {
+        "peak_rss_bytes": max((rss for _at, rss in sampler.rss), default=0),
+        "rss_first_bytes": sampler.rss[0][1] if sampler.rss else 0,
+        "rss_last_bytes": sampler.rss[-1][1] if sampler.rss else 0,
+        "cpu_seconds": round(
+            (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 3
+        ),
+        "gpu": None
+        if gpu_name is None
+        else {
+            "name": gpu_name,
+            "memory_peak_bytes": max(gpu_peaks, default=None),
+            "device_memory_used_peak_bytes": max(sampler.gpu_memory, default=None),
+            "utilization_mean_percent": round(
+                sum(sampler.gpu_utilisation) / len(sampler.gpu_utilisation), 1
+            )
+            if sampler.gpu_utilisation
+            else None,
+        },
+        "acceleration_observed": sorted({j["acceleration_used"] for j in succeeded}),
+        "backend_observed": sorted({j["backend_used"] for j in succeeded}),
     }
 
 

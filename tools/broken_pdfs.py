@@ -13,8 +13,8 @@ that repository (``git show COMMIT:test/pdfs/NAME``). Backends:
 - ``pymupdf``: the CPU backend unlocked by a decision record (tools/bench-configs/pymupdf-cpu.toml).
 - ``docling``: docling's real pipeline on the CPU (the governed ``gpu_prefer`` fallback,
   tools/bench-configs/docling-standin-cpu.toml) with the random-weight stand-in models of
-  fixtures/stand_in_models.py, built under ``--models`` when absent. Its text is meaningless;
-  parsing, preflight and error handling are real.
+  sir_convert_a_lot.testing.stand_in_models, built under ``--models`` when absent. Its text is
+  meaningless; parsing, preflight and error handling are real.
 
 Per file and backend the report says: the terminal outcome (``succeeded``, or the error code,
 ``details.reason`` and ``retryable``), whether the original is still there unchanged (``convert``
@@ -37,12 +37,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "daemon"), str(REPO / "tools")]
+import tomli_w
 
-import tomli_w  # noqa: E402
-
-from sir_convert_a_lot.config import PATH_KEYS  # noqa: E402
+from sir_convert_a_lot.config import PATH_KEYS
+from toolkit import REPO
 
 CORPUS_LIST = REPO / "tools" / "broken_pdfs_corpus.json"
 TEMPLATES = {
@@ -258,7 +256,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     names = [n for n in listed["files"] if (args.corpus / n).is_file()]
     backends: list[str] = args.backends
     if "docling" in backends:
-        from fixtures.stand_in_models import build_stand_in_models
+        from sir_convert_a_lot.testing.stand_in_models import build_stand_in_models
 
         build_stand_in_models(args.models)
     runs: list[Run] = []

@@ -4,8 +4,9 @@ Usage (on the GPU machine, from the repository root):
 
     python3 tools/gpu_check.py --output OUT_DIR [--batch-sizes 4,64] [--copies 3]
 
-It builds the stand-in models (fixtures/stand_in_models.py), then for each batch size runs the
-real daemon with ``gpu_required`` and the docling backend on a few sample PDFs and reports:
+It builds the stand-in models (sir_convert_a_lot.testing.stand_in_models), then for each batch
+size runs the real daemon with ``gpu_required`` and the docling backend on a few sample PDFs and
+reports:
 the GPU probe, ``acceleration_used`` of every job, whether every job's model calls ran on the
 same CUDA thread, model load and warm-up time against conversion time per page, the GPU memory
 peak, pages per second, and GPU utilisation (NVML). It also starts a second instance for the
@@ -31,14 +32,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "daemon")]
+import tomli_w
 
-import tomli_w  # noqa: E402
-from fixtures.stand_in_models import build_stand_in_models  # noqa: E402
-
-from sir_convert_a_lot import config as config_module  # noqa: E402
-from sir_convert_a_lot.engine.gpu import probe  # noqa: E402
+from sir_convert_a_lot import config as config_module
+from sir_convert_a_lot.engine.gpu import probe
+from sir_convert_a_lot.testing.stand_in_models import build_stand_in_models
+from toolkit import REPO
 
 SAMPLES = REPO / "fixtures" / "corpus_sample"
 DEFAULT_PDFS = ("2305.03393v1-pg9.pdf", "multi_page.pdf", "r6-owner-password.pdf")
@@ -182,79 +181,89 @@ def run_batch_size(
         daemon.wait_event("daemon_ready", timeout=120)
         if check_lock:
             result["device_lock"] = second_instance_waits(config)
-        staging = root / "staging"
-        staging.mkdir()
-        names = []
-        for pdf in pdfs:
-            for copy in range(copies):
-                name = f"{pdf.stem}-{copy}.pdf"
-                shutil.copyfile(pdf, staging / name)
-                names.append(name)
-        started = time.monotonic()
-        with Utilisation(0) as utilisation:
-            for name in names:
-                os.rename(staging / name, root / "inbox" / name)
-            outbox = root / "outbox"
-            deadline = started + 1800
-            while time.monotonic() < deadline:
-                done = [
-                    n
-                    for n in names
-                    if (outbox / n.replace(".pdf", ".json")).exists()
-                    or (outbox / n.replace(".pdf", ".error.json")).exists()
-                ]
-                if len(done) == len(names):
-                    break
-                time.sleep(0.2)
-        wall = time.monotonic() - started
-        jobs = []
-        for name in names:
-            sidecar = outbox / name.replace(".pdf", ".json")
-            if not sidecar.exists():
-                error = json.loads((outbox / name.replace(".pdf", ".error.json")).read_text())
-                jobs.append({"source": name, "status": "failed", "code": error["error"]["code"]})
-                continue
-            document = json.loads(sidecar.read_text())
-            execution = document["execution"]
-            jobs.append(
-                {
-                    "source": name,
-                    "status": "succeeded",
-                    "pages": document["source"]["pages"],
-                    "acceleration_used": document["result"]["conversion_metadata"][
-                        "acceleration_used"
-                    ],
-                    "conversion_thread": execution["worker"].get("conversion_thread"),
-                    "worker_pid": execution["worker"].get("pid"),
-                    "convert_ms": execution["timings_ms"].get("convert_ms"),
-                    "memory_peak_bytes": (execution["device"] or {}).get("memory_peak_bytes"),
-                    "device": execution["device"],
-                }
-            )
-        ok = [j for j in jobs if j["status"] == "succeeded"]
-        pages = sum(j["pages"] for j in ok)
-        convert_seconds = sum(j["convert_ms"] for j in ok) / 1000
-        result.update(
-            jobs=jobs,
-            jobs_succeeded=len(ok),
-            jobs_total=len(jobs),
-            pages=pages,
-            acceleration_used=sorted({j["acceleration_used"] for j in ok}),
-            conversion_threads=sorted({j["conversion_thread"] for j in ok}),
-            worker_pids=sorted({j["worker_pid"] for j in ok}),
-            seconds_per_page_convert=round(convert_seconds / pages, 4) if pages else None,
-            pages_per_second_convert=round(pages / convert_seconds, 2) if convert_seconds else None,
-            pages_per_second_wall=round(pages / wall, 2) if wall else None,
-            gpu_memory_peak_bytes=max((j["memory_peak_bytes"] or 0 for j in ok), default=None),
-            gpu_utilisation_mean_percent=(
-                round(sum(utilisation.samples) / len(utilisation.samples), 1)
-                if utilisation.samples
-                else None
-            ),
-        )
+        names = stage_copies(root / "staging", pdfs, copies)
+        wall, utilisation = drain(root, names)
+        jobs = [job_of(root / "outbox", name) for name in names]
+        result.update(figures(jobs, wall, utilisation))
     finally:
         result["exit_code"] = daemon.stop()
     return result
+
+
+def stage_copies(staging: Path, pdfs: list[Path], copies: int) -> list[str]:
+    """``copies`` copies of each PDF, written outside the inbox so each appears complete."""
+    staging.mkdir()
+    names = []
+    for pdf in pdfs:
+        for copy in range(copies):
+            name = f"{pdf.stem}-{copy}.pdf"
+            shutil.copyfile(pdf, staging / name)
+            names.append(name)
+    return names
+
+
+def drain(root: Path, names: list[str]) -> tuple[float, list[int]]:
+    """Drop the staged files at once and wait for each one's sidecar; returns the wall seconds
+    and the GPU utilisation samples taken meanwhile."""
+    started = time.monotonic()
+    with Utilisation(0) as utilisation:
+        for name in names:
+            os.rename(root / "staging" / name, root / "inbox" / name)
+        outbox = root / "outbox"
+        deadline = started + 1800
+        while time.monotonic() < deadline:
+            done = [
+                n
+                for n in names
+                if (outbox / n.replace(".pdf", ".json")).exists()
+                or (outbox / n.replace(".pdf", ".error.json")).exists()
+            ]
+            if len(done) == len(names):
+                break
+            time.sleep(0.2)
+    return time.monotonic() - started, utilisation.samples
+
+
+def job_of(outbox: Path, name: str) -> dict[str, Any]:
+    sidecar = outbox / name.replace(".pdf", ".json")
+    if not sidecar.exists():
+        error = json.loads((outbox / name.replace(".pdf", ".error.json")).read_text())
+        return {"source": name, "status": "failed", "code": error["error"]["code"]}
+    document = json.loads(sidecar.read_text())
+    execution = document["execution"]
+    return {
+        "source": name,
+        "status": "succeeded",
+        "pages": document["source"]["pages"],
+        "acceleration_used": document["result"]["conversion_metadata"]["acceleration_used"],
+        "conversion_thread": execution["worker"].get("conversion_thread"),
+        "worker_pid": execution["worker"].get("pid"),
+        "convert_ms": execution["timings_ms"].get("convert_ms"),
+        "memory_peak_bytes": (execution["device"] or {}).get("memory_peak_bytes"),
+        "device": execution["device"],
+    }
+
+
+def figures(jobs: list[dict[str, Any]], wall: float, utilisation: list[int]) -> dict[str, Any]:
+    ok = [j for j in jobs if j["status"] == "succeeded"]
+    pages = sum(j["pages"] for j in ok)
+    convert_seconds = sum(j["convert_ms"] for j in ok) / 1000
+    return {
+        "jobs": jobs,
+        "jobs_succeeded": len(ok),
+        "jobs_total": len(jobs),
+        "pages": pages,
+        "acceleration_used": sorted({j["acceleration_used"] for j in ok}),
+        "conversion_threads": sorted({j["conversion_thread"] for j in ok}),
+        "worker_pids": sorted({j["worker_pid"] for j in ok}),
+        "seconds_per_page_convert": round(convert_seconds / pages, 4) if pages else None,
+        "pages_per_second_convert": round(pages / convert_seconds, 2) if convert_seconds else None,
+        "pages_per_second_wall": round(pages / wall, 2) if wall else None,
+        "gpu_memory_peak_bytes": max((j["memory_peak_bytes"] or 0 for j in ok), default=None),
+        "gpu_utilisation_mean_percent": (
+            round(sum(utilisation) / len(utilisation), 1) if utilisation else None
+        ),
+    }
 
 
 def second_instance_waits(config: Path) -> dict[str, Any]:

@@ -23,13 +23,11 @@ import time
 import tomllib
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "daemon"), str(REPO / "tools")]
+import tomli_w
 
-import tomli_w  # noqa: E402
-from fixtures.stand_in_models import build_stand_in_models  # noqa: E402
-
-import benchmark  # noqa: E402
+import benchmark
+from sir_convert_a_lot.testing.stand_in_models import build_stand_in_models
+from toolkit import REPO, write_report
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
@@ -113,7 +111,7 @@ def main() -> int:
         "note": "stand-in random-weight models on the CPU: load and pipeline costs are real, "
         "the model compute is far smaller than docling's real models",
     }
-    benchmark.write_report(args.output, report)
+    write_report(args.output, report)
     return 0
 
 

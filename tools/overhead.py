@@ -20,14 +20,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "daemon"), str(REPO / "tools")]
-
-import benchmark  # noqa: E402
-from sir_convert_a_lot.config import load  # noqa: E402
-from sir_convert_a_lot.engine.policy import RunOn  # noqa: E402
-from sir_convert_a_lot.engine.protocol import Converted  # noqa: E402
-from sir_convert_a_lot.engine.supervisor import Engine  # noqa: E402
+import benchmark
+from sir_convert_a_lot.config import load
+from sir_convert_a_lot.engine.policy import RunOn
+from sir_convert_a_lot.engine.protocol import Converted
+from sir_convert_a_lot.engine.supervisor import Engine
+from toolkit import write_report
 
 
 def in_process(config_path: Path, pdfs: list[Path], rounds: int) -> dict[str, Any]:
@@ -95,7 +93,7 @@ def main() -> int:
         "goal_percent": 10.0,
         "goal_met": overhead <= 0.10,
     }
-    benchmark.write_report(args.output, report)
+    write_report(args.output, report)
     return 0
 
 

@@ -30,15 +30,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tools"))
-
-from tests import samba  # noqa: E402
-from tests.daemon import Daemon  # noqa: E402
-from tests.helpers import write_config  # noqa: E402
-
-from benchmark import write_report  # noqa: E402
+from sir_convert_a_lot.testing import samba
+from sir_convert_a_lot.testing.configs import write_config
+from sir_convert_a_lot.testing.daemon import Daemon
+from toolkit import REPO, write_report
 
 PAGES = 12
 Opener = Callable[[str, str], BinaryIO]
@@ -152,7 +147,7 @@ def paused_writer(
     inbox = root / "inbox"
     inbox.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
-        daemon = stack.enter_context(Daemon(config).start())
+        daemon = stack.enter_context(Daemon(config, cwd=REPO).start())
         opener: Opener
         if opener_kind == "samba":
             share = stack.enter_context(samba.samba_share(root / "samba", inbox))
@@ -186,7 +181,7 @@ def paused_writer(
 def abandoned_writer(root: Path, limit: float) -> dict[str, Any]:
     config = write_config(root, watch={"stability_seconds": 5, "incomplete_wait_seconds": limit})
     data = document()
-    with Daemon(config).start() as daemon:
+    with Daemon(config, cwd=REPO).start() as daemon:
         (root / "inbox" / "abandoned.pdf").write_bytes(data[: len(data) // 2])
         last_byte = time.time()
         output = wait_terminal(root / "outbox", "abandoned", limit + 120)
@@ -205,7 +200,7 @@ def rewritten_during_conversion(root: Path) -> dict[str, Any]:
     replacement.write_bytes(final)
     harness = ("tests.change_harness", "draft.pdf", str(replacement))
     draft = document(pages=4)  # an early, complete version, saved again while it converts
-    with Daemon(config, harness=harness).start() as daemon:
+    with Daemon(config, harness=harness, cwd=REPO).start() as daemon:
         (root / "inbox" / "draft.pdf").write_bytes(draft)
         started = time.time()
         output = wait_terminal(root / "outbox", "draft", 120)

@@ -20,15 +20,11 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-sys.path.insert(0, str(REPO / "tools"))
-
-from tests.helpers import pdf_bytes, write_config  # noqa: E402
-
-from benchmark import start_ready_daemon  # noqa: E402
+from sir_convert_a_lot.testing.configs import write_config
+from sir_convert_a_lot.testing.pdfs import pdf_bytes
+from toolkit import start_ready_daemon
 
 
 def _children(pid: int) -> list[int]:
@@ -83,22 +79,41 @@ def main() -> int:
 
     def sample() -> None:
         while not done.is_set():
-            workers = [c for c in _children(daemon.pid) if _rss(c) > 50 << 20]
-            worker = workers[0] if workers else 0
-            samples.append(
-                {
-                    "t": round(time.monotonic() - started, 1),
-                    "daemon_rss": _rss(daemon.pid),
-                    "worker_rss": _rss(worker) if worker else 0,
-                    "daemon_fds": _fds(daemon.pid),
-                    "worker_fds": _fds(worker) if worker else 0,
-                    "daemon_threads": _threads(daemon.pid),
-                }
-            )
+            samples.append(_sample(daemon.pid, started))
             done.wait(5)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
+    names = _drip(root, staging, started, args)
+    _wait_for_last(root / "outbox", names)
+    time.sleep(2)
+    done.set()
+    sampler.join()
+    daemon.send_signal(signal.SIGTERM)
+    exit_code = daemon.wait(timeout=120)
+    report = _report(args, root, names, samples, exit_code)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=2))
+    return 0 if not report["files_lost"] and not report["files_duplicated"] else 1
+
+
+def _sample(pid: int, started: float) -> dict[str, float]:
+    """The daemon's and its worker's memory, descriptors and threads, now."""
+    workers = [c for c in _children(pid) if _rss(c) > 50 << 20]
+    worker = workers[0] if workers else 0
+    return {
+        "t": round(time.monotonic() - started, 1),
+        "daemon_rss": _rss(pid),
+        "worker_rss": _rss(worker) if worker else 0,
+        "daemon_fds": _fds(pid),
+        "worker_fds": _fds(worker) if worker else 0,
+        "daemon_threads": _threads(pid),
+    }
+
+
+def _drip(root: Path, staging: Path, started: float, args: argparse.Namespace) -> list[str]:
+    """One file into the inbox every interval until the soak's minutes are up."""
     content = pdf_bytes(pages=2)
     names: list[str] = []
     while time.monotonic() - started < args.minutes * 60:
@@ -107,18 +122,25 @@ def main() -> int:
         os.rename(staging / name, root / "inbox" / name)
         names.append(name)
         time.sleep(args.interval)
-    outbox = root / "outbox"
+    return names
+
+
+def _wait_for_last(outbox: Path, names: list[str]) -> None:
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if all((outbox / n.replace(".pdf", ".json")).exists() for n in names[-5:]):
             break
         time.sleep(0.5)
-    time.sleep(2)
-    done.set()
-    sampler.join()
-    daemon.send_signal(signal.SIGTERM)
-    exit_code = daemon.wait(timeout=120)
-    outputs = os.listdir(outbox)
+
+
+def _report(
+    args: argparse.Namespace,
+    root: Path,
+    names: list[str],
+    samples: list[dict[str, float]],
+    exit_code: int,
+) -> dict[str, Any]:
+    outputs = os.listdir(root / "outbox")
     lost = [n for n in names if n.replace(".pdf", ".json") not in outputs]
     duplicated = [n for n in outputs if " (" in n]
 
@@ -128,7 +150,7 @@ def main() -> int:
     first = [s for s in samples if s["t"] <= 60]
     last = [s for s in samples if s["t"] >= samples[-1]["t"] - 60]
     keys = ("daemon_rss", "worker_rss", "daemon_fds", "worker_fds", "daemon_threads")
-    report = {
+    return {
         "command": " ".join(["tools/soak.py", *sys.argv[1:]]),
         "minutes": args.minutes,
         "files_dropped": len(names),
@@ -146,10 +168,6 @@ def main() -> int:
         "daemon_exit_code": exit_code,
         "samples": samples,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=2))
-    return 0 if not lost and not duplicated else 1
 
 
 if __name__ == "__main__":

@@ -23,14 +23,11 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from sir_convert_a_lot.testing.configs import write_config
+from sir_convert_a_lot.testing.pdfs import pdf_bytes
+from toolkit import REPO, write_report
 
-from tests.helpers import VENV_BIN, pdf_bytes, write_config  # noqa: E402
-
-sys.path.insert(0, str(REPO / "tools"))
-
-from benchmark import write_report  # noqa: E402
+VENV_BIN = REPO / ".venv" / "bin"
 
 
 def _at(event: dict[str, object]) -> float:

@@ -1,4 +1,5 @@
-"""A private Samba server on 127.0.0.1 for tests: the inbox shared the way operators share it.
+"""A private Samba server on 127.0.0.1 for tests and tools: the inbox shared the way operators
+share it.
 
 smbd runs in the foreground with every folder it writes under the test's own temporary folder,
 on a free loopback port, and is stopped with its whole process group when the test ends. The

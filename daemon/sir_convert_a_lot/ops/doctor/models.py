@@ -1,0 +1,76 @@
+"""The docling models: present under gpu.models_path, or in the Hugging Face cache when that
+is empty (and fetched at start only where the hub is reachable)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from sir_convert_a_lot.backends import models
+from sir_convert_a_lot.config import Config
+from sir_convert_a_lot.ops.doctor.report import FAIL, OK, WARN, Check
+
+
+def models_present(config: Config, environ: dict[str, str]) -> Iterator[Check]:
+    option_sets = [config.defaults, *config.profiles.values()]
+    needs = models.needed(option_sets)
+    if not needs:
+        yield Check(OK, "models", "no docling backend in use")
+        return
+    if not config.gpu.models_path:
+        yield _hub_cache(environ)
+        return
+    absent = models.missing(Path(config.gpu.models_path), option_sets)
+    if absent:
+        yield Check(
+            FAIL,
+            "models",
+            "missing under gpu.models_path "
+            + config.gpu.models_path
+            + ": "
+            + ", ".join(m.folder for m in absent)
+            + "; the docling backend cannot load, so the daemon does not start",
+            "sir-convert models download",
+        )
+    else:
+        yield Check(OK, "models", f"{len(needs)} model folders present in {config.gpu.models_path}")
+
+
+_HUB_REPOS = ("docling-project--docling-layout-heron", "docling-project--docling-models")
+
+
+def _hub_cache(environ: dict[str, str]) -> Check:
+    """With gpu.models_path empty docling takes its models from the Hugging Face cache, and
+    fetches what is not there at start: impossible on a host without hub access."""
+    cache = _hub_cache_folder(environ)
+    absent = [r for r in _HUB_REPOS if not _cached(cache / f"models--{r}")]
+    offline = environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    fix = (
+        "set gpu.models_path and run sir-convert models download (on a host with hub access), "
+        'or use backend_strategy = "pymupdf" (see docs/operations.md)'
+    )
+    if not absent:
+        return Check(OK, "models", f"gpu.models_path is empty; found in the hub cache {cache}")
+    detail = f"gpu.models_path is empty and the Hugging Face cache {cache} lacks " + ", ".join(
+        r.replace("--", "/") for r in absent
+    )
+    if offline:
+        return Check(FAIL, "models", detail + " (HF_HUB_OFFLINE is set): docling cannot load", fix)
+    return Check(WARN, "models", detail + ": the daemon downloads them at start", fix)
+
+
+def _hub_cache_folder(environ: dict[str, str]) -> Path:
+    if environ.get("HF_HUB_CACHE"):
+        return Path(environ["HF_HUB_CACHE"])
+    if environ.get("HF_HOME"):
+        return Path(environ["HF_HOME"]) / "hub"
+    cache = Path(environ["XDG_CACHE_HOME"]) if environ.get("XDG_CACHE_HOME") else None
+    return (cache or Path.home() / ".cache") / "huggingface" / "hub"
+
+
+def _cached(repo_folder: Path) -> bool:
+    snapshots = repo_folder / "snapshots"
+    try:
+        return any(p.is_dir() for p in snapshots.iterdir())
+    except OSError:
+        return False

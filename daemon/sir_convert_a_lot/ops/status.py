@@ -1,0 +1,215 @@
+"""``sir-convert status``: what the spool and its instances are doing, gathered and rendered.
+
+It reads only the shared folders (leases, stop notes, claims, failure records), so it works from
+any host that mounts them, whether or not a daemon runs there.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sir_convert_a_lot.config import Config
+from sir_convert_a_lot.intake.watch import scan
+from sir_convert_a_lot.jobs.spool import Spool, walk_files
+
+RECENT_FAILURES = 10
+
+
+def gather_status(config: Config) -> dict[str, Any]:
+    spool = Spool(config.paths, instance="status")
+    instances, blocked = _instances(spool, config.instances.lease_seconds)
+    stopped = _stopped(spool, {inst["instance"] for inst in instances})
+    claimed_by = {owner.name: len(_folders(owner)) for owner in _folders(spool.claimed_root)}
+    recent = _recent_failures(spool)
+    return {
+        "queue": {
+            "inbox": sum(1 for _ in scan(config.paths.inbox, config.watch.ignore)),
+            "claimed": sum(claimed_by.values()),
+            "claimed_by_instance": claimed_by,
+            "failed": sum(1 for _ in walk_files(config.paths.failed)),
+        },
+        "instances": instances,
+        "stopped_instances": stopped,
+        "blocked": blocked,
+        "recent_failures": recent,
+    }
+
+
+def _instances(
+    spool: Spool, lease_seconds: float
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every instance with a lease, and the blocked files the live ones report."""
+    instances = []
+    blocked: list[dict[str, Any]] = []
+    for lease in sorted(spool.leases(), key=lambda lease: lease.instance):
+        data = dict(lease.data)
+        live = lease.age_seconds <= lease_seconds
+        if live:
+            blocked += [{**entry, "instance": lease.instance} for entry in _blocked_of(data)]
+        instances.append(_instance(lease.instance, live, lease.age_seconds, data))
+    return instances, blocked
+
+
+def _instance(name: str, live: bool, age_seconds: float, data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "instance": name,
+        "live": live,
+        "heartbeat_age_seconds": round(age_seconds, 1),
+        "host": data.get("host"),
+        "pid": data.get("pid"),
+        "state": data.get("state"),
+        "activity": data.get("activity"),
+        "source": data.get("source"),
+        "page": data.get("page"),
+        "pages": data.get("pages"),
+        "queued": data.get("queued"),
+        "arriving": data.get("arriving") or [],
+        "arriving_count": data.get("arriving_count") or 0,
+        "blocked": data.get("blocked_count") or 0,
+        "deferred": data.get("deferred") or [],
+        "lock": data.get("lock"),
+        "gpu": data.get("gpu"),
+        "version": data.get("version"),
+    }
+
+
+def _stopped(spool: Spool, with_lease: set[str]) -> list[dict[str, Any]]:
+    """Instances that said they stopped and hold no lease now."""
+    return [
+        {
+            "instance": note.get("instance"),
+            "host": note.get("host"),
+            "version": note.get("version"),
+            "stopped_at": note.get("stopped_at"),
+        }
+        for note in spool.stops()
+        if note.get("instance") not in with_lease
+    ]
+
+
+def _recent_failures(spool: Spool) -> list[dict[str, Any]]:
+    failures = spool.failure_records()
+    return [
+        {
+            "job_id": record.get("job_id"),
+            "source": record.get("relative_path"),
+            "code": record.get("code"),
+            "message": record.get("message"),
+            "failed_at": record.get("failed_at"),
+        }
+        for record in reversed(failures[-RECENT_FAILURES:])
+    ]
+
+
+def _blocked_of(lease: dict[str, Any]) -> list[dict[str, Any]]:
+    """The blocked files a lease lists (a lease is data: keep only well-formed entries)."""
+    entries = lease.get("blocked")
+    if not isinstance(entries, list):
+        return []
+    return [entry for entry in entries if isinstance(entry, dict) and "source" in entry]
+
+
+def _folders(path: Path) -> list[Path]:
+    try:
+        return [Path(e.path) for e in os.scandir(path) if e.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return []
+
+
+_WAITING_FOR = {
+    "open_for_writing": "a writer on this host still has it open",
+    "empty_file": "empty so far",
+    "head_not_arrived": "only zeros so far",
+    "no_eof_marker": "its end has not arrived",
+    "xref_not_arrived": "its cross-reference table has not arrived",
+}
+
+
+def _arriving_lines(inst: dict[str, Any]) -> list[str]:
+    """Files the instance sees but does not claim yet, and why (a copy still running)."""
+    shown = inst.get("arriving") or []
+    lines = [
+        f"    arriving: {entry.get('source')} ({_WAITING_FOR.get(entry.get('waiting_for'), '?')})"
+        for entry in shown
+    ]
+    more = int(inst.get("arriving_count") or 0) - len(shown)
+    if more > 0:
+        lines.append(f"    arriving: {more} more")
+    return lines
+
+
+def render_status(status: dict[str, Any]) -> str:
+    queue = status["queue"]
+    lines = [
+        f"inbox: {queue['inbox']} waiting   claimed: {queue['claimed']}   "
+        f"failed: {queue['failed']}",
+        "",
+        "instances:",
+    ]
+    if not any(inst["live"] for inst in status["instances"]):
+        lines.append(f"  {_nothing_running(status.get('stopped_instances') or [])}")
+    for inst in status["instances"]:
+        liveness = "live" if inst["live"] else f"stale ({inst['heartbeat_age_seconds']} s)"
+        if inst["activity"] == "converting":
+            doing = f"converting {inst['source']}"
+            if inst.get("pages"):
+                doing += f" (page {inst['page']}/{inst['pages']})"
+        else:
+            doing = inst.get("state") or "unknown"
+            if doing == "ready":
+                doing = "idle"
+        gpu = inst.get("gpu") or {}
+        device = (gpu.get("device") or {}).get("name") if gpu.get("cuda_available") else None
+        gpu_text = f"GPU {device}" if device else f"no GPU ({gpu.get('reason', 'unknown')})"
+        blocked = f", {inst['blocked']} blocked" if inst.get("blocked") else ""
+        lines.append(
+            f"  {inst['instance']}: {liveness}, {doing}, {inst.get('queued') or 0} queued"
+            f"{blocked}, {gpu_text}, lock {inst.get('lock')}, "
+            f"version {inst.get('version') or 'unknown'}, pid {inst.get('pid')} on "
+            f"{inst.get('host')}"
+        )
+        lines += _arriving_lines(inst)
+        lines += [
+            f"    deferred: {entry.get('source')} ({entry.get('why')}), next try in "
+            f"{entry.get('retry_in_seconds')} s"
+            for entry in inst.get("deferred") or []
+        ]
+    if status.get("blocked"):
+        lines += ["", "blocked in the inbox (the service user cannot move them):"]
+        for entry in status["blocked"]:
+            lines.append(
+                f"  {entry['source']}: {entry.get('errno')} {entry.get('error')}, tried "
+                f"{entry.get('tries')}x, next try in {entry.get('retry_in_seconds')} s"
+            )
+            lines.append(f"    fix: {entry.get('fix')}")
+    lines += ["", "recent failures:"]
+    if not status["recent_failures"]:
+        lines.append("  (none)")
+    for failure in status["recent_failures"]:
+        lines.append(f"  {failure['source']}: {failure['code']} - {failure['message']}")
+    return "\n".join(lines)
+
+
+def _nothing_running(stopped: list[dict[str, Any]]) -> str:
+    """What to say when no instance is live: when the last one stopped, if any note says so."""
+    if not stopped:
+        return "no instance is running"
+    last = stopped[0]
+    when = datetime.fromtimestamp(float(last["stopped_at"]), tz=UTC)
+    ago = max(0.0, time.time() - float(last["stopped_at"]))
+    return (
+        f"no instance is running; the last, {last['instance']} on {last.get('host')} "
+        f"(version {last.get('version') or 'unknown'}), stopped at "
+        f"{when:%Y-%m-%d %H:%M:%S} UTC ({_duration(ago)} ago)"
+    )
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
