@@ -48,7 +48,9 @@ score threshold, so a few table regions per page reach TableFormer, whose tag de
 at 16 steps on a 112 px input (about 0.2 s per table on a CPU).
 
 Usage: ``build_stand_in_models(path)``, or ``python -m sir_convert_a_lot.testing.stand_in_models
-OUTPUT_DIR`` (``python fixtures/stand_in_models.py OUTPUT_DIR`` runs the same).
+OUTPUT_DIR`` (``python fixtures/stand_in_models.py OUTPUT_DIR`` runs the same). ``--faithful``
+(``size="faithful"``) writes the real architectures at their published sizes instead, for
+benchmarks (``faithful_models``; docs/reference/stand-in-models.md).
 Deterministic (fixed seed, identical bytes on every build) and idempotent (unchanged files are
 left alone). About 1-2 s once torch and transformers are imported. The RapidOcr links are
 absolute paths into this environment, so build the folder on the machine that uses it.
@@ -69,6 +71,7 @@ LAYOUT_DIR = "docling-project--docling-layout-heron"
 TABLEFORMER_DIR = Path("docling-project--docling-models") / "model_artifacts" / "tableformer"
 TABLEFORMER_MODES = ("fast", "accurate")
 RAPIDOCR_DIR = "RapidOcr"
+SIZES = ("tiny", "faithful")
 
 # docling's layout label set (the Heron model's 17 classes), spelled so that
 # ``label.upper()`` is a ``DocItemLabel`` member name, as LayoutObjectDetectionModel requires.
@@ -196,9 +199,7 @@ def _build_layout(folder: Path) -> None:
         RTDetrV2Config,
         RTDetrV2ForObjectDetection,
     )
-    from transformers.utils import logging as transformers_logging
 
-    hf_logging: Any = transformers_logging  # its helpers are unannotated
     folder.mkdir(parents=True, exist_ok=True)
     width = 16
     label_ids = {label: i for i, label in enumerate(LAYOUT_LABELS)}
@@ -238,6 +239,15 @@ def _build_layout(folder: Path) -> None:
         for head in heads:
             for label, bias in LAYOUT_LABEL_BIASES.items():
                 head.bias[label_ids[label]] = bias
+    _save_layout(model, folder)
+    RTDetrImageProcessor(size={"height": 640, "width": 640}).save_pretrained(folder)
+
+
+def _save_layout(model: Any, folder: Path) -> None:
+    """``save_pretrained`` without transformers' progress bar in the build's output."""
+    from transformers.utils import logging as transformers_logging
+
+    hf_logging: Any = transformers_logging  # its helpers are unannotated
     bar_was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
@@ -245,7 +255,6 @@ def _build_layout(folder: Path) -> None:
     finally:
         if bar_was_enabled:
             hf_logging.enable_progress_bar()
-    RTDetrImageProcessor(size={"height": 640, "width": 640}).save_pretrained(folder)
 
 
 def _build_tableformer(folder: Path) -> None:
@@ -286,29 +295,43 @@ def _build_rapidocr(folder: Path) -> None:
             _link_or_copy(model_file, folder / model_file.name, symbolic=True)
 
 
-def build_stand_in_models(artifacts_path: Path) -> Path:
+def build_stand_in_models(artifacts_path: Path, size: str = "tiny") -> Path:
     """Write the stand-in models under ``artifacts_path`` and return it.
 
-    Pass the returned folder as ``PdfPipelineOptions(artifacts_path=...)``.
+    ``size="tiny"`` (tests: small, fast) or ``"faithful"`` (benchmarks: the real architectures at
+    their published sizes, see ``faithful_models``). Pass the returned folder as
+    ``PdfPipelineOptions(artifacts_path=...)``.
     """
     import torch
 
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {SIZES}, not {size!r}")
     artifacts_path = Path(artifacts_path)
     artifacts_path.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(SEED)
-        _build_layout(artifacts_path / LAYOUT_DIR)
-        torch.manual_seed(SEED)
-        _build_tableformer(artifacts_path / TABLEFORMER_DIR)
+        if size == "faithful":
+            from sir_convert_a_lot.testing import faithful_models
+
+            faithful_models.build_faithful_layout(artifacts_path / LAYOUT_DIR)
+            faithful_models.build_faithful_tableformer(artifacts_path / TABLEFORMER_DIR)
+        else:
+            torch.manual_seed(SEED)
+            _build_layout(artifacts_path / LAYOUT_DIR)
+            torch.manual_seed(SEED)
+            _build_tableformer(artifacts_path / TABLEFORMER_DIR)
     _build_rapidocr(artifacts_path / RAPIDOCR_DIR)
     return artifacts_path
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        sys.stderr.write(f"usage: {argv[0]} OUTPUT_DIR\n")
+    args = argv[1:]
+    size = "tiny"
+    if args[:1] == ["--faithful"]:
+        size, args = "faithful", args[1:]
+    if len(args) != 1:
+        sys.stderr.write(f"usage: {argv[0]} [--faithful] OUTPUT_DIR\n")
         return 2
-    out = build_stand_in_models(Path(argv[1]))
+    out = build_stand_in_models(Path(args[0]), size)
     sys.stdout.write(f"{out}\n")
     return 0
 
