@@ -111,6 +111,10 @@ def test_an_unlocked_cpu_config_converts_a_pdf_with_a_truthful_sidecar(tmp_path:
     assert metadata["acceleration_used"] == "cpu"
     assert metadata["backend_used"] == "pymupdf"
     assert metadata["ocr_enabled"] is False
+    # pymupdf-layout's block labeller ran on every page, on the CPU; no OCR stage exists here
+    assert metadata["stage_devices"]["layout"] == "cpu"
+    assert set(metadata["stage_devices"]) <= {"layout", "table"}
+    assert sidecar["execution"]["engine"] == "local"
     options = ConversionOptions(
         backend_strategy="pymupdf", ocr_mode="off", acceleration_policy="cpu_only"
     )

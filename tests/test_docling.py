@@ -105,6 +105,8 @@ def test_every_model_call_runs_on_the_one_model_thread(stand_in_models: Path) ->
         assert result.backend_used == "docling"
         assert result.acceleration_used == "cpu"
         assert result.ocr_enabled is False
+        # the page's table went through TableFormer; no OCR pass ran
+        assert result.stage_devices == {"layout": "cpu", "table": "cpu"}
     model_thread_id = model_thread.submit(threading.get_ident).result()
     assert calls["layout"] and calls["table"]
     assert set(calls["layout"]) | set(calls["table"]) == {model_thread_id}
@@ -127,12 +129,15 @@ def test_ocr_force_and_auto_run_rapidocr_only_when_asked_or_needed(
     retried = backend.convert(scan, auto, lambda _p, _t: None)
     assert retried.ocr_enabled is True
     assert "docling_auto_ocr_retry_applied" in retried.warnings
+    assert retried.stage_devices["ocr"] == "cpu"  # RapidOCR's onnxruntime engine
     text = open_pdf((SAMPLES / "multi_page.pdf").read_bytes(), max_pages=10)
     plain = backend.convert(text, auto, lambda _p, _t: None)
     assert plain.ocr_enabled is False
     assert "docling_auto_ocr_retry_applied" not in plain.warnings
+    assert "ocr" not in plain.stage_devices and plain.stage_devices["layout"] == "cpu"
     forced = backend.convert(text, force, lambda _p, _t: None)
     assert forced.ocr_enabled is True
+    assert forced.stage_devices["ocr"] == "cpu"
     model_thread.shutdown()
 
 
@@ -150,6 +155,8 @@ def test_the_governed_gpu_prefer_fallback_runs_docling_on_the_cpu_and_says_so(
     metadata = sidecar["result"]["conversion_metadata"]
     assert metadata["backend_used"] == "docling"
     assert metadata["acceleration_used"] == "cpu"
+    assert metadata["stage_devices"] == {"layout": "cpu", "table": "cpu"}
+    assert sidecar["execution"]["engine"] == "local"
     assert "gpu_prefer_fell_back_to_cpu" in sidecar["result"]["warnings"]
     assert sidecar["execution"]["acceleration_policy"] == "gpu_prefer"
     assert sidecar["execution"]["device"] is None

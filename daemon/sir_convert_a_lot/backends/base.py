@@ -61,6 +61,9 @@ class BackendResult:
     # per page, the lines its layout model labelled page header or footer.
     pages: tuple[str, ...] = ()
     furniture: tuple[tuple[str, ...], ...] = ()
+    # Where each model stage of this job really ran ("layout", "table", "ocr" -> "cuda" or
+    # "cpu"); a stage that did not run is absent.
+    stage_devices: dict[str, Device] = field(default_factory=dict)
 
 
 class Backend(Protocol):

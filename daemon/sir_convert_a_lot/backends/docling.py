@@ -32,6 +32,7 @@ from sir_convert_a_lot.backends.base import (
     BackendContext,
     BackendResult,
     Capabilities,
+    Device,
     ProgressCallback,
 )
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
@@ -104,7 +105,7 @@ class DoclingBackend:
     def __init__(self, context: BackendContext) -> None:
         self.context = context
         self._converters: dict[tuple[str, bool], Any] = {}
-        self._devices: dict[tuple[str, bool], set[str]] = {}
+        self._stages: dict[tuple[str, bool], dict[str, Device]] = {}
         self._pipeline_cls: type | None = None
 
     # -- loading ------------------------------------------------------------------------------
@@ -157,7 +158,7 @@ class DoclingBackend:
                     exception=type(exc).__name__,
                 ) from None
             self._converters[key] = converter
-            self._devices[key] = tensor_devices(pipeline)
+            self._stages[key] = self._stage_devices(pipeline)
         return self._converters[key]
 
     def _build_converter(self, table_mode: str, ocr: bool) -> Any:
@@ -204,6 +205,26 @@ class DoclingBackend:
             }
         )
 
+    def _stage_devices(self, pipeline: Any) -> dict[str, Device]:
+        """Where each model stage's weights really are, read off the loaded pipeline. RapidOCR's
+        onnxruntime engine holds no torch tensors and runs on the CPU provider."""
+        stages: dict[str, Device] = {}
+        for stage in ("layout", "table", "ocr"):
+            found = tensor_devices(getattr(pipeline, f"{stage}_model", None))
+            stages[stage] = "cuda" if "cuda" in found else "cpu"
+        return stages
+
+    def _stages_that_ran(self, key: tuple[str, bool], document: Any) -> dict[str, Device]:
+        """This job's stages: layout on every page, TableFormer only when layout found a
+        table (each table in the document went through it), OCR only in an OCR pass."""
+        loaded = self._stages.get(key, {})
+        ran = {"layout": loaded.get("layout", "cpu")}
+        if getattr(document, "tables", None):
+            ran["table"] = loaded.get("table", "cpu")
+        if key[1]:
+            ran["ocr"] = loaded.get("ocr", "cpu")
+        return ran
+
     def warm(self, sample: OpenedPdf, options: ConversionOptions) -> None:
         for table_mode, ocr in list(self._converters):
             self._run(self._converters[(table_mode, ocr)], sample, lambda _p, _t: None)
@@ -225,11 +246,13 @@ class DoclingBackend:
             document = self._run(self._converter(*key), pdf, progress, warnings)
             warnings.append("docling_auto_ocr_retry_applied")
         markdown = document.export_to_markdown()
-        devices = self._devices.get(key, set())
+        stages = self._stages_that_ran(key, document)
         return BackendResult(
             markdown=str(markdown),
             backend_used=self.name,
-            acceleration_used="cuda" if "cuda" in devices else "cpu",
+            # "cuda" means the layout model ran on the GPU (contract section 6).
+            acceleration_used=stages.get("layout", "cpu"),
+            stage_devices=stages,
             ocr_enabled=key[1],
             warnings=tuple(warnings),
             peak_gpu_memory_bytes=self._peak_memory(),

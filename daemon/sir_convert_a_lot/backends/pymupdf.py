@@ -20,6 +20,7 @@ from sir_convert_a_lot.backends.base import (
     BackendContext,
     BackendResult,
     Capabilities,
+    Device,
     ProgressCallback,
 )
 from sir_convert_a_lot.backends.reading_order import Box, column_order, leading_number
@@ -98,9 +99,14 @@ class PyMuPDFBackend:
         self, pdf: OpenedPdf, options: ConversionOptions, progress: ProgressCallback
     ) -> BackendResult:
         progress(0, pdf.pages)
-        pages, furniture, thread_id = self.context.model_thread.submit(
+        pages, furniture, tables, thread_id = self.context.model_thread.submit(
             self._pages_on_thread, pdf
         ).result()
+        # Both of pymupdf-layout's models run on the CPU (onnxruntime): the block labeller on
+        # every page, the table grid model only on blocks labelled as tables.
+        stages: dict[str, Device] = {"layout": "cpu"}
+        if tables:
+            stages["table"] = "cpu"
         progress(pdf.pages, pdf.pages)
         return BackendResult(
             markdown="".join(pages),
@@ -111,17 +117,19 @@ class PyMuPDFBackend:
             pages=pages,
             furniture=furniture,
             warnings=(FAST_IS_ACCURATE_WARNING,) if options.table_mode == "fast" else (),
+            stage_devices=stages,
         )
 
     def _pages_on_thread(
         self, pdf: OpenedPdf
-    ) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...], int]:
-        pages, furniture = self._pages(pdf)
-        return pages, furniture, threading.get_ident()
+    ) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...], bool, int]:
+        pages, furniture, tables = self._pages(pdf)
+        return pages, furniture, tables, threading.get_ident()
 
-    def _pages(self, pdf: OpenedPdf) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]:
-        """Each page's Markdown as the backend makes it, and the lines of each page that the
-        layout model labelled page header or footer (what rendering without them drops)."""
+    def _pages(self, pdf: OpenedPdf) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...], bool]:
+        """Each page's Markdown as the backend makes it, the lines of each page that the
+        layout model labelled page header or footer (what rendering without them drops), and
+        whether any block was labelled a table (the table model then ran on it)."""
         import pymupdf
         from pymupdf4llm.helpers import document_layout
 
@@ -137,7 +145,8 @@ class PyMuPDFBackend:
             chunks = parsed.to_markdown(page_chunks=True)
         pages = tuple(str(c["text"]) for c in chunks)
         furniture = tuple(_furniture_texts(page) for page in parsed.pages)
-        return pages, furniture
+        tables = any(box.boxclass == "table" for page in parsed.pages for box in page.boxes)
+        return pages, furniture, tables
 
     def _markdown(self, pdf: OpenedPdf) -> str:
         if self._layout_markdown is None:

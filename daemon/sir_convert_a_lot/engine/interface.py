@@ -79,6 +79,7 @@ class ConversionEngine(Protocol):
 
     info: WorkerInfo | None
     starts: int
+    kind: str  # the sidecar's execution.engine: "local" (a worker process of this daemon)
 
     @property
     def probe(self) -> GpuProbe | None: ...

@@ -93,6 +93,7 @@ class Converted:
     timings_ms: dict[str, float]
     thread_id: int
     peak_gpu_memory_bytes: int | None = None
+    stage_devices: dict[str, str] = field(default_factory=dict)  # where each model stage ran
 
 
 @dataclass(frozen=True)

@@ -111,6 +111,8 @@ def worker_settings(
 
 
 class Engine:
+    kind = "local"  # its workers are child processes of this daemon (transports.local)
+
     def __init__(
         self,
         config: Config,

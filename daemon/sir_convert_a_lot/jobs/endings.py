@@ -108,6 +108,7 @@ class Endings:
             options=job.options,
             backend_used=answer.backend_used,
             acceleration_used=answer.acceleration_used,
+            stage_devices=answer.stage_devices,
             ocr_enabled=answer.ocr_enabled,
             warnings=warnings,
             execution=self._execution(job, attempt.started, finished, timings, device, answer),
@@ -270,6 +271,7 @@ class Endings:
             finished_at=finished,
             timings_ms=timings,
             worker=worker,
+            engine=self.engine.kind,
         )
 
 

@@ -48,6 +48,7 @@ class Execution:
     finished_at: float
     timings_ms: dict[str, float] = field(default_factory=dict)
     worker: dict[str, Any] = field(default_factory=dict)
+    engine: str = "local"  # which engine converted: "local" (a worker process of this daemon)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +56,7 @@ class Execution:
             "profile": self.profile,
             "attempt": self.attempt,
             "instance": self.instance,
+            "engine": self.engine,
             "host": socket.gethostname(),
             "device": self.device,
             "started_at": iso(self.started_at),
@@ -81,6 +83,7 @@ def success_document(
     options: ConversionOptions,
     backend_used: str,
     acceleration_used: str,
+    stage_devices: dict[str, str],
     ocr_enabled: bool,
     warnings: list[str],
     execution: Execution,
@@ -101,6 +104,7 @@ def success_document(
             "conversion_metadata": {
                 "backend_used": backend_used,
                 "acceleration_used": acceleration_used,
+                "stage_devices": stage_devices,
                 "ocr_enabled": ocr_enabled,
                 "table_mode": options.table_mode,
                 "normalize": options.normalize,
