@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,6 +38,23 @@ def test_the_latency_summary_has_every_statistic() -> None:
 
 
 @pytest.mark.slow
+def test_batching_adds_up_calls_and_pages_per_stage_across_jobs() -> None:
+    jobs: list[dict[str, Any]] = [
+        {"batching": {"layout": {"calls": 2, "pages": 5, "max_batch": 4}}},
+        {
+            "batching": {
+                "layout": {"calls": 1, "pages": 1, "max_batch": 1},
+                "table": {"calls": 1, "pages": 1, "max_batch": 1},
+            }
+        },
+        {"batching": {}},
+    ]
+    assert benchmark.batching(jobs) == {
+        "layout": {"calls": 3, "pages": 6, "max_batch": 4, "mean_batch": 2.0},
+        "table": {"calls": 1, "pages": 1, "max_batch": 1, "mean_batch": 1.0},
+    }
+
+
 def test_a_benchmark_run_on_the_cpu_backend_reports_every_job(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
     copy_sample("multi_page.pdf", corpus)
@@ -77,6 +95,7 @@ def test_a_benchmark_run_on_the_cpu_backend_reports_every_job(tmp_path: Path) ->
     assert profile["cpu_seconds"] > 0
     assert profile["acceleration_observed"] == ["cpu"]
     assert profile["backend_observed"] == ["pymupdf"]
+    assert report["batching"] == {}  # the pymupdf backend batches nothing across pages
     failed = [j for j in report["jobs"] if j["status"] == "failed"]
     assert {j["error_code"] for j in failed} == {"pdf_unreadable"}
     assert {j["source_file"] for j in report["jobs"]} == {

@@ -107,6 +107,9 @@ def test_every_model_call_runs_on_the_one_model_thread(stand_in_models: Path) ->
         assert result.ocr_enabled is False
         # the page's table went through TableFormer; no OCR pass ran
         assert result.stage_devices == {"layout": "cpu", "table": "cpu"}
+        # every page of this job went through layout once, in batches of at most 2
+        assert sum(result.batches["layout"]) == pdf.pages
+        assert max(result.batches["layout"]) <= 2 and set(result.batches) == {"layout", "table"}
     model_thread_id = model_thread.submit(threading.get_ident).result()
     assert calls["layout"] and calls["table"]
     assert set(calls["layout"]) | set(calls["table"]) == {model_thread_id}
@@ -157,6 +160,8 @@ def test_the_governed_gpu_prefer_fallback_runs_docling_on_the_cpu_and_says_so(
     assert metadata["acceleration_used"] == "cpu"
     assert metadata["stage_devices"] == {"layout": "cpu", "table": "cpu"}
     assert sidecar["execution"]["engine"] == "local"
+    layout = sidecar["execution"]["batching"]["layout"]
+    assert layout["pages"] == sidecar["source"]["pages"] and layout["max_batch"] <= 4
     assert "gpu_prefer_fell_back_to_cpu" in sidecar["result"]["warnings"]
     assert sidecar["execution"]["acceleration_policy"] == "gpu_prefer"
     assert sidecar["execution"]["device"] is None

@@ -284,7 +284,23 @@ def job_record(relative: Path, output: Path, latency: float) -> dict[str, Any]:
         "gpu_memory_peak_bytes": (document["execution"].get("device") or {}).get(
             "memory_peak_bytes"
         ),
+        "batching": document["execution"].get("batching") or {},
     }
+
+
+def batching(jobs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per model stage over all jobs: calls, pages, mean and largest batch. One document at a
+    time, a stage's batch can hold no more pages than the document has."""
+    totals: dict[str, dict[str, Any]] = {}
+    for job in jobs:
+        for stage, seen in (job.get("batching") or {}).items():
+            total = totals.setdefault(stage, {"calls": 0, "pages": 0, "max_batch": 0})
+            total["calls"] += seen["calls"]
+            total["pages"] += seen["pages"]
+            total["max_batch"] = max(total["max_batch"], seen["max_batch"])
+    for total in totals.values():
+        total["mean_batch"] = round(total["pages"] / total["calls"], 2) if total["calls"] else None
+    return dict(sorted(totals.items()))
 
 
 def report(
@@ -330,6 +346,7 @@ def report(
             "daemon_exit_code": exit_code,
         },
         "summary": summary(jobs, succeeded, wall_seconds),
+        "batching": batching(succeeded),
         "resource_profile": resource_profile(sampler, succeeded, before, after, gpu_name),
         "jobs": jobs,
     }

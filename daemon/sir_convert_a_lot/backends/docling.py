@@ -35,6 +35,7 @@ from sir_convert_a_lot.backends.base import (
     Device,
     ProgressCallback,
 )
+from sir_convert_a_lot.backends.batching import BatchLog, CountedModel
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
 from sir_convert_a_lot.intake.file_faults import broken_message
 from sir_convert_a_lot.intake.preflight import OpenedPdf, no_page_has_an_area, resource_cycle
@@ -107,6 +108,7 @@ class DoclingBackend:
         self._converters: dict[tuple[str, bool], Any] = {}
         self._stages: dict[tuple[str, bool], dict[str, Device]] = {}
         self._pipeline_cls: type | None = None
+        self._batches = BatchLog()
 
     # -- loading ------------------------------------------------------------------------------
 
@@ -159,6 +161,9 @@ class DoclingBackend:
                 ) from None
             self._converters[key] = converter
             self._stages[key] = self._stage_devices(pipeline)
+            for stage in ("layout", "table", "ocr"):
+                model = getattr(pipeline, f"{stage}_model")
+                setattr(pipeline, f"{stage}_model", CountedModel(model, stage, self._batches))
         return self._converters[key]
 
     def _build_converter(self, table_mode: str, ocr: bool) -> Any:
@@ -237,6 +242,7 @@ class DoclingBackend:
         _refuse_resource_cycles(pdf)
         _refuse_sizeless_pages(pdf)
         self._reset_peak_memory()
+        self._batches.take()  # what warm-up or an earlier job left
         warnings: list[str] = []
         first_ocr = options.ocr_mode == "force"
         key = (options.table_mode, first_ocr)
@@ -253,6 +259,7 @@ class DoclingBackend:
             # "cuda" means the layout model ran on the GPU (contract section 6).
             acceleration_used=stages.get("layout", "cpu"),
             stage_devices=stages,
+            batches=self._batches.take(stages),
             ocr_enabled=key[1],
             warnings=tuple(warnings),
             peak_gpu_memory_bytes=self._peak_memory(),

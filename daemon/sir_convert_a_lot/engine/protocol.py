@@ -94,6 +94,7 @@ class Converted:
     thread_id: int
     peak_gpu_memory_bytes: int | None = None
     stage_devices: dict[str, str] = field(default_factory=dict)  # where each model stage ran
+    batches: dict[str, tuple[int, ...]] = field(default_factory=dict)  # pages per model call
 
 
 @dataclass(frozen=True)

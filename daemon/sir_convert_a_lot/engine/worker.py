@@ -191,6 +191,7 @@ class _Worker:
             thread_id=result.model_thread_id or threading.get_ident(),
             peak_gpu_memory_bytes=result.peak_gpu_memory_bytes,
             stage_devices=dict(result.stage_devices),
+            batches=dict(result.batches),
         )
 
     def _inject_faults(self, request: ConvertRequest) -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sir_convert_a_lot.backends.batching import summary
 from sir_convert_a_lot.config import Config, Governance
 from sir_convert_a_lot.engine.interface import ConversionEngine
 from sir_convert_a_lot.engine.policy import RunOn
@@ -272,6 +273,7 @@ class Endings:
             timings_ms=timings,
             worker=worker,
             engine=self.engine.kind,
+            batching=summary(answer.batches) if answer is not None else {},
         )
 
 

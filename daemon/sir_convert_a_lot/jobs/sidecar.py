@@ -49,6 +49,7 @@ class Execution:
     timings_ms: dict[str, float] = field(default_factory=dict)
     worker: dict[str, Any] = field(default_factory=dict)
     engine: str = "local"  # which engine converted: "local" (a worker process of this daemon)
+    batching: dict[str, Any] = field(default_factory=dict)  # per model stage: calls, pages, max
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +64,7 @@ class Execution:
             "finished_at": iso(self.finished_at),
             "timings_ms": self.timings_ms,
             "worker": self.worker,
+            "batching": self.batching,
         }
 
 
