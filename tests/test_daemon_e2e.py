@@ -310,6 +310,17 @@ def test_status_shows_the_instance_ready_at_once_even_with_a_long_lease(tmp_path
 
         wait_for(shown_ready, timeout=10, interval=0.2)
         assert time.monotonic() - ready_at < 5
+        # A finished job leaves the queue count at once, not a quarter lease later.
+        make_pdf(tmp_path / "inbox" / "one.pdf")
+        _wait_files(tmp_path / "outbox", ["one.json"])
+        done_at = time.monotonic()
+
+        def shown_empty() -> bool:
+            (instance,) = json.loads(run_cli("status", "--json", config=config).stdout)["instances"]
+            return bool(instance["queued"] == 0 and instance["state"] == "ready")
+
+        wait_for(shown_empty, timeout=20, interval=0.2)
+        assert time.monotonic() - done_at < 5
 
 
 def test_sigterm_stops_cleanly_and_status_reports_the_instance(tmp_path: Path) -> None:

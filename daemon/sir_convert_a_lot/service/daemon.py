@@ -266,7 +266,9 @@ class Service:
         if outcome.status is Status.DEFERRED and outcome.job is not None:
             why = outcome.code or "deferred"
             self.deferred.append((self.clock() + DEFER_SECONDS, outcome.job, why))
-            self._heartbeat_wake.set()
+        # The job thread woke the heartbeat before this count went down: say it again, or status
+        # shows the finished job as queued until the next beat.
+        self._heartbeat_wake.set()
 
     def _enqueue(self, job: Job) -> None:
         self.in_flight += 1
