@@ -41,7 +41,6 @@ from sir_convert_a_lot.fsutil import (
     read_json,
     remove_tree,
     subfolders,
-    walk_files,
     write_json_atomic,
 )
 from sir_convert_a_lot.jobs.custody import require_safe_instance
@@ -50,8 +49,6 @@ from sir_convert_a_lot.jobs.reservations import Reservations
 from sir_convert_a_lot.jobs.source_blocked import SOURCE_SIDE_ERRNOS, SourceBlocked
 from sir_convert_a_lot.names import display, encode_for_record
 from sir_convert_a_lot.options import ConversionOptions
-
-__all__ = ["Lease", "Spool", "walk_files"]
 
 SOURCE = "source"
 RECORD = "job.json"

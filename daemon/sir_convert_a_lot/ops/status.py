@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from sir_convert_a_lot.config import Config
+from sir_convert_a_lot.fsutil import walk_files
 from sir_convert_a_lot.intake.watch import scan
-from sir_convert_a_lot.jobs.spool import Spool, walk_files
+from sir_convert_a_lot.jobs.spool import Spool
 
 RECENT_FAILURES = 10
 
