@@ -55,6 +55,15 @@ def test_batching_adds_up_calls_and_pages_per_stage_across_jobs() -> None:
     }
 
 
+def test_a_call_shared_by_several_documents_counts_once() -> None:
+    # four one-page documents whose pages went through layout in one call of 4
+    shared = {"calls": 1, "pages": 1, "max_batch": 4, "mean_batch": 4.0, "share_of_calls": 0.25}
+    jobs: list[dict[str, Any]] = [{"batching": {"layout": dict(shared)}} for _ in range(4)]
+    assert benchmark.batching(jobs) == {
+        "layout": {"calls": 1, "pages": 4, "max_batch": 4, "mean_batch": 4.0}
+    }
+
+
 def test_a_benchmark_run_on_the_cpu_backend_reports_every_job(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
     copy_sample("multi_page.pdf", corpus)

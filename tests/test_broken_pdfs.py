@@ -159,8 +159,21 @@ class _RaisingBackend:
         raise self.exc
 
 
+class _Sink:
+    """The supervisor's end, for a worker driven by hand: keeps what it is sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[object] = []
+
+    def send(self, obj: object) -> None:
+        self.sent.append(obj)
+
+    def recv(self) -> object:
+        raise EOFError
+
+
 def _worker_failure(tmp_path: Path, exc: Exception) -> Failed:
-    worker = _Worker(conn=None, settings=WorkerSettings(0, "", 10**8, 100))  # type: ignore[arg-type]
+    worker = _Worker(conn=_Sink(), settings=WorkerSettings(0, "", 10**8, 100))
     worker.backends[("pymupdf", "cpu")] = _RaisingBackend(exc)  # type: ignore[assignment]
     source = make_pdf(tmp_path / "good.pdf")
     options = ConversionOptions(backend_strategy="pymupdf", ocr_mode="off")
@@ -247,7 +260,7 @@ def _docling_failure(errors: list[Any]) -> JobFailure:
         backend = DoclingBackend(BackendContext("cpu", 0, model_thread))
         pdf = OpenedPdf(data=CYCLE.read_bytes(), document=None, pages=2, repaired=False)
         with pytest.raises(JobFailure) as caught:
-            backend._run(_FailingConverter(errors), pdf, lambda _page, _total: None)
+            backend._run(_FailingConverter(errors), pdf, "cycle.pdf", lambda _page, _total: None)
     return caught.value
 
 

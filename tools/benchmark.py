@@ -289,16 +289,18 @@ def job_record(relative: Path, output: Path, latency: float) -> dict[str, Any]:
 
 
 def batching(jobs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per model stage over all jobs: calls, pages, mean and largest batch. One document at a
-    time, a stage's batch can hold no more pages than the document has."""
+    """Per model stage over all jobs: model calls, pages, mean and largest batch. A call that
+    carried several documents' pages is in each of their sidecars; their shares of it add up
+    to one call."""
     totals: dict[str, dict[str, Any]] = {}
     for job in jobs:
         for stage, seen in (job.get("batching") or {}).items():
-            total = totals.setdefault(stage, {"calls": 0, "pages": 0, "max_batch": 0})
-            total["calls"] += seen["calls"]
+            total = totals.setdefault(stage, {"calls": 0.0, "pages": 0, "max_batch": 0})
+            total["calls"] += seen.get("share_of_calls", seen["calls"])
             total["pages"] += seen["pages"]
             total["max_batch"] = max(total["max_batch"], seen["max_batch"])
     for total in totals.values():
+        total["calls"] = round(total["calls"])
         total["mean_batch"] = round(total["pages"] / total["calls"], 2) if total["calls"] else None
     return dict(sorted(totals.items()))
 
@@ -399,6 +401,12 @@ def resource_profile(
             if sampler.gpu_utilisation
             else None,
         },
+        # NVML's utilisation is the share of each sample period in which a kernel ran.
+        "gpu_busy_fraction": round(
+            sum(sampler.gpu_utilisation) / len(sampler.gpu_utilisation) / 100, 3
+        )
+        if sampler.gpu_utilisation
+        else None,
         "acceleration_observed": sorted({j["acceleration_used"] for j in succeeded}),
         "backend_observed": sorted({j["backend_used"] for j in succeeded}),
     }

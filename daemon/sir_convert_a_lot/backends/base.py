@@ -64,8 +64,9 @@ class BackendResult:
     # Where each model stage of this job really ran ("layout", "table", "ocr" -> "cuda" or
     # "cpu"); a stage that did not run is absent.
     stage_devices: dict[str, Device] = field(default_factory=dict)
-    # The pages of each model call of this job, per stage (``backends.batching``).
-    batches: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    # Per stage, each model call this job's pages were in: (its pages, all pages of the call)
+    # (``backends.batching``).
+    batches: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)
 
 
 class Backend(Protocol):

@@ -1,10 +1,11 @@
 """The GPU engine: docling's standard PDF pipeline, with every model call on one thread.
 
-docling's pipeline runs its stages (parsing, layout, OCR, tables, assembly) on threads of its own
-and, since 2.1xx, runs each stage's model calls on a per-stage model thread. We give every stage
-the same single-thread executor, the worker's ``sca-cuda`` thread, which also loaded the models:
-so all GPU work of all jobs happens on one CUDA thread, as the contract requires, while parsing
-and assembly still overlap with inference.
+docling's pipeline runs its stages (parsing, layout, OCR, tables, assembly) on threads of its own,
+per document. Its three model stages (layout, TableFormer, OCR) are wrapped in
+``coalesce.SharedModel``: their calls, from every document in flight, queue for the worker's one
+``sca-cuda`` thread, which also loaded the models, and calls of the same model are merged into
+full batches. So all GPU work of all jobs happens on one CUDA thread, as the contract requires,
+while parsing, post-processing and assembly run on the documents' own threads, beside it.
 
 Options map as follows:
 
@@ -19,11 +20,9 @@ Options map as follows:
 
 from __future__ import annotations
 
-import contextlib
 import io
+import itertools
 import threading
-from collections.abc import Iterator
-from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -35,64 +34,20 @@ from sir_convert_a_lot.backends.base import (
     Device,
     ProgressCallback,
 )
-from sir_convert_a_lot.backends.batching import BatchLog, CountedModel
+from sir_convert_a_lot.backends.batching import BatchLog
+from sir_convert_a_lot.backends.coalesce import Coalescer, SharedModel
+from sir_convert_a_lot.backends.docling_pipeline import (
+    initialize_pipeline,
+    pipeline_class,
+    pipeline_options,
+    tensor_devices,
+)
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
 from sir_convert_a_lot.intake.file_faults import broken_message
 from sir_convert_a_lot.intake.preflight import OpenedPdf, no_page_has_an_area, resource_cycle
 from sir_convert_a_lot.options import ConversionOptions
 
 THIN_TEXT_CHARS_PER_PAGE = 120
-
-
-def _pipeline_class(model_thread: Executor) -> type:
-    """docling's StandardPdfPipeline with every stage's model calls on ``model_thread``."""
-    from docling.pipeline import standard_pdf_pipeline as standard
-
-    stage_names = standard._MODEL_STAGE_NAMES
-
-    class OneModelThreadPipeline(standard.StandardPdfPipeline):  # type: ignore[misc]
-        def _borrow_model_threads(self) -> dict[str, Executor]:
-            return dict.fromkeys(stage_names, model_thread)
-
-        def _return_model_threads(self, model_threads: object, stages: object) -> None:
-            # The one thread lives as long as the worker; a hung model call ends the worker.
-            return None
-
-    return OneModelThreadPipeline
-
-
-def tensor_devices(root: object, depth: int = 6) -> set[str]:
-    """Device types ("cuda", "cpu") of every torch parameter reachable from ``root``."""
-    import torch
-
-    found: set[str] = set()
-    seen: set[int] = set()
-
-    def walk(node: object, level: int) -> None:
-        if level < 0 or id(node) in seen:
-            return
-        seen.add(id(node))
-        if isinstance(node, torch.nn.Module):
-            found.update(p.device.type for p in node.parameters())
-            found.update(b.device.type for b in node.buffers())
-            return
-        if isinstance(node, torch.Tensor):
-            found.add(node.device.type)
-            return
-        for child in _children(node):
-            walk(child, level - 1)
-
-    walk(root, depth)
-    return found
-
-
-def _children(node: object) -> Iterator[object]:
-    if isinstance(node, dict):
-        yield from node.values()
-    elif isinstance(node, list | tuple | set):
-        yield from node
-    elif hasattr(node, "__dict__") and not isinstance(node, type):
-        yield from vars(node).values()
 
 
 class DoclingBackend:
@@ -109,6 +64,11 @@ class DoclingBackend:
         self._stages: dict[tuple[str, bool], dict[str, Device]] = {}
         self._pipeline_cls: type | None = None
         self._batches = BatchLog()
+        self._coalescer = Coalescer(context.model_thread, self._batches)
+        self._loading = threading.Lock()
+        self._names = itertools.count(1)
+        self._active = 0  # documents converting now (the GPU's peak memory is shared by them)
+        self._active_lock = threading.Lock()
 
     # -- loading ------------------------------------------------------------------------------
 
@@ -143,13 +103,15 @@ class DoclingBackend:
         return [(options.table_mode, False), (options.table_mode, True)]
 
     def _converter(self, table_mode: str, ocr: bool) -> Any:
+        with self._loading:
+            return self._load_converter(table_mode, ocr)
+
+    def _load_converter(self, table_mode: str, ocr: bool) -> Any:
         key = (table_mode, ocr)
         if key not in self._converters:
             converter = self._build_converter(table_mode, ocr)
             try:
-                pipeline = self.context.model_thread.submit(
-                    _initialize_pipeline, converter
-                ).result()
+                pipeline = self.context.model_thread.submit(initialize_pipeline, converter).result()
             except Exception as exc:  # noqa: BLE001 - docling raises many kinds while loading
                 raise JobFailure(
                     ErrorCode.CONVERSION_INTERNAL_ERROR,
@@ -163,45 +125,18 @@ class DoclingBackend:
             self._stages[key] = self._stage_devices(pipeline)
             for stage in ("layout", "table", "ocr"):
                 model = getattr(pipeline, f"{stage}_model")
-                setattr(pipeline, f"{stage}_model", CountedModel(model, stage, self._batches))
+                size = self.context.batch_sizes.get(stage, 4)
+                shared = SharedModel(model, stage, size, self._coalescer)
+                setattr(pipeline, f"{stage}_model", shared)
         return self._converters[key]
 
     def _build_converter(self, table_mode: str, ocr: bool) -> Any:
-        from docling.datamodel.accelerator_options import AcceleratorOptions
         from docling.datamodel.base_models import InputFormat
-        from docling.datamodel.pipeline_options import (
-            PdfPipelineOptions,
-            RapidOcrOptions,
-            TableFormerMode,
-            TableStructureOptions,
-        )
         from docling.document_converter import DocumentConverter, PdfFormatOption
 
         if self._pipeline_cls is None:
-            self._pipeline_cls = _pipeline_class(self.context.model_thread)
-        batch = self.context.batch_sizes
-        # torch-engine OCR follows the accelerator device; onnxruntime stays on the CPU.
-        ocr_backend = self.context.ocr_backend if self.context.device == "cuda" else "onnxruntime"
-        options = PdfPipelineOptions(
-            artifacts_path=self.context.models_path or None,
-            accelerator_options=AcceleratorOptions(device=self.context.torch_device),
-            do_table_structure=True,
-            table_structure_options=TableStructureOptions(
-                mode=TableFormerMode.ACCURATE if table_mode == "accurate" else TableFormerMode.FAST,
-                do_cell_matching=table_mode == "accurate",
-            ),
-            do_ocr=ocr,
-            ocr_options=RapidOcrOptions(force_full_page_ocr=True, backend=ocr_backend),
-            layout_batch_size=batch.get("layout", 4),
-            ocr_batch_size=batch.get("ocr", 4),
-            table_batch_size=batch.get("table", 4),
-            do_picture_classification=False,
-            do_picture_description=False,
-            do_code_enrichment=False,
-            do_formula_enrichment=False,
-            generate_page_images=False,
-            generate_picture_images=False,
-        )
+            self._pipeline_cls = pipeline_class()
+        options = pipeline_options(self.context, table_mode, ocr)
         return DocumentConverter(
             format_options={
                 InputFormat.PDF: PdfFormatOption(
@@ -232,7 +167,9 @@ class DoclingBackend:
 
     def warm(self, sample: OpenedPdf, options: ConversionOptions) -> None:
         for table_mode, ocr in list(self._converters):
-            self._run(self._converters[(table_mode, ocr)], sample, lambda _p, _t: None)
+            name = self._new_name()
+            self._run(self._converters[(table_mode, ocr)], sample, name, lambda _p, _t: None)
+            self._batches.take(name)
 
     # -- converting ---------------------------------------------------------------------------
 
@@ -241,35 +178,67 @@ class DoclingBackend:
     ) -> BackendResult:
         _refuse_resource_cycles(pdf)
         _refuse_sizeless_pages(pdf)
-        self._reset_peak_memory()
-        self._batches.take()  # what warm-up or an earlier job left
-        warnings: list[str] = []
-        first_ocr = options.ocr_mode == "force"
-        key = (options.table_mode, first_ocr)
-        document = self._run(self._converter(*key), pdf, progress, warnings)
-        if options.ocr_mode == "auto" and _thin_text(document, pdf.pages):
-            key = (options.table_mode, True)
-            document = self._run(self._converter(*key), pdf, progress, warnings)
-            warnings.append("docling_auto_ocr_retry_applied")
-        markdown = document.export_to_markdown()
-        stages = self._stages_that_ran(key, document)
+        name = self._new_name()
+        self._begin()
+        try:
+            key, document, warnings = self._passes(pdf, options, name, progress)
+            markdown = document.export_to_markdown()
+            stages = self._stages_that_ran(key, document)
+            batches = self._batches.take(name, stages)
+            peak = self._peak_memory()
+        finally:
+            self._end(name)
         return BackendResult(
             markdown=str(markdown),
             backend_used=self.name,
             # "cuda" means the layout model ran on the GPU (contract section 6).
             acceleration_used=stages.get("layout", "cpu"),
             stage_devices=stages,
-            batches=self._batches.take(stages),
+            batches=batches,
             ocr_enabled=key[1],
             warnings=tuple(warnings),
-            peak_gpu_memory_bytes=self._peak_memory(),
+            peak_gpu_memory_bytes=peak,
             model_thread_id=self._model_thread_id(),
         )
+
+    def _passes(
+        self, pdf: OpenedPdf, options: ConversionOptions, name: str, progress: ProgressCallback
+    ) -> tuple[tuple[str, bool], Any, list[str]]:
+        """The conversion, and with ``ocr_mode = auto`` a second one with OCR when the first
+        found too little text."""
+        warnings: list[str] = []
+        key = (options.table_mode, options.ocr_mode == "force")
+        self._coalescer.expect(name, _stage_pages(pdf.pages, ocr=key[1]))
+        document = self._run(self._converter(*key), pdf, name, progress, warnings)
+        if options.ocr_mode == "auto" and _thin_text(document, pdf.pages):
+            key = (options.table_mode, True)
+            self._coalescer.expect(name, _stage_pages(pdf.pages, ocr=True))
+            document = self._run(self._converter(*key), pdf, name, progress, warnings)
+            warnings.append("docling_auto_ocr_retry_applied")
+        return key, document, warnings
+
+    def _new_name(self) -> str:
+        """A stream name unique among the documents in flight: it tells their model calls apart."""
+        return f"document-{next(self._names)}.pdf"
+
+    def _begin(self) -> None:
+        with self._active_lock:
+            self._active += 1
+            first = self._active == 1
+        if first:
+            self._reset_peak_memory()
+
+    def _end(self, name: str) -> None:
+        self._coalescer.forget(name)
+        self._batches.take(name)
+        with self._active_lock:
+            self._active -= 1
 
     def _run(
         self,
         converter: Any,
         pdf: OpenedPdf,
+        name: str,
         progress: ProgressCallback,
         warnings: list[str] | None = None,
     ) -> Any:
@@ -280,9 +249,8 @@ class DoclingBackend:
             if total:
                 progress(int(event.completed_pages), int(total))
 
-        stream = DocumentStream(name="source.pdf", stream=io.BytesIO(pdf.data))
-        with contextlib.redirect_stdout(io.StringIO()):
-            result = converter.convert(stream, raises_on_error=False, progress_callback=on_progress)
+        stream = DocumentStream(name=name, stream=io.BytesIO(pdf.data))
+        result = converter.convert(stream, raises_on_error=False, progress_callback=on_progress)
         items = list(result.errors or [])
         errors = [str(getattr(e, "error_message", e)) for e in items]
         if result.status == ConversionStatus.SUCCESS:
@@ -391,13 +359,12 @@ def _unparsable(errors: list[str]) -> JobFailure:
     )
 
 
-def _initialize_pipeline(converter: Any) -> Any:
-    from docling.datamodel.base_models import InputFormat
-
-    converter.initialize_pipeline(InputFormat.PDF)
-    for pipeline in converter.initialized_pipelines.values():
-        return pipeline
-    return None
+def _stage_pages(pages: int, *, ocr: bool) -> dict[str, int]:
+    """The pages each model stage will see from a document of ``pages`` pages."""
+    stages = {"layout": pages, "table": pages}
+    if ocr:
+        stages["ocr"] = pages
+    return stages
 
 
 def _thin_text(document: Any, pages: int) -> bool:

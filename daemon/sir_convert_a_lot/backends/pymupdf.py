@@ -25,7 +25,7 @@ from sir_convert_a_lot.backends.base import (
 )
 from sir_convert_a_lot.backends.reading_order import Box, column_order, leading_number
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
-from sir_convert_a_lot.intake.preflight import OpenedPdf
+from sir_convert_a_lot.intake.preflight import MUPDF, OpenedPdf
 from sir_convert_a_lot.options import ConversionOptions
 
 _FURNITURE_CLASSES = frozenset({"page-header", "page-footer"})
@@ -133,8 +133,11 @@ class PyMuPDFBackend:
         import pymupdf
         from pymupdf4llm.helpers import document_layout
 
-        document = pymupdf.open(stream=pdf.data, filetype="pdf")
-        with contextlib.redirect_stdout(io.StringIO()), document:
+        with (
+            MUPDF,
+            pymupdf.open(stream=pdf.data, filetype="pdf") as document,
+            contextlib.redirect_stdout(io.StringIO()),
+        ):
             parsed = document_layout.parse_document(
                 document, use_ocr=False, force_ocr=False, force_text=True
             )
@@ -154,8 +157,11 @@ class PyMuPDFBackend:
         # A fresh document each time: the layout path edits the document it is given.
         import pymupdf
 
-        document = pymupdf.open(stream=pdf.data, filetype="pdf")
         # pymupdf4llm reports progress and OCR decisions on stdout; keep the worker's quiet.
-        with contextlib.redirect_stdout(io.StringIO()), document:
+        with (
+            MUPDF,
+            pymupdf.open(stream=pdf.data, filetype="pdf") as document,
+            contextlib.redirect_stdout(io.StringIO()),
+        ):
             text = self._layout_markdown(document, use_ocr=False, force_ocr=False)
         return str(text)

@@ -5,8 +5,9 @@ The handshake: the worker probes the GPU and sends ``Probed``; the supervisor an
 ``Load`` (which backends, on which device); the worker loads and warms them on its conversion
 thread and sends ``Ready`` (or ``StartupFailed``). Then ``ConvertRequest``s, each answered by
 ``Progress`` messages and one ``Converted`` or ``Failed``. Every one of those carries the job id,
-so more than one request may be outstanding and answers may come in any order (today's worker
-takes them one at a time, in order). ``Shutdown`` asks the worker to end.
+so more than one request may be outstanding and answers may come in any order: the worker
+converts them at once. Its first ``Progress`` for a job (page 0) comes as soon as the file opened
+and gives its page count. ``Shutdown`` asks the worker to end.
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ class Converted:
     thread_id: int
     peak_gpu_memory_bytes: int | None = None
     stage_devices: dict[str, str] = field(default_factory=dict)  # where each model stage ran
-    batches: dict[str, tuple[int, ...]] = field(default_factory=dict)  # pages per model call
+    # per stage, each model call its pages were in: (its pages, all pages of the call)
+    batches: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,9 @@ should isolate it, so that a converter that hangs in native code, exhausts memor
 interpreter on a hostile PDF takes only the worker down. Every model load, warm-up inference and
 job inference runs on the single ``sca-cuda`` thread (the backends submit their model calls
 there), so all GPU calls of all jobs happen on one CUDA thread. The thread that calls ``serve``
-reads requests and orchestrates each job; today it answers them one at a time, in order.
+reads requests and starts a thread per document, which answers it when done: several documents
+convert at once, and their model calls meet on the one thread, where docling's are merged into
+full batches (``backends.coalesce``). How many are in flight is the supervisor's to bound.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -39,7 +42,7 @@ from sir_convert_a_lot.engine.protocol import (
 )
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
 from sir_convert_a_lot.intake.file_faults import broken_file
-from sir_convert_a_lot.intake.preflight import OpenedPdf, open_pdf, read_source
+from sir_convert_a_lot.intake.preflight import MUPDF, OpenedPdf, open_pdf, read_source
 from sir_convert_a_lot.ops import logs
 from sir_convert_a_lot.options import ConversionOptions
 from sir_convert_a_lot.versions import component_versions
@@ -67,6 +70,7 @@ class _Worker:
         self._send_lock = threading.Lock()
         self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sca-cuda")
         self.backends: dict[tuple[str, str], Backend] = {}
+        self._backends_lock = threading.Lock()
         self.option_sets: tuple[ConversionOptions, ...] = ()
 
     def send(self, message: object) -> None:
@@ -111,7 +115,12 @@ class _Worker:
             if isinstance(message, Shutdown):
                 return
             if isinstance(message, ConvertRequest):
-                self.send(self._convert(message))
+                threading.Thread(
+                    target=self._answer, args=(message,), name="sca-document", daemon=True
+                ).start()
+
+    def _answer(self, request: ConvertRequest) -> None:
+        self.send(self._convert(request))
 
     def _probe(self) -> GpuProbe:
         if self.settings.probe_override is not None:
@@ -130,6 +139,10 @@ class _Worker:
         return loaded - started, time.monotonic() - loaded
 
     def _backend(self, name: str, device: str) -> Backend:
+        with self._backends_lock:
+            return self._loaded_backend(name, device)
+
+    def _loaded_backend(self, name: str, device: str) -> Backend:
         key = (name, device)
         if key not in self.backends:
             context = BackendContext(
@@ -155,7 +168,9 @@ class _Worker:
             data = read_source(Path(request.source_path), self.settings.max_file_bytes)
             pdf = open_pdf(data, self.settings.max_pages)
             pages = pdf.pages
-            pdf.document.close()
+            with MUPDF:
+                pdf.document.close()
+            self.send(Progress(request.job_id, 0, pages))  # its size, for the claim pacing
             timings["preflight_ms"] = _ms_since(started)
             backend = self._backend(request.options.backend, request.device)
             convert_started = time.monotonic()
@@ -265,4 +280,7 @@ def quiet_libraries(settings: WorkerSettings) -> None:
     per-table and per-page warnings would drown the daemon's events)."""
     for name, value in _QUIET_ENVIRONMENT.items():
         os.environ.setdefault(name, value)
+    # What libraries print goes nowhere, once for the whole process: swapping stdout per
+    # conversion is not safe with several conversions at once.
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the worker
     logs.configure(settings.log_level, settings.log_format, library_level=logging.ERROR)

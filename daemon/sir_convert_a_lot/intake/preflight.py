@@ -4,7 +4,8 @@ opens, unencrypted, with pages?
 Two halves. ``inspect_source`` runs in the supervisor and never parses the file (it only
 ``lstat``s it and hashes a regular file it opened without following links). ``open_pdf`` parses
 it with PyMuPDF and runs in the worker process, where a hostile file can only take the worker
-down.
+down. MuPDF is not thread-safe and the worker converts several documents at once, so every use of
+it there holds ``MUPDF``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hashlib
 import os
 import re
 import stat
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from sir_convert_a_lot.intake.arrival import HEAD_NOT_ARRIVED, NO_EOF_MARKER, mi
 from sir_convert_a_lot.intake.file_faults import broken_file
 from sir_convert_a_lot.names import display, has_pdf_suffix
 
+MUPDF = threading.RLock()  # held around every PyMuPDF call in the worker
 _PDF_MAGIC = b"%PDF-"
 _MAGIC_WINDOW = 1024  # the PDF spec tolerates junk before the header; readers look this far
 
@@ -218,6 +221,11 @@ def open_pdf(data: bytes, max_pages: int) -> OpenedPdf:
         raise JobFailure(ErrorCode.PDF_UNREADABLE, "The file is empty.", reason="empty_file")
     if _PDF_MAGIC not in data[:_MAGIC_WINDOW]:
         raise _no_pdf_header()
+    with MUPDF:
+        return _parse(data, max_pages)
+
+
+def _parse(data: bytes, max_pages: int) -> OpenedPdf:
     import pymupdf
 
     try:
@@ -314,7 +322,7 @@ def resource_cycle(data: bytes) -> int | None:
     file cannot exhaust Python's recursion limit."""
     import pymupdf
 
-    with pymupdf.open(stream=data, filetype="pdf") as document:
+    with MUPDF, pymupdf.open(stream=data, filetype="pdf") as document:
         state: dict[int, int] = {}
         for number in range(document.page_count):
             for start in _drawn(document, _resources_holder(document, document[number].xref)):
@@ -369,7 +377,7 @@ def no_page_has_an_area(data: bytes) -> bool:
     only some such pages still converts there, with those pages missing, so it passes."""
     import pymupdf
 
-    with pymupdf.open(stream=data, filetype="pdf") as document:
+    with MUPDF, pymupdf.open(stream=data, filetype="pdf") as document:
         return document.page_count > 0 and all(
             _visible_area(document, document[n].xref) == 0.0 for n in range(document.page_count)
         )
