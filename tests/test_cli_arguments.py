@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import tomli_w
 
+from sir_convert_a_lot.config.sections import PATH_KEYS
 from tests.daemon import can_obey_permissions, drop_permission_override
 from tests.helpers import REPO, VENV_BIN, config_document, make_pdf
 
@@ -117,6 +118,9 @@ def world() -> Iterator[Path]:
         )
         mount = {k: str(base / "mnt" / k) for k in ("inbox", "outbox", "state")}
         _config(base, "share.toml", paths=mount, watch={"sentinel": ".sir-convert-share"})
+        fresh = {k: str(base / "fresh" / k) for k in PATH_KEYS}  # none of them made
+        _config(base, "fresh.toml", paths=fresh)
+        _config(base, "nomodels.toml", gpu={"models_path": "/proc/nope/models"})
         _write(base / "bad.toml", "[watch\nmode = \n")
         _write(base / "latin1.toml", b"# caf\xe9\n")
         _write(base / "private.toml", (base / "config.toml").read_text(), 0o600, OTHER_UID)
@@ -212,6 +216,9 @@ CASES: dict[str, Case] = {
         DENIED,
     ),
     "retry-nothing-named": Case((*CFG, "retry"), Expect(2, "name the failed files", "--all")),
+    "retry-unknown-code": Case(
+        (*CFG, "retry", "--code", "bogus"), Expect(2, "invalid choice: 'bogus'", USAGE_HELP)
+    ),
     # init-config
     "init-config-missing-folder": Case(
         ("init-config", "--output", "{w}/locked/new/config.toml"),
@@ -233,6 +240,10 @@ CASES: dict[str, Case] = {
     "models-check-empty": Case(
         ("--config", "{w}/docling.toml", "models", "check"),
         Expect(1, "missing under gpu.models_path", "models download"),
+    ),
+    "models-download-unusable-folder": Case(
+        ("--config", "{w}/nomodels.toml", "models", "download"),
+        Expect(1, "the models into /proc/nope/models", "runuser -u sir-convert -- sir-convert"),
     ),
     "models-no-action": Case((*CFG, "models"), Expect(2, "required: ACTION", USAGE_HELP)),
     "models-unknown-action": Case((*CFG, "models", "fetch"), Expect(2, "invalid choice", "--help")),
@@ -259,6 +270,15 @@ CASES: dict[str, Case] = {
         ("--config", "{w}/share.toml", "doctor", "--quick"), Expect(1, "problem", "fix")
     ),
     "status-spool": Case((*CFG, "status"), None, Expect(1, "cannot read", "service user")),
+    # a fresh config (init-config) whose folders do not exist yet
+    "status-json-folders-missing": Case(
+        ("--config", "{w}/fresh.toml", "status", "--json"),
+        Expect(1, "paths.inbox {w}/fresh/inbox is missing", "create it or mount"),
+    ),
+    "doctor-json-folders-missing": Case(
+        ("--config", "{w}/fresh.toml", "doctor", "--json"),
+        Expect(1, "first paths.inbox: {w}/fresh/inbox does not exist", "says its fix"),
+    ),
 }
 
 
@@ -298,6 +318,7 @@ def test_a_wrong_argument_gets_its_exit_code_and_one_line_with_the_fix(
     assert result.returncode == expect.code, shown
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, shown
-    assert expect.problem in lines[0] and expect.fix in lines[0], shown
+    problem, fix = (words.format(w=world) for words in (expect.problem, expect.fix))
+    assert problem in lines[0] and fix in lines[0], shown
     if name == "run-share-missing":
         assert not (world / "mnt").exists(), "created folders on the empty mount point"

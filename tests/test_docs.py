@@ -6,7 +6,7 @@ import re
 
 import tomli_w
 
-from sir_convert_a_lot.config import SCHEMA
+from sir_convert_a_lot.config import INSTANCE_NAME_RULE, SCHEMA
 from tests.helpers import REPO
 
 REFERENCE = REPO / "docs" / "configuration.md"
@@ -67,3 +67,13 @@ def test_the_design_module_table_names_every_module_and_no_gone_one() -> None:
     stale = {r for r in rows - modules if r.removesuffix("/*") not in grouped}
     assert missing == set(), "modules design.md does not list"
     assert {r for r in stale if not r.endswith("/*")} == set(), "rows for modules that are gone"
+
+
+OPERATIONS = REPO / "docs" / "operations.md"
+
+
+def test_the_operators_guide_quotes_the_instance_name_rule() -> None:
+    # The guide once said "at most 64, starting with a letter or digit" long after the rule
+    # became 100 and allowed '_'; quoting the rule's own text keeps the two from drifting.
+    text = " ".join(OPERATIONS.read_text(encoding="utf-8").split())
+    assert INSTANCE_NAME_RULE in text

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from sir_convert_a_lot import config as config_module
+from sir_convert_a_lot.engine import gpu as engine_gpu
 from sir_convert_a_lot.engine.gpu import GpuDevice, probe_nvml
 from sir_convert_a_lot.ops import doctor
 from sir_convert_a_lot.ops.cli import main
@@ -416,3 +417,36 @@ def test_json_output_stays_json_when_the_config_is_invalid(
     (row,) = json.loads(output)
     assert row["status"] == "FAIL" and row["name"] == "config", row
     assert "watch.bogus_key" in row["detail"] and row["fix"], row
+
+
+def test_an_unusable_device_lock_folder_fails_saying_why_and_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _default_locked_config(tmp_path / "spool")  # uses the GPU: the row is there
+
+    def lock_row(folder: Path) -> doctor.Check:
+        monkeypatch.setattr(engine_gpu, "LOCK_FOLDER", folder)
+        return _check(doctor.run_checks(config, {}, deep_gpu=False), "device lock folder")
+
+    row = lock_row(tmp_path / "run-sir-convert")
+    assert row.status == doctor.FAIL
+    assert "does not exist" in row.detail and "systemd-tmpfiles --create" in row.fix
+
+    public = tmp_path / "public"
+    public.mkdir()
+    public.chmod(0o777)
+    row = lock_row(public)
+    assert row.status == doctor.FAIL
+    assert "writable by anyone" in row.detail and "mode 0777" in row.detail, row
+    assert "remove it" in row.fix
+
+    link = tmp_path / "link"
+    link.symlink_to(public)
+    row = lock_row(link)
+    assert row.status == doctor.FAIL and "not a folder: a link" in row.detail, row
+
+    private = tmp_path / "private"
+    private.mkdir(mode=0o2770)
+    private.chmod(0o2770)
+    row = lock_row(private)
+    assert row.status == doctor.OK and "mode 2770" in row.detail, row

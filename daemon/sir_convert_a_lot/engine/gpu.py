@@ -156,6 +156,9 @@ def runtime_dir(create: bool = True) -> Path:
     return LOCK_FOLDER
 
 
+_TMPFILES = "systemd-tmpfiles --create /usr/lib/tmpfiles.d/sir-convert.conf"
+
+
 def _ensure_lock_folder(folder: Path) -> None:
     try:
         folder.mkdir(mode=0o2770)
@@ -165,21 +168,57 @@ def _ensure_lock_folder(folder: Path) -> None:
     except OSError as exc:
         raise LockFolderUnavailable(
             f"the host's device-lock folder {folder} does not exist and cannot be created by "
-            f"uid {os.getuid()} ({exc.strerror}); as root run "
-            "systemd-tmpfiles --create /usr/lib/tmpfiles.d/sir-convert.conf"
+            f"uid {os.getuid()} ({exc.strerror}); as root run {_TMPFILES}"
         ) from None
-    info = os.lstat(folder)
+    if problem := lock_folder_problem(folder):
+        raise LockFolderUnavailable("; ".join(problem))
+
+
+def lock_folder_problem(folder: Path) -> tuple[str, str] | None:
+    """Why this user cannot take device locks in ``folder`` as it is now, and the fix; None
+    when it can. Creates nothing (doctor asks this too)."""
+    try:
+        info = os.lstat(folder)
+    except FileNotFoundError:
+        return (
+            f"{folder} does not exist",
+            f"as root run {_TMPFILES} (it makes the folder 2770, group {SERVICE_GROUP})",
+        )
+    except OSError as exc:
+        return f"cannot look at {folder}: {exc.strerror}", f"as root run {_TMPFILES}"
     if not stat.S_ISDIR(info.st_mode) or info.st_mode & stat.S_IWOTH:
         # A link or a world-writable folder would let anyone hand our lock to someone else.
-        raise LockFolderUnavailable(
-            f"{folder} is not a private folder (a link, or writable by anyone); remove it and "
-            "run systemd-tmpfiles --create /usr/lib/tmpfiles.d/sir-convert.conf"
+        why = "writable by anyone" if stat.S_ISDIR(info.st_mode) else "not a folder"
+        return (
+            f"{folder} is not a private folder ({why}: {describe_owner(info)})",
+            f"remove it and run {_TMPFILES}",
         )
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise LockFolderUnavailable(
-            f"uid {os.getuid()} may not take GPU locks in {folder}; run as root, as the "
-            f"service user, or as a member of the {SERVICE_GROUP} group"
+        return (
+            f"uid {os.getuid()} may not take GPU locks in {folder} ({describe_owner(info)})",
+            f"run as root, as the service user, or as a member of the {SERVICE_GROUP} group",
         )
+    return None
+
+
+def describe_owner(info: os.stat_result) -> str:
+    """``a folder, owner root, group sir-convert, mode 2770`` (numbers where a name is
+    unknown)."""
+    import grp
+    import pwd
+
+    kind = (
+        "link" if stat.S_ISLNK(info.st_mode) else "folder" if stat.S_ISDIR(info.st_mode) else "file"
+    )
+    try:
+        owner = pwd.getpwuid(info.st_uid).pw_name
+    except KeyError:
+        owner = str(info.st_uid)
+    try:
+        group = grp.getgrgid(info.st_gid).gr_name
+    except KeyError:
+        group = str(info.st_gid)
+    return f"a {kind}, owner {owner}, group {group}, mode {stat.S_IMODE(info.st_mode):04o}"
 
 
 def _give_to_service_group(path: Path | int, mode: int) -> None:

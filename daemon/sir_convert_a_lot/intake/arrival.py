@@ -1,9 +1,10 @@
 """Has a dropped file finished arriving? Two cheap looks, neither of which parses the PDF.
 
 ``writer_on_this_host`` asks the kernel whether any process on this host still holds the file
-open for writing: a read lease (``F_SETLEASE F_RDLCK``) cannot be taken while one does. Samba,
-the NFS server, FTP servers and local copies are all such processes on the host that owns the
-disk. It cannot see writers on other hosts of a CIFS or NFS *client* mount; for those the
+open for writing: a read lease (``F_SETLEASE F_RDLCK``) cannot be taken while one does. Samba's
+smbd, FTP servers and local copies hold the file open while they write. It cannot see a client
+of the kernel NFS server (nfsd does not hold the file open across the client's pauses; NFSv3 has
+no open at all), nor writers on other hosts of a CIFS or NFS *client* mount; for those the
 stability window, the completeness check below and the verification after conversion remain.
 
 ``missing_part`` looks at the bytes: a PDF writer writes the header first and ``%%EOF`` last, so

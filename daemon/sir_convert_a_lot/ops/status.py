@@ -7,6 +7,7 @@ any host that mounts them, whether or not a daemon runs there.
 from __future__ import annotations
 
 import os
+import stat
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ def gather_status(config: Config) -> dict[str, Any]:
     claimed_by = {owner.name: len(_folders(owner)) for owner in _folders(spool.claimed_root)}
     recent = _recent_failures(spool)
     return {
+        "missing": _missing_folders(config),
         "queue": {
             "inbox": sum(1 for _ in scan(config.paths.inbox, config.watch.ignore)),
             "claimed": sum(claimed_by.values()),
@@ -38,6 +40,22 @@ def gather_status(config: Config) -> dict[str, Any]:
         "blocked": blocked,
         "recent_failures": recent,
     }
+
+
+def _missing_folders(config: Config) -> dict[str, str]:
+    """``paths.KEY`` -> path for each configured folder that is not there (or not a folder):
+    its counts read 0, which would hide an unmounted share or a folder never created."""
+    missing = {}
+    for key, path in config.paths.named().items():
+        try:
+            is_folder = stat.S_ISDIR(os.stat(path).st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            is_folder = False
+        except OSError:  # not this user's to look at: the counts say so in their own words
+            is_folder = True
+        if not is_folder:
+            missing[f"paths.{key}"] = str(path)
+    return missing
 
 
 def _instances(
@@ -145,12 +163,12 @@ def _arriving_lines(inst: dict[str, Any]) -> list[str]:
 
 def render_status(status: dict[str, Any]) -> str:
     queue = status["queue"]
-    lines = [
-        f"inbox: {queue['inbox']} waiting   claimed: {queue['claimed']}   "
-        f"failed: {queue['failed']}",
-        "",
-        "instances:",
-    ]
+    missing = status.get("missing") or {}
+    inbox = "MISSING" if "paths.inbox" in missing else f"{queue['inbox']} waiting"
+    failed = "MISSING" if "paths.failed" in missing else queue["failed"]
+    lines = [f"inbox: {inbox}   claimed: {queue['claimed']}   failed: {failed}"]
+    lines += [f"missing: {key} {path}" for key, path in missing.items()]
+    lines += ["", "instances:"]
     if not any(inst["live"] for inst in status["instances"]):
         lines.append(f"  {_nothing_running(status.get('stopped_instances') or [])}")
     for inst in status["instances"]:

@@ -62,9 +62,11 @@ def _check(config: Config, target: Path | None, config_path: Path) -> int:
 
 
 def _download(target: Path | None) -> int:
-    from sir_convert_a_lot.backends import models
-
     try:
+        if target is not None:  # an unusable folder fails at once, not after docling's import
+            target.mkdir(parents=True, exist_ok=True)
+        from sir_convert_a_lot.backends import models
+
         where = models.download(target)
     except PermissionError as exc:
         print(
@@ -74,14 +76,28 @@ def _download(target: Path | None) -> int:
         )
         return EXIT_FAILURE
     except Exception as exc:  # noqa: BLE001 - network, hub and disk errors all end here
-        print(
-            f"sir-convert: could not download the models into "
-            f"{target or 'the Hugging Face cache'}: {type(exc).__name__}: {exc}",
-            file=sys.stderr,
-        )
+        print(f"sir-convert: {_download_failed(target, exc)}", file=sys.stderr)
         return EXIT_FAILURE
     print(f"models ready in {where}")
     return EXIT_OK
+
+
+def _download_failed(target: Path | None, exc: Exception) -> str:
+    """One line: why the download failed, and the fix for a folder or for the network."""
+    where = target or "the Hugging Face cache"
+    if isinstance(exc, OSError) and exc.filename is not None:
+        # The folder: a parent that does not exist and cannot be made, a read-only or full disk.
+        return (
+            f"could not download the models into {where}: {exc.strerror}: {exc.filename}; "
+            "set gpu.models_path to a folder the service user may create (the default is "
+            f"{DEFAULT_MODELS_PATH}), or run it as that user: "
+            "runuser -u sir-convert -- sir-convert models download"
+        )
+    why = " ".join(f"{type(exc).__name__}: {exc}".split())  # a hub error may span lines
+    return (
+        f"could not download the models into {where}: {why}; check that this host reaches "
+        "the Hugging Face hub, or download them on a host that does and copy the folder here"
+    )
 
 
 COMMAND = Command(

@@ -31,6 +31,16 @@ def _execute(args: argparse.Namespace) -> int:
         print(json.dumps(status, sort_keys=True, indent=2))
     else:
         print(render_status(status))
+    if missing := status["missing"]:
+        # Counts of a folder that is not there read 0: say so, as a runtime failure.
+        key, path = next(iter(missing.items()))
+        more = f" (and {len(missing) - 1} more folder(s))" if len(missing) > 1 else ""
+        print(
+            f"sir-convert: status: {key} {path} is missing{more}: create it or mount the "
+            "share that holds it; sir-convert doctor gives each fix",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
     return EXIT_OK
 
 

@@ -6,10 +6,17 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from sir_convert_a_lot.config import Config
-from sir_convert_a_lot.engine.gpu import GpuDevice, GpuProbe, probe_nvml, probe_torch, runtime_dir
+from sir_convert_a_lot.engine.gpu import (
+    GpuDevice,
+    GpuProbe,
+    describe_owner,
+    lock_folder_problem,
+    probe_nvml,
+    probe_torch,
+    runtime_dir,
+)
 from sir_convert_a_lot.engine.policy import RunOn, decide
 from sir_convert_a_lot.ops.doctor.report import FAIL, OK, WARN, Check
 
@@ -102,17 +109,12 @@ def device(config: Config, seen: GpuSeen) -> Iterator[Check]:
             seen.torch_state,
             "" if available else "install the CUDA build of torch",
         )
-    try:
-        folder = runtime_dir(create=False)
-        writable = folder.is_dir() and os.access(folder, os.W_OK)
-    except OSError:
-        folder, writable = Path("?"), False
-    yield Check(
-        OK if writable else FAIL,
-        "device lock folder",
-        str(folder),
-        "" if writable else "create /run/sir-convert (systemd-tmpfiles --create)",
-    )
+    folder = runtime_dir(create=False)
+    if problem := lock_folder_problem(folder):
+        why, fix = problem
+        yield Check(FAIL, "device lock folder", why, fix)
+    else:
+        yield Check(OK, "device lock folder", f"{folder} ({describe_owner(os.stat(folder))})")
 
 
 def backends(config: Config, gpu: GpuSeen) -> Iterator[Check]:
