@@ -74,8 +74,9 @@ class WorkerOverMemory(Exception):
 
 
 class ConversionEngine(Protocol):
-    """The engine as the job lifecycle uses it. ``start``, ``decide`` and ``convert`` are called
-    from one thread; ``abort`` from any thread; ``alive``/``silent_seconds`` from any thread."""
+    """The engine as the job lifecycle uses it. Every method may be called from several threads
+    at once: one job thread per document in flight calls ``decide`` and ``convert``; ``abort``,
+    ``stop``, ``alive`` and ``silent_seconds`` come from any thread."""
 
     info: WorkerInfo | None
     starts: int

@@ -1,0 +1,138 @@
+"""The supervisor used by several job threads at once (cross-document batching): one of them
+pumps the worker's messages, every answer reaches its own thread, a worker starts once, and a
+worker stopped for one job settles every thread waiting on it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from sir_convert_a_lot.engine.protocol import Converted, ConvertRequest, Progress, WorkerSettings
+from sir_convert_a_lot.engine.supervisor import Engine, WorkerCrashed, WorkerTimedOut
+from sir_convert_a_lot.engine.transports.base import Transport
+from sir_convert_a_lot.options import ConversionOptions
+from tests.helpers import UNLOCK, load_config, wait_for
+from tests.test_engine import CPU, ScriptedTransport
+
+
+class SlowStartTransport(ScriptedTransport):
+    """Takes a moment to start, so that two threads submitting together would both start one
+    if the supervisor let them."""
+
+    def start(self) -> None:
+        time.sleep(0.2)
+        super().start()
+
+
+class Converting:
+    """``engine.convert`` on a thread of its own; what it returned or raised."""
+
+    def __init__(self, engine: Engine, job_id: str, timeout_seconds: int = 600) -> None:
+        self.job_id = job_id
+        self.answer: Converted | None = None
+        self.error: Exception | None = None
+        options = replace(
+            ConversionOptions(
+                backend_strategy="pymupdf", ocr_mode="off", acceleration_policy="cpu_only"
+            ),
+            document_timeout_seconds=timeout_seconds,
+        )
+        self.thread = threading.Thread(
+            target=self._run, args=(engine, options), name=f"test-{job_id}", daemon=True
+        )
+        self.thread.start()
+
+    def _run(self, engine: Engine, options: ConversionOptions) -> None:
+        try:
+            answer = engine.convert(self.job_id, f"/{self.job_id}.pdf", options, CPU)
+            assert isinstance(answer, Converted)
+            self.answer = answer
+        except Exception as exc:  # the test looks at it
+            self.error = exc
+
+    def result(self) -> Converted | Exception | None:
+        self.thread.join(30)
+        assert not self.thread.is_alive(), f"{self.job_id} is still waiting"
+        return self.answer or self.error
+
+
+def _engine(
+    tmp_path: Path, kind: type[ScriptedTransport] = ScriptedTransport
+) -> tuple[Engine, list[ScriptedTransport]]:
+    made: list[ScriptedTransport] = []
+
+    def factory(settings: WorkerSettings) -> Transport:
+        made.append(kind(settings))
+        return made[-1]
+
+    config = load_config(tmp_path)
+    return Engine(config, UNLOCK, instance="threads", transport=factory), made
+
+
+def _converted(job_id: str, pages: int = 1) -> Converted:
+    return Converted(job_id, f"# {job_id}", pages, "pymupdf", "cpu", False, (), {}, 1)
+
+
+def _requested(transport: ScriptedTransport) -> set[str]:
+    return {m.job_id for m in list(transport.sent) if isinstance(m, ConvertRequest)}
+
+
+def test_each_thread_gets_its_own_answer_in_whatever_order_they_come(tmp_path: Path) -> None:
+    engine, made = _engine(tmp_path)
+    engine.start()
+    progress: list[tuple[str, int, int]] = []
+    engine.on_progress = lambda job_id, page, pages: progress.append((job_id, page, pages))
+    jobs = [Converting(engine, f"job_{n}") for n in range(5)]
+    transport = made[-1]
+    wait_for(lambda: _requested(transport) == {job.job_id for job in jobs}, timeout=10)
+    for job in reversed(jobs):  # the last submitted answers first
+        transport.inbox.extend([Progress(job.job_id, 0, 3), _converted(job.job_id, 3)])
+    for job in jobs:
+        assert job.result() == _converted(job.job_id, 3)
+    assert sorted(progress) == sorted((job.job_id, 0, 3) for job in jobs)
+    assert engine.starts == 1 and engine.alive
+
+
+def test_threads_that_submit_together_start_one_worker(tmp_path: Path) -> None:
+    engine, made = _engine(tmp_path, SlowStartTransport)
+    jobs = [Converting(engine, f"job_{n}") for n in range(3)]
+    wait_for(lambda: made and _requested(made[-1]) == {job.job_id for job in jobs}, timeout=10)
+    for job in jobs:
+        made[-1].inbox.append(_converted(job.job_id))
+    assert all(isinstance(job.result(), Converted) for job in jobs)
+    assert engine.starts == 1 and len(made) == 1
+
+
+def test_a_timeout_fails_its_own_thread_and_the_others_are_innocent(tmp_path: Path) -> None:
+    engine, made = _engine(tmp_path)
+    engine.start()
+    slow = Converting(engine, "job_slow", timeout_seconds=1)
+    others = [Converting(engine, f"job_{n}") for n in range(3)]
+    wait_for(lambda: len(_requested(made[-1])) == 4, timeout=10)
+    timed_out = slow.result()
+    assert isinstance(timed_out, WorkerTimedOut) and timed_out.seconds == 1
+    for other in others:
+        crashed = other.result()
+        assert isinstance(crashed, WorkerCrashed) and crashed.innocent
+    assert not engine.alive
+    after = Converting(engine, "job_after")  # the next job gets a fresh worker
+    wait_for(lambda: len(made) == 2 and _requested(made[-1]) == {"job_after"}, timeout=10)
+    made[-1].inbox.append(_converted("job_after"))
+    assert after.result() == _converted("job_after")
+
+
+@pytest.mark.parametrize("how", ["abort", "stop"])
+def test_abort_or_stop_from_another_thread_settles_every_waiter(tmp_path: Path, how: str) -> None:
+    engine, made = _engine(tmp_path)
+    engine.start()
+    jobs = [Converting(engine, f"job_{n}") for n in range(3)]
+    wait_for(lambda: len(_requested(made[-1])) == 3, timeout=10)
+    getattr(engine, how)()
+    for job in jobs:
+        crashed = job.result()
+        assert isinstance(crashed, WorkerCrashed)
+        assert crashed.innocent is (how == "stop")  # a stop's bystanders; an abort's crash
