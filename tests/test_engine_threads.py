@@ -4,6 +4,7 @@ worker stopped for one job settles every thread waiting on it."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import replace
@@ -14,8 +15,12 @@ import pytest
 from sir_convert_a_lot.engine.protocol import Converted, ConvertRequest, Progress, WorkerSettings
 from sir_convert_a_lot.engine.supervisor import Engine, WorkerCrashed, WorkerTimedOut
 from sir_convert_a_lot.engine.transports.base import Transport
+from sir_convert_a_lot.jobs.lifecycle import JobRunner
+from sir_convert_a_lot.jobs.outcome import Outcome, Status
+from sir_convert_a_lot.jobs.spool import Spool
 from sir_convert_a_lot.options import ConversionOptions
-from tests.helpers import UNLOCK, load_config, wait_for
+from sir_convert_a_lot.service import startup
+from tests.helpers import UNLOCK, load_config, make_pdf, wait_for
 from tests.test_engine import CPU, ScriptedTransport
 
 
@@ -136,3 +141,49 @@ def test_abort_or_stop_from_another_thread_settles_every_waiter(tmp_path: Path, 
         crashed = job.result()
         assert isinstance(crashed, WorkerCrashed)
         assert crashed.innocent is (how == "stop")  # a stop's bystanders; an abort's crash
+
+
+# -- the lifecycle: a neighbour's timeout costs a job nothing -----------------------------------
+
+
+def test_the_innocent_bystander_of_a_timeout_goes_round_again_uncounted(tmp_path: Path) -> None:
+    # One attempt allowed: had the bystander's killed attempt counted, its second go would be
+    # refused with worker_crashed.
+    config = load_config(tmp_path, retry={"max_attempts": 1})
+    slow_config = replace(config, defaults=replace(config.defaults, document_timeout_seconds=1))
+    made: list[ScriptedTransport] = []
+
+    def factory(settings: WorkerSettings) -> Transport:
+        made.append(ScriptedTransport(settings))
+        return made[-1]
+
+    engine = Engine(config, UNLOCK, instance=config.instances.name, transport=factory)
+    engine.start()
+    spool = Spool(config.paths, config.instances.name)
+    startup.prepare_folders(config, spool)
+    jobs = {}
+    for name, job_config in (("slow", slow_config), ("bystander", config)):
+        source = make_pdf(config.paths.inbox / f"{name}.pdf")
+        info = source.stat()
+        job = spool.claim(f"{name}.pdf", None, job_config.defaults, info.st_size, info.st_mtime_ns)
+        assert job is not None
+        jobs[name] = job
+    runner = JobRunner(config, UNLOCK, spool, engine)
+    outcomes: dict[str, Outcome] = {}
+    threads = [
+        threading.Thread(target=lambda n=n, j=j: outcomes.update({n: runner.run(j)}))
+        for n, j in jobs.items()
+    ]
+    for thread in threads:
+        thread.start()
+    # The bystander's second go reaches a fresh worker, which answers it.
+    wait_for(lambda: len(made) == 2 and jobs["bystander"].job_id in _requested(made[-1]), 20)
+    made[-1].inbox.append(_converted(jobs["bystander"].job_id))
+    for thread in threads:
+        thread.join(30)
+    assert outcomes["slow"].status is Status.FAILED
+    assert outcomes["slow"].code == "conversion_timeout"
+    assert outcomes["bystander"].status is Status.SUCCEEDED
+    sidecar = json.loads((config.paths.outbox / "bystander.json").read_text())
+    assert sidecar["execution"]["attempt"] == 1
+    engine.stop()

@@ -9,7 +9,8 @@ ends the attempt::
     refuse_past_attempts   started max_attempts times and never finished: worker_crashed
     inspect                still the file that was claimed, and a PDF we can read
     decide                 the GPU-first lock (``engine.policy``), asked through the engine
-    convert                the worker converts; a crash with attempts left tries again
+    convert                the worker converts; a crash with attempts left tries again, and
+                           a job whose worker was stopped for a neighbour tries again uncounted
     recheck_source         the bytes must not have moved under the converter
     publish                Markdown and sidecar, or the error envelope (``jobs.endings``)
 
@@ -196,6 +197,17 @@ class JobRunner:
         job = attempt.job
         if self.abandon:
             return self.endings.give_back(attempt, "stopped_during_conversion")
+        if crash.innocent:
+            # The worker was stopped for a neighbour (a timeout, a restart): this job goes round
+            # again with the attempt it was charged given back, so that a neighbour's faults
+            # never bring it to worker_crashed.
+            attempt.job = self.custody.update(job, attempts=max(0, job.attempts - 1))
+            attempt.bound.info(
+                "worker_stopped_for_another_job",
+                exitcode=crash.exitcode,
+                effect="tried again at once; no attempt counted",
+            )
+            return TryAgain()
         attempt.bound.warning("worker_crashed", attempt=job.attempts, exitcode=crash.exitcode)
         if job.attempts < self.config.retry.max_attempts:
             return TryAgain()
