@@ -187,3 +187,108 @@ def test_the_innocent_bystander_of_a_timeout_goes_round_again_uncounted(tmp_path
     sidecar = json.loads((config.paths.outbox / "bystander.json").read_text())
     assert sidecar["execution"]["attempt"] == 1
     engine.stop()
+
+
+# -- a crash with several documents in the worker: each suspect is tried again alone ------------
+
+
+def test_a_crash_with_several_in_the_worker_is_shared_and_over_memory_names_no_culprit(
+    tmp_path: Path,
+) -> None:
+    engine, made = _engine(tmp_path)
+    engine.start()
+    jobs = [Converting(engine, f"job_{n}") for n in range(2)]
+    wait_for(lambda: len(_requested(made[-1])) == 2, timeout=10)
+    made[-1].kill()
+    for job in jobs:
+        crashed = job.result()
+        assert isinstance(crashed, WorkerCrashed) and crashed.shared and not crashed.innocent
+    engine.config = replace(
+        engine.config,
+        conversion=replace(engine.config.conversion, max_worker_memory_bytes=1 << 30),
+    )
+    jobs = [Converting(engine, f"job_{n}") for n in range(2, 4)]
+    wait_for(lambda: len(made) == 2 and len(_requested(made[-1])) == 2, timeout=10)
+    made[-1].memory = (1 << 30) + 1
+    for job in jobs:
+        crashed = job.result()
+        assert isinstance(crashed, WorkerCrashed) and crashed.shared
+
+
+def test_a_job_submitted_alone_waits_for_an_empty_worker_and_keeps_others_out(
+    tmp_path: Path,
+) -> None:
+    engine, made = _engine(tmp_path)
+    engine.start()
+    transport = made[-1]
+    first = Converting(engine, "job_first")
+    wait_for(lambda: _requested(transport) == {"job_first"}, timeout=10)
+    options = ConversionOptions(
+        backend_strategy="pymupdf", ocr_mode="off", acceleration_policy="cpu_only"
+    )
+    alone = threading.Thread(
+        target=engine.convert,
+        args=("job_alone", "/alone.pdf", options, CPU),
+        kwargs={"alone": True},
+        daemon=True,
+    )
+    alone.start()
+    time.sleep(0.3)  # give it the chance to go in wrongly; the assertion is on what was sent
+    assert _requested(transport) == {"job_first"}
+    later = Converting(engine, "job_later")
+    transport.inbox.append(_converted("job_first"))
+    assert first.result() == _converted("job_first")
+    wait_for(lambda: "job_alone" in _requested(transport), timeout=10)
+    assert "job_later" not in _requested(transport)  # kept out while the lone job runs
+    transport.inbox.append(_converted("job_alone"))
+    alone.join(10)
+    wait_for(lambda: "job_later" in _requested(transport), timeout=10)
+    transport.inbox.append(_converted("job_later"))
+    assert later.result() == _converted("job_later")
+
+
+def test_the_jobs_of_a_shared_crash_go_round_again_alone_and_uncounted(tmp_path: Path) -> None:
+    config = load_config(tmp_path, retry={"max_attempts": 1})
+    made: list[ScriptedTransport] = []
+
+    def factory(settings: WorkerSettings) -> Transport:
+        made.append(ScriptedTransport(settings))
+        return made[-1]
+
+    engine = Engine(config, UNLOCK, instance=config.instances.name, transport=factory)
+    engine.start()
+    spool = Spool(config.paths, config.instances.name)
+    startup.prepare_folders(config, spool)
+    runner = JobRunner(config, UNLOCK, spool, engine)
+    outcomes: dict[str, Outcome] = {}
+    threads = []
+    for name in ("one", "two"):
+        info = make_pdf(config.paths.inbox / f"{name}.pdf").stat()
+        job = spool.claim(f"{name}.pdf", None, config.defaults, info.st_size, info.st_mtime_ns)
+        assert job is not None
+        threads.append(
+            threading.Thread(target=lambda j=job: outcomes.update({j.job_id: runner.run(j)}))
+        )
+        threads[-1].start()
+    wait_for(lambda: len(_requested(made[-1])) == 2, timeout=10)
+    made[-1].kill()  # the worker goes down with both: neither can be blamed
+    seen_alone = []
+    while len(outcomes) < 2:
+        requested = wait_for(lambda: _unanswered(made, outcomes), timeout=10)
+        seen_alone.append(len(requested))
+        (job_id,) = requested
+        made[-1].inbox.append(_converted(job_id))
+        wait_for(lambda: job_id in outcomes, timeout=10)  # noqa: B023 - called at once
+    for thread in threads:
+        thread.join(10)
+    assert seen_alone == [1, 1]  # each alone in the fresh worker
+    assert [o.status for o in outcomes.values()] == [Status.SUCCEEDED] * 2
+    for name in ("one", "two"):
+        sidecar = json.loads((config.paths.outbox / f"{name}.json").read_text())
+        assert sidecar["execution"]["attempt"] == 1
+    engine.stop()
+
+
+def _unanswered(made: list[ScriptedTransport], outcomes: dict[str, Outcome]) -> set[str]:
+    """The requests the fresh worker got for jobs that have not ended."""
+    return _requested(made[-1]) - set(outcomes) if len(made) == 2 else set()

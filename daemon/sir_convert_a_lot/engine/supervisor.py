@@ -11,15 +11,18 @@ job lifecycle asks today (``interface.ConversionEngine``). The supervisor's limi
   the worker is killed; that job raises ``WorkerTimedOut``, any others in flight
   ``WorkerCrashed(innocent=True)``;
 - the worker's resident memory (``max_worker_memory_bytes``), sampled on the clock every
-  0.25 s: over it the worker is killed and each job in flight raises ``WorkerOverMemory`` (one
-  document in flight is the culprit; among several, none can be singled out);
+  0.25 s: over it the worker is killed; one document in flight is the culprit and raises
+  ``WorkerOverMemory``; among several none can be singled out, and each raises
+  ``WorkerCrashed(shared=True)``;
 - a lost worker (it exited, was killed by ``abort``, or its channel broke): each job in flight
-  raises ``WorkerCrashed`` with the exit code;
+  raises ``WorkerCrashed`` with the exit code, ``shared`` when others were in it too;
 - a ``Failed`` answer that asks for ``restart_worker`` (a CUDA error may have poisoned the
   context) is returned, and the worker is discarded.
 
 A job whose worker is gone has its answer settled at once; the next ``submit`` starts a fresh
-worker. Counting attempts is the caller's job.
+worker. Counting attempts is the caller's job. ``submit(..., alone=True)`` waits until the
+worker is empty and keeps others out until that job is collected: a suspect of a shared crash
+tried again alone crashes only for itself.
 
 Several threads may ``submit``, ``wait`` and ``convert`` at once (the daemon runs one job thread
 per document in flight). One waiter at a time is the pump: it takes the worker's messages, routes
@@ -152,6 +155,7 @@ class Engine:
         # Guards _in_flight and the settling of jobs; waiters sleep on it.
         self._settled = threading.Condition(threading.RLock())
         self._pumping = False  # a waiter is taking the worker's messages
+        self._alone: str | None = None  # a job submitted alone, until it is collected
         self._starting = threading.RLock()  # one worker start at a time
         self._sending = threading.Lock()  # a pipe's messages must not interleave
 
@@ -210,9 +214,11 @@ class Engine:
         options: ConversionOptions,
         run_on: RunOn,
         source_name: str = "",
+        *,
+        alone: bool = False,
     ) -> Converted | Failed:
         """Convert one document and block until it is done: ``submit`` then ``wait``."""
-        self.submit(job_id, source_path, options, run_on, source_name)
+        self.submit(job_id, source_path, options, run_on, source_name, alone=alone)
         return self.wait(job_id)
 
     def submit(
@@ -222,8 +228,12 @@ class Engine:
         options: ConversionOptions,
         run_on: RunOn,
         source_name: str = "",
+        *,
+        alone: bool = False,
     ) -> None:
-        """Hand one document to the worker (starting one if none runs); its clock starts now."""
+        """Hand one document to the worker (starting one if none runs); its clock starts now.
+        ``alone``: first wait until no other document is in flight, and keep others out."""
+        self._admit(job_id, alone)
         with self._starting:
             if not self.alive:
                 self.start()
@@ -252,6 +262,9 @@ class Engine:
                     self._settled.wait()
                 if job.settled:
                     del self._in_flight[job_id]
+                    if self._alone == job_id:
+                        self._alone = None
+                    self._settled.notify_all()
                     break
                 self._pumping = True
             try:
@@ -264,6 +277,16 @@ class Engine:
             raise job.error
         assert job.answer is not None
         return job.answer
+
+    def _admit(self, job_id: str, alone: bool) -> None:
+        """Wait while a job runs alone, or, for one that must, while any other is in flight."""
+        with self._settled:
+            while self._alone is not None:
+                self._settled.wait()
+            if alone:
+                self._alone = job_id  # taken at once: no newcomer can keep it waiting
+                while self._in_flight:
+                    self._settled.wait()
 
     def _supervise(self, transport: Transport) -> None:
         """One step: enforce the deadlines and the memory limit, then take at most one message."""
@@ -322,13 +345,22 @@ class Engine:
         rss = transport.resident_bytes()
         if rss is None or rss <= limit:
             return False
-        self._discard(transport, lambda _job_id, _job: WorkerOverMemory(limit, rss))
+        if len(self._waiting_on(transport)) == 1:
+            self._discard(transport, lambda _job_id, _job: WorkerOverMemory(limit, rss))
+        else:  # no culprit among several: each is tried again alone (the lifecycle)
+            self._discard(transport, self._crashed_with(transport))
         return True
 
     def _lose(self, transport: Transport, exit_wait: float) -> None:
         """The worker is gone of itself (or by ``abort``): every job in it crashed with it."""
         transport.exit_code(wait=exit_wait)  # let it finish dying, so the exit code is its own
-        self._discard(transport, lambda _job_id, _job: WorkerCrashed(transport.exit_code()))
+        self._discard(transport, self._crashed_with(transport))
+
+    def _crashed_with(self, transport: Transport) -> ErrorFor:
+        """The verdict for jobs in a worker that went down: crashed, and ``shared`` when more
+        than one was in it (the culprit cannot be told)."""
+        shared = len(self._waiting_on(transport)) > 1
+        return lambda _job_id, _job: WorkerCrashed(transport.exit_code(), shared=shared)
 
     def _waiting_on(self, transport: Transport) -> dict[str, _InFlight]:
         with self._settled:
@@ -361,7 +393,7 @@ class Engine:
         if transport.alive():
             self._discard(transport)
         else:
-            self._discard(transport, lambda _job_id, _job: WorkerCrashed(transport.exit_code()))
+            self._discard(transport, self._crashed_with(transport))
 
     # -- from outside -----------------------------------------------------------------------------
 
