@@ -218,7 +218,7 @@ class Governance:
 @dataclass(frozen=True)
 class ServiceSection:
     stop_grace_seconds: Annotated[
-        Seconds, Setting(at_least(0), doc="how long a stop waits for the job in hand", live=True)
+        Seconds, Setting(at_least(0), doc="how long a stop waits for the jobs in hand", live=True)
     ] = 60
 
 

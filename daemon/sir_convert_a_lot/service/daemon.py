@@ -158,9 +158,9 @@ class Service:
         return code
 
     def request_stop(self) -> None:
-        """Stop claiming; let the running job finish within the grace period. Thread-safe."""
+        """Stop claiming; let the running jobs finish within the grace period. Thread-safe."""
         if not self.stopping.is_set():
-            self.notifier.stopping("stopping: finishing the running job, claiming nothing new")
+            self.notifier.stopping("stopping: finishing the running jobs, claiming nothing new")
         self.stopping.set()
         self.events.put(Wake())
 
