@@ -654,3 +654,37 @@ def test_a_memory_limit_below_the_idle_worker_is_reported_at_start(tmp_path: Pat
         "worker_crashed",
         "memory_limit_exceeded",
     )
+
+
+def _most_at_once(events: list[dict[str, Any]]) -> int:
+    """The most jobs started and not yet finished at one point of the log."""
+    running: set[str] = set()
+    most = 0
+    for event in events:
+        if event.get("event") == "conversion_started":
+            running.add(event["job_id"])
+            most = max(most, len(running))
+        elif event.get("event") in ("job_succeeded", "job_failed"):
+            running.discard(event["job_id"])
+    return most
+
+
+def test_several_jobs_convert_at_once_paced_by_their_pages(tmp_path: Path) -> None:
+    # 3 pages each, 8 pages in flight: a job is claimed only while the others hold 6 or fewer
+    # pages (all counted), so at most 3 run at once; with the worker's pace, at least 2 do.
+    config = write_config(tmp_path, gpu={"max_pages_in_flight": 8})
+    names = [f"doc-{i:02d}.pdf" for i in range(12)]
+    for name in names:
+        make_pdf(tmp_path / "inbox" / name, pages=3)
+    with Daemon(config).start() as daemon:
+        _wait_files(tmp_path / "outbox", [n.replace(".pdf", ".json") for n in names], timeout=120)
+        assert daemon.terminate() == 0
+        events = daemon.events()
+    assert 2 <= _most_at_once(events) <= 3
+    succeeded = [e["source"] for e in events if e.get("event") == "job_succeeded"]
+    assert sorted(succeeded) == names  # each once
+    assert sorted(os.listdir(tmp_path / "archive")) == names
+    assert _outputs(tmp_path / "outbox") == sorted(
+        n.replace(".pdf", suffix) for n in names for suffix in (".json", ".md")
+    )
+    assert _state_is_empty(tmp_path)

@@ -33,6 +33,8 @@ _HEADER = """\
 #   ocr_mode = "force"
 # Governance: allow_cpu_only / allow_cpu_fallback take effect only with a decision_record
 # (see docs/decisions/0001-gpu-first-lock.md).
+# gpu.max_pages_in_flight: the pages claimed jobs may hold at once; 0 means twice
+# gpu.layout_batch_size (one job is always claimed, however large).
 
 """
 

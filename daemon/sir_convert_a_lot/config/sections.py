@@ -181,6 +181,20 @@ class GpuSection:
             "fetches; torch runs OCR on the GPU too and needs RapidOCR's torch weights"
         ),
     ] = "onnxruntime"
+    max_pages_in_flight: Annotated[
+        int,
+        Setting(
+            at_least(0),
+            doc="pages the claimed, unfinished jobs may hold at once (at least one job is "
+            "claimed); 0 means twice layout_batch_size",
+            live=True,
+        ),
+    ] = 0
+
+    @property
+    def pages_in_flight(self) -> int:
+        """``max_pages_in_flight`` in effect: its default is two full layout batches."""
+        return self.max_pages_in_flight or 2 * self.layout_batch_size
 
 
 @dataclass(frozen=True)
@@ -204,7 +218,7 @@ class Governance:
 @dataclass(frozen=True)
 class ServiceSection:
     stop_grace_seconds: Annotated[
-        Seconds, Setting(at_least(0), doc="how long a stop waits for the job in hand", live=True)
+        Seconds, Setting(at_least(0), doc="how long a stop waits for the jobs in hand", live=True)
     ] = 60
 
 

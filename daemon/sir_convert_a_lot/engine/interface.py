@@ -50,12 +50,17 @@ class EngineStartError(Exception):
 class WorkerCrashed(Exception):
     """The worker went away while the job was in it. ``innocent`` is True when the supervisor
     knows the job was not the cause (the worker was stopped for another job in flight beside it),
-    so a caller can hand it back without counting an attempt."""
+    so a caller can hand it back without counting an attempt. ``shared``: other jobs were in the
+    worker too and any of them may have caused it; a caller can try each again alone
+    (``convert(..., alone=True)``), where a crash is the job's own."""
 
-    def __init__(self, exitcode: int | None, *, innocent: bool = False) -> None:
+    def __init__(
+        self, exitcode: int | None, *, innocent: bool = False, shared: bool = False
+    ) -> None:
         super().__init__(f"the worker process died (exit code {exitcode})")
         self.exitcode = exitcode
         self.innocent = innocent
+        self.shared = shared
 
 
 class WorkerTimedOut(Exception):
@@ -74,8 +79,9 @@ class WorkerOverMemory(Exception):
 
 
 class ConversionEngine(Protocol):
-    """The engine as the job lifecycle uses it. ``start``, ``decide`` and ``convert`` are called
-    from one thread; ``abort`` from any thread; ``alive``/``silent_seconds`` from any thread."""
+    """The engine as the job lifecycle uses it. Every method may be called from several threads
+    at once: one job thread per document in flight calls ``decide`` and ``convert``; ``abort``,
+    ``stop``, ``alive`` and ``silent_seconds`` come from any thread."""
 
     info: WorkerInfo | None
     starts: int
@@ -100,6 +106,8 @@ class ConversionEngine(Protocol):
         options: ConversionOptions,
         run_on: RunOn,
         source_name: str = "",
+        *,
+        alone: bool = False,
     ) -> Converted | Failed: ...
 
     def abort(self) -> None: ...

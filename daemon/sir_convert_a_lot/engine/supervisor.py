@@ -11,20 +11,32 @@ job lifecycle asks today (``interface.ConversionEngine``). The supervisor's limi
   the worker is killed; that job raises ``WorkerTimedOut``, any others in flight
   ``WorkerCrashed(innocent=True)``;
 - the worker's resident memory (``max_worker_memory_bytes``), sampled on the clock every
-  0.25 s: over it the worker is killed and each job in flight raises ``WorkerOverMemory`` (one
-  document in flight is the culprit; among several, none can be singled out);
+  0.25 s: over it the worker is killed; one document in flight is the culprit and raises
+  ``WorkerOverMemory``; among several none can be singled out, and each raises
+  ``WorkerCrashed(shared=True)``;
 - a lost worker (it exited, was killed by ``abort``, or its channel broke): each job in flight
-  raises ``WorkerCrashed`` with the exit code;
+  raises ``WorkerCrashed`` with the exit code, ``shared`` when others were in it too;
 - a ``Failed`` answer that asks for ``restart_worker`` (a CUDA error may have poisoned the
   context) is returned, and the worker is discarded.
 
 A job whose worker is gone has its answer settled at once; the next ``submit`` starts a fresh
-worker. Counting attempts is the caller's job.
+worker. Counting attempts is the caller's job. ``submit(..., alone=True)`` waits until the
+worker is empty and keeps others out until that job is collected: a suspect of a shared crash
+tried again alone crashes only for itself.
+
+Several threads may ``submit``, ``wait`` and ``convert`` at once (the daemon runs one job thread
+per document in flight). One waiter at a time is the pump: it takes the worker's messages, routes
+each to its job, and enforces the limits; the other waiters sleep on a condition variable until
+a message was routed or the pump hands over (after each step of at most 0.25 s, so a waiter
+whose job settled leaves at once and another may pump). Starting a worker happens under its own
+lock, so two threads submitting together start one worker. ``abort`` and ``stop`` may come from
+any thread; every job they end is settled and its waiter woken.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -140,6 +152,12 @@ class Engine:
         self._transport: Transport | None = None
         self._in_flight: dict[str, _InFlight] = {}
         self._next_memory_check = 0.0
+        # Guards _in_flight and the settling of jobs; waiters sleep on it.
+        self._settled = threading.Condition(threading.RLock())
+        self._pumping = False  # a waiter is taking the worker's messages
+        self._alone: str | None = None  # a job submitted alone, until it is collected
+        self._starting = threading.RLock()  # one worker start at a time
+        self._sending = threading.Lock()  # a pipe's messages must not interleave
 
     @property
     def probe(self) -> GpuProbe | None:
@@ -157,25 +175,27 @@ class Engine:
         return transport.silent_seconds() if transport is not None else 0.0
 
     def decide(self, options: ConversionOptions) -> Decision:
-        if self.info is None:
-            self.start()
+        with self._starting:
+            if self.info is None:
+                self.start()
         assert self.info is not None
         return decide(options, self.info.probe, self.governance)
 
     def start(self) -> WorkerInfo:
         """Start a worker and wait until its models are loaded and warm."""
-        self._discard_current()
-        transport = self.transport_factory(self.settings)
-        transport.start()
-        self._transport = transport
-        self.starts += 1
-        option_sets = [self.config.defaults, *self.config.profiles.values()]
-        try:
-            self.info = handshake(transport, option_sets, self.governance, self._lock_device)
-        except EngineStartError:
-            self._discard(transport)
-            raise
-        return self.info
+        with self._starting:
+            self._discard_current()
+            transport = self.transport_factory(self.settings)
+            transport.start()
+            self._transport = transport
+            self.starts += 1
+            option_sets = [self.config.defaults, *self.config.profiles.values()]
+            try:
+                self.info = handshake(transport, option_sets, self.governance, self._lock_device)
+            except EngineStartError:
+                self._discard(transport)
+                raise
+            return self.info
 
     def _lock_device(self) -> None:
         lock_device(
@@ -194,9 +214,11 @@ class Engine:
         options: ConversionOptions,
         run_on: RunOn,
         source_name: str = "",
+        *,
+        alone: bool = False,
     ) -> Converted | Failed:
         """Convert one document and block until it is done: ``submit`` then ``wait``."""
-        self.submit(job_id, source_path, options, run_on, source_name)
+        self.submit(job_id, source_path, options, run_on, source_name, alone=alone)
         return self.wait(job_id)
 
     def submit(
@@ -206,35 +228,73 @@ class Engine:
         options: ConversionOptions,
         run_on: RunOn,
         source_name: str = "",
+        *,
+        alone: bool = False,
     ) -> None:
-        """Hand one document to the worker (starting one if none runs); its clock starts now."""
-        if not self.alive:
-            self.start()
-        transport = self._transport
-        assert transport is not None
-        limit = float(options.document_timeout_seconds)
-        self._in_flight[job_id] = _InFlight(transport, limit, time.monotonic() + limit)
-        self._next_memory_check = 0.0
+        """Hand one document to the worker (starting one if none runs); its clock starts now.
+        ``alone``: first wait until no other document is in flight, and keep others out."""
+        self._admit(job_id, alone)
+        with self._starting:
+            if not self.alive:
+                self.start()
+            transport = self._transport
+            assert transport is not None
+            limit = float(options.document_timeout_seconds)
+            with self._settled:
+                self._in_flight[job_id] = _InFlight(transport, limit, time.monotonic() + limit)
+                self._next_memory_check = 0.0
         try:
-            transport.send(ConvertRequest(job_id, source_path, source_name, options, run_on.device))
+            with self._sending:
+                transport.send(
+                    ConvertRequest(job_id, source_path, source_name, options, run_on.device)
+                )
         except TransportClosed:
             self._lose(transport, exit_wait=0.0)
 
     def wait(self, job_id: str) -> Converted | Failed:
-        """The worker's answer for a submitted job, or the exception that ended it."""
-        job = self._in_flight[job_id]
-        while not job.settled:
-            self._supervise(job.transport)
-        del self._in_flight[job_id]
+        """The worker's answer for a submitted job, or the exception that ended it. Of the
+        threads waiting at once, one pumps the worker's messages and the others sleep."""
+        with self._settled:
+            job = self._in_flight[job_id]
+        while True:
+            with self._settled:
+                while self._pumping and not job.settled:
+                    self._settled.wait()
+                if job.settled:
+                    del self._in_flight[job_id]
+                    if self._alone == job_id:
+                        self._alone = None
+                    self._settled.notify_all()
+                    break
+                self._pumping = True
+            try:
+                self._supervise(job.transport)
+            finally:
+                with self._settled:
+                    self._pumping = False
+                    self._settled.notify_all()
         if job.error is not None:
             raise job.error
         assert job.answer is not None
         return job.answer
 
+    def _admit(self, job_id: str, alone: bool) -> None:
+        """Wait while a job runs alone, or, for one that must, while any other is in flight."""
+        with self._settled:
+            while self._alone is not None:
+                self._settled.wait()
+            if alone:
+                self._alone = job_id  # taken at once: no newcomer can keep it waiting
+                while self._in_flight:
+                    self._settled.wait()
+
     def _supervise(self, transport: Transport) -> None:
         """One step: enforce the deadlines and the memory limit, then take at most one message."""
         now = time.monotonic()
-        deadline = min(job.deadline for job in self._waiting_on(transport).values())
+        waiting = self._waiting_on(transport)
+        if not waiting:
+            return  # settled from another thread (stop, abort) since the waiter looked
+        deadline = min(job.deadline for job in waiting.values())
         if deadline <= now:
             self._time_out(transport, now)
             return
@@ -257,10 +317,12 @@ class Engine:
             return
         if not isinstance(message, Converted | Failed):
             return
-        job = self._in_flight.get(message.job_id)
-        if job is None or job.transport is not transport or job.settled:
-            return
-        job.answer = message
+        with self._settled:
+            job = self._in_flight.get(message.job_id)
+            if job is None or job.transport is not transport or job.settled:
+                return
+            job.answer = message
+            self._settled.notify_all()
         if isinstance(message, Failed) and message.details.get("restart_worker"):
             self._discard(transport)  # a CUDA error may have poisoned the context: start afresh
 
@@ -283,21 +345,30 @@ class Engine:
         rss = transport.resident_bytes()
         if rss is None or rss <= limit:
             return False
-        self._discard(transport, lambda _job_id, _job: WorkerOverMemory(limit, rss))
+        if len(self._waiting_on(transport)) == 1:
+            self._discard(transport, lambda _job_id, _job: WorkerOverMemory(limit, rss))
+        else:  # no culprit among several: each is tried again alone (the lifecycle)
+            self._discard(transport, self._crashed_with(transport))
         return True
 
     def _lose(self, transport: Transport, exit_wait: float) -> None:
         """The worker is gone of itself (or by ``abort``): every job in it crashed with it."""
         transport.exit_code(wait=exit_wait)  # let it finish dying, so the exit code is its own
-        self._discard(transport, lambda _job_id, _job: WorkerCrashed(transport.exit_code()))
+        self._discard(transport, self._crashed_with(transport))
+
+    def _crashed_with(self, transport: Transport) -> ErrorFor:
+        """The verdict for jobs in a worker that went down: crashed, and ``shared`` when more
+        than one was in it (the culprit cannot be told)."""
+        shared = len(self._waiting_on(transport)) > 1
+        return lambda _job_id, _job: WorkerCrashed(transport.exit_code(), shared=shared)
 
     def _waiting_on(self, transport: Transport) -> dict[str, _InFlight]:
-        # A copy first: stop() may settle jobs from another thread while wait() removes one.
-        return {
-            job_id: job
-            for job_id, job in list(self._in_flight.items())
-            if job.transport is transport and not job.settled
-        }
+        with self._settled:
+            return {
+                job_id: job
+                for job_id, job in self._in_flight.items()
+                if job.transport is transport and not job.settled
+            }
 
     def _discard(self, transport: Transport, error_for: ErrorFor | None = None) -> None:
         """Close the transport and settle every job still waiting on it: with ``error_for``'s
@@ -305,15 +376,24 @@ class Engine:
         transport.close()
         if self._transport is transport:
             self._transport = None
-        for job_id, job in self._waiting_on(transport).items():
-            if error_for is not None:
-                job.error = error_for(job_id, job)
-            else:
-                job.error = WorkerCrashed(transport.exit_code(), innocent=True)
+        with self._settled:
+            for job_id, job in self._waiting_on(transport).items():
+                if error_for is not None:
+                    job.error = error_for(job_id, job)
+                else:
+                    job.error = WorkerCrashed(transport.exit_code(), innocent=True)
+            self._settled.notify_all()
 
     def _discard_current(self) -> None:
-        if self._transport is not None:
-            self._discard(self._transport)
+        """Before a fresh start: a live worker's jobs are innocent bystanders of the restart; a
+        dead one's died with it (its pump may not have noticed yet), and count."""
+        transport = self._transport
+        if transport is None:
+            return
+        if transport.alive():
+            self._discard(transport)
+        else:
+            self._discard(transport, self._crashed_with(transport))
 
     # -- from outside -----------------------------------------------------------------------------
 
@@ -326,8 +406,9 @@ class Engine:
     def stop(self) -> None:
         transport = self._transport
         if transport is not None and transport.alive():
-            with contextlib.suppress(TransportClosed):
+            with contextlib.suppress(TransportClosed), self._sending:
                 transport.send(Shutdown())
             transport.exit_code(wait=_STOP_WAIT_SECONDS)
-        self._discard_current()
+        if transport is not None:
+            self._discard(transport)  # jobs still in it are bystanders of the stop
         self.device_lock.release()

@@ -1,14 +1,21 @@
-"""Claims the candidates into jobs, paced: at most MAX_IN_FLIGHT jobs claimed at a time, and
-after a claim fails for the state folder's sake, no claims for a while.
+"""Claims the candidates into jobs, paced by the pages the claimed jobs hold, and after a claim
+fails for the state folder's sake, no claims for a while.
+
+The pacing rule (``may_claim``): a new job is claimed only when every claimed, unfinished job's
+page count is known and together they hold fewer than ``gpu.max_pages_in_flight`` pages; with
+no job claimed, one is always claimed, however large. The daemon never opens a PDF to count its
+pages (a hostile file is only ever opened by the isolated worker): a job's count is what the
+worker reports once it has opened the file (its first ``Progress``), milliseconds after the job
+is submitted. Until then the job blocks further claims, so claims follow the worker's pace.
 
 Claiming late keeps files in the inbox, where the user still sees and may take them, until the
-runner is about to want them; another instance may claim them meanwhile.
+worker is about to want them; another instance may claim them meanwhile.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from sir_convert_a_lot.config import Config
 from sir_convert_a_lot.intake.queue import Intake
@@ -20,8 +27,17 @@ from sir_convert_a_lot.ops import logs
 
 log = logs.get()
 
-MAX_IN_FLIGHT = 2  # one converting, at most one claimed and waiting
 CLAIM_BACKOFF_SECONDS = 10.0  # after a failed claim (state folder unwritable, full)
+
+
+def may_claim(held: Collection[int | None], max_pages: int) -> bool:
+    """Whether one more job may be claimed, given the pages each claimed, unfinished job holds
+    (None: not known yet): always with none held; never while a count is unknown; else while
+    they hold fewer than ``max_pages`` pages together."""
+    if not held:
+        return True
+    known = [pages for pages in held if pages is not None]
+    return len(known) == len(held) and sum(known) < max_pages
 
 
 class Dispatcher:
@@ -42,11 +58,13 @@ class Dispatcher:
         self.enqueue = enqueue
         self.paused_until = 0.0  # the service clock
 
-    def dispatch(self, in_flight: Callable[[], int], stopping: threading.Event) -> None:
-        """Claim candidates while fewer than MAX_IN_FLIGHT jobs are claimed and not stopping."""
+    def dispatch(self, held: Callable[[], list[int | None]], stopping: threading.Event) -> None:
+        """Claim candidates while the pacing rule allows (``held``: the pages each claimed,
+        unfinished job holds, None while unknown) and not stopping."""
         if self.clock() < self.paused_until:
             return
-        while in_flight() < MAX_IN_FLIGHT and self.intake.candidates and not stopping.is_set():
+        limit = self.config.gpu.pages_in_flight
+        while may_claim(held(), limit) and self.intake.candidates and not stopping.is_set():
             seen = self.intake.next_candidate()
             if seen is None:
                 return

@@ -57,6 +57,7 @@ class Attempt:
     decision: RunOn | None = None
     timings: dict[str, float] | None = None
     pages: int | None = None
+    alone: bool = False  # convert with no other document in the worker (after a shared crash)
 
 
 class Endings:

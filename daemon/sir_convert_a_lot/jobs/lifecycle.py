@@ -9,7 +9,9 @@ ends the attempt::
     refuse_past_attempts   started max_attempts times and never finished: worker_crashed
     inspect                still the file that was claimed, and a PDF we can read
     decide                 the GPU-first lock (``engine.policy``), asked through the engine
-    convert                the worker converts; a crash with attempts left tries again
+    convert                the worker converts; a crash with attempts left tries again, and
+                           a job whose worker was stopped for a neighbour, or went down with
+                           others in it, tries again uncounted (then alone)
     recheck_source         the bytes must not have moved under the converter
     publish                Markdown and sidecar, or the error envelope (``jobs.endings``)
 
@@ -51,7 +53,10 @@ DEFER_SECONDS = 60.0  # a job that could not even be failed waits this long befo
 
 @dataclass(frozen=True)
 class TryAgain:
-    """The worker crashed with attempts left: the same job goes round once more."""
+    """The worker crashed with attempts left: the same job goes round once more (``alone``:
+    with no other document in the worker)."""
+
+    alone: bool = False
 
 
 Step = Callable[[Attempt], "Outcome | TryAgain | None"]
@@ -88,25 +93,27 @@ class JobRunner:
     def run(self, job: Job) -> Outcome:
         """Carry ``job`` to a terminal outcome. Raises only EngineStartError (the worker could
         not be restarted: nothing can convert, the service must stop)."""
+        alone = False
         while True:
             try:
-                ended = self._attempt(self._begin(job))
+                ended = self._attempt(self._begin(job, alone))
             except EngineStartError:
                 raise
             except Exception as exc:  # noqa: BLE001 - one job's fault must not stop the others
                 return self._after_unexpected(job, exc)
             if isinstance(ended, Outcome):
                 return ended
+            alone = ended.alone
             reloaded = self.custody.reload(job)
             if reloaded is None:
                 return Outcome(job.job_id, Status.RETURNED, "vanished")
             job = reloaded
 
-    def _begin(self, job: Job) -> Attempt:
+    def _begin(self, job: Job, alone: bool = False) -> Attempt:
         bound = log.bind(
             job_id=job.job_id, source=job.relative_path, instance=self.custody.instance
         )
-        return Attempt(job=job, started=self.clock(), bound=bound)
+        return Attempt(job=job, started=self.clock(), bound=bound, alone=alone)
 
     def _attempt(self, attempt: Attempt) -> Outcome | TryAgain:
         steps: tuple[Step, ...] = (
@@ -183,6 +190,7 @@ class JobRunner:
                 job.options,
                 decision,
                 source_name=job.relative_path,
+                alone=attempt.alone,
             )
         except (WorkerTimedOut, WorkerOverMemory) as stopped:
             if self.abandon:
@@ -196,6 +204,19 @@ class JobRunner:
         job = attempt.job
         if self.abandon:
             return self.endings.give_back(attempt, "stopped_during_conversion")
+        if crash.innocent or crash.shared:
+            # The worker was stopped for a neighbour (a timeout, a restart), or went down with
+            # several documents in it: this job goes round again with the attempt it was
+            # charged given back, after a shared crash alone (where a crash is its own), so that
+            # a neighbour's faults never bring it to worker_crashed.
+            attempt.job = self.custody.update(job, attempts=max(0, job.attempts - 1))
+            attempt.bound.info(
+                "worker_stopped_for_another_job" if crash.innocent else "worker_crashed_shared",
+                exitcode=crash.exitcode,
+                effect="tried again at once, alone" if crash.shared else "tried again at once",
+                attempt_counted=False,
+            )
+            return TryAgain(alone=crash.shared)
         attempt.bound.warning("worker_crashed", attempt=job.attempts, exitcode=crash.exitcode)
         if job.attempts < self.config.retry.max_attempts:
             return TryAgain()

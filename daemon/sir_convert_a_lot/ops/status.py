@@ -85,6 +85,7 @@ def _instance(name: str, live: bool, age_seconds: float, data: dict[str, Any]) -
         "source": data.get("source"),
         "page": data.get("page"),
         "pages": data.get("pages"),
+        "jobs": _jobs_of(data),
         "queued": data.get("queued"),
         "arriving": data.get("arriving") or [],
         "arriving_count": data.get("arriving_count") or 0,
@@ -122,6 +123,23 @@ def _recent_failures(spool: Spool) -> list[dict[str, Any]]:
         }
         for record in reversed(failures[-RECENT_FAILURES:])
     ]
+
+
+def _jobs_of(lease: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every job the instance converts; a lease written before several could run names one."""
+    entries = lease.get("jobs")
+    if isinstance(entries, list):
+        return [entry for entry in entries if isinstance(entry, dict) and "source" in entry]
+    if lease.get("activity") != "converting":
+        return []
+    return [{key: lease.get(key) for key in ("job_id", "source", "page", "pages")}]
+
+
+def _job_text(job: dict[str, Any]) -> str:
+    """``name (page 3/12)``, the page once the worker has said."""
+    if job.get("pages"):
+        return f"{job.get('source')} (page {job.get('page')}/{job.get('pages')})"
+    return str(job.get("source"))
 
 
 def _blocked_of(lease: dict[str, Any]) -> list[dict[str, Any]]:
@@ -173,10 +191,11 @@ def render_status(status: dict[str, Any]) -> str:
         lines.append(f"  {_nothing_running(status.get('stopped_instances') or [])}")
     for inst in status["instances"]:
         liveness = "live" if inst["live"] else f"stale ({inst['heartbeat_age_seconds']} s)"
-        if inst["activity"] == "converting":
-            doing = f"converting {inst['source']}"
-            if inst.get("pages"):
-                doing += f" (page {inst['page']}/{inst['pages']})"
+        jobs = inst.get("jobs") or []
+        if len(jobs) == 1:
+            doing = f"converting {_job_text(jobs[0])}"
+        elif jobs:
+            doing = f"converting {len(jobs)} files"
         else:
             doing = inst.get("state") or "unknown"
             if doing == "ready":
@@ -191,6 +210,8 @@ def render_status(status: dict[str, Any]) -> str:
             f"version {inst.get('version') or 'unknown'}, pid {inst.get('pid')} on "
             f"{inst.get('host')}"
         )
+        if len(jobs) > 1:
+            lines += [f"    converting: {_job_text(job)}" for job in jobs]
         lines += _arriving_lines(inst)
         lines += [
             f"    deferred: {entry.get('source')} ({entry.get('why')}), next try in "

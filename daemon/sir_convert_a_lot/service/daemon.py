@@ -1,8 +1,9 @@
 """The daemon: starts the parts, runs the main loop, and stops them in order.
 
 Data flows one way: the watcher and the scans produce hints, intake turns them into candidates
-(the stability window, the arrival checks), dispatch claims them into jobs, the runner thread
-carries each job through the engine to publish and disposal and reports back with an event.
+(the stability window, the arrival checks), dispatch claims them into jobs (paced by the pages
+they hold), and a job thread per job (``service.runners``) carries it through the engine to
+publish and disposal and reports back with an event.
 The heartbeat thread tells the lease and systemd what is going on. The main loop never waits on
 a fixed sleep: it sleeps until the next intake deadline, periodic duty or event, whichever
 comes first.
@@ -37,6 +38,7 @@ from sir_convert_a_lot.ops.systemd import Notifier
 from sir_convert_a_lot.service import reload, startup
 from sir_convert_a_lot.service.events import Done, Event, EventsLost, Hint, Reload, Wake
 from sir_convert_a_lot.service.heartbeat import Activity, Heartbeat
+from sir_convert_a_lot.service.runners import JobThreads
 
 log = logs.get()
 
@@ -79,9 +81,7 @@ class Service:
         )
         self.install_signal_handlers = install_signal_handlers
         self.events: queue.Queue[Event] = queue.Queue()
-        self.jobs: queue.Queue[Job | None] = queue.Queue()
-        self.in_flight = 0  # jobs claimed and not yet done: queued for the runner or running
-        self.activity = Activity()
+        self.state = "starting"  # then "ready"; the heartbeat shows "stopping" on its own
         # Recent endings, for tests and debugging; bounded so a long run does not grow.
         self.outcomes: deque[Outcome] = deque(maxlen=1000)
         self.deferred: list[tuple[float, Job, str]] = []  # (next try, job, why)
@@ -94,7 +94,13 @@ class Service:
         self.started_at = time.time()
         self.watcher: InboxWatcher | None = None
         self._heartbeat_wake = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self.threads = JobThreads(
+            self.runner,
+            self.events,
+            self._heartbeat_wake,
+            limit=lambda: self.config.gpu.pages_in_flight,
+            on_fatal=self._fail,
+        )
         self._next_takeover = 0.0
         self.intake = Intake(config, clock, self._heartbeat_wake.set)
         self.dispatcher = Dispatcher(config, self.intake, self.spool, clock, self._enqueue)
@@ -152,15 +158,30 @@ class Service:
         return code
 
     def request_stop(self) -> None:
-        """Stop claiming; let the running job finish within the grace period. Thread-safe."""
+        """Stop claiming; let the running jobs finish within the grace period. Thread-safe."""
         if not self.stopping.is_set():
-            self.notifier.stopping("stopping: finishing the running job, claiming nothing new")
+            self.notifier.stopping("stopping: finishing the running jobs, claiming nothing new")
         self.stopping.set()
         self.events.put(Wake())
 
     def request_reload(self) -> None:
         """Reload the config file (SIGHUP). Thread-safe; done by the main loop."""
         self.events.put(Reload())
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs claimed and not yet done: queued for a job thread or converting."""
+        return self.threads.count
+
+    def converting(self) -> list[Activity]:
+        """Every job converting now, the longest running first."""
+        return self.threads.converting()
+
+    @property
+    def activity(self) -> Activity:
+        """The longest-running job converting (an empty Activity when none)."""
+        converting = self.threads.converting()
+        return converting[0] if converting else Activity()
 
     # -- start-up -----------------------------------------------------------------------------
 
@@ -172,7 +193,6 @@ class Service:
         self.heartbeat.start()
         startup.report_worker(self.engine.start(), self.config, self.governance)
         self._recover_jobs()
-        self._start_runner()
         missing = startup.share_missing(self.config)
         if missing:
             raise ShareMissing(missing)
@@ -203,7 +223,7 @@ class Service:
         now = self.clock()
         self.intake.next_rescan = now + config.watch.rescan_interval_seconds
         self._next_takeover = now + config.instances.lease_seconds / 2
-        self.activity.state = "ready"
+        self.state = "ready"
         self.ready.set()
         self._heartbeat_wake.set()
         log.info("daemon_ready", waiting_in_inbox=found, jobs_queued=self.in_flight)
@@ -229,7 +249,7 @@ class Service:
                 return 1
             self.intake.settle_due()
             self._periodic()
-            self.dispatcher.dispatch(lambda: self.in_flight, self.stopping)
+            self.dispatcher.dispatch(self.threads.held, self.stopping)
         return 0
 
     def _wait_for_events(self) -> None:
@@ -261,7 +281,7 @@ class Service:
                 pass  # the loop looks at stopping and fatal next
 
     def _job_done(self, outcome: Outcome) -> None:
-        self.in_flight -= 1
+        self.threads.done(outcome.job_id)
         self.outcomes.append(outcome)
         if outcome.status is Status.DEFERRED and outcome.job is not None:
             why = outcome.code or "deferred"
@@ -271,8 +291,7 @@ class Service:
         self._heartbeat_wake.set()
 
     def _enqueue(self, job: Job) -> None:
-        self.in_flight += 1
-        self.jobs.put(job)
+        self.threads.add(job)
 
     def _periodic(self) -> None:
         now = self.clock()
@@ -307,41 +326,15 @@ class Service:
         finally:
             self.notifier.ready(self.heartbeat.status_line())
 
-    # -- the runner thread --------------------------------------------------------------------
+    # -- the job threads ----------------------------------------------------------------------
 
-    def _start_runner(self) -> None:
-        thread = threading.Thread(target=self._run_jobs, name="sca-runner", daemon=True)
-        thread.start()
-        self._threads.append(thread)
-
-    def _run_jobs(self) -> None:
-        while True:
-            job = self.jobs.get()
-            if job is None:
-                return
-            self.activity = Activity(
-                self.activity.state,
-                job.job_id,
-                job.shown,
-                started=time.monotonic(),
-                limit_seconds=float(job.options.document_timeout_seconds),
-            )
-            self._heartbeat_wake.set()
-            try:
-                outcome = self.runner.run(job)
-            except EngineStartError as exc:
-                self.fatal = f"the worker could not be restarted: {exc}"
-                self.events.put(Wake())
-                return
-            finally:
-                self.activity = Activity(state=self.activity.state)
-                self._heartbeat_wake.set()
-            self.events.put(Done(outcome))
+    def _fail(self, reason: str) -> None:
+        """Called on a job thread: nothing can convert any more; the main loop ends the daemon."""
+        self.fatal = reason
+        self.events.put(Wake())
 
     def _on_progress(self, job_id: str, page: int, pages: int) -> None:
-        if self.activity.job_id == job_id:
-            self.activity.page, self.activity.pages = page, pages
-            self._heartbeat_wake.set()
+        self.threads.on_progress(job_id, page, pages)
 
     # -- stop ---------------------------------------------------------------------------------
 
@@ -350,21 +343,10 @@ class Service:
             self.notifier.stopping("stopping")
         self.stopping.set()
         self._heartbeat_wake.set()
-        log.info("daemon_stopping", running=self.activity.job_id)
+        running = [activity.job_id for activity in self.converting()]
+        log.info("daemon_stopping", running=running)
         deadline = time.monotonic() + self.config.service.stop_grace_seconds
-        runner_threads = [t for t in self._threads if t.name == "sca-runner"]
-        self.jobs.put(None)
-        for thread in runner_threads:
-            thread.join(timeout=max(0.0, deadline - time.monotonic()))
-            if thread.is_alive():
-                log.warning(
-                    "stop_grace_expired",
-                    job_id=self.activity.job_id,
-                    effect="the running job goes back to the inbox without counting an attempt",
-                )
-                self.runner.abandon = True
-                self.engine.abort()
-                thread.join(timeout=30)
+        self.threads.stop(deadline, self._give_up_on)
         if self.watcher is not None:
             with contextlib.suppress(Exception):
                 self.watcher.stop()
@@ -376,6 +358,17 @@ class Service:
             log.warning("stop_note_failed", error=str(exc), effect="status cannot say when")
         self.spool.remove_lease()
         log.info("daemon_stopped")
+
+    def _give_up_on(self, job_ids: list[str]) -> None:
+        """The stop grace ran out with jobs converting: the worker is stopped and they go back
+        to the inbox without counting an attempt."""
+        log.warning(
+            "stop_grace_expired",
+            job_ids=job_ids,
+            effect="the running jobs go back to the inbox without counting an attempt",
+        )
+        self.runner.abandon = True
+        self.engine.abort()
 
     def _install_signals(self) -> None:
         def on_term(signum: int, _frame: FrameType | None) -> None:

@@ -32,11 +32,13 @@ OVERDUE_GRACE_SECONDS = 60.0  # a job this far past its limit means the daemon i
 STATUS_ARRIVING = 20  # files still arriving (and deferred jobs) that status lists by name
 
 
+STATUS_LINE_JOBS = 3  # jobs the STATUS= line names; the rest are counted
+
+
 @dataclass
 class Activity:
-    """What the runner thread is doing; replaced whole by it, read by the heartbeat."""
+    """What one job thread is converting (``service.runners``); the heartbeat reads copies."""
 
-    state: str = "starting"
     job_id: str | None = None
     source: str | None = None
     page: int = 0
@@ -47,11 +49,12 @@ class Activity:
 
 class ServiceState(Protocol):
     """What the heartbeat reads of the running service (``Service`` is the one implementation).
-    The runner thread replaces ``activity`` whole and the main thread ``deferred``, so each
-    read sees one consistent value."""
+    ``converting`` is a copy taken under the job threads' lock, and the main thread replaces
+    ``deferred`` whole, so each read sees one consistent value."""
 
     @property
-    def activity(self) -> Activity: ...
+    def state(self) -> str: ...
+    def converting(self) -> list[Activity]: ...
     @property
     def in_flight(self) -> int: ...
     @property
@@ -108,23 +111,23 @@ class Heartbeat:
         silent = service.engine.silent_seconds()
         if silent > WORKER_SILENCE_SECONDS:
             return f"the worker process has not answered for {silent:.0f} s"
-        activity = service.activity
-        if activity.job_id and activity.started:
+        for activity in service.converting():
             overdue = time.monotonic() - activity.started - activity.limit_seconds
-            if overdue > OVERDUE_GRACE_SECONDS:
+            if activity.started and overdue > OVERDUE_GRACE_SECONDS:
                 return f"job {activity.job_id} is {overdue:.0f} s past its time limit"
         return None
 
     def status_line(self) -> str:
-        """What systemd shows in ``systemctl status``: idle, or converting X (page n/m)."""
-        activity = self.service.activity
-        queued = self._queued(activity)
-        if activity.job_id:
-            doing = f"converting {activity.source}"
-            if activity.pages:
-                doing += f" (page {activity.page}/{activity.pages})"
-        else:
-            doing = "idle"
+        """What systemd shows in ``systemctl status``: idle, or converting X (page n/m), Y
+        (page n/m) and N more."""
+        converting = self.service.converting()
+        queued = self._queued(converting)
+        doing = "idle"
+        if converting:
+            named = [_shown(activity) for activity in converting[:STATUS_LINE_JOBS]]
+            doing = "converting " + ", ".join(named)
+            if len(converting) > STATUS_LINE_JOBS:
+                doing += f" and {len(converting) - STATUS_LINE_JOBS} more"
         if queued:
             doing += f", {queued} queued"
         blocked = self.service.intake.blocked.view
@@ -136,20 +139,27 @@ class Heartbeat:
         return doing
 
     def status(self) -> dict[str, Any]:
-        """The status part of the lease: what ``sir-convert status`` shows of a running daemon."""
+        """The status part of the lease: what ``sir-convert status`` shows of a running daemon.
+        ``jobs`` lists every job converting; ``job_id``, ``source``, ``page`` and ``pages`` are
+        the first of them (the longest running), as before several ran at once."""
         service = self.service
-        activity = service.activity
+        converting = service.converting()
+        first = converting[0] if converting else Activity()
         probe = service.engine.probe
         intake = service.intake
         blocked = intake.blocked.view
         return {
-            "state": "stopping" if service.stopping.is_set() else activity.state,
-            "activity": "converting" if activity.job_id else "idle",
-            "job_id": activity.job_id,
-            "source": activity.source,
-            "page": activity.page,
-            "pages": activity.pages,
-            "queued": self._queued(activity),
+            "state": "stopping" if service.stopping.is_set() else service.state,
+            "activity": "converting" if converting else "idle",
+            "job_id": first.job_id,
+            "source": first.source,
+            "page": first.page,
+            "pages": first.pages,
+            "jobs": [
+                {"job_id": a.job_id, "source": a.source, "page": a.page, "pages": a.pages}
+                for a in converting
+            ],
+            "queued": self._queued(converting),
             "watching": len(intake.stability),
             "arriving": [
                 {"source": display(path), "waiting_for": reason}
@@ -173,10 +183,10 @@ class Heartbeat:
             "version": __version__,
         }
 
-    def _queued(self, activity: Activity) -> int:
-        """Candidates and claimed jobs waiting, the running job not counted."""
-        running = 1 if activity.job_id else 0
-        return len(self.service.intake.candidates) + max(0, self.service.in_flight - running)
+    def _queued(self, converting: list[Activity]) -> int:
+        """Candidates and claimed jobs waiting, the jobs converting not counted."""
+        waiting = max(0, self.service.in_flight - len(converting))
+        return len(self.service.intake.candidates) + waiting
 
     # -- the thread ---------------------------------------------------------------------------
 
@@ -233,3 +243,10 @@ class Heartbeat:
         elif problem != self._watchdog_withheld:
             log.error("watchdog_withheld", reason=problem, effect="systemd will restart us")
         self._watchdog_withheld = problem
+
+
+def _shown(activity: Activity) -> str:
+    """One job in the STATUS= line: its file, and its page once the worker says."""
+    if activity.pages:
+        return f"{activity.source} (page {activity.page}/{activity.pages})"
+    return str(activity.source)
