@@ -27,8 +27,10 @@ def test_docling_alone_uses_docling_s_own_pipeline_with_the_configured_batching(
         conversion={"backend_strategy": "docling", "ocr_mode": "off", "table_mode": "fast"},
         gpu={"models_path": str(models), "layout_batch_size": 16, "table_batch_size": 8},
     )
+    from docling.datamodel.base_models import InputFormat
+
     converter = side_by_side.docling_converter(config, "cpu")
-    (option,) = converter.format_to_options.values()
+    option = converter.format_to_options[InputFormat.PDF]
     assert option.pipeline_cls.__name__ == "StandardPdfPipeline"  # docling's, not ours
     assert option.pipeline_options.layout_batch_size == 16
     assert option.pipeline_options.table_batch_size == 8
