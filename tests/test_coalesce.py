@@ -180,3 +180,13 @@ def test_a_switched_off_stage_passes_its_pages_on_without_the_model_thread(
     table = SharedModel(Off(), "table", batch_size=4, coalescer=coalescer)
     assert table(_Doc("a.pdf"), ["p"]) == ["p"]
     assert coalescer._scheduler is None  # nothing was queued
+
+
+def test_pages_a_stage_is_not_for_pass_it_by_in_their_place(model_thread: Any) -> None:
+    coalescer = Coalescer(model_thread, BatchLog(), gather_seconds=30)
+    model = _Model()
+    ocr = SharedModel(model, "ocr", batch_size=8, coalescer=coalescer, select=lambda p: "scan" in p)
+    (doc,) = _documents(coalescer, ["mixed.pdf"], pages=3)
+    assert ocr(doc, ["text-1", "scan-2", "text-3"]) == ["text-1", "scan-2@1", "text-3"]
+    assert [pages for pages, _thread in model.calls] == [["scan-2"]]
+    assert ocr(doc, ["text-4"]) == ["text-4"] and len(model.calls) == 1  # nothing to read

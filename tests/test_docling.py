@@ -120,7 +120,35 @@ def test_every_model_call_runs_on_the_one_model_thread(stand_in_models: Path) ->
     model_thread.shutdown()
 
 
-def test_ocr_force_and_auto_run_rapidocr_only_when_asked_or_needed(
+def _scan_then_text_pdf() -> bytes:
+    """Page 1 a scan (text only as pixels), page 2 born digital (a real text layer)."""
+    import pymupdf
+
+    document = pymupdf.open(stream=_image_only_pdf())
+    text_page = document.new_page()
+    box = pymupdf.Rect(72, 72, text_page.rect.width - 72, text_page.rect.height - 72)
+    text_page.insert_textbox(box, "Born digital words. " * 40)
+    data: bytes = document.tobytes()
+    return data
+
+
+class _OcrPages:
+    """Stands in front of the OCR model and notes how many pages each call hands it."""
+
+    def __init__(self, model: Any, pages: list[int]) -> None:
+        self._model = model
+        self._pages = pages
+
+    def __call__(self, conv_res: Any, pages: Any) -> Any:
+        pages = list(pages)
+        self._pages.append(len(pages))
+        return self._model(conv_res, pages)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+
+def test_ocr_auto_decides_page_by_page_in_one_pass_and_force_reads_every_page(
     stand_in_models: Path,
 ) -> None:
     model_thread = ThreadPoolExecutor(max_workers=1)
@@ -130,19 +158,27 @@ def test_ocr_force_and_auto_run_rapidocr_only_when_asked_or_needed(
     auto = ConversionOptions(backend_strategy="docling", ocr_mode="auto", table_mode="fast")
     force = ConversionOptions(backend_strategy="docling", ocr_mode="force", table_mode="fast")
     backend.load((auto, force))
-    assert set(backend._converters) == {("fast", False), ("fast", True)}
-    scan = open_pdf(_image_only_pdf(), max_pages=10)
-    retried = backend.convert(scan, auto, lambda _p, _t: None)
-    assert retried.ocr_enabled is True
-    assert "docling_auto_ocr_retry_applied" in retried.warnings
-    assert retried.stage_devices["ocr"] == "cpu"  # RapidOCR's onnxruntime engine
+    # one pipeline per option set: auto converts once, never a second pass
+    assert set(backend._converters) == {("fast", "auto"), ("fast", "force")}
+    read: list[int] = []
+    (auto_pipeline,) = backend._converters[("fast", "auto")].initialized_pipelines.values()
+    auto_pipeline.ocr_model.model = _OcrPages(auto_pipeline.ocr_model.model, read)
+    mixed = open_pdf(_scan_then_text_pdf(), max_pages=10)
+    result = backend.convert(mixed, auto, lambda _p, _t: None)
+    assert sum(read) == 1  # the scanned page; the born-digital page never reached OCR
+    assert result.ocr_enabled is True
+    assert "docling_auto_ocr_pages:1/2" in result.warnings
+    assert result.stage_devices["ocr"] == "cpu"  # RapidOCR's onnxruntime engine, no CUDA here
+    assert sum(own for own, _all in result.batches["ocr"]) == 1
+    read.clear()
     text = open_pdf((SAMPLES / "multi_page.pdf").read_bytes(), max_pages=10)
     plain = backend.convert(text, auto, lambda _p, _t: None)
-    assert plain.ocr_enabled is False
-    assert "docling_auto_ocr_retry_applied" not in plain.warnings
+    assert read == [] and plain.ocr_enabled is False
+    assert not any(w.startswith("docling_auto_ocr_pages") for w in plain.warnings)
     assert "ocr" not in plain.stage_devices and plain.stage_devices["layout"] == "cpu"
-    forced = backend.convert(text, force, lambda _p, _t: None)
+    forced = backend.convert(mixed, force, lambda _p, _t: None)
     assert forced.ocr_enabled is True
+    assert sum(own for own, _all in forced.batches["ocr"]) == 2  # every page
     assert forced.stage_devices["ocr"] == "cpu"
     model_thread.shutdown()
 

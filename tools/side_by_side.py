@@ -5,7 +5,8 @@ Usage:
 
 docling alone: docling's own DocumentConverter and pipeline, with the options the daemon's
 docling backend maps CFG to (``docling_pipeline.pipeline_options``: the same models, table mode,
-OCR and batch sizes, which are docling's batching knobs), warmed on the first file (untimed),
+OCR and batch sizes, which are docling's batching knobs; with ``ocr_mode = "auto"`` docling alone
+has no page-by-page choice and reads every page), warmed on the first file (untimed),
 then every file converted one after another in this process, as a user of docling would.
 The daemon: ``tools/benchmark.py``'s run (drop every file at once, wait for every sidecar), its
 wall time minus one stability window (a deliberate wait for writers, not work). The sides take
@@ -51,10 +52,9 @@ def docling_converter(config: Config, device: str) -> Any:
         ocr_backend=config.gpu.ocr_backend,
     )
     options = config.defaults
-    ocr = options.ocr_mode == "force"
     formats = {
         InputFormat.PDF: PdfFormatOption(
-            pipeline_options=pipeline_options(context, options.table_mode, ocr)
+            pipeline_options=pipeline_options(context, options.table_mode, options.ocr_mode)
         )
     }
     return DocumentConverter(format_options=formats)

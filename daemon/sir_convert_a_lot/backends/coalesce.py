@@ -47,18 +47,33 @@ class _Call:
 class SharedModel:
     """Stands in for one loaded stage model; called from any document's stage thread."""
 
-    def __init__(self, model: Any, stage: str, batch_size: int, coalescer: Coalescer) -> None:
+    def __init__(
+        self,
+        model: Any,
+        stage: str,
+        batch_size: int,
+        coalescer: Coalescer,
+        select: Callable[[Any], bool] | None = None,
+    ) -> None:
         self.model = model
         self.stage = stage
         self.batch_size = max(1, batch_size)
         self.merges = stage in MERGEABLE_STAGES
+        self.select = select  # which pages the model is for; the others pass it by
         self._coalescer = coalescer
 
     def __call__(self, conv_res: Any, page_batch: Iterable[Any]) -> list[Any]:
         pages = list(page_batch)
         if not pages or not getattr(self.model, "enabled", True):
             return list(self.model(conv_res, pages))  # a switched-off stage passes pages on
-        return self._coalescer.call(self, conv_res, pages)
+        chosen = pages if self.select is None else [p for p in pages if self.select(p)]
+        if not chosen:
+            return pages
+        processed = self._coalescer.call(self, conv_res, chosen)
+        if len(chosen) == len(pages):
+            return processed
+        replaced = {id(page): new for page, new in zip(chosen, processed, strict=True)}
+        return [replaced.get(id(page), page) for page in pages]
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.model, name)

@@ -11,10 +11,11 @@ Options map as follows:
 
 - ``table_mode``: TableFormer ``fast``, or ``accurate`` with cell matching (table cells matched
   to the PDF's own text cells).
-- ``ocr_mode``: ``off`` (no OCR), ``force`` (full-page OCR on every page), ``auto`` (a pass
-  without OCR, then one with full-page OCR when the text is too thin: under 120 characters a
-  page on average; warning ``docling_auto_ocr_retry_applied``). OCR is RapidOCR with its ONNX
-  engine, or with ``gpu.ocr_backend = "torch"`` its torch engine on the same GPU.
+- ``ocr_mode``: ``off`` (no OCR), ``force`` (full-page OCR on every page), ``auto`` (one pass;
+  full-page OCR on the pages that need it, decided page by page by ``backends.ocr_pages``:
+  scans, never born-digital pages; warning ``docling_auto_ocr_pages:<k>/<n>``). OCR is RapidOCR
+  with its ONNX engine (on the GPU when onnxruntime has its CUDA provider), or with
+  ``gpu.ocr_backend = "torch"`` its torch engine on the same GPU.
 - batch sizes: ``gpu.layout_batch_size``, ``gpu.ocr_batch_size``, ``gpu.table_batch_size``.
 """
 
@@ -38,16 +39,16 @@ from sir_convert_a_lot.backends.batching import BatchLog
 from sir_convert_a_lot.backends.coalesce import Coalescer, SharedModel
 from sir_convert_a_lot.backends.docling_pipeline import (
     initialize_pipeline,
+    onnx_devices,
     pipeline_class,
     pipeline_options,
     tensor_devices,
 )
+from sir_convert_a_lot.backends.ocr_pages import needs_ocr
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
 from sir_convert_a_lot.intake.file_faults import broken_message
 from sir_convert_a_lot.intake.preflight import OpenedPdf, no_page_has_an_area, resource_cycle
 from sir_convert_a_lot.options import ConversionOptions
-
-THIN_TEXT_CHARS_PER_PAGE = 120
 
 
 class DoclingBackend:
@@ -60,8 +61,8 @@ class DoclingBackend:
 
     def __init__(self, context: BackendContext) -> None:
         self.context = context
-        self._converters: dict[tuple[str, bool], Any] = {}
-        self._stages: dict[tuple[str, bool], dict[str, Device]] = {}
+        self._converters: dict[tuple[str, str], Any] = {}  # (table_mode, ocr_mode)
+        self._stages: dict[tuple[str, str], dict[str, Device]] = {}
         self._pipeline_cls: type | None = None
         self._batches = BatchLog()
         self._coalescer = Coalescer(context.model_thread, self._batches)
@@ -75,8 +76,7 @@ class DoclingBackend:
     def load(self, option_sets: tuple[ConversionOptions, ...]) -> None:
         self._check_models(option_sets)
         for options in option_sets or (ConversionOptions(),):
-            for variant in self._variants(options):
-                self._converter(*variant)
+            self._converter(options.table_mode, options.ocr_mode)
 
     def _check_models(self, option_sets: tuple[ConversionOptions, ...]) -> None:
         if not self.context.models_path:
@@ -94,22 +94,14 @@ class DoclingBackend:
                 fix="sir-convert models download",
             )
 
-    @staticmethod
-    def _variants(options: ConversionOptions) -> list[tuple[str, bool]]:
-        if options.ocr_mode == "off":
-            return [(options.table_mode, False)]
-        if options.ocr_mode == "force":
-            return [(options.table_mode, True)]
-        return [(options.table_mode, False), (options.table_mode, True)]
-
-    def _converter(self, table_mode: str, ocr: bool) -> Any:
+    def _converter(self, table_mode: str, ocr_mode: str) -> Any:
         with self._loading:
-            return self._load_converter(table_mode, ocr)
+            return self._load_converter(table_mode, ocr_mode)
 
-    def _load_converter(self, table_mode: str, ocr: bool) -> Any:
-        key = (table_mode, ocr)
+    def _load_converter(self, table_mode: str, ocr_mode: str) -> Any:
+        key = (table_mode, ocr_mode)
         if key not in self._converters:
-            converter = self._build_converter(table_mode, ocr)
+            converter = self._build_converter(table_mode, ocr_mode)
             try:
                 pipeline = self.context.model_thread.submit(initialize_pipeline, converter).result()
             except Exception as exc:  # noqa: BLE001 - docling raises many kinds while loading
@@ -126,17 +118,18 @@ class DoclingBackend:
             for stage in ("layout", "table", "ocr"):
                 model = getattr(pipeline, f"{stage}_model")
                 size = self.context.batch_sizes.get(stage, 4)
-                shared = SharedModel(model, stage, size, self._coalescer)
+                select = needs_ocr if stage == "ocr" and ocr_mode == "auto" else None
+                shared = SharedModel(model, stage, size, self._coalescer, select)
                 setattr(pipeline, f"{stage}_model", shared)
         return self._converters[key]
 
-    def _build_converter(self, table_mode: str, ocr: bool) -> Any:
+    def _build_converter(self, table_mode: str, ocr_mode: str) -> Any:
         from docling.datamodel.base_models import InputFormat
         from docling.document_converter import DocumentConverter, PdfFormatOption
 
         if self._pipeline_cls is None:
             self._pipeline_cls = pipeline_class()
-        options = pipeline_options(self.context, table_mode, ocr)
+        options = pipeline_options(self.context, table_mode, ocr_mode)
         return DocumentConverter(
             format_options={
                 InputFormat.PDF: PdfFormatOption(
@@ -146,29 +139,32 @@ class DoclingBackend:
         )
 
     def _stage_devices(self, pipeline: Any) -> dict[str, Device]:
-        """Where each model stage's weights really are, read off the loaded pipeline. RapidOCR's
-        onnxruntime engine holds no torch tensors and runs on the CPU provider."""
+        """Where each model stage really runs, read off the loaded pipeline: the devices of its
+        torch weights, and for RapidOCR's onnxruntime engine its sessions' providers."""
         stages: dict[str, Device] = {}
         for stage in ("layout", "table", "ocr"):
-            found = tensor_devices(getattr(pipeline, f"{stage}_model", None))
+            model = getattr(pipeline, f"{stage}_model", None)
+            found = tensor_devices(model) | (onnx_devices(model) if stage == "ocr" else set())
             stages[stage] = "cuda" if "cuda" in found else "cpu"
         return stages
 
-    def _stages_that_ran(self, key: tuple[str, bool], document: Any) -> dict[str, Device]:
+    def _stages_that_ran(
+        self, key: tuple[str, str], document: Any, ocr_pages: int
+    ) -> dict[str, Device]:
         """This job's stages: layout on every page, TableFormer only when layout found a
-        table (each table in the document went through it), OCR only in an OCR pass."""
+        table (each table in the document went through it), OCR when it read any page."""
         loaded = self._stages.get(key, {})
         ran = {"layout": loaded.get("layout", "cpu")}
         if getattr(document, "tables", None):
             ran["table"] = loaded.get("table", "cpu")
-        if key[1]:
+        if ocr_pages:
             ran["ocr"] = loaded.get("ocr", "cpu")
         return ran
 
     def warm(self, sample: OpenedPdf, options: ConversionOptions) -> None:
-        for table_mode, ocr in list(self._converters):
+        for key in list(self._converters):
             name = self._new_name()
-            self._run(self._converters[(table_mode, ocr)], sample, name, lambda _p, _t: None)
+            self._run(self._converters[key], sample, name, lambda _p, _t: None)
             self._batches.take(name)
 
     # -- converting ---------------------------------------------------------------------------
@@ -181,10 +177,17 @@ class DoclingBackend:
         name = self._new_name()
         self._begin()
         try:
-            key, document, warnings = self._passes(pdf, options, name, progress)
+            key = (options.table_mode, options.ocr_mode)
+            warnings: list[str] = []
+            self._coalescer.expect(name, _stage_pages(pdf.pages, ocr=key[1] != "off"))
+            document = self._run(self._converter(*key), pdf, name, progress, warnings)
             markdown = document.export_to_markdown()
-            stages = self._stages_that_ran(key, document)
-            batches = self._batches.take(name, stages)
+            calls = self._batches.take(name)
+            ocr_pages = sum(own for own, _all in calls.get("ocr", ()))
+            if key[1] == "auto" and ocr_pages:
+                warnings.append(f"docling_auto_ocr_pages:{ocr_pages}/{pdf.pages}")
+            stages = self._stages_that_ran(key, document, ocr_pages)
+            batches = {stage: sizes for stage, sizes in calls.items() if stage in stages}
             peak = self._peak_memory()
         finally:
             self._end(name)
@@ -195,27 +198,11 @@ class DoclingBackend:
             acceleration_used=stages.get("layout", "cpu"),
             stage_devices=stages,
             batches=batches,
-            ocr_enabled=key[1],
+            ocr_enabled=bool(ocr_pages),
             warnings=tuple(warnings),
             peak_gpu_memory_bytes=peak,
             model_thread_id=self._model_thread_id(),
         )
-
-    def _passes(
-        self, pdf: OpenedPdf, options: ConversionOptions, name: str, progress: ProgressCallback
-    ) -> tuple[tuple[str, bool], Any, list[str]]:
-        """The conversion, and with ``ocr_mode = auto`` a second one with OCR when the first
-        found too little text."""
-        warnings: list[str] = []
-        key = (options.table_mode, options.ocr_mode == "force")
-        self._coalescer.expect(name, _stage_pages(pdf.pages, ocr=key[1]))
-        document = self._run(self._converter(*key), pdf, name, progress, warnings)
-        if options.ocr_mode == "auto" and _thin_text(document, pdf.pages):
-            key = (options.table_mode, True)
-            self._coalescer.expect(name, _stage_pages(pdf.pages, ocr=True))
-            document = self._run(self._converter(*key), pdf, name, progress, warnings)
-            warnings.append("docling_auto_ocr_retry_applied")
-        return key, document, warnings
 
     def _new_name(self) -> str:
         """A stream name unique among the documents in flight: it tells their model calls apart."""
@@ -365,25 +352,6 @@ def _stage_pages(pages: int, *, ocr: bool) -> dict[str, int]:
     if ocr:
         stages["ocr"] = pages
     return stages
-
-
-def _thin_text(document: Any, pages: int) -> bool:
-    """Too little real text for a born-digital document: the pages are probably scans."""
-    return _text_chars(document) < THIN_TEXT_CHARS_PER_PAGE * max(1, pages)
-
-
-def _text_chars(document: Any) -> int:
-    """Non-space characters of text the PDF itself carried (text items and table cells;
-    Markdown punctuation around them does not count)."""
-    total = 0
-    for item, _level in document.iterate_items():
-        text = getattr(item, "text", None)
-        if isinstance(text, str):
-            total += len("".join(text.split()))
-        data = getattr(item, "data", None)
-        for cell in getattr(data, "table_cells", None) or ():
-            total += len("".join(str(getattr(cell, "text", "")).split()))
-    return total
 
 
 def _reset_peak(index: int) -> None:

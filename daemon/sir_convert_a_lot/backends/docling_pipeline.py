@@ -8,7 +8,7 @@ backend's shared models (``backends.coalesce``) carry the work to the one model 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from typing import Any
 
@@ -32,11 +32,14 @@ def pipeline_class() -> type:
     return SharedModelThreadPipeline
 
 
-def pipeline_options(context: BackendContext, table_mode: str, ocr: bool) -> Any:
-    """docling's PdfPipelineOptions for one variant: what the options above map to. The
-    benchmark's docling-alone side uses the same, with docling's own pipeline class."""
+def pipeline_options(context: BackendContext, table_mode: str, ocr_mode: str) -> Any:
+    """docling's PdfPipelineOptions for one variant (a table mode and an ``ocr_mode``): what the
+    options map to. OCR, when on, reads whole pages: ``force`` every page, ``auto`` the pages
+    ``backends.ocr_pages`` picks (the backend hands the OCR model only those). The benchmark's
+    docling-alone side uses the same options, with docling's own pipeline class."""
     from docling.datamodel.accelerator_options import AcceleratorOptions
     from docling.datamodel.pipeline_options import (
+        OcrMode,
         PdfPipelineOptions,
         RapidOcrOptions,
         TableFormerMode,
@@ -54,8 +57,8 @@ def pipeline_options(context: BackendContext, table_mode: str, ocr: bool) -> Any
             mode=TableFormerMode.ACCURATE if table_mode == "accurate" else TableFormerMode.FAST,
             do_cell_matching=table_mode == "accurate",
         ),
-        do_ocr=ocr,
-        ocr_options=RapidOcrOptions(force_full_page_ocr=True, backend=ocr_backend),
+        do_ocr=ocr_mode != "off",
+        ocr_options=RapidOcrOptions(mode=OcrMode.FULL_PAGE, backend=ocr_backend),
         layout_batch_size=batch.get("layout", 4),
         ocr_batch_size=batch.get("ocr", 4),
         table_batch_size=batch.get("table", 4),
@@ -72,6 +75,36 @@ def tensor_devices(root: object, depth: int = 6) -> set[str]:
     """Device types ("cuda", "cpu") of every torch parameter reachable from ``root``."""
     import torch
 
+    def devices(node: object) -> set[str] | None:
+        if isinstance(node, torch.nn.Module):
+            found = {p.device.type for p in node.parameters()}
+            return found | {b.device.type for b in node.buffers()}
+        if isinstance(node, torch.Tensor):
+            return {node.device.type}
+        return None
+
+    return _gather(root, depth, devices)
+
+
+def onnx_devices(root: object, depth: int = 8) -> set[str]:
+    """Where the onnxruntime sessions reachable from ``root`` run: "cuda" for a session whose
+    first provider is CUDA's, else "cpu". RapidOCR asks for CUDA when docling's device is a GPU,
+    and onnxruntime quietly falls back to the CPU when it has no CUDA provider (the plain
+    ``onnxruntime`` wheel has none), so the session, not the request, says where it runs."""
+
+    def devices(node: object) -> set[str] | None:
+        providers = getattr(node, "get_providers", None)
+        if not callable(providers) or type(node).__name__ != "InferenceSession":
+            return None
+        first = (providers() or ["CPUExecutionProvider"])[0]
+        return {"cuda" if first == "CUDAExecutionProvider" else "cpu"}
+
+    return _gather(root, depth, devices)
+
+
+def _gather(root: object, depth: int, devices: Callable[[object], set[str] | None]) -> set[str]:
+    """The union of ``devices`` over the objects reachable from ``root`` (attributes, dict
+    values, items), ``depth`` levels deep; below an object ``devices`` answers for, no further."""
     found: set[str] = set()
     seen: set[int] = set()
 
@@ -79,12 +112,9 @@ def tensor_devices(root: object, depth: int = 6) -> set[str]:
         if level < 0 or id(node) in seen:
             return
         seen.add(id(node))
-        if isinstance(node, torch.nn.Module):
-            found.update(p.device.type for p in node.parameters())
-            found.update(b.device.type for b in node.buffers())
-            return
-        if isinstance(node, torch.Tensor):
-            found.add(node.device.type)
+        answer = devices(node)
+        if answer is not None:
+            found.update(answer)
             return
         for child in _children(node):
             walk(child, level - 1)

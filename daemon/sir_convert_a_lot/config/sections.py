@@ -177,8 +177,9 @@ class GpuSection:
     ocr_backend: Annotated[
         OcrEngine,
         Setting(
-            doc="RapidOCR's engine: onnxruntime runs on the CPU with the models `models download` "
-            "fetches; torch runs OCR on the GPU too and needs RapidOCR's torch weights"
+            doc="RapidOCR's engine: onnxruntime, with the models `models download` fetches, runs "
+            "on the CPU (on the GPU where onnxruntime-gpu is installed); torch runs OCR on the "
+            "GPU too and needs RapidOCR's torch weights"
         ),
     ] = "onnxruntime"
     max_pages_in_flight: Annotated[
