@@ -52,3 +52,21 @@ def test_status_with_every_folder_there_lists_none_missing(
     assert (code, err) == (0, "")
     report = json.loads(out)
     assert report["missing"] == {} and report["queue"]["inbox"] == 0
+
+
+def test_status_into_a_reader_that_stopped_reading_is_quiet_and_succeeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``sir-convert status | head -3``: head leaves early; that is no error to report."""
+    import os
+
+    config = write_config(tmp_path)
+    prepare(load_config(tmp_path).paths)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line
+    with os.fdopen(write_end, "w", buffering=1) as closed_pipe:  # a line at a time
+        monkeypatch.setattr("sys.stdout", closed_pipe)
+        code = main(["--config", str(config), "status"])
+        monkeypatch.undo()
+    assert code == 0
+    assert capsys.readouterr().err == ""

@@ -83,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_FAILURE
+    except BrokenPipeError:
+        return _reader_went_away()
     except OSError as exc:
         print(f"sir-convert: {args.command}: {os_problem(exc)}", file=sys.stderr)
         return EXIT_FAILURE
@@ -90,6 +92,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get(TRACEBACK_VARIABLE):
             raise
         return _unexpected(args.command, exc)
+
+
+def _reader_went_away() -> int:
+    """``sir-convert status | head``: the reader stopped reading, which is not a problem of
+    ours. Later writes to stdout (the interpreter's flush at exit) go nowhere instead of
+    failing again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 0
 
 
 def _unexpected(command: str, exc: Exception) -> int:
