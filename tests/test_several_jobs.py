@@ -62,6 +62,7 @@ def test_status_shows_every_job_converting_and_pacing_holds_the_pages(tmp_path: 
         assert len(list((tmp_path / "inbox").iterdir())) == 2
         status = service.heartbeat.status()
         assert [job["pages"] for job in status["jobs"]] == [PAGES] * 4
+        assert all(job["seconds"] >= 0 and job["started_at"] > 0 for job in status["jobs"])
         assert status["job_id"] == status["jobs"][0]["job_id"]  # the first, as before
         assert status["activity"] == "converting"
         line = service.heartbeat.status_line()

@@ -85,7 +85,7 @@ def _instance(name: str, live: bool, age_seconds: float, data: dict[str, Any]) -
         "source": data.get("source"),
         "page": data.get("page"),
         "pages": data.get("pages"),
-        "jobs": _jobs_of(data),
+        "jobs": [_with_running_time(job) for job in _jobs_of(data)],
         "queued": data.get("queued"),
         "arriving": data.get("arriving") or [],
         "arriving_count": data.get("arriving_count") or 0,
@@ -135,11 +135,35 @@ def _jobs_of(lease: dict[str, Any]) -> list[dict[str, Any]]:
     return [{key: lease.get(key) for key in ("job_id", "source", "page", "pages")}]
 
 
+def _with_running_time(job: dict[str, Any]) -> dict[str, Any]:
+    """The job with ``seconds`` it has run, as of now: from its ``started_at`` (wall clock),
+    else as the lease's last heartbeat said (a lease from before ``started_at`` has neither)."""
+    started_at = job.get("started_at")
+    if isinstance(started_at, int | float) and not isinstance(started_at, bool) and started_at:
+        return {**job, "seconds": round(max(0.0, time.time() - started_at), 1)}
+    return job
+
+
 def _job_text(job: dict[str, Any]) -> str:
-    """``name (page 3/12)``, the page once the worker has said."""
+    """``name (page 3/12, 1 min 05 s)``: the page once the worker has said, and how long the
+    job has run where the lease says."""
+    shown = []
     if job.get("pages"):
-        return f"{job.get('source')} (page {job.get('page')}/{job.get('pages')})"
-    return str(job.get("source"))
+        shown.append(f"page {job.get('page')}/{job.get('pages')}")
+    seconds = job.get("seconds")
+    if isinstance(seconds, int | float) and not isinstance(seconds, bool):
+        shown.append(_running(seconds))
+    return f"{job.get('source')} ({', '.join(shown)})" if shown else str(job.get("source"))
+
+
+def _running(seconds: float) -> str:
+    """How long a job has run: ``42 s``, ``3 min 07 s``, ``2 h 05 min``."""
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
 
 
 def _blocked_of(lease: dict[str, Any]) -> list[dict[str, Any]]:

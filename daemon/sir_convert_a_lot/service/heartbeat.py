@@ -44,6 +44,7 @@ class Activity:
     page: int = 0
     pages: int = 0
     started: float = 0.0  # monotonic
+    started_at: float = 0.0  # wall clock, for status read on another host
     limit_seconds: float = 0.0
 
 
@@ -141,7 +142,8 @@ class Heartbeat:
     def status(self) -> dict[str, Any]:
         """The status part of the lease: what ``sir-convert status`` shows of a running daemon.
         ``jobs`` lists every job converting; ``job_id``, ``source``, ``page`` and ``pages`` are
-        the first of them (the longest running), as before several ran at once."""
+        the first of them (the longest running), as before several ran at once; each job says
+        since when (``started_at``, wall clock) and for how long (``seconds``) it has run."""
         service = self.service
         converting = service.converting()
         first = converting[0] if converting else Activity()
@@ -155,10 +157,7 @@ class Heartbeat:
             "source": first.source,
             "page": first.page,
             "pages": first.pages,
-            "jobs": [
-                {"job_id": a.job_id, "source": a.source, "page": a.page, "pages": a.pages}
-                for a in converting
-            ],
+            "jobs": [_job(activity) for activity in converting],
             "queued": self._queued(converting),
             "watching": len(intake.stability),
             "arriving": [
@@ -243,6 +242,18 @@ class Heartbeat:
         elif problem != self._watchdog_withheld:
             log.error("watchdog_withheld", reason=problem, effect="systemd will restart us")
         self._watchdog_withheld = problem
+
+
+def _job(activity: Activity) -> dict[str, Any]:
+    """One converting job as the lease lists it."""
+    return {
+        "job_id": activity.job_id,
+        "source": activity.source,
+        "page": activity.page,
+        "pages": activity.pages,
+        "started_at": activity.started_at,
+        "seconds": round(max(0.0, time.monotonic() - activity.started), 1),
+    }
 
 
 def _shown(activity: Activity) -> str:

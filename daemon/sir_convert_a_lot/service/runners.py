@@ -6,7 +6,8 @@ job's ``Done`` event is handled, calls ``done``. Threads are started as jobs nee
 the smaller of ``gpu.max_pages_in_flight`` (in effect) and ``MAX_THREADS``, and then wait for the
 next job; a job beyond them waits in the queue. What each thread converts (``converting``) and
 the pages each claimed job holds (``held``, from the worker's progress) are read by the
-heartbeat and by dispatch's pacing.
+heartbeat and by dispatch's pacing. The worker's progress also goes to the journal as
+``job_progress``, at most once per ``PROGRESS_LOG_SECONDS`` per job.
 """
 
 from __future__ import annotations
@@ -19,11 +20,18 @@ from collections.abc import Callable
 from sir_convert_a_lot.engine.supervisor import EngineStartError
 from sir_convert_a_lot.jobs.job import Job
 from sir_convert_a_lot.jobs.lifecycle import JobRunner
+from sir_convert_a_lot.ops import logs
 from sir_convert_a_lot.service.events import Done, Event, Wake
 from sir_convert_a_lot.service.heartbeat import Activity
 
+log = logs.get()
+
 MAX_THREADS = 32  # the most documents one instance converts at once, whatever the page limit
 _ABORT_JOIN_SECONDS = 30.0
+PROGRESS_LOG_SECONDS = 5.0
+"""The least time between two ``job_progress`` events of one job. The worker reports every page
+(a few per second on a GPU); the journal needs to show that a long job moves, not every page,
+and an operator following ``journalctl -f`` should see each running job about this often."""
 
 
 class JobThreads:
@@ -37,17 +45,20 @@ class JobThreads:
         wake: threading.Event,
         limit: Callable[[], int],
         on_fatal: Callable[[str], None],
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.runner = runner
         self.events = events
         self.wake = wake  # the heartbeat's: what status shows has changed
         self.limit = limit  # gpu.max_pages_in_flight in effect (live)
         self.on_fatal = on_fatal
+        self.clock = clock
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._held: dict[str, int | None] = {}  # claimed, unfinished job -> its pages, if known
         self._converting: dict[str, Activity] = {}
+        self._reported: dict[str, float] = {}  # converting job -> when progress was last logged
 
     # -- the main thread ----------------------------------------------------------------------
 
@@ -103,16 +114,30 @@ class JobThreads:
     # -- the engine's progress ----------------------------------------------------------------
 
     def on_progress(self, job_id: str, page: int, pages: int) -> None:
+        now = self.clock()
+        report: Activity | None = None
         with self._lock:
             activity = self._converting.get(job_id)
             if activity is not None:
                 activity.page, activity.pages = page, pages
+                if now - self._reported.get(job_id, activity.started) >= PROGRESS_LOG_SECONDS:
+                    self._reported[job_id] = now
+                    report = Activity(**vars(activity))
             newly_known = job_id in self._held and self._held[job_id] is None
             if job_id in self._held:
                 self._held[job_id] = pages
         self.wake.set()
         if newly_known:
             self.events.put(Wake())  # dispatch may claim again: the pacing rule looks now
+        if report is not None:
+            log.info(
+                "job_progress",
+                job_id=job_id,
+                source=report.source,
+                page=page,
+                pages=pages,
+                seconds=round(now - report.started, 1),
+            )
 
     # -- the threads --------------------------------------------------------------------------
 
@@ -125,7 +150,8 @@ class JobThreads:
                 self._converting[job.job_id] = Activity(
                     job.job_id,
                     job.shown,
-                    started=time.monotonic(),
+                    started=self.clock(),
+                    started_at=time.time(),
                     limit_seconds=float(job.options.document_timeout_seconds),
                 )
             self.wake.set()
@@ -137,5 +163,6 @@ class JobThreads:
             finally:
                 with self._lock:
                     self._converting.pop(job.job_id, None)
+                    self._reported.pop(job.job_id, None)
                 self.wake.set()
             self.events.put(Done(outcome))
