@@ -31,6 +31,7 @@ from sir_convert_a_lot.config.sections import (
     GpuSection,
     InstancesSection,
     LoggingSection,
+    MetricsSection,
     OutputSection,
     Paths,
     RetrySection,
@@ -38,6 +39,7 @@ from sir_convert_a_lot.config.sections import (
     WatchSection,
     default_instance_name,
     instance_name_problem,
+    listen_address,
 )
 
 __all__ = [
@@ -59,6 +61,7 @@ __all__ = [
     "InstancesSection",
     "Key",
     "LoggingSection",
+    "MetricsSection",
     "OutputSection",
     "Paths",
     "RetrySection",
@@ -69,6 +72,7 @@ __all__ = [
     "default_instance_name",
     "flatten",
     "instance_name_problem",
+    "listen_address",
     "load",
     "not_live",
     "parse",

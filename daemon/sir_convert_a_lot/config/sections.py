@@ -63,6 +63,30 @@ def _globs(value: Any) -> str | None:
     return None if all(isinstance(v, str) and v for v in value) else "must be non-empty strings"
 
 
+def listen_address(value: str) -> tuple[str, int] | None:
+    """``HOST:PORT`` (``[::1]:9464`` for IPv6) as a host and port; None when malformed."""
+    host, colon, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not colon or not host or not port.isascii() or not port.isdigit():
+        return None
+    if any(c.isspace() or c in "[]/" for c in host) or not 1 <= int(port) <= 65535:
+        return None
+    return host, int(port)
+
+
+def _listen(value: Any) -> str | None:
+    if value == "" or listen_address(value) is not None:
+        return None
+    return "must be HOST:PORT with a port from 1 to 65535, e.g. 127.0.0.1:9464 (empty: off)"
+
+
+def _textfile(value: Any) -> str | None:
+    if value == "" or (value.startswith("/") and value.endswith(".prom")):
+        return None
+    return "must be an absolute path ending in .prom (node_exporter reads only those; empty: off)"
+
+
 Folder = Annotated[Path, Setting(non_empty, doc="a folder; relative: to the config's folder")]
 Seconds = float  # TOML may write a whole number; the daemon holds a float
 
@@ -229,6 +253,28 @@ class LoggingSection:
     format: Annotated[LogFormat, Setting(doc="auto: journal under systemd, else console")] = "auto"
 
 
+@dataclass(frozen=True)
+class MetricsSection:
+    """Metrics for Prometheus, both off by default (``service.metrics``)."""
+
+    listen: Annotated[
+        str,
+        Setting(
+            _listen,
+            doc="serve /metrics over HTTP at HOST:PORT, e.g. 127.0.0.1:9464 (only there); "
+            "empty: no server",
+        ),
+    ] = ""
+    textfile: Annotated[
+        str,
+        Setting(
+            _textfile,
+            doc="write the same metrics to this .prom file for node_exporter's textfile "
+            "collector, atomically every few seconds and at stop; empty: no file",
+        ),
+    ] = ""
+
+
 # Names the TOML table of a Config attribute that does not share its name: [conversion] feeds
 # both the job options (``defaults``) and the limits (``conversion``).
 TOML_SECTION: Final = "toml_section"
@@ -250,6 +296,7 @@ class Config:
     service: ServiceSection
     logging: LoggingSection
     profiles: Mapping[str, ConversionOptions]
+    metrics: MetricsSection = field(default_factory=MetricsSection)
     source: Path | None = field(default=None, compare=False)
     source_has_instance_name: bool = field(default=False, compare=False)
 

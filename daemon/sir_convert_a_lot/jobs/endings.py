@@ -27,7 +27,7 @@ from sir_convert_a_lot.errors import JobFailure
 from sir_convert_a_lot.intake.preflight import SourceFacts, sha256_of
 from sir_convert_a_lot.jobs.custody import Custody
 from sir_convert_a_lot.jobs.job import Job, Phase
-from sir_convert_a_lot.jobs.outcome import Outcome, Status
+from sir_convert_a_lot.jobs.outcome import Measured, Outcome, Status
 from sir_convert_a_lot.jobs.publish import (
     ERROR,
     MARKDOWN,
@@ -128,7 +128,12 @@ class Endings:
             seconds=round(timings["total_ms"] / 1000, 3),
             warnings=warnings,
         )
-        return Outcome(job.job_id, Status.SUCCEEDED, outputs=paths)
+        return Outcome(
+            job.job_id,
+            Status.SUCCEEDED,
+            outputs=paths,
+            measured=_measured(answer, device, finished - attempt.started),
+        )
 
     def fail(self, attempt: Attempt, failure: JobFailure) -> Outcome:
         facts = attempt.facts or self.facts_anyway(attempt.job)
@@ -276,6 +281,17 @@ class Endings:
             engine=self.engine.kind,
             batching=summary(answer.batches) if answer is not None else {},
         )
+
+
+def _measured(answer: Converted, device: dict[str, Any] | None, seconds: float) -> Measured:
+    layout = summary(answer.batches).get("layout", {})
+    return Measured(
+        pages=answer.pages,
+        seconds=max(0.0, seconds),
+        peak_gpu_memory_bytes=answer.peak_gpu_memory_bytes if device is not None else None,
+        layout_calls=float(layout.get("share_of_calls", 0.0)),
+        layout_pages=int(layout.get("pages", 0)),
+    )
 
 
 def cleanup_after_restart(config: Config, job: Job) -> None:

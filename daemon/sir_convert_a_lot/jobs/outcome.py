@@ -20,9 +20,21 @@ class Status(StrEnum):
 
 
 @dataclass(frozen=True)
+class Measured:
+    """What a succeeded conversion measured, for the metrics (``service.metrics``)."""
+
+    pages: int
+    seconds: float  # from the start of the job's last attempt to its outputs out
+    peak_gpu_memory_bytes: int | None = None  # what the worker saw, when it ran on a GPU
+    layout_calls: float = 0.0  # this job's share of the layout model's calls
+    layout_pages: int = 0  # its pages in those calls
+
+
+@dataclass(frozen=True)
 class Outcome:
     job_id: str
     status: Status
     code: str | None = None  # the error code when failed; why, when returned or deferred
     outputs: dict[str, Path] = field(default_factory=dict)
     job: Job | None = None  # when deferred: the job as last recorded, to be tried again
+    measured: Measured | None = None  # when succeeded and converted by this attempt

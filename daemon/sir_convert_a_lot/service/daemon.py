@@ -38,6 +38,7 @@ from sir_convert_a_lot.ops.systemd import Notifier
 from sir_convert_a_lot.service import reload, startup
 from sir_convert_a_lot.service.events import Done, Event, EventsLost, Hint, Reload, Wake
 from sir_convert_a_lot.service.heartbeat import Activity, Heartbeat
+from sir_convert_a_lot.service.metrics import Metrics, Sample
 from sir_convert_a_lot.service.runners import JobThreads
 
 log = logs.get()
@@ -105,6 +106,7 @@ class Service:
         self.intake = Intake(config, clock, self._heartbeat_wake.set)
         self.dispatcher = Dispatcher(config, self.intake, self.spool, clock, self._enqueue)
         self.notifier = Notifier()
+        self.metrics = Metrics(config.metrics, self.instance)
         self.heartbeat = Heartbeat(
             self,
             spool=self.spool,
@@ -129,6 +131,7 @@ class Service:
         startup.refuse_duplicate_instance(
             self.spool, self.instance, self.config.instances.lease_seconds
         )
+        self.metrics.start()  # a ConfigError when it cannot listen or write: nothing to stop
         if self.install_signal_handlers:
             self._install_signals()
         try:
@@ -250,7 +253,13 @@ class Service:
             self.intake.settle_due()
             self._periodic()
             self.dispatcher.dispatch(self.threads.held, self.stopping)
+            self._sample()
         return 0
+
+    def _sample(self) -> None:
+        """The queue and the worker, for the metrics, as this turn of the loop left them."""
+        waiting = len(self.intake.stability) + len(self.intake.candidates)
+        self.metrics.sample(Sample(waiting, self.threads.count, self.engine.starts))
 
     def _wait_for_events(self) -> None:
         now = self.clock()
@@ -283,6 +292,7 @@ class Service:
     def _job_done(self, outcome: Outcome) -> None:
         self.threads.done(outcome.job_id)
         self.outcomes.append(outcome)
+        self.metrics.finished(outcome)
         if outcome.status is Status.DEFERRED and outcome.job is not None:
             why = outcome.code or "deferred"
             self.deferred.append((self.clock() + DEFER_SECONDS, outcome.job, why))
@@ -347,10 +357,12 @@ class Service:
         log.info("daemon_stopping", running=running)
         deadline = time.monotonic() + self.config.service.stop_grace_seconds
         self.threads.stop(deadline, self._give_up_on)
+        self._count_last_endings()
         if self.watcher is not None:
             with contextlib.suppress(Exception):
                 self.watcher.stop()
         self.engine.stop()
+        self.metrics.stop()
         self.heartbeat.stop()
         try:
             self.spool.record_stop({"version": __version__, "started_at": self.started_at})
@@ -358,6 +370,18 @@ class Service:
             log.warning("stop_note_failed", error=str(exc), effect="status cannot say when")
         self.spool.remove_lease()
         log.info("daemon_stopped")
+
+    def _count_last_endings(self) -> None:
+        """Jobs that ended while the service stopped: the loop no longer handles their events,
+        but the metrics' last textfile counts them."""
+        while True:
+            try:
+                event = self.events.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(event, Done):
+                self.metrics.finished(event.outcome)
+        self._sample()
 
     def _give_up_on(self, job_ids: list[str]) -> None:
         """The stop grace ran out with jobs converting: the worker is stopped and they go back
