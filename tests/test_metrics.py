@@ -217,3 +217,9 @@ def test_the_dashboard_parses_and_uses_only_exported_metrics() -> None:
     assert used <= _exported(), used - _exported()
     wanted = {"jobs_total", "pages_total", "conversion_seconds_bucket", "files_waiting"}
     assert {f"sir_convert_{name}" for name in wanted} <= used
+
+
+def test_a_textfile_that_cannot_be_written_is_refused_at_start(tmp_path: Path) -> None:
+    section = MetricsSection(textfile=str(tmp_path / "no-such-folder" / "x.prom"))
+    with pytest.raises(ConfigError, match=r"^metrics\.textfile: cannot write .*x\.prom"):
+        Metrics(section, "x").start()
