@@ -120,6 +120,7 @@ def test_a_timeout_fails_its_own_thread_and_the_others_are_innocent(tmp_path: Pa
     wait_for(lambda: len(_requested(made[-1])) == 4, timeout=10)
     timed_out = slow.result()
     assert isinstance(timed_out, WorkerTimedOut) and timed_out.seconds == 1
+    assert timed_out.shared  # three others shared the worker with it
     for other in others:
         crashed = other.result()
         assert isinstance(crashed, WorkerCrashed) and crashed.innocent
@@ -176,8 +177,10 @@ def test_the_innocent_bystander_of_a_timeout_goes_round_again_uncounted(tmp_path
     ]
     for thread in threads:
         thread.start()
-    # The bystander's second go reaches a fresh worker, which answers it.
-    wait_for(lambda: len(made) == 2 and jobs["bystander"].job_id in _requested(made[-1]), 20)
+    # The bystander's second go reaches a fresh worker, which answers it. (The slow job goes
+    # round alone too, since its time was shared: whichever of the two gets in first, the
+    # bystander's answer comes from the newest worker.)
+    wait_for(lambda: len(made) >= 2 and jobs["bystander"].job_id in _requested(made[-1]), 20)
     made[-1].inbox.append(_converted(jobs["bystander"].job_id))
     for thread in threads:
         thread.join(30)
@@ -292,3 +295,54 @@ def test_the_jobs_of_a_shared_crash_go_round_again_alone_and_uncounted(tmp_path:
 def _unanswered(made: list[ScriptedTransport], outcomes: dict[str, Outcome]) -> set[str]:
     """The requests the fresh worker got for jobs that have not ended."""
     return _requested(made[-1]) - set(outcomes) if len(made) == 2 else set()
+
+
+def test_a_timeout_alone_in_the_worker_is_not_shared(tmp_path: Path) -> None:
+    engine, _made = _engine(tmp_path)
+    engine.start()
+    slow = Converting(engine, "job_slow", timeout_seconds=1)
+    timed_out = slow.result()
+    assert isinstance(timed_out, WorkerTimedOut) and not timed_out.shared
+    engine.stop()
+
+
+def test_a_job_past_its_limit_among_others_is_tried_alone_before_it_fails(tmp_path: Path) -> None:
+    """Its time was shared with its neighbours, so the first timeout is not counted; alone,
+    the timeout is its own and it fails conversion_timeout after one counted attempt."""
+    config = load_config(tmp_path, retry={"max_attempts": 1})
+    made: list[ScriptedTransport] = []
+
+    def factory(settings: WorkerSettings) -> Transport:
+        made.append(ScriptedTransport(settings))
+        return made[-1]
+
+    engine = Engine(config, UNLOCK, instance=config.instances.name, transport=factory)
+    engine.start()
+    spool = Spool(config.paths, config.instances.name)
+    startup.prepare_folders(config, spool)
+    runner = JobRunner(config, UNLOCK, spool, engine)
+    outcomes: dict[str, Outcome] = {}
+    jobs = {}
+    for name, seconds in (("slow", 1), ("fast", 600)):
+        info = make_pdf(config.paths.inbox / f"{name}.pdf").stat()
+        options = replace(config.defaults, document_timeout_seconds=seconds)
+        job = spool.claim(f"{name}.pdf", None, options, info.st_size, info.st_mtime_ns)
+        assert job is not None
+        jobs[name] = job
+        threading.Thread(
+            target=lambda j=job: outcomes.update({j.job_id: runner.run(j)}), daemon=True
+        ).start()
+    wait_for(lambda: len(_requested(made[-1])) == 2, timeout=10)
+    fast_id, slow_id = jobs["fast"].job_id, jobs["slow"].job_id
+    # the slow one never answers; the fast one answers in whichever worker it is sent to
+    wait_for(lambda: len(made) >= 2 and fast_id in _requested(made[-1]), timeout=15)
+    made[-1].inbox.append(_converted(fast_id))
+    wait_for(lambda: slow_id in outcomes and fast_id in outcomes, timeout=30)
+    assert outcomes[fast_id].status is Status.SUCCEEDED
+    assert outcomes[slow_id].status is Status.FAILED
+    envelope = json.loads((config.paths.outbox / "slow.error.json").read_text())
+    assert envelope["error"]["code"] == "conversion_timeout"
+    assert envelope["execution"]["attempt"] == 1  # the shared timeout was not counted
+    # it went in twice: beside the fast one, then again (alone) where the timeout was its own
+    assert sum(slow_id in _requested(transport) for transport in made) == 2
+    engine.stop()

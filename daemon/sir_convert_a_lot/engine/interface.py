@@ -64,9 +64,14 @@ class WorkerCrashed(Exception):
 
 
 class WorkerTimedOut(Exception):
-    def __init__(self, seconds: float) -> None:
+    """The job ran past its time limit and the worker was killed. ``shared``: other documents
+    were in the worker beside it at some point, sharing the device, so the time is not all its
+    own; a caller can try it again alone, where a timeout is the job's."""
+
+    def __init__(self, seconds: float, *, shared: bool = False) -> None:
         super().__init__(f"the conversion ran past its limit of {seconds:g} s; worker killed")
         self.seconds = seconds
+        self.shared = shared
 
 
 class WorkerOverMemory(Exception):

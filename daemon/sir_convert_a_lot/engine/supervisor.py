@@ -92,6 +92,7 @@ class _InFlight:
     transport: Transport
     limit: float
     deadline: float
+    shared: bool = False  # another document was in the worker beside it at some point
     answer: Converted | Failed | None = None
     error: Exception | None = None
 
@@ -241,7 +242,10 @@ class Engine:
             assert transport is not None
             limit = float(options.document_timeout_seconds)
             with self._settled:
-                self._in_flight[job_id] = _InFlight(transport, limit, time.monotonic() + limit)
+                job = _InFlight(transport, limit, time.monotonic() + limit)
+                for other in self._waiting_on(transport).values():
+                    other.shared = job.shared = True
+                self._in_flight[job_id] = job
                 self._next_memory_check = 0.0
         try:
             with self._sending:
@@ -331,7 +335,7 @@ class Engine:
     def _time_out(self, transport: Transport, now: float) -> None:
         def error_for(_job_id: str, job: _InFlight) -> Exception:
             if job.deadline <= now:
-                return WorkerTimedOut(job.limit)
+                return WorkerTimedOut(job.limit, shared=job.shared)
             return WorkerCrashed(transport.exit_code(), innocent=True)
 
         self._discard(transport, error_for)

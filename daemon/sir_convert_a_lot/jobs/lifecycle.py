@@ -195,10 +195,24 @@ class JobRunner:
         except (WorkerTimedOut, WorkerOverMemory) as stopped:
             if self.abandon:
                 return self.endings.give_back(attempt, "stopped_during_conversion")
+            if isinstance(stopped, WorkerTimedOut) and stopped.shared and not attempt.alone:
+                return self._after_shared_timeout(attempt)
             return self.endings.fail(attempt, _stopped_by_a_limit(stopped))
         except WorkerCrashed as crash:
             return self._after_crash(attempt, crash)
         return self._publish(attempt, answer, decision)
+
+    def _after_shared_timeout(self, attempt: Attempt) -> TryAgain:
+        """Past its limit while other documents shared the worker: part of its time was theirs.
+        It goes round again alone with its attempt given back; a timeout alone is its own."""
+        job = attempt.job
+        attempt.job = self.custody.update(job, attempts=max(0, job.attempts - 1))
+        attempt.bound.info(
+            "conversion_timeout_shared",
+            effect="tried again at once, alone",
+            attempt_counted=False,
+        )
+        return TryAgain(alone=True)
 
     def _after_crash(self, attempt: Attempt, crash: WorkerCrashed) -> Outcome | TryAgain:
         job = attempt.job
