@@ -44,11 +44,7 @@ def docling_converter(config: Config, device: str) -> Any:
         device_index=config.gpu.device_index,
         model_thread=ThreadPoolExecutor(max_workers=1),  # unused: docling runs its own threads
         models_path=config.gpu.models_path,
-        batch_sizes={
-            "layout": config.gpu.layout_batch_size,
-            "table": config.gpu.table_batch_size,
-            "ocr": config.gpu.ocr_batch_size,
-        },
+        batch_sizes=config.gpu.batch_sizes,
         ocr_backend=config.gpu.ocr_backend,
     )
     options = config.defaults

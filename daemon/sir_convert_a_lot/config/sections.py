@@ -221,6 +221,15 @@ class GpuSection:
         """``max_pages_in_flight`` in effect: its default is two full layout batches."""
         return self.max_pages_in_flight or 2 * self.layout_batch_size
 
+    @property
+    def batch_sizes(self) -> dict[str, int]:
+        """Each model stage's batch size, by the stage's name in docling."""
+        return {
+            "layout": self.layout_batch_size,
+            "ocr": self.ocr_batch_size,
+            "table": self.table_batch_size,
+        }
+
 
 @dataclass(frozen=True)
 class Governance:

@@ -110,11 +110,7 @@ def worker_settings(
         models_path=config.gpu.models_path,
         max_file_bytes=config.conversion.max_file_bytes,
         max_pages=config.conversion.max_pages,
-        batch_sizes={
-            "layout": config.gpu.layout_batch_size,
-            "ocr": config.gpu.ocr_batch_size,
-            "table": config.gpu.table_batch_size,
-        },
+        batch_sizes=config.gpu.batch_sizes,
         ocr_backend=config.gpu.ocr_backend,
         log_level=config.logging.level,
         log_format=config.logging.format,
