@@ -192,6 +192,40 @@ def test_the_innocent_bystander_of_a_timeout_goes_round_again_uncounted(tmp_path
     engine.stop()
 
 
+class _OneAttemptRunner:
+    """A job runner allowing one attempt, on an engine over scripted workers (``made``), that
+    runs each job it starts on a thread of its own and keeps the outcomes by job id."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.config = load_config(tmp_path, retry={"max_attempts": 1})
+        self.made: list[ScriptedTransport] = []
+
+        def factory(settings: WorkerSettings) -> Transport:
+            self.made.append(ScriptedTransport(settings))
+            return self.made[-1]
+
+        name = self.config.instances.name
+        self.engine = Engine(self.config, UNLOCK, instance=name, transport=factory)
+        self.engine.start()
+        self.spool = Spool(self.config.paths, name)
+        startup.prepare_folders(self.config, self.spool)
+        self.runner = JobRunner(self.config, UNLOCK, self.spool, self.engine)
+        self.outcomes: dict[str, Outcome] = {}
+        self.job_ids: dict[str, str] = {}  # by file name
+
+    def start(self, name: str, options: ConversionOptions) -> threading.Thread:
+        """Claim ``<name>.pdf`` from the inbox and run it on a thread of its own."""
+        info = make_pdf(self.config.paths.inbox / f"{name}.pdf").stat()
+        job = self.spool.claim(f"{name}.pdf", None, options, info.st_size, info.st_mtime_ns)
+        assert job is not None
+        self.job_ids[name] = job.job_id
+        thread = threading.Thread(
+            target=lambda: self.outcomes.update({job.job_id: self.runner.run(job)}), daemon=True
+        )
+        thread.start()
+        return thread
+
+
 # -- a crash with several documents in the worker: each suspect is tried again alone ------------
 
 
@@ -251,28 +285,9 @@ def test_a_job_submitted_alone_waits_for_an_empty_worker_and_keeps_others_out(
 
 
 def test_the_jobs_of_a_shared_crash_go_round_again_alone_and_uncounted(tmp_path: Path) -> None:
-    config = load_config(tmp_path, retry={"max_attempts": 1})
-    made: list[ScriptedTransport] = []
-
-    def factory(settings: WorkerSettings) -> Transport:
-        made.append(ScriptedTransport(settings))
-        return made[-1]
-
-    engine = Engine(config, UNLOCK, instance=config.instances.name, transport=factory)
-    engine.start()
-    spool = Spool(config.paths, config.instances.name)
-    startup.prepare_folders(config, spool)
-    runner = JobRunner(config, UNLOCK, spool, engine)
-    outcomes: dict[str, Outcome] = {}
-    threads = []
-    for name in ("one", "two"):
-        info = make_pdf(config.paths.inbox / f"{name}.pdf").stat()
-        job = spool.claim(f"{name}.pdf", None, config.defaults, info.st_size, info.st_mtime_ns)
-        assert job is not None
-        threads.append(
-            threading.Thread(target=lambda j=job: outcomes.update({j.job_id: runner.run(j)}))
-        )
-        threads[-1].start()
+    bench = _OneAttemptRunner(tmp_path)
+    config, made, outcomes = bench.config, bench.made, bench.outcomes
+    threads = [bench.start(name, config.defaults) for name in ("one", "two")]
     wait_for(lambda: len(_requested(made[-1])) == 2, timeout=10)
     made[-1].kill()  # the worker goes down with both: neither can be blamed
     seen_alone = []
@@ -289,7 +304,7 @@ def test_the_jobs_of_a_shared_crash_go_round_again_alone_and_uncounted(tmp_path:
     for name in ("one", "two"):
         sidecar = json.loads((config.paths.outbox / f"{name}.json").read_text())
         assert sidecar["execution"]["attempt"] == 1
-    engine.stop()
+    bench.engine.stop()
 
 
 def _unanswered(made: list[ScriptedTransport], outcomes: dict[str, Outcome]) -> set[str]:
@@ -309,31 +324,12 @@ def test_a_timeout_alone_in_the_worker_is_not_shared(tmp_path: Path) -> None:
 def test_a_job_past_its_limit_among_others_is_tried_alone_before_it_fails(tmp_path: Path) -> None:
     """Its time was shared with its neighbours, so the first timeout is not counted; alone,
     the timeout is its own and it fails conversion_timeout after one counted attempt."""
-    config = load_config(tmp_path, retry={"max_attempts": 1})
-    made: list[ScriptedTransport] = []
-
-    def factory(settings: WorkerSettings) -> Transport:
-        made.append(ScriptedTransport(settings))
-        return made[-1]
-
-    engine = Engine(config, UNLOCK, instance=config.instances.name, transport=factory)
-    engine.start()
-    spool = Spool(config.paths, config.instances.name)
-    startup.prepare_folders(config, spool)
-    runner = JobRunner(config, UNLOCK, spool, engine)
-    outcomes: dict[str, Outcome] = {}
-    jobs = {}
+    bench = _OneAttemptRunner(tmp_path)
+    config, made, outcomes = bench.config, bench.made, bench.outcomes
     for name, seconds in (("slow", 1), ("fast", 600)):
-        info = make_pdf(config.paths.inbox / f"{name}.pdf").stat()
-        options = replace(config.defaults, document_timeout_seconds=seconds)
-        job = spool.claim(f"{name}.pdf", None, options, info.st_size, info.st_mtime_ns)
-        assert job is not None
-        jobs[name] = job
-        threading.Thread(
-            target=lambda j=job: outcomes.update({j.job_id: runner.run(j)}), daemon=True
-        ).start()
+        bench.start(name, replace(config.defaults, document_timeout_seconds=seconds))
     wait_for(lambda: len(_requested(made[-1])) == 2, timeout=10)
-    fast_id, slow_id = jobs["fast"].job_id, jobs["slow"].job_id
+    fast_id, slow_id = bench.job_ids["fast"], bench.job_ids["slow"]
     # the slow one never answers; the fast one answers in whichever worker it is sent to
     wait_for(lambda: len(made) >= 2 and fast_id in _requested(made[-1]), timeout=15)
     made[-1].inbox.append(_converted(fast_id))
@@ -345,4 +341,4 @@ def test_a_job_past_its_limit_among_others_is_tried_alone_before_it_fails(tmp_pa
     assert envelope["execution"]["attempt"] == 1  # the shared timeout was not counted
     # it went in twice: beside the fast one, then again (alone) where the timeout was its own
     assert sum(slow_id in _requested(transport) for transport in made) == 2
-    engine.stop()
+    bench.engine.stop()
