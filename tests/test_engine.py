@@ -281,6 +281,9 @@ class ScriptedTransport:
     def exit_code(self, wait: float = 0.0) -> int | None:
         return None if self.running else -9
 
+    def lost_with_node(self) -> bool:
+        return False
+
     def kill(self) -> None:
         self.running = False
 

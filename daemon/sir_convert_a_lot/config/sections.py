@@ -284,6 +284,46 @@ class MetricsSection:
     ] = ""
 
 
+EngineKind = Literal["local", "ray"]
+
+
+def _ray_address(value: Any) -> str | None:
+    if value in ("auto", "local") or (
+        listen_address(value.removeprefix("ray://")) is not None and " " not in value
+    ):
+        return None
+    return 'must be "auto" (the cluster of this host), "local" (a private Ray) or HOST:PORT'
+
+
+@dataclass(frozen=True)
+class EngineSection:
+    """Where the workers run (``engine.ray``): child processes of the daemon, or Ray actors."""
+
+    kind: Annotated[
+        EngineKind,
+        Setting(
+            doc='"local": one worker process per instance; "ray": workers as actors of a Ray '
+            "cluster (pip install '.[ray]')"
+        ),
+    ] = "local"
+    ray_address: Annotated[
+        str,
+        Setting(
+            _ray_address,
+            doc='"auto": join the Ray cluster of this host (ray start); "local": start a '
+            "private one-machine Ray that ends with the daemon; or the head's HOST:PORT",
+        ),
+    ] = "auto"
+    workers: Annotated[
+        int,
+        Setting(at_least(0), doc="actors to run; 0: one per gpus_per_worker GPUs the cluster has"),
+    ] = 0
+    gpus_per_worker: Annotated[
+        float, Setting(at_least(0), doc="GPUs each actor reserves (0: a CPU actor)")
+    ] = 1
+    cpus_per_worker: Annotated[float, Setting(at_least(0), doc="CPUs each actor reserves")] = 2
+
+
 # Names the TOML table of a Config attribute that does not share its name: [conversion] feeds
 # both the job options (``defaults``) and the limits (``conversion``).
 TOML_SECTION: Final = "toml_section"
@@ -306,6 +346,7 @@ class Config:
     logging: LoggingSection
     profiles: Mapping[str, ConversionOptions]
     metrics: MetricsSection = field(default_factory=MetricsSection)
+    engine: EngineSection = field(default_factory=EngineSection)
     source: Path | None = field(default=None, compare=False)
     source_has_instance_name: bool = field(default=False, compare=False)
 

@@ -120,15 +120,16 @@ def probe_torch(index: int) -> str:
     return "available"
 
 
-def probe(index: int, *, use_torch: bool = True) -> GpuProbe:
+def probe(index: int, *, use_torch: bool = True, torch_index: int | None = None) -> GpuProbe:
     """NVML first: where it finds no driver, CUDA cannot work either, and importing torch
-    (seconds, hundreds of MB) to be told so again is skipped."""
+    (seconds, hundreds of MB) to be told so again is skipped. ``torch_index``: the device as
+    CUDA numbers it here when that differs from the host's (a Ray actor sees one, as 0)."""
     nvml_status, device = probe_nvml(index)
     if device is None:
         return GpuProbe(False, None, f"no usable GPU: {nvml_status}", nvml_status, "not_checked")
     if not use_torch:
         return GpuProbe(True, device, "ok", nvml_status, "not_checked")
-    torch_status = probe_torch(index)
+    torch_status = probe_torch(index if torch_index is None else torch_index)
     if torch_status != "available":
         return GpuProbe(False, device, f"GPU present but {torch_status}", nvml_status, torch_status)
     return GpuProbe(True, device, "ok", nvml_status, torch_status)

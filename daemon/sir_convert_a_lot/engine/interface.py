@@ -36,6 +36,7 @@ class WorkerInfo:
     loaded: tuple[tuple[str, str], ...]
     load_seconds: float
     warm_seconds: float
+    host: str = ""  # where the worker runs
 
 
 class EngineStartError(Exception):
@@ -88,9 +89,13 @@ class ConversionEngine(Protocol):
     at once: one job thread per document in flight calls ``decide`` and ``convert``; ``abort``,
     ``stop``, ``alive`` and ``silent_seconds`` come from any thread."""
 
-    info: WorkerInfo | None
-    starts: int
-    kind: str  # the sidecar's execution.engine: "local" (a worker process of this daemon)
+    kind: str  # the sidecar's execution.engine: "local" (worker processes) or "ray" (actors)
+
+    @property
+    def info(self) -> WorkerInfo | None: ...
+
+    @property
+    def starts(self) -> int: ...
 
     @property
     def probe(self) -> GpuProbe | None: ...

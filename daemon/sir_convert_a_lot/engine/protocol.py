@@ -28,6 +28,12 @@ class WorkerSettings:
     ocr_backend: str = "onnxruntime"
     log_level: str = "info"
     log_format: str = "json"
+    # A Ray actor sees its GPU as cuda:0 (device_index 0); this is its index on the host, for
+    # NVML and the host's GPU lock (-1: the same as device_index).
+    host_gpu: int = -1
+    # Set when the worker itself must take the host's GPU lock before loading onto a GPU (a
+    # Ray actor, on a host the daemon cannot lock for it): the instance named in the lock.
+    lock_instance: str = ""
     # Tests only: pretend the probe saw this (a GpuProbe.to_dict()); never set from config.
     probe_override: dict[str, Any] | None = None
     # Tests only: code the worker runs at start to simulate faults (e.g. "crash_on:<name>").
@@ -39,6 +45,7 @@ class Probed:
     pid: int
     probe: dict[str, Any]
     versions: dict[str, str]
+    host: str = ""  # the host the worker runs on
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,8 @@ class Converted:
     stage_devices: dict[str, str] = field(default_factory=dict)  # where each model stage ran
     # per stage, each model call its pages were in: (its pages, all pages of the call)
     batches: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)
+    host: str = ""  # the host that converted it
+    device: dict[str, Any] | None = None  # the GPU the worker probed (GpuDevice.to_dict())
 
 
 @dataclass(frozen=True)

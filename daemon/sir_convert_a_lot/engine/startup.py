@@ -80,6 +80,7 @@ def handshake(
         loaded=ready.loaded,
         load_seconds=ready.load_seconds,
         warm_seconds=ready.warm_seconds,
+        host=probed.host,
     )
 
 

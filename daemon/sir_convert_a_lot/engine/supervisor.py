@@ -135,6 +135,7 @@ class Engine:
         probe_override: GpuProbe | None = None,
         fault_injection: tuple[str, ...] = (),
         transport: TransportFactory = LocalProcessTransport,
+        locks_device: bool = True,
     ) -> None:
         self.config = config
         self.governance = governance
@@ -144,6 +145,7 @@ class Engine:
         self.wait_for_device = wait_for_device
         self.device_wait_seconds = device_wait_seconds  # None: wait for as long as it takes
         self.transport_factory = transport
+        self.locks_device = locks_device  # False: the worker takes its own host's lock
         self.info: WorkerInfo | None = None
         self.starts = 0
         self._transport: Transport | None = None
@@ -171,6 +173,10 @@ class Engine:
         transport = self._transport
         return transport.silent_seconds() if transport is not None else 0.0
 
+    def pages_limit(self, per_worker: int) -> int:
+        """Claim pacing: one worker may hold ``per_worker`` pages."""
+        return per_worker
+
     def decide(self, options: ConversionOptions) -> Decision:
         with self._starting:
             if self.info is None:
@@ -195,6 +201,8 @@ class Engine:
             return self.info
 
     def _lock_device(self) -> None:
+        if not self.locks_device:
+            return
         lock_device(
             self.device_lock,
             self.config.gpu.device_index,
@@ -360,7 +368,10 @@ class Engine:
         """The verdict for jobs in a worker that went down: crashed, and ``shared`` when more
         than one was in it (the culprit cannot be told)."""
         shared = len(self._waiting_on(transport)) > 1
-        return lambda _job_id, _job: WorkerCrashed(transport.exit_code(), shared=shared)
+        innocent = transport.lost_with_node()
+        return lambda _job_id, _job: WorkerCrashed(
+            transport.exit_code(), shared=shared and not innocent, innocent=innocent
+        )
 
     def _waiting_on(self, transport: Transport) -> dict[str, _InFlight]:
         with self._settled:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -27,7 +28,14 @@ from typing import Protocol, TypeVar
 
 from sir_convert_a_lot.backends import Backend, BackendContext, create_backend
 from sir_convert_a_lot.backends.normalize import normalize
-from sir_convert_a_lot.engine.gpu import GpuProbe, probe
+from sir_convert_a_lot.engine.gpu import (
+    DeviceBusy,
+    DeviceLock,
+    GpuProbe,
+    LockFolderUnavailable,
+    describe_holder,
+    probe,
+)
 from sir_convert_a_lot.engine.protocol import (
     Converted,
     ConvertRequest,
@@ -72,6 +80,8 @@ class _Worker:
         self.backends: dict[tuple[str, str], Backend] = {}
         self._backends_lock = threading.Lock()
         self.option_sets: tuple[ConversionOptions, ...] = ()
+        self.device: dict[str, object] | None = None  # the GPU the probe saw
+        self.device_lock: DeviceLock | None = None  # held for life when the worker locks
 
     def send(self, message: object) -> None:
         with self._send_lock:
@@ -86,13 +96,22 @@ class _Worker:
 
     def serve(self) -> None:
         seen = self._probe()
-        self.send(Probed(pid=os.getpid(), probe=seen.to_dict(), versions=component_versions()))
+        self.device = seen.device.to_dict() if seen.device else None
+        self.send(
+            Probed(
+                pid=os.getpid(),
+                probe=seen.to_dict(),
+                versions=component_versions(),
+                host=socket.gethostname(),
+            )
+        )
         load = self.conn.recv()
         if isinstance(load, Shutdown):
             return
         assert isinstance(load, Load)
         self.option_sets = load.option_sets
         try:
+            self._lock_device(load.plan)
             load_seconds, warm_seconds = self._load(load.plan)
         except JobFailure as failure:
             reason = str(failure.details.get("reason", failure.code.value))
@@ -125,7 +144,31 @@ class _Worker:
     def _probe(self) -> GpuProbe:
         if self.settings.probe_override is not None:
             return GpuProbe.from_dict(self.settings.probe_override)
-        return probe(self.settings.device_index)
+        index = self.settings.device_index
+        host_gpu = self.settings.host_gpu
+        return probe(host_gpu if host_gpu >= 0 else index, torch_index=index)
+
+    def _lock_device(self, plan: tuple[tuple[str, str], ...]) -> None:
+        """A worker the daemon cannot lock for (a Ray actor on another host) takes its host's
+        GPU lock itself, before anything is loaded onto the GPU, and holds it for its life."""
+        instance = self.settings.lock_instance
+        if not instance or not any(device == "cuda" for _, device in plan):
+            return
+        index = self.settings.host_gpu if self.settings.host_gpu >= 0 else 0
+        lock = DeviceLock(index, instance)
+        try:
+            lock.acquire(wait=False)
+        except DeviceBusy as busy:
+            raise JobFailure(
+                ErrorCode.GPU_NOT_AVAILABLE,
+                f"GPU {index} on {socket.gethostname()} is held by {describe_holder(busy.holder)}",
+                reason="device_busy",
+            ) from None
+        except LockFolderUnavailable as problem:
+            raise JobFailure(
+                ErrorCode.GPU_NOT_AVAILABLE, str(problem), reason="device_lock_unavailable"
+            ) from None
+        self.device_lock = lock
 
     def _load(self, plan: tuple[tuple[str, str], ...]) -> tuple[float, float]:
         started = time.monotonic()
@@ -207,6 +250,8 @@ class _Worker:
             peak_gpu_memory_bytes=result.peak_gpu_memory_bytes,
             stage_devices=dict(result.stage_devices),
             batches=dict(result.batches),
+            host=socket.gethostname(),
+            device=self.device,
         )
 
     def _inject_faults(self, request: ConvertRequest) -> None:

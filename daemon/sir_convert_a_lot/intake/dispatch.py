@@ -50,8 +50,11 @@ class Dispatcher:
         spool: Spool,
         clock: Callable[[], float],
         enqueue: Callable[[Job], None],
+        pages_limit: Callable[[], int] | None = None,
     ) -> None:
         self.config = config
+        # the pages in flight allowed (default: gpu.max_pages_in_flight in effect, live)
+        self.pages_limit = pages_limit or (lambda: self.config.gpu.pages_in_flight)
         self.intake = intake
         self.spool = spool
         self.clock = clock
@@ -63,7 +66,7 @@ class Dispatcher:
         unfinished job holds, None while unknown) and not stopping."""
         if self.clock() < self.paused_until:
             return
-        limit = self.config.gpu.pages_in_flight
+        limit = self.pages_limit()
         while may_claim(held(), limit) and self.intake.candidates and not stopping.is_set():
             seen = self.intake.next_candidate()
             if seen is None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,7 +100,7 @@ class Endings:
         finished = self.clock()
         timings["publish_ms"] = round((time.monotonic() - publish_started) * 1000, 1)
         timings["total_ms"] = round((finished - job.claimed_at) * 1000, 1)
-        device = self._device(answer.acceleration_used, answer.peak_gpu_memory_bytes)
+        device = self._device(answer)
         facts = attempt.facts
         document = success_document(
             job_id=job.job_id,
@@ -247,11 +248,17 @@ class Endings:
             digest = sha256_of(path)
         return SourceFacts(size_bytes=size or 0, sha256=digest)
 
-    def _device(self, acceleration_used: str, peak: int | None) -> dict[str, Any] | None:
-        probe = self.engine.probe
-        if acceleration_used != "cuda" or probe is None or probe.device is None:
+    def _device(self, answer: Converted) -> dict[str, Any] | None:
+        """The GPU that converted it: as its worker probed it (several workers may differ)."""
+        if answer.acceleration_used != "cuda":
             return None
-        return {**probe.device.to_dict(), "memory_peak_bytes": peak}
+        seen = answer.device
+        if seen is None:
+            probe = self.engine.probe
+            seen = probe.device.to_dict() if probe is not None and probe.device else None
+        if seen is None:
+            return None
+        return {**seen, "memory_peak_bytes": answer.peak_gpu_memory_bytes}
 
     def _execution(
         self,
@@ -279,6 +286,7 @@ class Endings:
             timings_ms=timings,
             worker=worker,
             engine=self.engine.kind,
+            host=answer.host if answer is not None and answer.host else socket.gethostname(),
             batching=summary(answer.batches) if answer is not None else {},
         )
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from sir_convert_a_lot.config import Config, Governance, Paths
-from sir_convert_a_lot.engine.supervisor import Engine, EngineStartError
+from sir_convert_a_lot.engine.choose import build_engine
+from sir_convert_a_lot.engine.interface import EngineStartError
 from sir_convert_a_lot.jobs.custody import require_safe_instance
 from sir_convert_a_lot.jobs.job import Job, new_job_id
 from sir_convert_a_lot.jobs.lifecycle import JobRunner
@@ -107,7 +108,7 @@ def convert_files(
         instance = f"{config.instances.name}-convert-{os.getpid()}"
         custody = InPlaceCustody(instance, Reservations(paths.state / "reservations"))
         local = replace(config.with_instance_name(instance), paths=paths)
-        engine = Engine(
+        engine = build_engine(
             local, governance, instance=instance, device_wait_seconds=device_wait_seconds
         )
         runner = JobRunner(local, governance, custody, engine)

@@ -48,7 +48,8 @@ class Execution:
     finished_at: float
     timings_ms: dict[str, float] = field(default_factory=dict)
     worker: dict[str, Any] = field(default_factory=dict)
-    engine: str = "local"  # which engine converted: "local" (a worker process of this daemon)
+    engine: str = "local"  # which engine converted: "local" (a worker process) or "ray"
+    host: str = field(default_factory=socket.gethostname)  # the host that converted
     batching: dict[str, Any] = field(default_factory=dict)  # per model stage: calls, pages, max
 
     def to_dict(self) -> dict[str, Any]:
@@ -58,7 +59,7 @@ class Execution:
             "attempt": self.attempt,
             "instance": self.instance,
             "engine": self.engine,
-            "host": socket.gethostname(),
+            "host": self.host,
             "device": self.device,
             "started_at": iso(self.started_at),
             "finished_at": iso(self.finished_at),

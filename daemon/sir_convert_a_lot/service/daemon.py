@@ -23,8 +23,9 @@ from types import FrameType
 
 from sir_convert_a_lot import __version__
 from sir_convert_a_lot.config import Config, Governance
+from sir_convert_a_lot.engine.choose import build_engine
 from sir_convert_a_lot.engine.gpu import GpuProbe
-from sir_convert_a_lot.engine.supervisor import Engine, EngineStartError
+from sir_convert_a_lot.engine.interface import EngineStartError
 from sir_convert_a_lot.intake.dispatch import Dispatcher
 from sir_convert_a_lot.intake.queue import Intake
 from sir_convert_a_lot.intake.watch import InboxWatcher
@@ -71,7 +72,7 @@ class Service:
         self.instance = config.instances.name
         self.clock = clock
         self.spool = Spool(config.paths, self.instance)
-        self.engine = Engine(
+        self.engine = build_engine(
             config,
             self.governance,
             instance=self.instance,
@@ -96,15 +97,12 @@ class Service:
         self.watcher: InboxWatcher | None = None
         self._heartbeat_wake = threading.Event()
         self.threads = JobThreads(
-            self.runner,
-            self.events,
-            self._heartbeat_wake,
-            limit=lambda: self.config.gpu.pages_in_flight,
-            on_fatal=self._fail,
+            self.runner, self.events, self._heartbeat_wake, self.pages_limit, on_fatal=self._fail
         )
         self._next_takeover = 0.0
         self.intake = Intake(config, clock, self._heartbeat_wake.set)
         self.dispatcher = Dispatcher(config, self.intake, self.spool, clock, self._enqueue)
+        self.dispatcher.pages_limit = self.pages_limit
         self.notifier = Notifier()
         self.metrics = Metrics(config.metrics, self.instance)
         self.heartbeat = Heartbeat(
@@ -116,6 +114,11 @@ class Service:
         )
 
     # -- public -------------------------------------------------------------------------------
+
+    def pages_limit(self) -> int:
+        """The pages claimed jobs may hold at once: ``gpu.max_pages_in_flight`` in effect, per
+        worker of the engine (live: a reload may change it)."""
+        return self.engine.pages_limit(self.config.gpu.pages_in_flight)
 
     def run(self) -> int:
         """Run until stopped. 0 after a clean stop, 1 after a runtime failure; ConfigError

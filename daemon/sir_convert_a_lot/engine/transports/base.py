@@ -56,6 +56,11 @@ class Transport(Protocol):
         runs or when it has none to give."""
         ...
 
+    def lost_with_node(self) -> bool:
+        """Whether the worker was lost with the machine it ran on (a Ray node that went away):
+        then no document in it was the cause."""
+        ...
+
     def kill(self) -> None:
         """Stop the worker at once, from any thread, without waiting for it."""
         ...

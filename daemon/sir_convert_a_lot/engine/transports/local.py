@@ -111,6 +111,9 @@ class LocalProcessTransport:
             process.join(timeout=wait)
         return process.exitcode
 
+    def lost_with_node(self) -> bool:
+        return False  # the node is this host: if it went, so did the daemon
+
     def kill(self) -> None:
         process = self._process
         if process is not None and process.is_alive():

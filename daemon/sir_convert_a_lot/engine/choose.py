@@ -1,0 +1,47 @@
+"""Which engine the config asks for (``engine.kind``): workers as child processes of this daemon
+(``supervisor.Engine``), or as actors of a Ray cluster (``pool.EnginePool``). Both are a
+``ConversionEngine`` to the jobs; the service also asks them how many pages it may claim."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sir_convert_a_lot.config import Config, Governance
+from sir_convert_a_lot.engine.gpu import GpuProbe
+from sir_convert_a_lot.engine.interface import ProgressSink
+from sir_convert_a_lot.engine.pool import EnginePool
+from sir_convert_a_lot.engine.supervisor import Engine
+
+AnyEngine = Engine | EnginePool
+
+
+def build_engine(
+    config: Config,
+    governance: Governance,
+    *,
+    instance: str,
+    on_progress: ProgressSink | None = None,
+    lock_folder: Path | None = None,
+    probe_override: GpuProbe | None = None,
+    fault_injection: tuple[str, ...] = (),
+    device_wait_seconds: float | None = None,
+) -> AnyEngine:
+    if config.engine.kind == "ray":
+        return EnginePool(
+            config,
+            governance,
+            instance=instance,
+            on_progress=on_progress,
+            probe_override=probe_override,
+            fault_injection=fault_injection,
+        )
+    return Engine(
+        config,
+        governance,
+        instance=instance,
+        on_progress=on_progress,
+        lock_folder=lock_folder,
+        probe_override=probe_override,
+        fault_injection=fault_injection,
+        device_wait_seconds=device_wait_seconds,
+    )

@@ -1,0 +1,231 @@
+"""The Ray engine: one supervised worker per actor, several actors, one engine to the jobs.
+
+Each actor has its own ``supervisor.Engine`` over a ``RayActorTransport``, so every rule of a
+local worker holds per actor: the handshake, warm models, document deadlines, the memory limit,
+crashes counted and the actor replaced. ``EnginePool`` is what the job lifecycle sees
+(``interface.ConversionEngine``): it connects to the cluster (``ray_cluster``), starts
+``engine.workers`` actors (0: one per ``engine.gpus_per_worker`` GPUs the cluster has), and
+hands each document to the actor with the fewest documents in it, preferring live ones; an actor
+that is gone is replaced by the next document sent its way. The daemon's claim pacing counts
+pages over all actors (``pages_limit``).
+
+GPU locks are the actors' own: each takes its host's lock on its GPU before loading onto it.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from sir_convert_a_lot.config import Config, Governance
+from sir_convert_a_lot.engine.gpu import GpuProbe
+from sir_convert_a_lot.engine.interface import EngineStartError, ProgressSink, WorkerInfo
+from sir_convert_a_lot.engine.policy import Decision, RunOn
+from sir_convert_a_lot.engine.protocol import Converted, Failed, WorkerSettings
+from sir_convert_a_lot.engine.ray_cluster import RayCluster, connect
+from sir_convert_a_lot.engine.supervisor import Engine
+from sir_convert_a_lot.engine.transports.base import Transport
+from sir_convert_a_lot.engine.transports.ray_actor import RayActorTransport
+from sir_convert_a_lot.ops import logs
+from sir_convert_a_lot.options import ConversionOptions
+
+log = logs.get()
+
+
+class EnginePool:
+    kind = "ray"
+
+    def __init__(
+        self,
+        config: Config,
+        governance: Governance,
+        *,
+        instance: str,
+        on_progress: ProgressSink | None = None,
+        probe_override: GpuProbe | None = None,
+        fault_injection: tuple[str, ...] = (),
+    ) -> None:
+        self.config = config
+        self.governance = governance
+        self.instance = instance
+        self.on_progress = on_progress
+        self.probe_override = probe_override
+        self.fault_injection = fault_injection
+        self.cluster: RayCluster | None = None
+        self.engines: list[Engine] = []
+        self.transports: dict[int, RayActorTransport] = {}  # id(engine) -> its current actor
+        self._jobs: dict[str, Engine] = {}
+        self._lock = threading.Lock()
+        self._starting = threading.RLock()
+
+    # -- what the jobs and the service read ---------------------------------------------------
+
+    @property
+    def info(self) -> WorkerInfo | None:
+        return next((e.info for e in self.engines if e.info is not None), None)
+
+    @property
+    def starts(self) -> int:
+        return sum(engine.starts for engine in self.engines)
+
+    @property
+    def probe(self) -> GpuProbe | None:
+        info = self.info
+        return info.probe if info else None
+
+    @property
+    def alive(self) -> bool:
+        return any(engine.alive for engine in self.engines)
+
+    def silent_seconds(self) -> float:
+        return max((engine.silent_seconds() for engine in self.engines), default=0.0)
+
+    def pages_limit(self, per_worker: int) -> int:
+        """Claim pacing over the whole pool: each actor may hold ``per_worker`` pages."""
+        return per_worker * max(1, len(self.engines))
+
+    def workers(self) -> list[dict[str, Any]]:
+        """Each actor: where it runs, its GPU, and the jobs in it (for status and the lease)."""
+        with self._lock:
+            jobs = dict(self._jobs)
+        listed = []
+        for number, engine in enumerate(self.engines):
+            transport = self.transports.get(id(engine))
+            where = transport.describe() if transport is not None and engine.alive else {}
+            listed.append(
+                {
+                    "actor": number,
+                    "alive": engine.alive,
+                    "host": where.get("host") or (engine.info.host if engine.info else ""),
+                    "node_id": where.get("node_id", ""),
+                    "pid": where.get("pid") or (engine.info.pid if engine.info else None),
+                    "gpus": where.get("gpus", []),
+                    "starts": engine.starts,
+                    "jobs": sorted(job for job, held in jobs.items() if held is engine),
+                }
+            )
+        return listed
+
+    # -- the engine ---------------------------------------------------------------------------
+
+    def start(self) -> WorkerInfo:
+        """Connect, then start every actor at once; ready when at least one is."""
+        with self._starting:
+            if self.cluster is None:
+                self.cluster = connect(self.config.engine)
+            if not self.engines:
+                self.engines = [self._engine() for _ in range(self._count(self.cluster))]
+            errors = _start_all([e for e in self.engines if not e.alive])
+            if errors and len(errors) == len(self.engines):
+                raise errors[0]
+            for error in errors:
+                log.warning("ray_worker_start_failed", reason=error.reason, message=str(error))
+            info = self.info
+            assert info is not None
+            return info
+
+    def _count(self, cluster: RayCluster) -> int:
+        section = self.config.engine
+        if section.workers:
+            return section.workers
+        if section.gpus_per_worker <= 0:
+            return 1
+        count = int(cluster.gpus() // section.gpus_per_worker)
+        if count < 1:
+            raise EngineStartError(
+                "ray_no_gpus",
+                f"the Ray cluster at {cluster.address!r} has no GPUs to give "
+                f"{section.gpus_per_worker:g} to an actor; start Ray on a GPU host, or set "
+                "engine.workers and engine.gpus_per_worker for CPU actors",
+            )
+        return count
+
+    def _engine(self) -> Engine:
+        cluster = self.cluster
+        assert cluster is not None
+        engine: Engine | None = None
+
+        def transport(settings: WorkerSettings) -> Transport:
+            made = RayActorTransport(settings, cluster, self.config.engine, self.instance)
+            if engine is not None:
+                self.transports[id(engine)] = made
+            return made
+
+        engine = Engine(
+            self.config,
+            self.governance,
+            instance=self.instance,
+            on_progress=self.on_progress,
+            probe_override=self.probe_override,
+            fault_injection=self.fault_injection,
+            transport=transport,
+            locks_device=False,
+        )
+        engine.kind = self.kind
+        return engine
+
+    def decide(self, options: ConversionOptions) -> Decision:
+        with self._starting:
+            if self.info is None:
+                self.start()
+        return self._choose().decide(options)
+
+    def convert(
+        self,
+        job_id: str,
+        source_path: str,
+        options: ConversionOptions,
+        run_on: RunOn,
+        source_name: str = "",
+        *,
+        alone: bool = False,
+    ) -> Converted | Failed:
+        engine = self._choose()
+        with self._lock:
+            self._jobs[job_id] = engine
+        try:
+            return engine.convert(job_id, source_path, options, run_on, source_name, alone=alone)
+        finally:
+            with self._lock:
+                self._jobs.pop(job_id, None)
+
+    def _choose(self) -> Engine:
+        """The live actor with the fewest documents; when none is live, the emptiest (its next
+        document starts a fresh actor)."""
+        if not self.engines:
+            self.start()
+        with self._lock:
+            load = {id(e): 0 for e in self.engines}
+            for held in self._jobs.values():
+                load[id(held)] += 1
+            live = [e for e in self.engines if e.alive and e.info is not None] or self.engines
+            return min(live, key=lambda e: load[id(e)])
+
+    def abort(self) -> None:
+        for engine in self.engines:
+            engine.abort()
+
+    def stop(self) -> None:
+        for engine in self.engines:
+            engine.stop()
+        if self.cluster is not None:
+            self.cluster.shutdown()
+            self.cluster = None
+
+
+def _start_all(engines: list[Engine]) -> list[EngineStartError]:
+    """Start the engines side by side (each actor loads its models); the errors, if any."""
+    errors: list[EngineStartError] = []
+
+    def start(engine: Engine) -> None:
+        try:
+            engine.start()
+        except EngineStartError as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=start, args=(e,), name="sca-actor-start") for e in engines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors

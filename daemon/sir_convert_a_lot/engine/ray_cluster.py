@@ -1,0 +1,160 @@
+"""Joining a Ray cluster, or starting a private one that cannot outlive the daemon.
+
+``engine.ray_address = "auto"`` joins the cluster of this host (``ray start --head`` or
+``ray start --address`` ran here); ``HOST:PORT`` joins that head. ``"local"`` starts a private
+one-machine Ray inside the daemon (``ray.init``). Ray ties most of a private cluster's processes
+to the driver's life, but not all (its agents stay behind a killed driver), so a private Ray
+also gets a reaper (``engine.ray_reaper``): a small process that reads a pipe only the daemon
+holds, and when the pipe closes (the daemon stopped, crashed or was killed), kills every process
+that carries this cluster's mark in its environment and removes its temporary folder.
+
+Ray is an optional extra: nothing here imports it until a cluster is asked for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from sir_convert_a_lot.config import EngineSection
+from sir_convert_a_lot.engine.interface import EngineStartError
+
+MARK_VARIABLE = "SIR_CONVERT_RAY_MARK"  # names the private cluster a process belongs to
+_REAPER_WAIT_SECONDS = 15.0
+# Ray must not call home, and a private cluster needs none of its dashboard.
+_QUIET_RAY = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_DISABLE_DOCKER_CPU_WARNING": "1",
+}
+
+
+def import_ray() -> Any:
+    """Ray, or an ``EngineStartError`` that says how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise EngineStartError(
+            "ray_not_installed",
+            'engine.kind is "ray" but Ray is not installed; install the extra '
+            "(pip install '.[ray]', or tools/install, which includes it)",
+        ) from None
+    return ray
+
+
+@dataclass
+class RayCluster:
+    """A connection to a Ray cluster; for a private one, also its reaper and folder."""
+
+    address: str
+    private: bool
+    ray: Any
+    temp_dir: str | None = None
+    reaper: subprocess.Popen[bytes] | None = None
+    mark: str = ""
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def gpus(self) -> float:
+        return float(self.ray.cluster_resources().get("GPU", 0.0))
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """Every node the cluster knows: id, host, address, alive, CPUs and GPUs."""
+        return [
+            {
+                "node_id": node.get("NodeID", ""),
+                "host": node.get("NodeManagerHostname", ""),
+                "address": node.get("NodeManagerAddress", ""),
+                "alive": bool(node.get("Alive")),
+                "cpus": float(node.get("Resources", {}).get("CPU", 0.0)),
+                "gpus": float(node.get("Resources", {}).get("GPU", 0.0)),
+            }
+            for node in self.ray.nodes()
+        ]
+
+    def node_alive(self, node_id: str) -> bool:
+        return any(n["node_id"] == node_id and n["alive"] for n in self.nodes())
+
+    def shutdown(self) -> None:
+        """Disconnect; a private cluster is stopped and its leftovers reaped."""
+        with self._lock:
+            with contextlib.suppress(Exception):
+                self.ray.shutdown()
+            reaper, self.reaper = self.reaper, None
+            if reaper is not None:
+                if reaper.stdin is not None:
+                    reaper.stdin.close()  # the signal to reap
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    reaper.wait(timeout=_REAPER_WAIT_SECONDS)
+            if self.temp_dir:
+                shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def connect(section: EngineSection, *, cpus: float | None = None) -> RayCluster:
+    """Join the configured cluster, or start a private one (``ray_address = "local"``) sized
+    for ``engine.workers`` actors of ``engine.cpus_per_worker`` CPUs (or ``cpus``)."""
+    ray = import_ray()
+    for name, value in _QUIET_RAY.items():
+        os.environ.setdefault(name, value)
+    logging.getLogger("ray").setLevel(logging.ERROR)
+    if section.ray_address == "local":
+        return _start_private(ray, section, cpus)
+    address = section.ray_address
+    try:
+        ray.init(
+            address=address,
+            log_to_driver=False,
+            logging_level=logging.ERROR,
+            configure_logging=False,
+            namespace="sir-convert",
+        )
+    except Exception as exc:  # noqa: BLE001 - Ray raises many kinds for "no cluster there"
+        raise EngineStartError(
+            "ray_unreachable",
+            f"no Ray cluster at engine.ray_address {address!r} ({type(exc).__name__}: "
+            f"{str(exc)[:200]}); start one with `ray start --head` on this host, or set "
+            'engine.ray_address = "local" for a private one',
+        ) from None
+    return RayCluster(address=address, private=False, ray=ray)
+
+
+def _start_private(ray: Any, section: EngineSection, cpus: float | None) -> RayCluster:
+    mark = uuid.uuid4().hex
+    os.environ[MARK_VARIABLE] = mark  # every process the cluster starts inherits it
+    temp_dir = tempfile.mkdtemp(prefix="sca-ray-")
+    reaper = subprocess.Popen(
+        [sys.executable, "-m", "sir_convert_a_lot.engine.ray_reaper", mark, temp_dir],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,  # a terminal's Ctrl-C must not take it before the daemon
+    )
+    workers = max(1, section.workers)
+    wanted_cpus = cpus if cpus is not None else max(1.0, workers * section.cpus_per_worker)
+    try:
+        ray.init(
+            num_cpus=int(wanted_cpus + 0.999),
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.ERROR,
+            configure_logging=False,
+            namespace="sir-convert",
+            _temp_dir=temp_dir,
+        )
+    except Exception as exc:  # noqa: BLE001
+        os.environ.pop(MARK_VARIABLE, None)
+        cluster = RayCluster("local", True, ray, temp_dir, reaper, mark)
+        cluster.shutdown()
+        raise EngineStartError(
+            "ray_start_failed",
+            f"a private Ray could not start ({type(exc).__name__}: {str(exc)[:200]})",
+        ) from None
+    # The cluster's processes have it; what the daemon starts later (tests, tools) must not.
+    os.environ.pop(MARK_VARIABLE, None)
+    return RayCluster("local", True, ray, temp_dir, reaper, mark)

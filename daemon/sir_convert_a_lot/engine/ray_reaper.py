@@ -1,0 +1,68 @@
+"""The reaper of a private Ray: ``python -m sir_convert_a_lot.engine.ray_reaper MARK FOLDER``.
+
+Started by the daemon with a pipe on its standard input that only the daemon holds. It waits
+for that pipe to close, which happens however the daemon ends (a clean stop, a crash, SIGKILL),
+then kills every process whose environment carries ``SIR_CONVERT_RAY_MARK=MARK`` (the private
+cluster's GCS, raylet, agents and workers all inherit it), and removes the cluster's folder.
+It ignores SIGINT and SIGTERM: stopping it early would leave the cluster behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import time
+
+_ROUNDS = 3  # Ray's processes may start others while they are being killed
+_PAUSE_SECONDS = 0.5
+
+
+def marked_processes(mark: str, spare: frozenset[int]) -> list[int]:
+    """The pids whose environment holds this cluster's mark, except ``spare``."""
+    needle = f"SIR_CONVERT_RAY_MARK={mark}".encode()
+    found: list[int] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in spare:
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as environ:
+                if needle in environ.read().split(b"\0"):
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def reap(mark: str, folder: str, spare: frozenset[int]) -> int:
+    """Kill the marked processes (a few rounds) and remove the folder; how many were killed."""
+    killed = 0
+    for _ in range(_ROUNDS):
+        pids = marked_processes(mark, spare)
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+        if not pids:
+            break
+        time.sleep(_PAUSE_SECONDS)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
+    return killed
+
+
+def main(argv: list[str]) -> int:
+    mark, folder = argv[1], argv[2]
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    daemon = os.getppid()
+    while sys.stdin.buffer.read(65536):
+        pass  # nothing is ever written; EOF means the daemon let go of the pipe
+    reap(mark, folder, frozenset({os.getpid(), daemon}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,187 @@
+"""The Ray engine (``engine.kind = "ray"``) on a private one-machine Ray with two CPU actors,
+under the test unlock: documents convert on the actors and say so, an actor that dies takes the
+crash path, a hung document times out inside its actor, and a daemon killed mid-drain converts
+every file exactly once after its restart and leaves no Ray process behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sir_convert_a_lot.config import Config
+from sir_convert_a_lot.engine.pool import EnginePool
+from sir_convert_a_lot.engine.ray_cluster import MARK_VARIABLE
+from sir_convert_a_lot.service.daemon import Service
+from sir_convert_a_lot.testing.daemon import Daemon
+from tests.helpers import load_config, make_pdf, wait_for, write_config
+
+RAY = {"kind": "ray", "ray_address": "local", "workers": 2, "gpus_per_worker": 0}
+RAY_CPUS = {**RAY, "cpus_per_worker": 1}
+
+
+def private_ray_processes() -> list[int]:
+    """Every process of any private Ray a daemon started (they carry its mark)."""
+    needle = f"{MARK_VARIABLE}=".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as environ:
+                if any(v.startswith(needle) for v in environ.read().split(b"\0")):
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_ray_left_behind() -> Iterator[None]:
+    yield
+    assert wait_for(lambda: not private_ray_processes(), timeout=30), private_ray_processes()
+
+
+def _running(config: Config, **kwargs: Any) -> tuple[Service, threading.Thread]:
+    service = Service(config, install_signal_handlers=False, **kwargs)
+    thread = threading.Thread(target=service.run, daemon=True)
+    thread.start()
+    assert service.ready.wait(120), "the service did not become ready"
+    return service, thread
+
+
+def _stop(service: Service, thread: threading.Thread) -> None:
+    service.request_stop()
+    thread.join(60)
+    assert not thread.is_alive()
+
+
+def _sidecar(tmp_path: Path, stem: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((tmp_path / "outbox" / f"{stem}.json").read_text())
+    return data
+
+
+def test_documents_convert_on_two_actors_and_the_sidecar_says_ray(tmp_path: Path) -> None:
+    service, thread = _running(load_config(tmp_path, engine=RAY_CPUS))
+    try:
+        pool = service.engine
+        assert isinstance(pool, EnginePool)
+        workers = pool.workers()
+        assert len(workers) == 2 and all(w["alive"] for w in workers)
+        assert all(w["host"] == os.uname().nodename for w in workers)
+        assert len({w["pid"] for w in workers}) == 2  # two actor processes
+        assert os.getpid() not in {w["pid"] for w in workers}
+        names = [f"doc-{i}" for i in range(6)]
+        for name in names:
+            make_pdf(tmp_path / "inbox" / f"{name}.pdf", pages=2)
+        wait_for(lambda: all((tmp_path / "outbox" / f"{n}.json").exists() for n in names), 120)
+    finally:
+        _stop(service, thread)
+    for name in names:
+        sidecar = _sidecar(tmp_path, name)
+        assert sidecar["status"] == "succeeded"
+        assert sidecar["execution"]["engine"] == "ray"
+        assert sidecar["execution"]["host"] == os.uname().nodename
+        assert sidecar["result"]["conversion_metadata"]["acceleration_used"] == "cpu"
+        assert sidecar["source"]["pages"] == 2
+        assert (tmp_path / "outbox" / f"{name}.md").read_text().strip()
+    # Claims were paced over both actors: twice one worker's pages in flight.
+    assert service.pages_limit() == 2 * service.config.gpu.pages_in_flight
+
+
+def test_an_actor_that_dies_on_a_file_takes_the_crash_path(tmp_path: Path) -> None:
+    config = load_config(tmp_path, engine=RAY_CPUS)
+    service, thread = _running(config, fault_injection=("crash:poison.pdf",))
+    try:
+        make_pdf(tmp_path / "inbox" / "poison.pdf")
+        wait_for(lambda: (tmp_path / "outbox" / "poison.error.json").exists(), timeout=180)
+        make_pdf(tmp_path / "inbox" / "after.pdf")
+        wait_for(lambda: (tmp_path / "outbox" / "after.json").exists(), timeout=120)
+        starts = service.engine.starts
+    finally:
+        _stop(service, thread)
+    envelope = json.loads((tmp_path / "outbox" / "poison.error.json").read_text())
+    assert envelope["error"]["code"] == "worker_crashed"
+    assert envelope["error"]["retryable"] is True
+    assert envelope["execution"]["attempt"] == config.retry.max_attempts
+    assert envelope["execution"]["engine"] == "ray"
+    assert (tmp_path / "failed" / "poison.pdf").exists()
+    # two actors at start, and a fresh actor after each crash
+    assert starts >= 2 + config.retry.max_attempts - 1
+
+
+def test_an_actor_killed_mid_job_costs_one_attempt_and_the_job_goes_on(tmp_path: Path) -> None:
+    config = load_config(tmp_path, engine=RAY_CPUS)
+    quick = replace(config, defaults=replace(config.defaults, document_timeout_seconds=5))
+    service, thread = _running(quick, fault_injection=("hang:stuck.pdf",))
+    try:
+        pool = service.engine
+        assert isinstance(pool, EnginePool)
+        make_pdf(tmp_path / "inbox" / "stuck.pdf")
+        holding = wait_for(lambda: next((w for w in pool.workers() if w["jobs"]), None), timeout=60)
+        os.kill(int(holding["pid"]), signal.SIGKILL)  # the actor's process, from outside
+        wait_for(lambda: (tmp_path / "outbox" / "stuck.error.json").exists(), timeout=120)
+        make_pdf(tmp_path / "inbox" / "next.pdf")
+        wait_for(lambda: (tmp_path / "outbox" / "next.json").exists(), timeout=120)
+        restarted = pool.workers()[holding["actor"]]
+    finally:
+        _stop(service, thread)
+    envelope = json.loads((tmp_path / "outbox" / "stuck.error.json").read_text())
+    # The kill cost attempt 1; attempt 2 hung in a live actor until its own limit.
+    assert envelope["error"]["code"] == "conversion_timeout"
+    assert envelope["execution"]["attempt"] == 2
+    # The killed actor was replaced by a fresh one when a document went its way.
+    assert restarted["alive"] and restarted["pid"] != holding["pid"]
+
+
+def test_a_document_that_hangs_times_out_inside_its_actor(tmp_path: Path) -> None:
+    config = load_config(tmp_path, engine=RAY_CPUS)
+    quick = replace(config, defaults=replace(config.defaults, document_timeout_seconds=3))
+    service, thread = _running(quick, fault_injection=("hang:slow.pdf",))
+    try:
+        make_pdf(tmp_path / "inbox" / "slow.pdf")
+        wait_for(lambda: (tmp_path / "outbox" / "slow.error.json").exists(), timeout=120)
+        make_pdf(tmp_path / "inbox" / "next.pdf")
+        wait_for(lambda: (tmp_path / "outbox" / "next.json").exists(), timeout=120)
+    finally:
+        _stop(service, thread)
+    error = json.loads((tmp_path / "outbox" / "slow.error.json").read_text())["error"]
+    assert error["code"] == "conversion_timeout"
+    assert error["details"]["timeout_seconds"] == 3
+    assert _sidecar(tmp_path, "next")["execution"]["engine"] == "ray"
+
+
+def test_a_daemon_killed_mid_drain_converts_each_file_once_and_leaves_no_ray(
+    tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path, engine=RAY_CPUS)
+    names = [f"file-{i:02d}" for i in range(12)]
+    daemon = Daemon(config).start(timeout=120)
+    try:
+        for name in names:
+            make_pdf(tmp_path / "inbox" / f"{name}.pdf", pages=3)
+        daemon.wait_event("job_succeeded", timeout=120)
+        assert private_ray_processes(), "the private Ray should be running"
+    finally:
+        daemon.kill()
+    # The reaper takes the whole private Ray down with the daemon.
+    assert wait_for(lambda: not private_ray_processes(), timeout=30), private_ray_processes()
+    assert not list(Path("/tmp").glob("sca-ray-*/session_*"))
+    with Daemon(config).start(timeout=120) as again:
+        wait_for(lambda: all((tmp_path / "outbox" / f"{n}.json").exists() for n in names), 180)
+        time.sleep(1)
+        again.terminate()
+    outputs = sorted(p.name for p in (tmp_path / "outbox").iterdir())
+    assert outputs == sorted([f"{n}.json" for n in names] + [f"{n}.md" for n in names])
+    assert sorted(p.name for p in (tmp_path / "archive").rglob("*.pdf")) == sorted(
+        f"{n}.pdf" for n in names
+    )
+    assert not list((tmp_path / "inbox").glob("*.pdf"))
