@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +22,7 @@ import pytest
 from sir_convert_a_lot.config import Config
 from sir_convert_a_lot.engine.pool import EnginePool
 from sir_convert_a_lot.engine.ray_cluster import MARK_VARIABLE
+from sir_convert_a_lot.engine.ray_reaper import reap
 from sir_convert_a_lot.service.daemon import Service
 from sir_convert_a_lot.testing.daemon import Daemon
 from tests.helpers import load_config, make_pdf, wait_for, write_config
@@ -185,3 +188,59 @@ def test_a_daemon_killed_mid_drain_converts_each_file_once_and_leaves_no_ray(
         f"{n}.pdf" for n in names
     )
     assert not list((tmp_path / "inbox").glob("*.pdf"))
+
+
+@pytest.fixture
+def two_node_cluster() -> Iterator[Any]:
+    """A Ray head with no CPUs and two worker nodes of one CPU each, all on this machine; every
+    process it started is killed afterwards (they carry a mark of their own)."""
+    from ray.cluster_utils import Cluster
+
+    mark = f"test-{os.getpid()}-{time.monotonic_ns()}"
+    folder = tempfile.mkdtemp(prefix="sca-t-")  # short: Ray's socket paths live under it
+    default_folder = Path(tempfile.gettempdir()) / "ray"
+    had_default_folder = default_folder.exists()
+    os.environ[MARK_VARIABLE] = mark
+    try:
+        cluster = Cluster(
+            initialize_head=True,
+            head_node_args={"num_cpus": 0, "include_dashboard": False, "temp_dir": folder},
+        )
+        for _ in range(2):
+            cluster.add_node(num_cpus=1, temp_dir=folder)
+    finally:
+        os.environ.pop(MARK_VARIABLE, None)
+    try:
+        yield cluster
+    finally:
+        cluster.shutdown()
+        reap(mark, folder, frozenset({os.getpid()}))
+        if not had_default_folder:  # Ray notes the newest cluster there
+            shutil.rmtree(default_folder, ignore_errors=True)
+
+
+def test_a_lost_node_s_job_is_converted_once_on_another_node_uncounted(
+    tmp_path: Path, two_node_cluster: Any
+) -> None:
+    engine = {**RAY_CPUS, "ray_address": two_node_cluster.address}
+    service, thread = _running(
+        load_config(tmp_path, engine=engine), fault_injection=("slow:long.pdf",)
+    )
+    try:
+        pool = service.engine
+        assert isinstance(pool, EnginePool)
+        assert len({w["node_id"] for w in pool.workers()}) == 2  # one actor per node
+        make_pdf(tmp_path / "inbox" / "long.pdf")
+        holding = wait_for(lambda: next((w for w in pool.workers() if w["jobs"]), None), timeout=60)
+        node = next(n for n in two_node_cluster.worker_nodes if n.node_id == holding["node_id"])
+        two_node_cluster.remove_node(node)
+        wait_for(lambda: (tmp_path / "outbox" / "long.json").exists(), timeout=120)
+        survivors = {w["node_id"] for w in pool.workers() if w["alive"]}
+    finally:
+        _stop(service, thread)
+    sidecar = _sidecar(tmp_path, "long")
+    assert sidecar["execution"]["attempt"] == 1  # the node's loss did not count against it
+    assert holding["node_id"] not in survivors
+    assert sorted(p.name for p in (tmp_path / "outbox").iterdir()) == ["long.json", "long.md"]
+    events = [o for o in service.outcomes if o.job_id]
+    assert len(events) == 1

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -25,11 +26,12 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from sir_convert_a_lot.config import EngineSection
+from sir_convert_a_lot.config import EngineSection, listen_address
 from sir_convert_a_lot.engine.interface import EngineStartError
 
 MARK_VARIABLE = "SIR_CONVERT_RAY_MARK"  # names the private cluster a process belongs to
 _REAPER_WAIT_SECONDS = 15.0
+_CONNECT_SECONDS = 5.0
 # Ray must not call home, and a private cluster needs none of its dashboard.
 _QUIET_RAY = {
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -107,6 +109,7 @@ def connect(section: EngineSection, *, cpus: float | None = None) -> RayCluster:
     if section.ray_address == "local":
         return _start_private(ray, section, cpus)
     address = section.ray_address
+    _reachable(address)
     try:
         ray.init(
             address=address,
@@ -123,6 +126,22 @@ def connect(section: EngineSection, *, cpus: float | None = None) -> RayCluster:
             'engine.ray_address = "local" for a private one',
         ) from None
     return RayCluster(address=address, private=False, ray=ray)
+
+
+def _reachable(address: str) -> None:
+    """An explicit head address answers on TCP at once, or the start fails fast: Ray itself
+    retries for minutes before it gives up on an address."""
+    found = listen_address(address.removeprefix("ray://"))
+    if found is None:
+        return  # "auto": Ray looks for this host's cluster, and says at once when there is none
+    try:
+        socket.create_connection(found, timeout=_CONNECT_SECONDS).close()
+    except OSError as exc:
+        raise EngineStartError(
+            "ray_unreachable",
+            f"no Ray cluster answers at engine.ray_address {address!r} ({exc.strerror or exc}); "
+            "start its head with `ray start --head`, or check the address and the firewall",
+        ) from None
 
 
 def _start_private(ray: Any, section: EngineSection, cpus: float | None) -> RayCluster:
@@ -146,6 +165,7 @@ def _start_private(ray: Any, section: EngineSection, cpus: float | None) -> RayC
             configure_logging=False,
             namespace="sir-convert",
             _temp_dir=temp_dir,
+            _node_ip_address="127.0.0.1",  # one machine: nothing listens beyond it
         )
     except Exception as exc:  # noqa: BLE001
         os.environ.pop(MARK_VARIABLE, None)

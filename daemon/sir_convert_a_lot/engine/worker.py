@@ -265,6 +265,8 @@ class _Worker:
                 os.kill(os.getpid(), signal.SIGKILL)
             elif kind == "hang":
                 time.sleep(3600)
+            elif kind == "slow":  # a long document, as far as the supervisor can tell
+                time.sleep(5)
             elif kind == "raise":
                 raise RuntimeError("injected fault")
             elif kind == "bloat":  # grow by 64 MiB every 50 ms, as a runaway conversion would

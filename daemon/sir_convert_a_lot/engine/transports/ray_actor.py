@@ -147,6 +147,7 @@ class RayActorTransport:
         self.section = section
         self.where: dict[str, Any] = {}
         self._actor: Any = None
+        self._where: Any = None  # the where() answer on its way
         self._pending: Any = None  # the take() in flight: its answer must not be lost
         self._pending_since = 0.0
         self._pending_timeout = 0.0
@@ -169,6 +170,7 @@ class RayActorTransport:
             )
             .remote(self.settings)
         )
+        self._where = self._actor.where.remote()  # known before the actor can be lost
 
     def send(self, message: object) -> None:
         actor = self._live_actor()
@@ -190,6 +192,7 @@ class RayActorTransport:
         if not ready:
             return None
         pending, self._pending = self._pending, None
+        self._learn_where(timeout=0.0)
         try:
             messages, self._rss = ray.get(pending)
         except Exception as exc:  # noqa: BLE001 - RayActorError and kin: the actor is gone
@@ -219,16 +222,26 @@ class RayActorTransport:
         """Whether the actor went down because its node did (not a document's doing)."""
         if not self._gone or not self._death:
             return False
-        if "node" in self._death.lower() and "died" in self._death.lower():
+        if "its node has died" in self._death:
             return True
         node = self.where.get("node_id")
         return bool(node) and not self.cluster.node_alive(str(node))
 
+    def _learn_where(self, timeout: float) -> None:
+        if self.where or self._where is None:
+            return
+        ray = self.cluster.ray
+        ready, _ = ray.wait([self._where], timeout=timeout)
+        if ready:
+            with contextlib.suppress(Exception):
+                self.where = ray.get(self._where)
+            self._where = None
+
     def describe(self) -> dict[str, Any]:
         """Where the actor runs (host, node id, pid, GPU ids); empty until it answered."""
-        if not self.where and self._actor is not None and not self._gone:
+        if self.alive():
             with contextlib.suppress(Exception):
-                self.where = self.cluster.ray.get(self._actor.where.remote(), timeout=5.0)
+                self._learn_where(timeout=1.0)
         return dict(self.where)
 
     def alive(self) -> bool:
