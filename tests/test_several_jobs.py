@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sir_convert_a_lot.config import Config
 from sir_convert_a_lot.engine.protocol import ConvertRequest, Progress, WorkerSettings
+from sir_convert_a_lot.engine.supervisor import Engine
 from sir_convert_a_lot.engine.transports.base import Transport
 from sir_convert_a_lot.ops.status import gather_status, render_status
 from sir_convert_a_lot.service.daemon import Service
@@ -47,6 +48,7 @@ def test_status_shows_every_job_converting_and_pacing_holds_the_pages(tmp_path: 
         workers.append(HoldingWorker(settings))
         return workers[-1]
 
+    assert isinstance(service.engine, Engine)  # the supervised worker, over the test's transport
     service.engine.transport_factory = factory
     thread = threading.Thread(target=service.run, daemon=True)
     thread.start()

@@ -24,6 +24,7 @@ from types import FrameType
 from sir_convert_a_lot import __version__
 from sir_convert_a_lot.config import Config, Governance
 from sir_convert_a_lot.engine.gpu import GpuProbe
+from sir_convert_a_lot.engine.interface import ConversionEngine, ProgressSink
 from sir_convert_a_lot.engine.supervisor import Engine, EngineStartError
 from sir_convert_a_lot.intake.dispatch import Dispatcher
 from sir_convert_a_lot.intake.queue import Intake
@@ -64,6 +65,7 @@ class Service:
         fault_injection: tuple[str, ...] = (),
         lock_folder: Path | None = None,
         install_signal_handlers: bool = True,
+        engine_factory: Callable[[ProgressSink], ConversionEngine] | None = None,
     ) -> None:
         self.config = config
         # Tests may unlock through this argument; no config key or variable reaches it.
@@ -71,14 +73,13 @@ class Service:
         self.instance = config.instances.name
         self.clock = clock
         self.spool = Spool(config.paths, self.instance)
-        self.engine = Engine(
-            config,
-            self.governance,
-            instance=self.instance,
-            on_progress=self._on_progress,
-            lock_folder=lock_folder,
-            probe_override=probe_override,
-            fault_injection=fault_injection,
+        # Tools and tests only (tools/loop_ceiling.py's engine that converts nothing): an
+        # engine built around the progress sink instead of the supervised worker. No config key
+        # or variable reaches it.
+        self.engine: ConversionEngine = (
+            engine_factory(self._on_progress)
+            if engine_factory is not None
+            else self._supervised(lock_folder, probe_override, fault_injection)
         )
         self.install_signal_handlers = install_signal_handlers
         self.events: queue.Queue[Event] = queue.Queue()
@@ -113,6 +114,23 @@ class Service:
             notifier=self.notifier,
             lease_seconds=config.instances.lease_seconds,
             wake=self._heartbeat_wake,
+        )
+
+    def _supervised(
+        self,
+        lock_folder: Path | None,
+        probe_override: GpuProbe | None,
+        fault_injection: tuple[str, ...],
+    ) -> Engine:
+        """The engine every daemon runs: one supervised worker process."""
+        return Engine(
+            self.config,
+            self.governance,
+            instance=self.instance,
+            on_progress=self._on_progress,
+            lock_folder=lock_folder,
+            probe_override=probe_override,
+            fault_injection=fault_injection,
         )
 
     # -- public -------------------------------------------------------------------------------

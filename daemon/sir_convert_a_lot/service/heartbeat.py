@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from sir_convert_a_lot import __version__
 from sir_convert_a_lot.config import Governance
-from sir_convert_a_lot.engine.supervisor import Engine
+from sir_convert_a_lot.engine.interface import ConversionEngine
 from sir_convert_a_lot.intake.blocked import BLOCKED_SHOWN
 from sir_convert_a_lot.intake.queue import Intake
 from sir_convert_a_lot.intake.watch import InboxWatcher
@@ -65,7 +65,7 @@ class ServiceState(Protocol):
     @property
     def intake(self) -> Intake: ...
     @property
-    def engine(self) -> Engine: ...
+    def engine(self) -> ConversionEngine: ...
     @property
     def governance(self) -> Governance: ...
     @property
