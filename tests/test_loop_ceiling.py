@@ -25,6 +25,8 @@ import loop_ceiling
 
 PACKAGE = REPO / "daemon" / "sir_convert_a_lot"
 RUN_FIELDS = {
+    "round",
+    "load_average_1min_before",
     "max_pages_in_flight",
     "job_threads",
     "succeeded",
@@ -54,6 +56,7 @@ def test_every_file_ends_as_a_sidecar_and_the_report_has_its_fields(tmp_path: Pa
     assert report["command"] == " ".join([".venv/bin/python tools/loop_ceiling.py", *argv])
     assert report["files"] == 6 and report["log_level"] == "info"
     assert {"ceiling_jobs_per_second", "ceiling_at_max_pages_in_flight", "host"} <= set(report)
+    assert set(report["median_jobs_per_second_by_max_pages_in_flight"]) == {"1", "4"}
     assert [run["max_pages_in_flight"] for run in report["runs"]] == [1, 4]
     for run in report["runs"]:
         assert set(run) == RUN_FIELDS

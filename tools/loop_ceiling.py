@@ -1,7 +1,7 @@
 """The daemon's own ceiling: how many jobs a second its watch, claim, job, publish and dispose
 loop carries when converting costs nothing.
 
-Usage: .venv/bin/python tools/loop_ceiling.py --files 2000 --threads 1,4,16 \\
+Usage: .venv/bin/python tools/loop_ceiling.py --files 1500 --threads 1,4,16 --rounds 3 \\
            --output docs/reference/loop-ceiling.json
 
 For each value of ``--threads`` the tool starts a daemon of its own as a subprocess
@@ -17,7 +17,9 @@ Once the daemon is ready, N one-page PDFs are moved into its inbox in one burst 
 elsewhere first, as ``tools/backlog.py`` does) and the tool waits until every sidecar is out.
 Reported per run: jobs per second from the drop to the last sidecar (the stability window
 included, and without it) and from the first sidecar to the last (the steady rate), and the
-daemon's CPU seconds over the drain, per job, from /proc.
+daemon's CPU seconds over the drain, per job, from /proc. With ``--rounds R`` every thread
+count runs R times, the counts taking turns, and each count's median round is its figure: on a
+shared machine, whatever else runs spreads over all of them.
 """
 
 from __future__ import annotations
@@ -234,11 +236,22 @@ def summarise(
 
 
 def measure(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    """Every thread count once per round, the rounds one after another, so that whatever else
+    the machine does spreads over all of them; each count's median round is its figure."""
     runs = []
-    for threads in args.threads:
-        root = Path(tempfile.mkdtemp(prefix=f"sca-ceiling-{threads}-", dir=args.scratch))
-        runs.append(run_once(root, args.files, threads, args))
-    best = max(runs, key=lambda run: float(run["jobs_per_second"]))
+    for round_number in range(1, args.rounds + 1):
+        for threads in args.threads:
+            root = Path(tempfile.mkdtemp(prefix=f"sca-ceiling-{threads}-", dir=args.scratch))
+            load_before = os.getloadavg()[0]
+            run = run_once(root, args.files, threads, args)
+            runs.append({"round": round_number, "load_average_1min_before": load_before, **run})
+    medians = {
+        str(threads): statistics.median(
+            float(run["jobs_per_second"]) for run in runs if run["max_pages_in_flight"] == threads
+        )
+        for threads in args.threads
+    }
+    best = max(medians, key=lambda threads: medians[threads])
     return {
         "command": " ".join([".venv/bin/python tools/loop_ceiling.py", *argv]),
         "host": {
@@ -248,11 +261,13 @@ def measure(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         },
         "engine": "NoOpEngine: every convert answered at once, 1 page, acceleration cpu",
         "files": args.files,
+        "rounds": args.rounds,
         "stability_seconds": args.stability_seconds,
         "log_level": args.log_level,
         "runs": runs,
-        "ceiling_jobs_per_second": best["jobs_per_second"],
-        "ceiling_at_max_pages_in_flight": best["max_pages_in_flight"],
+        "median_jobs_per_second_by_max_pages_in_flight": medians,
+        "ceiling_jobs_per_second": medians[best],
+        "ceiling_at_max_pages_in_flight": int(best),
     }
 
 
@@ -268,6 +283,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         default=[1, 4, 16],
         help="comma-separated gpu.max_pages_in_flight values, one run each (default 1,4,16)",
     )
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each thread count")
     parser.add_argument("--stability-seconds", type=float, default=1.0)
     parser.add_argument("--log-level", default="info", help="the daemon's (default: info)")
     parser.add_argument("--scratch", type=Path, help="where the runs' folders go (default: /tmp)")
