@@ -48,7 +48,7 @@ def test_status_shows_every_job_converting_and_pacing_holds_the_pages(tmp_path: 
         workers.append(HoldingWorker(settings))
         return workers[-1]
 
-    assert isinstance(service.engine, Engine)  # engine.kind = "local"
+    assert isinstance(service.engine, Engine)  # the supervised worker, over the test's transport
     service.engine.transport_factory = factory
     thread = threading.Thread(target=service.run, daemon=True)
     thread.start()

@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,20 @@ def write_report(path: Path, report: dict[str, Any]) -> None:
 
 def tree_rss_bytes(pid: int) -> int:
     """Resident memory of a process and all its descendants, from /proc."""
+    return _tree_sum(pid, lambda fields: int(fields[21]) * os.sysconf("SC_PAGE_SIZE"))
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) a process and its live descendants have used, from /proc."""
+    ticks = _tree_sum(pid, lambda fields: int(fields[11]) + int(fields[12]))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _tree_sum(pid: int, value: Callable[[list[str]], int]) -> int:
+    """``value`` of the /proc stat fields (those after the command's name) of ``pid`` and each
+    of its descendants, summed."""
     children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    page = os.sysconf("SC_PAGE_SIZE")
+    values: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -42,21 +54,24 @@ def tree_rss_bytes(pid: int) -> int:
         except OSError:
             continue
         children.setdefault(int(fields[1]), []).append(int(entry))
-        rss[int(entry)] = int(fields[21]) * page
+        values[int(entry)] = value(fields)
     total, stack = 0, [pid]
     while stack:
         current = stack.pop()
-        total += rss.get(current, 0)
+        total += values.get(current, 0)
         stack.extend(children.get(current, []))
     return total
 
 
-def start_ready_daemon(config: Path, log_path: Path, instance: str) -> subprocess.Popen[bytes]:
-    """Start ``sir-convert run`` with its output in ``log_path``; return once its lease says
-    ready (models warm, start-up scan done)."""
+def start_ready_daemon(
+    config: Path, log_path: Path, instance: str, command: list[str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``sir-convert run`` (or ``command``, a daemon of the tool's own) with its output in
+    ``log_path``; return once its lease says ready (models warm, start-up scan done)."""
     log = log_path.open("wb")
+    sir_convert = [str(REPO / ".venv" / "bin" / "sir-convert"), "--config", str(config), "run"]
     daemon = subprocess.Popen(
-        [str(REPO / ".venv" / "bin" / "sir-convert"), "--config", str(config), "run"],
+        command or sir_convert,
         stdout=log,
         stderr=subprocess.STDOUT,
     )

@@ -25,7 +25,7 @@ from sir_convert_a_lot import __version__
 from sir_convert_a_lot.config import Config, Governance
 from sir_convert_a_lot.engine.choose import build_engine
 from sir_convert_a_lot.engine.gpu import GpuProbe
-from sir_convert_a_lot.engine.interface import EngineStartError
+from sir_convert_a_lot.engine.interface import ConversionEngine, EngineStartError, ProgressSink
 from sir_convert_a_lot.intake.dispatch import Dispatcher
 from sir_convert_a_lot.intake.queue import Intake
 from sir_convert_a_lot.intake.watch import InboxWatcher
@@ -65,6 +65,7 @@ class Service:
         fault_injection: tuple[str, ...] = (),
         lock_folder: Path | None = None,
         install_signal_handlers: bool = True,
+        engine_factory: Callable[[ProgressSink], ConversionEngine] | None = None,
     ) -> None:
         self.config = config
         # Tests may unlock through this argument; no config key or variable reaches it.
@@ -72,14 +73,13 @@ class Service:
         self.instance = config.instances.name
         self.clock = clock
         self.spool = Spool(config.paths, self.instance)
-        self.engine = build_engine(
-            config,
-            self.governance,
-            instance=self.instance,
-            on_progress=self._on_progress,
-            lock_folder=lock_folder,
-            probe_override=probe_override,
-            fault_injection=fault_injection,
+        # Tools and tests only (tools/loop_ceiling.py's engine that converts nothing): an
+        # engine built around the progress sink instead of the supervised worker. No config key
+        # or variable reaches it.
+        self.engine: ConversionEngine = (
+            engine_factory(self._on_progress)
+            if engine_factory is not None
+            else self._supervised(lock_folder, probe_override, fault_injection)
         )
         self.install_signal_handlers = install_signal_handlers
         self.events: queue.Queue[Event] = queue.Queue()
@@ -111,6 +111,23 @@ class Service:
             notifier=self.notifier,
             lease_seconds=config.instances.lease_seconds,
             wake=self._heartbeat_wake,
+        )
+
+    def _supervised(
+        self,
+        lock_folder: Path | None,
+        probe_override: GpuProbe | None,
+        fault_injection: tuple[str, ...],
+    ) -> ConversionEngine:
+        """The engine every daemon runs: supervised workers, as engine.kind says."""
+        return build_engine(
+            self.config,
+            self.governance,
+            instance=self.instance,
+            on_progress=self._on_progress,
+            lock_folder=lock_folder,
+            probe_override=probe_override,
+            fault_injection=fault_injection,
         )
 
     # -- public -------------------------------------------------------------------------------
