@@ -244,3 +244,41 @@ def test_a_lost_node_s_job_is_converted_once_on_another_node_uncounted(
     assert sorted(p.name for p in (tmp_path / "outbox").iterdir()) == ["long.json", "long.md"]
     events = [o for o in service.outcomes if o.job_id]
     assert len(events) == 1
+
+
+class _Silent:
+    def send(self, obj: object) -> None: ...
+
+    def recv(self) -> object:
+        raise EOFError
+
+
+def test_an_actor_takes_its_host_s_gpu_lock_before_loading_and_a_second_is_refused(
+    tmp_path: Path,
+) -> None:
+    from sir_convert_a_lot.engine import worker
+    from sir_convert_a_lot.engine.protocol import WorkerSettings
+    from sir_convert_a_lot.errors import JobFailure
+
+    settings = WorkerSettings(
+        device_index=0,
+        models_path="",
+        max_file_bytes=1 << 20,
+        max_pages=10,
+        host_gpu=3,  # Ray gave it the host's GPU 3, which it sees as cuda:0
+        lock_instance="pool-a",
+        lock_folder=str(tmp_path),
+    )
+    first = worker._Worker(_Silent(), settings)
+    first._lock_device((("pymupdf", "cpu"),))
+    assert not (tmp_path / "gpu3.lock").exists()  # nothing on the GPU: no lock taken
+    first._lock_device((("docling", "cuda"),))
+    holder = json.loads((tmp_path / "gpu3.lock").read_text())
+    assert holder["instance"] == "pool-a" and holder["pid"] == os.getpid()
+    second = worker._Worker(_Silent(), replace(settings, lock_instance="pool-b"))
+    with pytest.raises(JobFailure) as refused:
+        second._lock_device((("docling", "cuda"),))
+    assert refused.value.details["reason"] == "device_busy"
+    assert "GPU 3" in refused.value.message and "pool-a" in refused.value.message
+    assert first.device_lock is not None
+    first.device_lock.release()

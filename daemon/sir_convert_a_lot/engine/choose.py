@@ -34,6 +34,7 @@ def build_engine(
             on_progress=on_progress,
             probe_override=probe_override,
             fault_injection=fault_injection,
+            lock_folder=lock_folder,
         )
     return Engine(
         config,

@@ -15,6 +15,8 @@ GPU locks are the actors' own: each takes its host's lock on its GPU before load
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from sir_convert_a_lot.config import Config, Governance
@@ -44,8 +46,10 @@ class EnginePool:
         on_progress: ProgressSink | None = None,
         probe_override: GpuProbe | None = None,
         fault_injection: tuple[str, ...] = (),
+        lock_folder: Path | None = None,
     ) -> None:
         self.config = config
+        self.lock_folder = lock_folder  # tests: where the actors take their GPU locks
         self.governance = governance
         self.instance = instance
         self.on_progress = on_progress
@@ -146,6 +150,8 @@ class EnginePool:
         engine: Engine | None = None
 
         def transport(settings: WorkerSettings) -> Transport:
+            if self.lock_folder is not None:
+                settings = replace(settings, lock_folder=str(self.lock_folder))
             made = RayActorTransport(settings, cluster, self.config.engine, self.instance)
             if engine is not None:
                 self.transports[id(engine)] = made

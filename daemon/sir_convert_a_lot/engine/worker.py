@@ -155,7 +155,8 @@ class _Worker:
         if not instance or not any(device == "cuda" for _, device in plan):
             return
         index = self.settings.host_gpu if self.settings.host_gpu >= 0 else 0
-        lock = DeviceLock(index, instance)
+        folder = self.settings.lock_folder
+        lock = DeviceLock(index, instance, Path(folder) if folder else None)
         try:
             lock.acquire(wait=False)
         except DeviceBusy as busy:
