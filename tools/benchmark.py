@@ -279,6 +279,7 @@ def job_record(relative: Path, output: Path, latency: float) -> dict[str, Any]:
         "error_code": document["error"]["code"] if failed else None,
         "latency_seconds": round(latency, 4),
         "backend_used": metadata.get("backend_used"),
+        "engine": document["execution"].get("engine"),
         "acceleration_used": metadata.get("acceleration_used"),
         "convert_ms": document["execution"]["timings_ms"].get("convert_ms"),
         "gpu_memory_peak_bytes": (document["execution"].get("device") or {}).get(
