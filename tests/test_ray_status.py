@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from sir_convert_a_lot.engine.pool import EnginePool
 from sir_convert_a_lot.engine.ray_cluster import MARK_VARIABLE
 from sir_convert_a_lot.ops.cli import main
+from sir_convert_a_lot.service.actors import ActorView, lease_actors
 from sir_convert_a_lot.service.daemon import Service
 from tests.helpers import load_config, make_pdf, wait_for
 
@@ -128,3 +130,28 @@ def test_a_local_engine_instance_has_no_engine_or_actors_in_status(
 def _with_instance(root: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, object] | None:
     data: dict[str, object] = json.loads(_status(root / "config.toml", capsys, "--json"))
     return data if data["instances"] else None
+
+
+def test_an_actor_that_does_not_answer_delays_no_heartbeat() -> None:
+    # workers() may wait 5 s on an actor that does not say where it runs; the heartbeat's
+    # status takes the last list it has instead of waiting.
+    release = threading.Event()
+    calls: list[float] = []
+
+    def workers() -> list[dict[str, object]]:
+        calls.append(time.monotonic())
+        if len(calls) > 1:
+            release.wait(10)
+        return [{"actor": 0, "alive": True, "host": "node-a", "pid": 7, "jobs": []}]
+
+    view = ActorView(workers, wait_seconds=0.2)
+    first = view.snapshot()
+    try:
+        began = time.monotonic()
+        assert view.snapshot() == first  # as last seen
+        assert view.snapshot() == first  # still one question in flight, not a second
+        assert time.monotonic() - began < 2
+        assert len(calls) == 2
+    finally:
+        release.set()
+    assert lease_actors(first, [])[0]["host"] == "node-a"
