@@ -74,7 +74,7 @@ def _instances(
 
 
 def _instance(name: str, live: bool, age_seconds: float, data: dict[str, Any]) -> dict[str, Any]:
-    return {
+    instance: dict[str, Any] = {
         "instance": name,
         "live": live,
         "heartbeat_age_seconds": round(age_seconds, 1),
@@ -95,6 +95,26 @@ def _instance(name: str, live: bool, age_seconds: float, data: dict[str, Any]) -
         "gpu": data.get("gpu"),
         "version": data.get("version"),
     }
+    if data.get("engine") == "ray":  # a local engine's instance reads as it always did
+        instance["engine"] = "ray"
+        instance["actors"] = _actors_of(data, instance["jobs"])
+    return instance
+
+
+def _actors_of(lease: dict[str, Any], jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The Ray actors a lease lists, each job in them with how long it has run (from the
+    instance's own list of jobs, which says since when)."""
+    entries = lease.get("actors")
+    if not isinstance(entries, list):
+        return []
+    by_id = {job.get("job_id"): job for job in jobs}
+    actors = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        held = [j for j in entry.get("jobs") or [] if isinstance(j, dict)]
+        actors.append({**entry, "jobs": [{**j, **by_id.get(j.get("job_id"), {})} for j in held]})
+    return actors
 
 
 def _stopped(spool: Spool, with_lease: set[str]) -> list[dict[str, Any]]:
@@ -203,6 +223,37 @@ def _arriving_lines(inst: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _converting_lines(inst: dict[str, Any], jobs: list[dict[str, Any]]) -> list[str]:
+    """Under the instance: its Ray actors and the jobs in each, or each job of several."""
+    if "actors" not in inst:
+        return [f"    converting: {_job_text(job)}" for job in jobs] if len(jobs) > 1 else []
+    held = {job.get("job_id") for actor in inst["actors"] for job in actor["jobs"]}
+    return _actor_lines(inst["actors"]) + [
+        f"    converting: {_job_text(job)}, no actor yet"
+        for job in jobs
+        if job.get("job_id") not in held
+    ]
+
+
+def _actor_lines(actors: list[dict[str, Any]]) -> list[str]:
+    """``engine ray``, then each actor: where it runs, its GPUs, and what it converts."""
+    lines = [f"    engine ray: {len(actors)} actor{'s' if len(actors) != 1 else ''}"]
+    for actor in actors:
+        gpus = actor.get("gpus") or []
+        device = "GPU " + ",".join(str(g) for g in gpus) if gpus else "CPU"
+        node = str(actor.get("node_id") or "")[:8] or "?"
+        restarts = int(actor.get("restarts") or 0)
+        jobs = actor.get("jobs") or []
+        named = [{**job, "source": job.get("source") or job.get("job_id")} for job in jobs]
+        doing = "converting " + ", ".join(_job_text(job) for job in named) if jobs else "idle"
+        lines.append(
+            f"    actor {actor.get('actor')}: {actor.get('host') or '?'} (node {node}), "
+            f"{device}, pid {actor.get('pid')}, {'alive' if actor.get('alive') else 'down'}, "
+            f"{restarts} restart{'s' if restarts != 1 else ''}, {doing}"
+        )
+    return lines
+
+
 def render_status(status: dict[str, Any]) -> str:
     queue = status["queue"]
     missing = status.get("missing") or {}
@@ -234,8 +285,7 @@ def render_status(status: dict[str, Any]) -> str:
             f"version {inst.get('version') or 'unknown'}, pid {inst.get('pid')} on "
             f"{inst.get('host')}"
         )
-        if len(jobs) > 1:
-            lines += [f"    converting: {_job_text(job)}" for job in jobs]
+        lines += _converting_lines(inst, jobs)
         lines += _arriving_lines(inst)
         lines += [
             f"    deferred: {entry.get('source')} ({entry.get('why')}), next try in "

@@ -24,6 +24,7 @@ from sir_convert_a_lot.jobs.spool import Spool
 from sir_convert_a_lot.names import display
 from sir_convert_a_lot.ops import logs
 from sir_convert_a_lot.ops.systemd import Notifier
+from sir_convert_a_lot.service.actors import ActorView, lease_actors
 
 log = logs.get()
 
@@ -101,6 +102,7 @@ class Heartbeat:
         self._thread: threading.Thread | None = None
         self._last_status_line = ""
         self._watchdog_withheld: str | None = None
+        self._actors: ActorView | None = None
 
     # -- what it reports ----------------------------------------------------------------------
 
@@ -143,14 +145,15 @@ class Heartbeat:
         """The status part of the lease: what ``sir-convert status`` shows of a running daemon.
         ``jobs`` lists every job converting; ``job_id``, ``source``, ``page`` and ``pages`` are
         the first of them (the longest running), as before several ran at once; each job says
-        since when (``started_at``, wall clock) and for how long (``seconds``) it has run."""
+        since when (``started_at``, wall clock) and for how long (``seconds``) it has run. With the
+        Ray engine, ``engine`` says so and ``actors`` lists each actor and the jobs in it."""
         service = self.service
         converting = service.converting()
         first = converting[0] if converting else Activity()
         probe = service.engine.probe
         intake = service.intake
         blocked = intake.blocked.view
-        return {
+        status: dict[str, Any] = {
             "state": "stopping" if service.stopping.is_set() else service.state,
             "activity": "converting" if converting else "idle",
             "job_id": first.job_id,
@@ -181,6 +184,17 @@ class Heartbeat:
             "started_at": service.started_at,
             "version": __version__,
         }
+        if service.engine.kind == "ray":
+            status["engine"] = "ray"
+            status["actors"] = lease_actors(self._actor_view().snapshot(), converting)
+        return status
+
+    def _actor_view(self) -> ActorView:
+        """The Ray engine's actors, found out off this thread (``service.actors``)."""
+        if self._actors is None:
+            workers = getattr(self.service.engine, "workers", None)
+            self._actors = ActorView(workers if callable(workers) else list)
+        return self._actors
 
     def _queued(self, converting: list[Activity]) -> int:
         """Candidates and claimed jobs waiting, the jobs converting not counted."""
