@@ -1,6 +1,8 @@
 """The shipped systemd files: the template unit and the drop-in example verify cleanly with
 systemd's own checker, the unit holds what the contract (section 8) and the daemon rely on, and
-the tmpfiles.d / sysusers.d files create what the unit expects."""
+the tmpfiles.d / sysusers.d files create what the unit expects. The example Ray units (head and
+GPU worker, for engine.kind = "ray") and the daemon's Ray drop-in verify too, and pin what the
+operator's guide tells the firewall."""
 
 from __future__ import annotations
 
@@ -25,6 +27,10 @@ DROP_IN = SYSTEMD / "sir-convert@.service.d" / "10-site.conf.example"
 TMPFILES = SYSTEMD / "sir-convert.tmpfiles.conf"
 SYSUSERS = SYSTEMD / "sir-convert.sysusers.conf"
 SHIPPED_BINARY = "/opt/sir-convert/.venv/bin/sir-convert"
+RAY_HEAD = SYSTEMD / "ray-head.service"
+RAY_WORKER = SYSTEMD / "ray-worker.service"
+RAY_DROP_IN = SYSTEMD / "sir-convert@.service.d" / "20-ray.conf.example"
+SHIPPED_RAY = "/opt/sir-convert/.venv/bin/ray"
 INSTANCE = "sir-convert@0.service"
 DEFAULT_STOP_GRACE = config_module.SCHEMA["service"]["stop_grace_seconds"].default
 TRUE = {"yes", "true", "on", "1"}
@@ -95,13 +101,14 @@ def unit() -> Unit:
 # -- systemd's own checker ---------------------------------------------------------------------
 
 
-def _instantiate(folder: Path, source: Path, name: str) -> Path:
+def _instantiate(folder: Path, source: Path, name: str, shipped: str = SHIPPED_BINARY) -> Path:
     """A copy with ExecStart pointing at this checkout's binary (verify checks it exists)."""
     text = source.read_text(encoding="utf-8")
-    assert SHIPPED_BINARY in text, f"{source.name} no longer starts {SHIPPED_BINARY}"
+    assert shipped in text, f"{source.name} no longer starts {shipped}"
     target = folder / name
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text.replace(SHIPPED_BINARY, str(VENV_BIN / "sir-convert")), "utf-8")
+    local = VENV_BIN / Path(shipped).name
+    target.write_text(text.replace(shipped, str(local)), "utf-8")
     return target
 
 
@@ -295,3 +302,81 @@ def test_tmpfiles_and_sysusers_apply_cleanly_to_an_empty_root(tmp_path: Path) ->
         assert stat.S_ISDIR(info.st_mode), created
         assert stat.S_IMODE(info.st_mode) == int(fields[2], 8), created
         assert info.st_uid == uid, created
+
+
+# -- the example Ray units (engine.kind = "ray") -----------------------------------------------
+
+RAY_UNITS = {"ray-head.service": RAY_HEAD, "ray-worker.service": RAY_WORKER}
+# The ports the operator's guide tells the firewall about: the same on every node.
+RAY_PORTS = {
+    "node_manager_port": 6380,
+    "object_manager_port": 6381,
+    "dashboard_agent_grpc_port": 6382,
+    "dashboard_agent_listen_port": 6383,
+    "runtime_env_agent_port": 6384,
+    "metrics_export_port": 6385,
+    "min_worker_port": 20000,
+    "max_worker_port": 20099,
+}
+RAY_TEMP_DIR = "/var/lib/sir-convert/ray"
+GUIDE = REPO / "docs" / "operations.md"
+
+
+def _ray_start(unit: Unit) -> dict[str, object]:
+    """ExecStart='s `ray start` options, parsed by Ray's own command line (an unknown or
+    misspelt flag fails here)."""
+    scripts = pytest.importorskip("ray.scripts.scripts")
+    argv = shlex.split(one(unit, "Service", "ExecStart"))
+    assert argv[0] == SHIPPED_RAY and argv[1] == "start", argv
+    params: dict[str, object] = scripts.start.make_context("start", argv[2:]).params
+    return params
+
+
+@pytest.mark.parametrize("name", sorted(RAY_UNITS))
+def test_the_ray_units_verify_without_a_single_warning(tmp_path: Path, name: str) -> None:
+    if not (VENV_BIN / "ray").exists():
+        pytest.skip("Ray is not installed in .venv (tools/install includes it)")
+    unit_file = _instantiate(tmp_path, RAY_UNITS[name], name, shipped=SHIPPED_RAY)
+    result = _verify(unit_file)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_the_ray_drop_in_verifies_on_top_of_the_unit(tmp_path: Path) -> None:
+    units = tmp_path / "units"
+    unit_file = _instantiate(units, UNIT, INSTANCE)
+    _instantiate(units, RAY_HEAD, "ray-head.service", shipped=SHIPPED_RAY)
+    drop_in_file = units / f"{INSTANCE}.d" / "20-ray.conf"
+    drop_in_file.parent.mkdir()
+    shutil.copyfile(RAY_DROP_IN, drop_in_file)
+    result = _verify(unit_file)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    drop_in = parse_unit(RAY_DROP_IN.read_text(encoding="utf-8"))
+    assert "ray-head.service" in values(drop_in, "Unit", "After")
+    assert one(drop_in, "Service", "EnvironmentFile") == "/etc/sir-convert/ray.env"
+    # The daemon is a Ray driver: it needs the head's sockets, and its own /tmp is private.
+    assert one(drop_in, "Service", "ReadWritePaths") == RAY_TEMP_DIR
+
+
+@pytest.mark.parametrize("name", sorted(RAY_UNITS))
+def test_the_ray_units_pin_their_ports_and_run_as_the_service_user(name: str) -> None:
+    unit = parse_unit(RAY_UNITS[name].read_text(encoding="utf-8"))
+    daemon = parse_unit(UNIT.read_text(encoding="utf-8"))
+    assert one(unit, "Service", "User") == one(daemon, "Service", "User")
+    assert one(unit, "Service", "Group") == one(daemon, "Service", "Group")
+    assert one(unit, "Service", "EnvironmentFile") == "/etc/sir-convert/ray.env"
+    assert one(unit, "Service", "Restart") == "on-failure"
+    for key in ("PrivateDevices", "MemoryDenyWriteExecute"):  # the actors need the GPU
+        assert all(v.lower() not in TRUE for v in values(unit, "Service", key)), key
+    params = _ray_start(unit)
+    assert params["block"] is True  # systemd supervises the node
+    assert params["disable_usage_stats"] is True
+    assert params["temp_dir"] == RAY_TEMP_DIR
+    assert {key: params[key] for key in RAY_PORTS} == RAY_PORTS
+    if name == "ray-head.service":
+        assert params["head"] is True and params["port"] == 6379
+        assert params["num_gpus"] is None  # Ray counts the head host's GPUs
+        assert params["num_cpus"] is not None
+    else:
+        assert not params["head"] and str(params["address"]).endswith(":6379")
+    guide = GUIDE.read_text(encoding="utf-8")
+    assert "6379" in guide and "20000-20099" in guide and "6380-6385" in guide
