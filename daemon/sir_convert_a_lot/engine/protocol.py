@@ -97,6 +97,11 @@ class Converted:
     stage_devices: dict[str, str] = field(default_factory=dict)  # where each model stage ran
     # per stage, each model call its pages were in: (its pages, all pages of the call)
     batches: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)
+    # ``output.images``: (name, PNG bytes) per picture, linked in ``markdown`` (and in
+    # ``docling_json``) as ``link_prefix + name``; publish resolves the links (jobs.artifacts).
+    pictures: tuple[tuple[str, bytes], ...] = ()
+    link_prefix: str = ""
+    docling_json: bytes | None = None  # output.formats with "docling_json"
 
 
 @dataclass(frozen=True)

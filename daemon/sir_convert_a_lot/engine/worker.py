@@ -207,6 +207,9 @@ class _Worker:
             peak_gpu_memory_bytes=result.peak_gpu_memory_bytes,
             stage_devices=dict(result.stage_devices),
             batches=dict(result.batches),
+            pictures=result.pictures,
+            link_prefix=result.link_prefix,
+            docling_json=result.docling_json,
         )
 
     def _inject_faults(self, request: ConvertRequest) -> None:
