@@ -25,10 +25,12 @@ from sir_convert_a_lot.engine.policy import RunOn
 from sir_convert_a_lot.engine.protocol import Converted
 from sir_convert_a_lot.errors import JobFailure
 from sir_convert_a_lot.intake.preflight import SourceFacts, sha256_of
+from sir_convert_a_lot.jobs.artifacts import listing, render
 from sir_convert_a_lot.jobs.custody import Custody
 from sir_convert_a_lot.jobs.job import Job, Phase
 from sir_convert_a_lot.jobs.outcome import Measured, Outcome, Status
 from sir_convert_a_lot.jobs.publish import (
+    DOCLING_JSON,
     ERROR,
     MARKDOWN,
     SIDECAR,
@@ -38,6 +40,7 @@ from sir_convert_a_lot.jobs.publish import (
     remove_temporaries,
     sidecar_bytes,
     write_outputs,
+    write_pictures,
 )
 from sir_convert_a_lot.jobs.sidecar import Execution, SourceInfo, error_document, success_document
 from sir_convert_a_lot.ops import logs
@@ -92,7 +95,8 @@ class Endings:
         publish_started = time.monotonic()
         folder, job = self._named(attempt.job)
         assert job.output_stem is not None and attempt.facts is not None
-        markdown = answer.markdown.encode("utf-8")
+        rendered = render(answer, job.options.images, job.output_stem)
+        markdown = rendered.markdown
         warnings = list(policy_warnings) + list(answer.warnings)
         timings = dict(answer.timings_ms)
         timings["queue_wait_ms"] = round(max(0.0, attempt.started - job.claimed_at) * 1000, 1)
@@ -107,6 +111,7 @@ class Endings:
             markdown_filename=job.output_stem + MARKDOWN,
             markdown_size=len(markdown),
             markdown_sha256=hashlib.sha256(markdown).hexdigest(),
+            artifacts=listing(job.output_stem, rendered),
             options=job.options,
             backend_used=answer.backend_used,
             acceleration_used=answer.acceleration_used,
@@ -117,7 +122,11 @@ class Endings:
             governance=self.governance,
             versions=self.versions,
         )
+        # The pictures, then the docling JSON, the Markdown, and the sidecar last ("complete").
+        write_pictures(folder, job.output_stem, job.job_id, rendered.pictures)
         files = [(MARKDOWN, markdown), (SIDECAR, sidecar_bytes(document))]
+        if rendered.docling_json is not None:
+            files.insert(0, (DOCLING_JSON, rendered.docling_json))
         paths = self._publish(folder, job, files, Phase.PUBLISHED, {})
         attempt.bound.info(
             "job_succeeded",
@@ -192,7 +201,7 @@ class Endings:
         (kept from an earlier attempt, whose temporaries are cleared)."""
         folder = output_folder(self.config.paths.outbox, job.folder_parts)
         if job.output_stem is not None:
-            remove_temporaries(folder, job.job_id)
+            remove_temporaries(folder, job.job_id, job.output_stem)
             return folder, job
         stem = choose_stem(
             folder,
@@ -300,6 +309,6 @@ def cleanup_after_restart(config: Config, job: Job) -> None:
         return
     folder = output_folder(config.paths.outbox, job.folder_parts)
     with contextlib.suppress(OSError):
-        removed = remove_temporaries(folder, job.job_id)
+        removed = remove_temporaries(folder, job.job_id, job.output_stem)
         if removed:
             log.info("stale_temporaries_removed", job_id=job.job_id, count=removed)
