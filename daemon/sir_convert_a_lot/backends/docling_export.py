@@ -53,13 +53,13 @@ def export_document(document: Any, images: str, formats: tuple[str, ...]) -> Exp
     )
 
 
-def take_pictures(document: Any) -> PictureSet:
+def take_pictures(document: Any, found: PictureSet | None = None) -> PictureSet:
     """Every picture of ``document`` (the body's in reading order, then any other), as PNG
-    within the limits; each picture's image is replaced by a reference to its link target,
-    or removed when it is left out."""
+    within the limits (``found``'s, by default ``backends.pictures``'); each picture's image is
+    replaced by a reference to its link target, or removed when it is left out."""
     from docling_core.types.doc import ContentLayer, ImageRef, PictureItem, Size
 
-    found = PictureSet()
+    found = found if found is not None else PictureSet()
     ordered = [
         item
         for item, _level in document.iterate_items(
