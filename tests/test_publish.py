@@ -16,6 +16,7 @@ from sir_convert_a_lot.jobs.publish import (
     SIDECAR,
     choose_stem,
     output_folder,
+    remove_extras,
     remove_superseded_error,
     remove_temporaries,
     write_outputs,
@@ -293,6 +294,16 @@ def test_pictures_replacing_a_set_remove_its_other_pictures_and_nothing_else(
     ]
     write_pictures(tmp_path, "memo", JOB, ())  # no pictures: no folder
     assert not (tmp_path / "memo_artifacts").exists()
+
+
+def test_remove_extras_clears_a_half_published_set_for_an_error_json(tmp_path: Path) -> None:
+    write_pictures(tmp_path, "report", JOB, PICTURES)
+    (tmp_path / "report.docling.json").write_bytes(b"{}")
+    (tmp_path / "report.md").write_bytes(b"# md\n")
+
+    remove_extras(tmp_path, "report")
+
+    assert files_under(tmp_path) == ["report.md"]
 
 
 def test_write_pictures_refuses_a_symlink_planted_as_the_artifacts_folder(tmp_path: Path) -> None:

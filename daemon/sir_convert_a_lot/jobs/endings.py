@@ -36,6 +36,7 @@ from sir_convert_a_lot.jobs.publish import (
     SIDECAR,
     choose_stem,
     output_folder,
+    remove_extras,
     remove_superseded_error,
     remove_temporaries,
     sidecar_bytes,
@@ -148,6 +149,10 @@ class Endings:
         facts = attempt.facts or self.facts_anyway(attempt.job)
         folder, job = self._named(attempt.job)
         assert job.output_stem is not None
+        if attempt.job.output_stem is not None and self.config.output.on_collision == "suffix":
+            # An earlier attempt chose this stem, so its pictures and docling JSON, if a crash
+            # left them, are this job's own: a failure publishes none.
+            remove_extras(folder, job.output_stem)
         finished = self.clock()
         document = error_document(
             job_id=job.job_id,

@@ -158,6 +158,14 @@ def write_pictures(
     fsync_dir(folder)
 
 
+def remove_extras(folder: Path, stem: str) -> None:
+    """Remove a stem's pictures (by our naming) and its docling JSON: what an attempt that was
+    killed while publishing left, when the job then fails."""
+    write_pictures(folder, stem, "", ())
+    with contextlib.suppress(OSError):
+        os.unlink(folder / (stem + DOCLING_JSON))
+
+
 def _real_folder(path: Path) -> bool:
     try:
         return stat.S_ISDIR(os.lstat(path).st_mode)
