@@ -121,6 +121,18 @@ def test_a_docling_json_or_an_artifacts_folder_blocks_the_stem(tmp_path: Path, m
     assert _stem(tmp_path) == "report (2)"
 
 
+def test_a_long_stem_keeps_room_for_the_docling_json_only_when_it_is_written(
+    tmp_path: Path,
+) -> None:
+    name = "x" * 240 + ".pdf"
+
+    plain = _stem(tmp_path, name, name)
+    with_json = _stem(tmp_path, name, name, longest=".docling.json")
+
+    assert len(plain) + len(" (9999)") + len(ERROR) == 255
+    assert len(with_json) + len(" (9999)") + len(".docling.json") == 255
+
+
 def test_replace_returns_the_base_stem_even_when_taken(tmp_path: Path) -> None:
     (tmp_path / "report.md").write_text("earlier", encoding="utf-8")
     (tmp_path / "report.json").write_text("{}", encoding="utf-8")

@@ -214,6 +214,7 @@ class Endings:
             job.relative_path,
             on_collision=self.config.output.on_collision,
             reserve=lambda where, key: self.custody.reservations.reserve(where, key, job.job_id),
+            longest=DOCLING_JSON if "docling_json" in job.options.formats else ERROR,
         )
         return folder, self.custody.update(job, output_stem=stem)
 

@@ -39,8 +39,9 @@ DOCLING_JSON = ".docling.json"
 ARTIFACTS = "_artifacts"  # a folder: <stem>_artifacts/picture-0001.png
 FAMILY = (MARKDOWN, SIDECAR, ERROR, DOCLING_JSON, ARTIFACTS)
 TMP_PREFIX = ".sca-tmp-"
-# Room kept after a stem for the longest member of the family and a collision number.
-_STEM_MAX_BYTES = NAME_MAX - max(len(kind) for kind in FAMILY) - len(" (9999)")
+# Room kept after a stem for a collision number and the longest member of the family the job
+# writes: ``.error.json``, or ``.docling.json`` for a job that writes one.
+_NUMBER_ROOM = len(" (9999)")
 _OUR_PICTURE = re.compile(r"picture-[0-9]{4,6}\.png")
 
 # Reservations: while a job is between choosing a stem and renaming its sidecar, the stem is
@@ -67,11 +68,13 @@ def choose_stem(
     *,
     on_collision: str,
     reserve: Reserve,
+    longest: str = ERROR,
 ) -> str:
     """The first free stem for this source in ``folder``. A stem is free when no member of its
     family (.md, .json, .error.json, .docling.json, _artifacts) exists, except an earlier
-    ``.error.json`` of this same source, which a new result supersedes."""
-    base = base_stem(source_name)
+    ``.error.json`` of this same source, which a new result supersedes. ``longest``: the
+    longest suffix the job will write (the stem is shortened so that it fits)."""
+    base = base_stem(source_name, longest)
     if on_collision == "replace":
         return base
     with open_dir(folder) as fd:
@@ -93,9 +96,10 @@ def choose_stem(
     raise FileExistsError(f"no free output name for {display(source_name)!r} in {folder}")
 
 
-def base_stem(source_name: str) -> str:
+def base_stem(source_name: str, longest: str = ERROR) -> str:
     """The source's name without ``.pdf``, shortened so every output name fits on disk."""
-    return shorten(split_suffix(source_name)[0], _STEM_MAX_BYTES)
+    room = max(len(ERROR), len(longest)) + _NUMBER_ROOM
+    return shorten(split_suffix(source_name)[0], NAME_MAX - room)
 
 
 def _same_source(error_json: Path, relative_path: str) -> bool:
