@@ -59,6 +59,19 @@ def _between_markdown_and_sidecar(write_sidecar_tmp: bool) -> None:
     publish._write_new = wrapped
 
 
+def _after_first_picture_temporary() -> None:
+    """Die once a picture's temporary is written inside ``<stem>_artifacts/``, before its
+    rename: a half-done picture set and no Markdown."""
+    original = publish._write_new
+
+    def wrapped(dir_fd: int, name: str, content: bytes) -> None:
+        original(dir_fd, name, content)
+        if name.startswith(publish.TMP_PREFIX) and name.endswith(".png"):
+            _die()
+
+    publish._write_new = wrapped
+
+
 POINTS: dict[str, Callable[[], None]] = {
     "after_claim": lambda: _after(spool.Spool, "claim"),
     "after_attempt_started": lambda: _after(spool.Spool, "begin_attempt"),
@@ -67,6 +80,8 @@ POINTS: dict[str, Callable[[], None]] = {
     "before_archive": lambda: _before(spool.Spool, "archive"),
     "before_fail_disposal": lambda: _before(spool.Spool, "fail"),
     "after_stem_chosen": lambda: _after(endings.Endings, "_named"),
+    "picture_tmp_written": _after_first_picture_temporary,
+    "after_pictures": lambda: _after(endings, "write_pictures"),
 }
 
 

@@ -285,6 +285,56 @@ def test_a_profile_asking_for_the_gpu_on_pymupdf_defaults_is_refused(tmp_path: P
     assert str(caught.value).startswith("profiles.fast.acceleration_policy:")
 
 
+@pytest.mark.parametrize(
+    ("formats", "why"),
+    [
+        (["docling_json"], 'must include "markdown"'),
+        (["markdown", "pdf"], "'pdf' is not a format"),
+        (["markdown", "markdown"], "twice"),
+        ("markdown", "expected"),
+    ],
+)
+def test_output_formats_must_list_known_formats_with_markdown(
+    tmp_path: Path, formats: Any, why: str
+) -> None:
+    document = _gpu_document(tmp_path, output={"formats": formats})
+
+    with pytest.raises(ConfigError, match=r"^output\.formats: ") as caught:
+        _parse(document, tmp_path)
+
+    assert why in str(caught.value)
+
+
+def test_docling_json_on_a_pymupdf_profile_is_refused_naming_output_formats(
+    tmp_path: Path,
+) -> None:
+    pymupdf = {"backend_strategy": "pymupdf", "acceleration_policy": "cpu_only", "ocr_mode": "off"}
+    document = _gpu_document(
+        tmp_path,
+        output={"formats": ["markdown", "docling_json"]},
+        profiles={"quick": pymupdf},
+    )
+
+    with pytest.raises(ConfigError, match=r"^output\.formats: .*profiles\.quick .*pymupdf"):
+        _parse(document, tmp_path)
+
+
+def test_images_and_formats_are_every_jobs_options_but_no_profile_key(tmp_path: Path) -> None:
+    output = {"images": "referenced", "formats": ["markdown", "docling_json"]}
+    config = _parse(_gpu_document(tmp_path, output=output, profiles={"p": {}}), tmp_path)
+
+    for options in (config.options_for(None), config.options_for("p")):
+        assert options.images == "referenced"
+        assert options.formats == ("markdown", "docling_json")
+    assert (
+        config.options_for(None).fingerprint()
+        != dataclasses.replace(config.options_for(None), images="placeholder").fingerprint()
+    )
+    for where in ({"conversion": {"images": "embedded"}}, {"profiles": {"p": {"images": "x"}}}):
+        with pytest.raises(ConfigError, match="images"):
+            _parse(_gpu_document(tmp_path, **where), tmp_path)
+
+
 def test_a_cpu_only_ocr_free_pymupdf_profile_is_accepted(tmp_path: Path) -> None:
     document = _gpu_document(
         tmp_path,

@@ -159,9 +159,9 @@ def test_ocr_auto_decides_page_by_page_in_one_pass_and_force_reads_every_page(
     force = ConversionOptions(backend_strategy="docling", ocr_mode="force", table_mode="fast")
     backend.load((auto, force))
     # one pipeline per option set: auto converts once, never a second pass
-    assert set(backend._converters) == {("fast", "auto"), ("fast", "force")}
+    assert set(backend._converters) == {("fast", "auto", False), ("fast", "force", False)}
     read: list[int] = []
-    (auto_pipeline,) = backend._converters[("fast", "auto")].initialized_pipelines.values()
+    (auto_pipeline,) = backend._converters[("fast", "auto", False)].initialized_pipelines.values()
     auto_pipeline.ocr_model.model = _OcrPages(auto_pipeline.ocr_model.model, read)
     mixed = open_pdf(_scan_then_text_pdf(), max_pages=10)
     result = backend.convert(mixed, auto, lambda _p, _t: None)

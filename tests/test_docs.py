@@ -23,6 +23,8 @@ def _documented() -> dict[str, str]:
 
 
 def _as_toml(value: object) -> str:
+    if isinstance(value, list):  # on one line, as the table writes it
+        return "[" + ", ".join(_as_toml(member) for member in value) + "]"
     return tomli_w.dumps({"v": value}).removeprefix("v = ").strip()
 
 

@@ -16,9 +16,11 @@ from sir_convert_a_lot.jobs.publish import (
     SIDECAR,
     choose_stem,
     output_folder,
+    remove_extras,
     remove_superseded_error,
     remove_temporaries,
     write_outputs,
+    write_pictures,
 )
 from tests.helpers import files_under
 
@@ -107,6 +109,28 @@ def test_a_same_source_error_does_not_free_a_stem_whose_markdown_exists(tmp_path
     (tmp_path / "report.md").write_text("someone else's", encoding="utf-8")
 
     assert _stem(tmp_path) == "report (2)"
+
+
+@pytest.mark.parametrize("member", ["report.docling.json", "Report_artifacts"])
+def test_a_docling_json_or_an_artifacts_folder_blocks_the_stem(tmp_path: Path, member: str) -> None:
+    if member.endswith(".json"):
+        (tmp_path / member).write_text("{}", encoding="utf-8")
+    else:
+        (tmp_path / member).mkdir()
+
+    assert _stem(tmp_path) == "report (2)"
+
+
+def test_a_long_stem_keeps_room_for_the_docling_json_only_when_it_is_written(
+    tmp_path: Path,
+) -> None:
+    name = "x" * 240 + ".pdf"
+
+    plain = _stem(tmp_path, name, name)
+    with_json = _stem(tmp_path, name, name, longest=".docling.json")
+
+    assert len(plain) + len(" (9999)") + len(ERROR) == 255
+    assert len(with_json) + len(" (9999)") + len(".docling.json") == 255
 
 
 def test_replace_returns_the_base_stem_even_when_taken(tmp_path: Path) -> None:
@@ -239,6 +263,72 @@ def test_write_outputs_does_not_follow_a_symlink_planted_at_the_temporary_name(
     assert victim.read_bytes() == b"precious"
     assert (outbox / "report.md").read_bytes() == b"# md\n"
     assert not (outbox / "report.md").is_symlink()
+
+
+# -- write_pictures ---------------------------------------------------------------------------
+
+PICTURES = (("picture-0001.png", b"one"), ("picture-0002.png", b"two"))
+
+
+def test_a_redo_of_the_pictures_replaces_its_own_half_done_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def dying_rename(*_args: object, **_kwargs: object) -> None:
+        raise Crash
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "rename", dying_rename)
+        with pytest.raises(Crash):
+            write_pictures(tmp_path, "report", JOB, PICTURES)
+    assert files_under(tmp_path) == [f"report_artifacts/.sca-tmp-{JOB}-picture-0001.png"]
+
+    assert remove_temporaries(tmp_path, JOB, "report") == 1
+    write_pictures(tmp_path, "report", JOB, PICTURES)
+
+    assert files_under(tmp_path) == [
+        "report_artifacts/picture-0001.png",
+        "report_artifacts/picture-0002.png",
+    ]
+    assert (tmp_path / "report_artifacts" / "picture-0002.png").read_bytes() == b"two"
+
+
+def test_pictures_replacing_a_set_remove_its_other_pictures_and_nothing_else(
+    tmp_path: Path,
+) -> None:
+    write_pictures(tmp_path, "report", JOB, PICTURES)
+    (tmp_path / "report_artifacts" / "notes.txt").write_text("a user's", encoding="utf-8")
+
+    write_pictures(tmp_path, "report", OTHER_JOB, PICTURES[:1])
+
+    assert files_under(tmp_path) == [
+        "report_artifacts/notes.txt",
+        "report_artifacts/picture-0001.png",
+    ]
+    write_pictures(tmp_path, "memo", JOB, ())  # no pictures: no folder
+    assert not (tmp_path / "memo_artifacts").exists()
+
+
+def test_remove_extras_clears_a_half_published_set_for_an_error_json(tmp_path: Path) -> None:
+    write_pictures(tmp_path, "report", JOB, PICTURES)
+    (tmp_path / "report.docling.json").write_bytes(b"{}")
+    (tmp_path / "report.md").write_bytes(b"# md\n")
+
+    remove_extras(tmp_path, "report")
+
+    assert files_under(tmp_path) == ["report.md"]
+
+
+def test_write_pictures_refuses_a_symlink_planted_as_the_artifacts_folder(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    (outbox / "report_artifacts").symlink_to(outside)
+
+    with pytest.raises(NotADirectoryError):
+        write_pictures(outbox, "report", JOB, PICTURES)
+
+    assert os.listdir(outside) == []
 
 
 # -- clean-up ---------------------------------------------------------------------------------

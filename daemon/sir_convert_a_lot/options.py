@@ -5,13 +5,18 @@ dropped under ``inbox/NAME/``. The fingerprint lets a user tell at a glance whet
 were produced with the same effective options. Each choice is a ``Literal`` type: its values are
 the allowed ones, so the config check and mypy read the same list, and a value stays a plain
 string in TOML, sidecars and logs.
+
+Two options come from ``[output]``, not ``[conversion]``: ``images`` and ``formats`` change what a
+job writes, so they belong to its effective options (and its fingerprint), but they are set once
+for the whole config, never per profile. Their fields carry ``FROM_OUTPUT`` in their metadata,
+which keeps them out of the ``[conversion]`` and ``[profiles.NAME]`` keys.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Annotated, Any, Final, Literal
 
 from sir_convert_a_lot.setting import Setting, between
@@ -22,6 +27,12 @@ OcrMode = Literal["auto", "off", "force"]
 TableMode = Literal["fast", "accurate"]
 NormalizeLevel = Literal["none", "standard", "strict"]
 AccelerationPolicy = Literal["gpu_required", "gpu_prefer", "cpu_only"]
+ImagesMode = Literal["placeholder", "referenced", "embedded"]
+OutputFormat = Literal["markdown", "docling_json"]
+OUTPUT_FORMATS: Final[tuple[OutputFormat, ...]] = ("markdown", "docling_json")
+
+# Field metadata: the option is set by ``[output]`` (``output.<name>``), not ``[conversion]``.
+FROM_OUTPUT: Final = "from_output"
 
 TIMEOUT_RANGE: Final = (30, 7200)
 
@@ -42,6 +53,8 @@ class ConversionOptions:
     document_timeout_seconds: Annotated[
         int, Setting(between(*TIMEOUT_RANGE), doc="one document's time limit", live=True)
     ] = 600
+    images: ImagesMode = field(default="placeholder", metadata={FROM_OUTPUT: True})
+    formats: tuple[OutputFormat, ...] = field(default=("markdown",), metadata={FROM_OUTPUT: True})
 
     @property
     def backend(self) -> BackendName:
@@ -56,7 +69,10 @@ class ConversionOptions:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ConversionOptions:
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        if "formats" in values:  # a list in JSON records
+            values["formats"] = tuple(values["formats"])
+        return cls(**values)
 
     def fingerprint(self) -> str:
         """``sha256:`` + SHA-256 of the effective options as compact, sorted JSON."""
@@ -65,3 +81,8 @@ class ConversionOptions:
 
 
 OPTION_FIELDS: Final = tuple(f.name for f in fields(ConversionOptions))
+"""Every option, the two from ``[output]`` included."""
+CONVERSION_FIELDS: Final = tuple(
+    f.name for f in fields(ConversionOptions) if not f.metadata.get(FROM_OUTPUT)
+)
+"""The options ``[conversion]`` and ``[profiles.NAME]`` set."""

@@ -24,6 +24,8 @@ class Capabilities:
     ocr: bool
     # The model families it loads; which of them a job needs follows from its options.
     models: frozenset[ModelFamily] = frozenset()
+    # The ``output.formats`` it can write (every backend writes Markdown).
+    formats: frozenset[str] = frozenset({"markdown"})
 
     @property
     def gpu(self) -> bool:
@@ -67,6 +69,14 @@ class BackendResult:
     # Per stage, each model call this job's pages were in: (its pages, all pages of the call)
     # (``backends.batching``).
     batches: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)
+    # ``output.images`` other than placeholder: each picture as (name, PNG bytes), named by us
+    # (``picture-0001.png``); the Markdown links them as ``link_prefix + name``, a random
+    # prefix that publish replaces (``jobs.artifacts``).
+    pictures: tuple[tuple[str, bytes], ...] = ()
+    link_prefix: str = ""
+    # ``output.formats`` with docling_json: the DoclingDocument as JSON (its picture URIs are
+    # ``link_prefix + name`` too).
+    docling_json: bytes | None = None
 
 
 class Backend(Protocol):

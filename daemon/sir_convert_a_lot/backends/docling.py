@@ -17,6 +17,9 @@ Options map as follows:
   with its ONNX engine (on the GPU when onnxruntime has its CUDA provider), or with
   ``gpu.ocr_backend = "torch"`` its torch engine on the same GPU.
 - batch sizes: ``gpu.layout_batch_size``, ``gpu.ocr_batch_size``, ``gpu.table_batch_size``.
+- ``output.images`` other than ``placeholder``: docling crops each picture
+  (``generate_picture_images``, a pipeline of its own); the outputs are made by
+  ``backends.docling_export``, which also writes the lossless JSON of ``output.formats``.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from sir_convert_a_lot.backends.base import (
 )
 from sir_convert_a_lot.backends.batching import BatchLog
 from sir_convert_a_lot.backends.coalesce import Coalescer, SharedModel
+from sir_convert_a_lot.backends.docling_export import export_document
 from sir_convert_a_lot.backends.docling_pipeline import (
     initialize_pipeline,
     onnx_devices,
@@ -50,6 +54,13 @@ from sir_convert_a_lot.intake.file_faults import broken_message
 from sir_convert_a_lot.intake.preflight import OpenedPdf, no_page_has_an_area, resource_cycle
 from sir_convert_a_lot.options import ConversionOptions
 
+Variant = tuple[str, str, bool]
+"""What a converter is built for: (table_mode, ocr_mode, pictures kept as images)."""
+
+
+def _variant(options: ConversionOptions) -> Variant:
+    return (options.table_mode, options.ocr_mode, options.images != "placeholder")
+
 
 class DoclingBackend:
     name = "docling"
@@ -57,12 +68,13 @@ class DoclingBackend:
         devices=frozenset({"cuda", "cpu"}),
         ocr=True,
         models=frozenset({"layout", "tableformer", "rapidocr"}),
+        formats=frozenset({"markdown", "docling_json"}),
     )
 
     def __init__(self, context: BackendContext) -> None:
         self.context = context
-        self._converters: dict[tuple[str, str], Any] = {}  # (table_mode, ocr_mode)
-        self._stages: dict[tuple[str, str], dict[str, Device]] = {}
+        self._converters: dict[Variant, Any] = {}
+        self._stages: dict[Variant, dict[str, Device]] = {}
         self._pipeline_cls: type | None = None
         self._batches = BatchLog()
         self._coalescer = Coalescer(context.model_thread, self._batches)
@@ -76,7 +88,7 @@ class DoclingBackend:
     def load(self, option_sets: tuple[ConversionOptions, ...]) -> None:
         self._check_models(option_sets)
         for options in option_sets or (ConversionOptions(),):
-            self._converter(options.table_mode, options.ocr_mode)
+            self._converter(_variant(options))
 
     def _check_models(self, option_sets: tuple[ConversionOptions, ...]) -> None:
         if not self.context.models_path:
@@ -94,14 +106,14 @@ class DoclingBackend:
                 fix="sir-convert models download",
             )
 
-    def _converter(self, table_mode: str, ocr_mode: str) -> Any:
+    def _converter(self, key: Variant) -> Any:
         with self._loading:
-            return self._load_converter(table_mode, ocr_mode)
+            return self._load_converter(key)
 
-    def _load_converter(self, table_mode: str, ocr_mode: str) -> Any:
-        key = (table_mode, ocr_mode)
+    def _load_converter(self, key: Variant) -> Any:
+        ocr_mode = key[1]
         if key not in self._converters:
-            converter = self._build_converter(table_mode, ocr_mode)
+            converter = self._build_converter(key)
             try:
                 pipeline = self.context.model_thread.submit(initialize_pipeline, converter).result()
             except Exception as exc:  # noqa: BLE001 - docling raises many kinds while loading
@@ -123,13 +135,13 @@ class DoclingBackend:
                 setattr(pipeline, f"{stage}_model", shared)
         return self._converters[key]
 
-    def _build_converter(self, table_mode: str, ocr_mode: str) -> Any:
+    def _build_converter(self, key: Variant) -> Any:
         from docling.datamodel.base_models import InputFormat
         from docling.document_converter import DocumentConverter, PdfFormatOption
 
         if self._pipeline_cls is None:
             self._pipeline_cls = pipeline_class()
-        options = pipeline_options(self.context, table_mode, ocr_mode)
+        options = pipeline_options(self.context, *key)
         return DocumentConverter(
             format_options={
                 InputFormat.PDF: PdfFormatOption(
@@ -148,9 +160,7 @@ class DoclingBackend:
             stages[stage] = "cuda" if "cuda" in found else "cpu"
         return stages
 
-    def _stages_that_ran(
-        self, key: tuple[str, str], document: Any, ocr_pages: int
-    ) -> dict[str, Device]:
+    def _stages_that_ran(self, key: Variant, document: Any, ocr_pages: int) -> dict[str, Device]:
         """This job's stages: layout on every page, TableFormer only when layout found a
         table (each table in the document went through it), OCR when it read any page."""
         loaded = self._stages.get(key, {})
@@ -177,11 +187,12 @@ class DoclingBackend:
         name = self._new_name()
         self._begin()
         try:
-            key = (options.table_mode, options.ocr_mode)
+            key = _variant(options)
             warnings: list[str] = []
             self._coalescer.expect(name, _stage_pages(pdf.pages, ocr=key[1] != "off"))
-            document = self._run(self._converter(*key), pdf, name, progress, warnings)
-            markdown = document.export_to_markdown()
+            document = self._run(self._converter(key), pdf, name, progress, warnings)
+            exported = export_document(document, options.images, options.formats)
+            warnings.extend(exported.warnings)
             calls = self._batches.take(name)
             ocr_pages = sum(own for own, _all in calls.get("ocr", ()))
             if key[1] == "auto" and ocr_pages:
@@ -192,7 +203,10 @@ class DoclingBackend:
         finally:
             self._end(name)
         return BackendResult(
-            markdown=str(markdown),
+            markdown=exported.markdown,
+            pictures=exported.pictures,
+            link_prefix=exported.link_prefix,
+            docling_json=exported.docling_json,
             backend_used=self.name,
             # "cuda" means the layout model ran on the GPU (contract section 6).
             acceleration_used=stages.get("layout", "cpu"),

@@ -15,11 +15,11 @@
 - ``strict``: ``standard``, plus paragraphs reflowed onto one line and list markers and
   headings written one way (``- item``, ``## Heading``).
 
-Headings, tables, fenced code and display formulas are never removed, and never altered
-(``strict`` only rewrites a heading's markup). A line that occurs once and is not page
-furniture is never removed. What a level changed is
-counted in the returned warnings (``normalize_removed_page_furniture:12``), so nothing
-disappears silently.
+Headings, tables, fenced code, display formulas and picture links (``![...](...)``, from
+``output.images``) are never removed, and never altered (``strict`` only rewrites a heading's
+markup): a figure at the top of many pages is no page furniture. A line that occurs once and
+is not page furniture is never removed. What a level changed is counted in the returned
+warnings (``normalize_removed_page_furniture:12``), so nothing disappears silently.
 """
 
 from __future__ import annotations
@@ -105,7 +105,8 @@ def normalize(
 
 def _kinds(lines: Iterable[str]) -> list[str]:
     """Each line's kind: ``code`` (fences and what they hold), ``math`` (display formulas),
-    ``table``, ``heading`` or ``text``. Only ``text`` is ever changed."""
+    ``table``, ``heading``, ``picture`` (a line that starts with an image link) or ``text``.
+    Only ``text`` is ever changed."""
     kinds: list[str] = []
     fence: str | None = None
     in_math = False
@@ -130,6 +131,8 @@ def _kinds(lines: Iterable[str]) -> list[str]:
             continue
         if stripped.startswith("|") or stripped.startswith("<table"):
             kinds.append("table")
+        elif stripped.startswith("!["):
+            kinds.append("picture")
         elif stripped.startswith("#") and _HEADING_RE.match(stripped):
             kinds.append("heading")
         else:

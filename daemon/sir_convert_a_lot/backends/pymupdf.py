@@ -7,6 +7,10 @@ without ruling lines are found too. ``table_mode = "fast"`` does not change that
 classic path, which it used to select, silently drops text on pages with vector-graphic
 backgrounds (9 of the 34 scored corpus PDFs lost over a fifth of their letters and digits) and
 was not faster; the sidecar says so with a warning.
+
+With ``output.images`` other than ``placeholder``, each block the layout model labelled a picture
+is rendered from a fresh copy of the PDF (its area at ``pictures.PICTURE_DPI``) and linked from
+the Markdown (``backends.pictures``). ``output.formats`` can only be ``["markdown"]`` here.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from sir_convert_a_lot.backends.base import (
     Device,
     ProgressCallback,
 )
+from sir_convert_a_lot.backends.pictures import PictureSet, render_area
 from sir_convert_a_lot.backends.reading_order import Box, column_order, leading_number
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
 from sir_convert_a_lot.intake.preflight import MUPDF, OpenedPdf
@@ -69,6 +74,25 @@ def _furniture_texts(page: Any) -> tuple[str, ...]:
     return tuple(texts)
 
 
+def _collect_pictures(parsed: Any, data: bytes) -> PictureSet:
+    """Render every block labelled a picture, in reading order, and point the block at its
+    link (or at nothing, past the limits: pymupdf4llm then writes no link)."""
+    import pymupdf
+
+    found = PictureSet()
+    with pymupdf.open(stream=data, filetype="pdf") as clean:
+        for page in parsed.pages:
+            for box in page.boxes:
+                if box.boxclass != "picture":
+                    continue
+                try:
+                    png = render_area(clean[page.page_number - 1], (box.x0, box.y0, box.x1, box.y1))
+                except Exception:  # noqa: BLE001 - a picture MuPDF cannot draw is left out
+                    png = None
+                box.image = found.add(png)
+    return found
+
+
 class PyMuPDFBackend:
     name = "pymupdf"
     capabilities: ClassVar[Capabilities] = Capabilities(devices=frozenset({"cpu"}), ocr=False)
@@ -99,8 +123,8 @@ class PyMuPDFBackend:
         self, pdf: OpenedPdf, options: ConversionOptions, progress: ProgressCallback
     ) -> BackendResult:
         progress(0, pdf.pages)
-        pages, furniture, tables, thread_id = self.context.model_thread.submit(
-            self._pages_on_thread, pdf
+        pages, furniture, tables, pictures, thread_id = self.context.model_thread.submit(
+            self._pages_on_thread, pdf, options.images != "placeholder"
         ).result()
         # Both of pymupdf-layout's models run on the CPU (onnxruntime): the block labeller on
         # every page, the table grid model only on blocks labelled as tables.
@@ -108,6 +132,7 @@ class PyMuPDFBackend:
         if tables:
             stages["table"] = "cpu"
         progress(pdf.pages, pdf.pages)
+        warnings = (FAST_IS_ACCURATE_WARNING,) if options.table_mode == "fast" else ()
         return BackendResult(
             markdown="".join(pages),
             backend_used=self.name,
@@ -116,20 +141,25 @@ class PyMuPDFBackend:
             model_thread_id=thread_id,
             pages=pages,
             furniture=furniture,
-            warnings=(FAST_IS_ACCURATE_WARNING,) if options.table_mode == "fast" else (),
+            warnings=warnings + (pictures.warnings() if pictures else ()),
             stage_devices=stages,
+            pictures=tuple(pictures.pictures) if pictures else (),
+            link_prefix=pictures.prefix if pictures else "",
         )
 
     def _pages_on_thread(
-        self, pdf: OpenedPdf
-    ) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...], bool, int]:
-        pages, furniture, tables = self._pages(pdf)
-        return pages, furniture, tables, threading.get_ident()
+        self, pdf: OpenedPdf, pictures: bool
+    ) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...], bool, PictureSet | None, int]:
+        pages, furniture, tables, found = self._pages(pdf, pictures)
+        return pages, furniture, tables, found, threading.get_ident()
 
-    def _pages(self, pdf: OpenedPdf) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...], bool]:
+    def _pages(
+        self, pdf: OpenedPdf, pictures: bool = False
+    ) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...], bool, PictureSet | None]:
         """Each page's Markdown as the backend makes it, the lines of each page that the
-        layout model labelled page header or footer (what rendering without them drops), and
-        whether any block was labelled a table (the table model then ran on it)."""
+        layout model labelled page header or footer (what rendering without them drops),
+        whether any block was labelled a table (the table model then ran on it), and with
+        ``pictures`` the pictures its Markdown links."""
         import pymupdf
         from pymupdf4llm.helpers import document_layout
 
@@ -143,13 +173,14 @@ class PyMuPDFBackend:
             )
             for page in parsed.pages:
                 _read_columns_in_order(page)
+            found = _collect_pictures(parsed, pdf.data) if pictures else None
             # Render once: ParsedDocument.to_markdown is not idempotent (a second call can
             # render list items differently), so the labels come from the layout boxes.
             chunks = parsed.to_markdown(page_chunks=True)
         pages = tuple(str(c["text"]) for c in chunks)
         furniture = tuple(_furniture_texts(page) for page in parsed.pages)
         tables = any(box.boxclass == "table" for page in parsed.pages for box in page.boxes)
-        return pages, furniture, tables
+        return pages, furniture, tables, found
 
     def _markdown(self, pdf: OpenedPdf) -> str:
         if self._layout_markdown is None:

@@ -99,6 +99,10 @@ def parse(data: Mapping[str, Any], *, base_dir: Path, source: Path | None = None
         for name, keys in SCHEMA.items()
     }
     built = {part.attribute: _build(part.cls, tables[part.section], base_dir) for part in PARTS}
+    output = built["output"]
+    built["defaults"] = built["defaults"].with_overrides(
+        {"images": output.images, "formats": output.formats}
+    )
     _check_backend_combination("conversion", built["defaults"])
     profiles = _read_profiles(data.get("profiles", {}), built["defaults"])
     _check_governance(built["governance"])
@@ -151,6 +155,12 @@ def _check_backend_combination(where: str, options: ConversionOptions) -> None:
         raise ConfigError(
             f"{where}.ocr_mode: the {options.backend} backend does no OCR; use "
             f'ocr_mode = "off" with it (got {options.ocr_mode!r})'
+        )
+    unable = [name for name in options.formats if name not in able.formats]
+    if unable:
+        raise ConfigError(
+            f"output.formats: {unable[0]!r} needs the docling backend, but {where} uses the "
+            f'{options.backend} backend; remove {unable[0]!r} or use backend_strategy = "docling"'
         )
 
 

@@ -6,10 +6,9 @@ loaded) needs a restart, so a reload that changes one of them is refused as a wh
 
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import Any, Final
 
-from sir_convert_a_lot.config.schema import PARTS, PROFILE_KEYS, SCHEMA, to_document
+from sir_convert_a_lot.config.schema import PARTS, PROFILE_KEYS, SCHEMA, keys_of, to_document
 from sir_convert_a_lot.config.sections import Config
 
 LIVE_KEYS: Final = frozenset(
@@ -26,10 +25,12 @@ def flatten(config: Config) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for part in PARTS:
         section = getattr(config, part.attribute)
-        for field in fields(section):
-            flat[f"{part.section}.{field.name}"] = to_document(getattr(section, field.name))
+        for key in keys_of(part.cls):
+            flat[f"{part.section}.{key}"] = to_document(getattr(section, key))
     for name, options in config.profiles.items():
-        flat.update({f"profiles.{name}.{k}": v for k, v in options.to_dict().items()})
+        flat.update(
+            {f"profiles.{name}.{k}": v for k, v in options.to_dict().items() if k in PROFILE_KEYS}
+        )
     return flat
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, get_args, get_origin, get_type_hints
 
 from sir_convert_a_lot.config.sections import TOML_SECTION, Config
-from sir_convert_a_lot.options import ConversionOptions
+from sir_convert_a_lot.options import FROM_OUTPUT, ConversionOptions
 from sir_convert_a_lot.setting import Check, declaration, one_of
 
 Shape = Literal["folder", "number", "list", "as_is"]
@@ -74,10 +74,15 @@ _KEYS: dict[type[Any], dict[str, Key]] = {}
 
 
 def keys_of(cls: type[Any]) -> dict[str, Key]:
-    """The keys a section dataclass declares, in field order (read once, at import)."""
+    """The keys a section dataclass declares, in field order (read once, at import). An option
+    that ``[output]`` sets (``FROM_OUTPUT``) is no key of ``[conversion]`` or a profile."""
     if cls not in _KEYS:
         hints = get_type_hints(cls, include_extras=True)
-        _KEYS[cls] = {field.name: _key(hints[field.name], field) for field in fields(cls)}
+        _KEYS[cls] = {
+            field.name: _key(hints[field.name], field)
+            for field in fields(cls)
+            if not field.metadata.get(FROM_OUTPUT)
+        }
     return _KEYS[cls]
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
-from sir_convert_a_lot.options import ConversionOptions
+from sir_convert_a_lot.options import OUTPUT_FORMATS, ConversionOptions, ImagesMode, OutputFormat
 from sir_convert_a_lot.setting import Setting, at_least, between, non_empty
 
 DEFAULT_CONFIG_PATH: Final = Path("/etc/sir-convert/config.toml")
@@ -79,6 +79,19 @@ def _listen(value: Any) -> str | None:
     if value == "" or listen_address(value) is not None:
         return None
     return "must be HOST:PORT with a port from 1 to 65535, e.g. 127.0.0.1:9464 (empty: off)"
+
+
+def _formats(value: Any) -> str | None:
+    if any(not isinstance(member, str) for member in value):
+        return "must be a list of names"
+    unknown = [member for member in value if member not in OUTPUT_FORMATS]
+    if unknown:
+        return f"{unknown[0]!r} is not a format; allowed: {', '.join(OUTPUT_FORMATS)}"
+    if "markdown" not in value:
+        return 'must include "markdown" (the Markdown is always written)'
+    if len(set(value)) != len(value):
+        return "names a format twice"
+    return None
 
 
 def _textfile(value: Any) -> str | None:
@@ -160,6 +173,14 @@ class OutputSection:
     source_after_success: Annotated[
         SourceAfterSuccess, Setting(doc="what becomes of a converted PDF", live=True)
     ] = "archive"
+    images: Annotated[
+        ImagesMode,
+        Setting(doc="pictures: a placeholder, PNG files under <stem>_artifacts/, or data URIs"),
+    ] = "placeholder"
+    formats: Annotated[
+        tuple[OutputFormat, ...],
+        Setting(_formats, doc='what is written besides the sidecar; "docling_json": lossless'),
+    ] = ("markdown",)
 
 
 @dataclass(frozen=True)
@@ -351,6 +372,8 @@ class Config:
     source_has_instance_name: bool = field(default=False, compare=False)
 
     def options_for(self, profile: str | None) -> ConversionOptions:
+        """A job's effective options (its profile's, or the defaults; ``images`` and
+        ``formats`` from ``[output]`` in both)."""
         if profile is None:
             return self.defaults
         return self.profiles[profile]

@@ -107,6 +107,11 @@ class Converted:
     batches: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)
     host: str = ""  # the host that converted it
     device: dict[str, Any] | None = None  # the GPU the worker probed (GpuDevice.to_dict())
+    # ``output.images``: (name, PNG bytes) per picture, linked in ``markdown`` (and in
+    # ``docling_json``) as ``link_prefix + name``; publish resolves the links (jobs.artifacts).
+    pictures: tuple[tuple[str, bytes], ...] = ()
+    link_prefix: str = ""
+    docling_json: bytes | None = None  # output.formats with "docling_json"
 
 
 @dataclass(frozen=True)

@@ -253,6 +253,9 @@ class _Worker:
             batches=dict(result.batches),
             host=socket.gethostname(),
             device=self.device,
+            pictures=result.pictures,
+            link_prefix=result.link_prefix,
+            docling_json=result.docling_json,
         )
 
     def _inject_faults(self, request: ConvertRequest) -> None:

@@ -26,19 +26,23 @@ from sir_convert_a_lot.engine.policy import RunOn
 from sir_convert_a_lot.engine.protocol import Converted
 from sir_convert_a_lot.errors import JobFailure
 from sir_convert_a_lot.intake.preflight import SourceFacts, sha256_of
+from sir_convert_a_lot.jobs.artifacts import listing, render
 from sir_convert_a_lot.jobs.custody import Custody
 from sir_convert_a_lot.jobs.job import Job, Phase
 from sir_convert_a_lot.jobs.outcome import Measured, Outcome, Status
 from sir_convert_a_lot.jobs.publish import (
+    DOCLING_JSON,
     ERROR,
     MARKDOWN,
     SIDECAR,
     choose_stem,
     output_folder,
+    remove_extras,
     remove_superseded_error,
     remove_temporaries,
     sidecar_bytes,
     write_outputs,
+    write_pictures,
 )
 from sir_convert_a_lot.jobs.sidecar import Execution, SourceInfo, error_document, success_document
 from sir_convert_a_lot.ops import logs
@@ -93,7 +97,8 @@ class Endings:
         publish_started = time.monotonic()
         folder, job = self._named(attempt.job)
         assert job.output_stem is not None and attempt.facts is not None
-        markdown = answer.markdown.encode("utf-8")
+        rendered = render(answer, job.options.images, job.output_stem)
+        markdown = rendered.markdown
         warnings = list(policy_warnings) + list(answer.warnings)
         timings = dict(answer.timings_ms)
         timings["queue_wait_ms"] = round(max(0.0, attempt.started - job.claimed_at) * 1000, 1)
@@ -108,6 +113,7 @@ class Endings:
             markdown_filename=job.output_stem + MARKDOWN,
             markdown_size=len(markdown),
             markdown_sha256=hashlib.sha256(markdown).hexdigest(),
+            artifacts=listing(job.output_stem, rendered),
             options=job.options,
             backend_used=answer.backend_used,
             acceleration_used=answer.acceleration_used,
@@ -118,7 +124,11 @@ class Endings:
             governance=self.governance,
             versions=self.versions,
         )
+        # The pictures, then the docling JSON, the Markdown, and the sidecar last ("complete").
+        write_pictures(folder, job.output_stem, job.job_id, rendered.pictures)
         files = [(MARKDOWN, markdown), (SIDECAR, sidecar_bytes(document))]
+        if rendered.docling_json is not None:
+            files.insert(0, (DOCLING_JSON, rendered.docling_json))
         paths = self._publish(folder, job, files, Phase.PUBLISHED, {})
         attempt.bound.info(
             "job_succeeded",
@@ -140,6 +150,10 @@ class Endings:
         facts = attempt.facts or self.facts_anyway(attempt.job)
         folder, job = self._named(attempt.job)
         assert job.output_stem is not None
+        if attempt.job.output_stem is not None and self.config.output.on_collision == "suffix":
+            # An earlier attempt chose this stem, so its pictures and docling JSON, if a crash
+            # left them, are this job's own: a failure publishes none.
+            remove_extras(folder, job.output_stem)
         finished = self.clock()
         document = error_document(
             job_id=job.job_id,
@@ -193,7 +207,7 @@ class Endings:
         (kept from an earlier attempt, whose temporaries are cleared)."""
         folder = output_folder(self.config.paths.outbox, job.folder_parts)
         if job.output_stem is not None:
-            remove_temporaries(folder, job.job_id)
+            remove_temporaries(folder, job.job_id, job.output_stem)
             return folder, job
         stem = choose_stem(
             folder,
@@ -201,6 +215,7 @@ class Endings:
             job.relative_path,
             on_collision=self.config.output.on_collision,
             reserve=lambda where, key: self.custody.reservations.reserve(where, key, job.job_id),
+            longest=DOCLING_JSON if "docling_json" in job.options.formats else ERROR,
         )
         return folder, self.custody.update(job, output_stem=stem)
 
@@ -308,6 +323,6 @@ def cleanup_after_restart(config: Config, job: Job) -> None:
         return
     folder = output_folder(config.paths.outbox, job.folder_parts)
     with contextlib.suppress(OSError):
-        removed = remove_temporaries(folder, job.job_id)
+        removed = remove_temporaries(folder, job.job_id, job.output_stem)
         if removed:
             log.info("stale_temporaries_removed", job_id=job.job_id, count=removed)

@@ -83,6 +83,7 @@ def success_document(
     markdown_filename: str,
     markdown_size: int,
     markdown_sha256: str,
+    artifacts: list[dict[str, Any]],
     options: ConversionOptions,
     backend_used: str,
     acceleration_used: str,
@@ -104,6 +105,7 @@ def success_document(
                 "size_bytes": markdown_size,
                 "sha256": markdown_sha256,
             },
+            "artifacts": artifacts,
             "conversion_metadata": {
                 "backend_used": backend_used,
                 "acceleration_used": acceleration_used,

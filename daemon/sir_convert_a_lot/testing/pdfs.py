@@ -28,3 +28,28 @@ def pdf_bytes(pages: int = 1, text: str = "Hello from a test page.") -> bytes:
     data: bytes = document.tobytes()
     document.close()
     return data
+
+
+PICTURE_COLOURS = ((200, 30, 30), (30, 160, 60), (40, 60, 200), (220, 180, 20))
+
+
+def pdf_with_pictures(pictures: int = 1) -> bytes:
+    """One page of text with ``pictures`` pictures (plain coloured rectangles, each a bitmap
+    of its own) between its paragraphs, stacked down the page (four at most)."""
+    import pymupdf
+
+    document = pymupdf.open()
+    page = document.new_page()
+    page.insert_text((72, 90), "A report with figures.", fontsize=16)
+    top = 130.0
+    for number in range(pictures):
+        page.insert_text((72, top), f"Paragraph {number + 1} comes before figure {number + 1}.")
+        colour = PICTURE_COLOURS[number % len(PICTURE_COLOURS)]
+        pixmap = pymupdf.Pixmap(pymupdf.csRGB, pymupdf.IRect(0, 0, 160, 90), 0)
+        pixmap.set_rect(pixmap.irect, colour)
+        page.insert_image(pymupdf.Rect(72, top + 15, 312, top + 150), pixmap=pixmap)
+        top += 170
+    page.insert_text((72, top), "The last paragraph ends the report.")
+    data: bytes = document.tobytes()
+    document.close()
+    return data
