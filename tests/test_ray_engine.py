@@ -198,8 +198,10 @@ def two_node_cluster() -> Iterator[Any]:
 
     mark = f"test-{os.getpid()}-{time.monotonic_ns()}"
     folder = tempfile.mkdtemp(prefix="sca-t-")  # short: Ray's socket paths live under it
-    default_folder = Path(tempfile.gettempdir()) / "ray"
+    default_folder = Path(tempfile.gettempdir()) / "ray"  # Ray notes the newest cluster there
     had_default_folder = default_folder.exists()
+    default_folder.mkdir(exist_ok=True)
+    cluster = None
     os.environ[MARK_VARIABLE] = mark
     try:
         cluster = Cluster(
@@ -208,14 +210,14 @@ def two_node_cluster() -> Iterator[Any]:
         )
         for _ in range(2):
             cluster.add_node(num_cpus=1, temp_dir=folder)
-    finally:
         os.environ.pop(MARK_VARIABLE, None)
-    try:
         yield cluster
     finally:
-        cluster.shutdown()
+        os.environ.pop(MARK_VARIABLE, None)
+        if cluster is not None:
+            cluster.shutdown()
         reap(mark, folder, frozenset({os.getpid()}))
-        if not had_default_folder:  # Ray notes the newest cluster there
+        if not had_default_folder:
             shutil.rmtree(default_folder, ignore_errors=True)
 
 
