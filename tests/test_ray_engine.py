@@ -284,3 +284,25 @@ def test_an_actor_takes_its_host_s_gpu_lock_before_loading_and_a_second_is_refus
     assert "GPU 3" in refused.value.message and "pool-a" in refused.value.message
     assert first.device_lock is not None
     first.device_lock.release()
+
+
+def test_auto_with_no_cluster_or_a_stale_one_fails_the_start_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sir_convert_a_lot.config import EngineSection
+    from sir_convert_a_lot.engine.interface import EngineStartError
+    from sir_convert_a_lot.engine.ray_cluster import connect
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    auto = EngineSection(kind="ray", ray_address="auto")
+    started = time.monotonic()
+    with pytest.raises(EngineStartError, match="no Ray cluster runs on this host") as none:
+        connect(auto)
+    assert none.value.reason == "ray_unreachable"
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "ray_current_cluster").write_text("127.0.0.1:1")  # a head long gone
+    with pytest.raises(EngineStartError, match="'auto'") as stale:
+        connect(auto)
+    assert stale.value.reason == "ray_unreachable"
+    assert time.monotonic() - started < 15  # Ray alone retries for minutes

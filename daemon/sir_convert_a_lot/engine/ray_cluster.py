@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -24,6 +25,7 @@ import tempfile
 import threading
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sir_convert_a_lot.config import EngineSection, listen_address
@@ -102,9 +104,13 @@ class RayCluster:
 def connect(section: EngineSection, *, cpus: float | None = None) -> RayCluster:
     """Join the configured cluster, or start a private one (``ray_address = "local"``) sized
     for ``engine.workers`` actors of ``engine.cpus_per_worker`` CPUs (or ``cpus``)."""
-    ray = import_ray()
     for name, value in _QUIET_RAY.items():
         os.environ.setdefault(name, value)
+    if section.ray_address == "local":
+        # Ray guards a local cluster with a token; one of our own, in the environment the
+        # cluster inherits, spares Ray writing one under a home the unit keeps read-only.
+        os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+    ray = import_ray()
     logging.getLogger("ray").setLevel(logging.ERROR)
     if section.ray_address == "local":
         return _start_private(ray, section, cpus)
@@ -119,6 +125,13 @@ def connect(section: EngineSection, *, cpus: float | None = None) -> RayCluster:
             namespace="sir-convert",
         )
     except Exception as exc:  # noqa: BLE001 - Ray raises many kinds for "no cluster there"
+        if "AuthToken" in str(exc) or "Authentication" in type(exc).__name__:
+            raise EngineStartError(
+                "ray_auth_failed",
+                f"the Ray cluster at engine.ray_address {address!r} refused this daemon's "
+                "token; give the daemon the cluster's RAY_AUTH_MODE=token and RAY_AUTH_TOKEN "
+                "(the unit's EnvironmentFile, /etc/sir-convert/ray.env)",
+            ) from None
         raise EngineStartError(
             "ray_unreachable",
             f"no Ray cluster at engine.ray_address {address!r} ({type(exc).__name__}: "
@@ -131,17 +144,38 @@ def connect(section: EngineSection, *, cpus: float | None = None) -> RayCluster:
 def _reachable(address: str) -> None:
     """An explicit head address answers on TCP at once, or the start fails fast: Ray itself
     retries for minutes before it gives up on an address."""
+    label = repr(address)
+    if address == "auto":
+        address = _auto_address()
+        label = f"'auto' (this host's head, {address})"
     found = listen_address(address.removeprefix("ray://"))
     if found is None:
-        return  # "auto": Ray looks for this host's cluster, and says at once when there is none
+        return
     try:
         socket.create_connection(found, timeout=_CONNECT_SECONDS).close()
     except OSError as exc:
         raise EngineStartError(
             "ray_unreachable",
-            f"no Ray cluster answers at engine.ray_address {address!r} ({exc.strerror or exc}); "
+            f"no Ray cluster answers at engine.ray_address {label} ({exc.strerror or exc}); "
             "start its head with `ray start --head`, or check the address and the firewall",
         ) from None
+
+
+def _auto_address() -> str:
+    """The head ``"auto"`` means: ``RAY_ADDRESS``, else the one this host's ``ray start``
+    noted in Ray's folder; a start fails at once when there is none."""
+    noted = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+    address = os.environ.get("RAY_ADDRESS", "")
+    with contextlib.suppress(OSError):
+        address = address or noted.read_text(encoding="utf-8").strip()
+    if not address:
+        raise EngineStartError(
+            "ray_unreachable",
+            'engine.ray_address is "auto" but no Ray cluster runs on this host (nothing in '
+            f"RAY_ADDRESS or {noted}); start one with `ray start --head`, give the head's "
+            'HOST:PORT, or set engine.ray_address = "local" for a private one',
+        )
+    return address
 
 
 def _start_private(ray: Any, section: EngineSection, cpus: float | None) -> RayCluster:
