@@ -18,6 +18,7 @@ import logging
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -117,7 +118,8 @@ def connect(section: EngineSection, *, cpus: float | None = None) -> RayCluster:
     address = section.ray_address
     _reachable(address)
     try:
-        ray.init(
+        _init(
+            ray,
             address=address,
             log_to_driver=False,
             logging_level=logging.ERROR,
@@ -139,6 +141,20 @@ def connect(section: EngineSection, *, cpus: float | None = None) -> RayCluster:
             'engine.ray_address = "local" for a private one',
         ) from None
     return RayCluster(address=address, private=False, ray=ray)
+
+
+def _init(ray: Any, **arguments: Any) -> None:
+    """``ray.init``, keeping the daemon's own SIGTERM and SIGINT handlers: Ray replaces
+    SIGTERM's with an immediate exit, which would skip the graceful stop systemd asks for."""
+    saved: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        saved = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        ray.init(**arguments)
+    finally:
+        for number, handler in saved.items():
+            if handler is not None:
+                signal.signal(number, handler)
 
 
 def _reachable(address: str) -> None:
@@ -191,7 +207,8 @@ def _start_private(ray: Any, section: EngineSection, cpus: float | None) -> RayC
     workers = max(1, section.workers)
     wanted_cpus = cpus if cpus is not None else max(1.0, workers * section.cpus_per_worker)
     try:
-        ray.init(
+        _init(
+            ray,
             num_cpus=int(wanted_cpus + 0.999),
             include_dashboard=False,
             log_to_driver=False,
