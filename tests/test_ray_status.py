@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sir_convert_a_lot.engine.pool import EnginePool
-from sir_convert_a_lot.engine.ray_cluster import MARK_VARIABLE
+from sir_convert_a_lot.engine.ray_reaper import marked_processes
 from sir_convert_a_lot.ops.cli import main
 from sir_convert_a_lot.service.actors import ActorView, lease_actors
 from sir_convert_a_lot.service.daemon import Service
@@ -31,17 +31,7 @@ RAY_CPUS = {
 
 def processes_of(mark: str) -> list[int]:
     """The processes of the one private Ray that carries ``mark`` (not another test's)."""
-    needle = f"{MARK_VARIABLE}={mark}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/environ", "rb") as environ:
-                    if needle in environ.read().split(b"\0"):
-                        found.append(int(entry))
-            except OSError:
-                continue
-    return found
+    return marked_processes(mark)
 
 
 def _status(config_path: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> str:

@@ -20,24 +20,30 @@ _ROUNDS = 3  # Ray's processes may start others while they are being killed
 _PAUSE_SECONDS = 0.5
 
 
-def marked_processes(mark: str, spare: frozenset[int]) -> list[int]:
-    """The pids whose environment holds this cluster's mark, except ``spare``."""
-    needle = f"SIR_CONVERT_RAY_MARK={mark}".encode()
+def marked_processes(mark: str, spare: frozenset[int] = frozenset()) -> list[int]:
+    """The pids whose environment holds this cluster's mark (``""``: any private Ray's),
+    except ``spare``."""
+    variable = b"SIR_CONVERT_RAY_MARK="
     found: list[int] = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) in spare:
             continue
         try:
             with open(f"/proc/{entry}/environ", "rb") as environ:
-                if needle in environ.read().split(b"\0"):
-                    found.append(int(entry))
+                values = environ.read().split(b"\0")
         except OSError:
             continue
+        if any(
+            v.startswith(variable) and (not mark or v == variable + mark.encode()) for v in values
+        ):
+            found.append(int(entry))
     return found
 
 
 def reap(mark: str, folder: str, spare: frozenset[int]) -> int:
     """Kill the marked processes (a few rounds) and remove the folder; how many were killed."""
+    if not mark:
+        raise ValueError("a reaper needs its cluster's mark: an empty one matches every Ray")
     killed = 0
     for _ in range(_ROUNDS):
         pids = marked_processes(mark, spare)
