@@ -35,6 +35,7 @@ def test_gpu_check_reports_every_figure_on_a_cpu_with_the_governed_fallback(
     code, report = _run(
         tmp_path,
         "--allow-cpu",
+        "--ray",
         "--batch-sizes",
         "1,2",
         "--copies",
@@ -43,8 +44,10 @@ def test_gpu_check_reports_every_figure_on_a_cpu_with_the_governed_fallback(
         str(SAMPLES / "2305.03393v1-pg9.pdf"),
     )
     assert code == 0, report["problems"]
-    assert [run["batch_size"] for run in report["runs"]] == [1, 2]
+    runs = [(run["batch_size"], run["engine"]) for run in report["runs"]]
+    assert runs == [(1, "local"), (2, "local"), (1, "ray")]
     for run in report["runs"]:
+        assert run["engines"] == [run["engine"]]  # what the sidecars say
         assert run["jobs_succeeded"] == run["jobs_total"] == 2
         assert run["acceleration_used"] == ["cpu"]
         assert len(run["conversion_threads"]) == 1
@@ -57,7 +60,7 @@ def test_gpu_check_reports_every_figure_on_a_cpu_with_the_governed_fallback(
 
 @pytest.mark.gpu
 def test_gpu_check_passes_on_a_gpu(tmp_path: Path) -> None:
-    code, report = _run(tmp_path, "--batch-sizes", "4,64")
+    code, report = _run(tmp_path, "--batch-sizes", "4,64", "--ray")
     assert code == 0, report["problems"]
     assert all(run["acceleration_used"] == ["cuda"] for run in report["runs"])
     assert report["runs"][0]["device_lock"]["second_instance_waited"] is True

@@ -12,6 +12,8 @@ same CUDA thread, model load and warm-up time against conversion time per page, 
 peak, pages per second, and GPU utilisation (NVML). It also starts a second instance for the
 same GPU and records that it waits for the device lock, naming the holder.
 
+``--ray`` adds a run of the first batch size on the Ray engine (a private Ray, one actor that
+takes the GPU as ``gpus_per_worker = 1``): the same checks, and the sidecars must say ``ray``.
 ``--allow-cpu`` runs the same steps on a machine without a GPU (``gpu_prefer`` with a governed
 CPU fallback), so the script itself is tested in CI; its report then says ``cpu``.
 Writes OUT_DIR/gpu-check.json and OUT_DIR/gpu-check.md. Exit 0 when every check passed.
@@ -49,7 +51,9 @@ ENV = {
 }
 
 
-def write_config(root: Path, models: Path, batch: int, allow_cpu: bool) -> Path:
+def write_config(
+    root: Path, models: Path, batch: int, allow_cpu: bool, engine: str = "local"
+) -> Path:
     document = config_module.default_document(root)
     document["watch"].update(stability_seconds=0.2)
     document["conversion"].update(
@@ -65,6 +69,14 @@ def write_config(root: Path, models: Path, batch: int, allow_cpu: bool) -> Path:
         ocr_batch_size=batch,
     )
     document["instances"].update(name="gpu-check", lease_seconds=30)
+    if engine == "ray":  # one actor on a private Ray, holding the GPU as an actor would
+        document["engine"].update(
+            kind="ray",
+            ray_address="local",
+            workers=1,
+            gpus_per_worker=0 if allow_cpu else 1,
+            cpus_per_worker=1,
+        )
     document["logging"].update(format="json")
     if allow_cpu:
         document["governance"].update(
@@ -167,10 +179,11 @@ def run_batch_size(
     copies: int,
     allow_cpu: bool,
     check_lock: bool,
+    engine: str = "local",
 ) -> dict[str, Any]:
-    config = write_config(root, models, batch, allow_cpu)
+    config = write_config(root, models, batch, allow_cpu, engine)
     daemon = Daemon(config, "gpu-check")
-    result: dict[str, Any] = {"batch_size": batch}
+    result: dict[str, Any] = {"batch_size": batch, "engine": engine}
     try:
         ready = daemon.wait_event("worker_ready", timeout=900)
         result.update(
@@ -238,6 +251,7 @@ def job_of(outbox: Path, name: str) -> dict[str, Any]:
         "acceleration_used": document["result"]["conversion_metadata"]["acceleration_used"],
         "conversion_thread": execution["worker"].get("conversion_thread"),
         "worker_pid": execution["worker"].get("pid"),
+        "engine": execution.get("engine"),
         "convert_ms": execution["timings_ms"].get("convert_ms"),
         "memory_peak_bytes": (execution["device"] or {}).get("memory_peak_bytes"),
         "device": execution["device"],
@@ -256,6 +270,7 @@ def figures(jobs: list[dict[str, Any]], wall: float, utilisation: list[int]) -> 
         "acceleration_used": sorted({j["acceleration_used"] for j in ok}),
         "conversion_threads": sorted({j["conversion_thread"] for j in ok}),
         "worker_pids": sorted({j["worker_pid"] for j in ok}),
+        "engines": sorted({j["engine"] for j in ok}),
         "seconds_per_page_convert": round(convert_seconds / pages, 4) if pages else None,
         "pages_per_second_convert": round(pages / convert_seconds, 2) if convert_seconds else None,
         "pages_per_second_wall": round(pages / wall, 2) if wall else None,
@@ -284,7 +299,9 @@ def verdict(report: dict[str, Any], allow_cpu: bool) -> list[str]:
     if not allow_cpu and not report["probe"]["cuda_available"]:
         problems.append(f"no usable GPU: {report['probe']['reason']}")
     for run in report["runs"]:
-        label = f"batch {run['batch_size']}"
+        label = f"batch {run['batch_size']} ({run.get('engine', 'local')})"
+        if run.get("engines") != [run.get("engine", "local")]:
+            problems.append(f"{label}: sidecars say engine {run.get('engines')}")
         if run.get("jobs_succeeded") != run.get("jobs_total"):
             problems.append(
                 f"{label}: {run.get('jobs_total', 0) - run.get('jobs_succeeded', 0)} jobs failed"
@@ -316,7 +333,8 @@ def render(report: dict[str, Any]) -> str:
     ]
     for run in report["runs"]:
         lines.append(
-            f"| {run['batch_size']} | {run.get('model_load_seconds')} | {run.get('warm_seconds')} "
+            f"| {run['batch_size']} {run.get('engine', 'local')} "
+            f"| {run.get('model_load_seconds')} | {run.get('warm_seconds')} "
             f"| {run.get('jobs_succeeded')}/{run.get('jobs_total')} | {run.get('pages')} "
             f"| {','.join(run.get('acceleration_used') or [])} "
             f"| {len(run.get('conversion_threads') or [])} | {run.get('seconds_per_page_convert')} "
@@ -338,6 +356,9 @@ def main() -> int:
     parser.add_argument("--copies", type=int, default=3)
     parser.add_argument("--pdfs", nargs="*", type=Path, default=[SAMPLES / n for n in DEFAULT_PDFS])
     parser.add_argument("--allow-cpu", action="store_true")
+    parser.add_argument(
+        "--ray", action="store_true", help="also run the first batch size on the Ray engine"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
@@ -362,6 +383,20 @@ def main() -> int:
                 args.copies,
                 args.allow_cpu,
                 check_lock=position == 0 and not args.allow_cpu,
+            )
+        )
+    if args.ray:
+        first = int(args.batch_sizes.split(",")[0])
+        report["runs"].append(
+            run_batch_size(
+                work / "ray",
+                models,
+                first,
+                list(args.pdfs),
+                args.copies,
+                args.allow_cpu,
+                check_lock=False,
+                engine="ray",
             )
         )
     report["problems"] = verdict(report, args.allow_cpu)
