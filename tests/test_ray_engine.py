@@ -202,6 +202,7 @@ def two_node_cluster() -> Iterator[Any]:
         )
         for _ in range(2):
             cluster.add_node(num_cpus=1, temp_dir=folder)
+        cluster.sca_mark, cluster.sca_folder = mark, folder  # for nodes added later
         os.environ.pop(MARK_VARIABLE, None)
         yield cluster
     finally:
@@ -213,7 +214,16 @@ def two_node_cluster() -> Iterator[Any]:
             shutil.rmtree(default_folder, ignore_errors=True)
 
 
-def test_a_lost_node_s_job_is_converted_once_on_another_node_uncounted(
+def _add_node(cluster: Any) -> None:
+    """One more one-CPU node, carrying the fixture's mark so that it is reaped too."""
+    os.environ[MARK_VARIABLE] = cluster.sca_mark
+    try:
+        cluster.add_node(num_cpus=1, temp_dir=cluster.sca_folder)
+    finally:
+        os.environ.pop(MARK_VARIABLE, None)
+
+
+def test_a_lost_node_s_job_is_converted_once_elsewhere_and_its_actor_returns_with_it(
     tmp_path: Path, two_node_cluster: Any
 ) -> None:
     engine = {**RAY_CPUS, "ray_address": two_node_cluster.address}
@@ -230,14 +240,18 @@ def test_a_lost_node_s_job_is_converted_once_on_another_node_uncounted(
         two_node_cluster.remove_node(node)
         wait_for(lambda: (tmp_path / "outbox" / "long.json").exists(), timeout=120)
         survivors = {w["node_id"] for w in pool.workers() if w["alive"]}
+        # The node comes back: the gone actor is revived there, in the background.
+        _add_node(two_node_cluster)
+        make_pdf(tmp_path / "inbox" / "after.pdf")
+        wait_for(lambda: sum(w["alive"] for w in pool.workers()) == 2, timeout=120)
     finally:
         _stop(service, thread)
     sidecar = _sidecar(tmp_path, "long")
     assert sidecar["execution"]["attempt"] == 1  # the node's loss did not count against it
     assert holding["node_id"] not in survivors
-    assert sorted(p.name for p in (tmp_path / "outbox").iterdir()) == ["long.json", "long.md"]
-    events = [o for o in service.outcomes if o.job_id]
-    assert len(events) == 1
+    long = [p.name for p in (tmp_path / "outbox").iterdir() if p.name.startswith("long")]
+    assert sorted(long) == ["long.json", "long.md"]
+    assert [o.job_id for o in service.outcomes].count(sidecar["job_id"]) == 1
 
 
 class _Silent:

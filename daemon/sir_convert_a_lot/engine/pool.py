@@ -5,9 +5,9 @@ local worker holds per actor: the handshake, warm models, document deadlines, th
 crashes counted and the actor replaced. ``EnginePool`` is what the job lifecycle sees
 (``interface.ConversionEngine``): it connects to the cluster (``ray_cluster``), starts
 ``engine.workers`` actors (0: one per ``engine.gpus_per_worker`` GPUs the cluster has), and
-hands each document to the actor with the fewest documents in it, preferring live ones; an actor
-that is gone is replaced by the next document sent its way. The daemon's claim pacing counts
-pages over all actors (``pages_limit``).
+hands each document to the live actor with the fewest documents in it; an actor that is gone is
+replaced in the background (``_revive``) while the live ones carry on. The daemon's claim
+pacing counts pages over all actors (``pages_limit``).
 
 GPU locks are the actors' own: each takes its host's lock on its GPU before loading onto it.
 """
@@ -15,6 +15,7 @@ GPU locks are the actors' own: each takes its host's lock on its GPU before load
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,9 @@ from sir_convert_a_lot.ops import logs
 from sir_convert_a_lot.options import ConversionOptions
 
 log = logs.get()
+
+REVIVE_BACKOFF_SECONDS = 15.0  # between tries to start a fresh actor for a gone one
+_REVIVE_TICK_SECONDS = 5.0  # how often the pool looks for actors that are gone
 
 
 class EnginePool:
@@ -61,6 +65,11 @@ class EnginePool:
         self._jobs: dict[str, Engine] = {}
         self._lock = threading.Lock()
         self._starting = threading.RLock()
+        self._reviving: set[int] = set()  # id(engine) of those starting a fresh actor
+        self._next_revival: dict[int, float] = {}  # id(engine) -> not before (monotonic)
+        self._stopped = False
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
 
     # -- what the jobs and the service read ---------------------------------------------------
 
@@ -124,6 +133,15 @@ class EnginePool:
                 raise errors[0]
             for error in errors:
                 log.warning("ray_worker_start_failed", reason=error.reason, message=str(error))
+            later = time.monotonic() + REVIVE_BACKOFF_SECONDS
+            for engine in self.engines:
+                if not engine.alive:
+                    self._next_revival[id(engine)] = later
+            if self._watcher is None:
+                self._watcher = threading.Thread(
+                    target=self._watch, name="sca-actor-watch", daemon=True
+                )
+                self._watcher.start()
             info = self.info
             assert info is not None
             return info
@@ -197,21 +215,71 @@ class EnginePool:
 
     def _choose(self) -> Engine:
         """The live actor with the fewest documents; when none is live, the emptiest (its next
-        document starts a fresh actor)."""
+        document starts a fresh actor). Actors that are gone are revived in the background."""
         if not self.engines:
             self.start()
+        self._revive()
         with self._lock:
             load = {id(e): 0 for e in self.engines}
             for held in self._jobs.values():
                 load[id(held)] += 1
-            live = [e for e in self.engines if e.alive and e.info is not None] or self.engines
+            live = [
+                e
+                for e in self.engines
+                if e.alive and e.info is not None and id(e) not in self._reviving
+            ] or self.engines
             return min(live, key=lambda e: load[id(e)])
+
+    def _watch(self) -> None:
+        """Revive gone actors on the clock, not only when a document comes."""
+        while not self._stopping.wait(_REVIVE_TICK_SECONDS):
+            self._revive()
+
+    def _revive(self) -> None:
+        """Start a fresh actor, on a thread of its own, for each engine whose actor is gone (it
+        crashed, was killed past a limit, or its node was lost): the live actors take the
+        documents meanwhile, and a node that comes back gets its actors again. A start that
+        fails is tried again after ``REVIVE_BACKOFF_SECONDS``."""
+        now = time.monotonic()
+        with self._lock:
+            due = [
+                engine
+                for engine in self.engines
+                if not self._stopped
+                and not engine.alive
+                and id(engine) not in self._reviving
+                and now >= self._next_revival.get(id(engine), 0.0)
+            ]
+            self._reviving.update(id(engine) for engine in due)
+        for engine in due:
+            threading.Thread(
+                target=self._restart, args=(engine,), name="sca-actor-revive", daemon=True
+            ).start()
+
+    def _restart(self, engine: Engine) -> None:
+        try:
+            if not self._stopped and not engine.alive:
+                info = engine.start()
+                log.info("ray_worker_started", host=info.host, pid=info.pid, starts=engine.starts)
+        except EngineStartError as error:
+            self._next_revival[id(engine)] = time.monotonic() + REVIVE_BACKOFF_SECONDS
+            log.warning(
+                "ray_worker_start_failed",
+                reason=error.reason,
+                message=str(error),
+                retry_in_seconds=REVIVE_BACKOFF_SECONDS,
+            )
+        finally:
+            with self._lock:
+                self._reviving.discard(id(engine))
 
     def abort(self) -> None:
         for engine in self.engines:
             engine.abort()
 
     def stop(self) -> None:
+        self._stopped = True
+        self._stopping.set()
         for engine in self.engines:
             engine.stop()
         if self.cluster is not None:

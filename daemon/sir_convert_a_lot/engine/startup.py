@@ -137,7 +137,11 @@ def _lost(transport: Transport, doing: str, deadline: float) -> EngineStartError
     code = transport.exit_code(wait=max(0.0, deadline - time.monotonic()))
     if transport.alive():
         return _hung(doing)
-    return EngineStartError("worker_died", f"the worker died while {doing} (exit code {code})")
+    why = getattr(transport, "death", "")  # what carried it may know more (a Ray actor)
+    return EngineStartError(
+        "worker_died",
+        f"the worker died while {doing} (exit code {code})" + (f": {why}" if why else ""),
+    )
 
 
 def _hung(doing: str) -> EngineStartError:

@@ -156,6 +156,7 @@ class RayActorTransport:
         self._gone = False
         self._death = ""  # what Ray said when the actor was lost
         self._lock = threading.Lock()
+        self._receiving = threading.RLock()
 
     def start(self) -> None:
         ray = self.cluster.ray
@@ -181,6 +182,10 @@ class RayActorTransport:
             actor.put.remote(message)
 
     def receive(self, timeout: float) -> object | None:
+        with self._receiving:  # one take() in flight at a time, whoever asks
+            return self._receive(timeout)
+
+    def _receive(self, timeout: float) -> object | None:
         if self._buffer:
             return self._buffer.popleft()
         actor = self._live_actor()
@@ -218,6 +223,11 @@ class RayActorTransport:
         self._gone = True
         self._death = f"{type(exc).__name__}: {str(exc)[:300]}"
 
+    @property
+    def death(self) -> str:
+        """What Ray said when the actor was lost (empty while it lives)."""
+        return self._death
+
     def lost_with_node(self) -> bool:
         """Whether the actor went down because its node did (not a document's doing)."""
         if not self._gone or not self._death:
@@ -228,14 +238,17 @@ class RayActorTransport:
         return bool(node) and not self.cluster.node_alive(str(node))
 
     def _learn_where(self, timeout: float) -> None:
-        if self.where or self._where is None:
-            return
+        with self._lock:
+            asked = self._where
+            if self.where or asked is None:
+                return
         ray = self.cluster.ray
-        ready, _ = ray.wait([self._where], timeout=timeout)
+        ready, _ = ray.wait([asked], timeout=timeout)
         if ready:
             with contextlib.suppress(Exception):
-                self.where = ray.get(self._where)
-            self._where = None
+                self.where = ray.get(asked)
+            with self._lock:
+                self._where = None
 
     def describe(self) -> dict[str, Any]:
         """Where the actor runs (host, node id, pid, GPU ids); empty until it answered."""
@@ -276,8 +289,8 @@ class RayActorTransport:
             self._gone = True
 
     def close(self) -> None:
-        with self._lock:
-            self.kill()
+        self.kill()  # a take() in flight then ends at once
+        with self._receiving:
             self._buffer.clear()
             self._pending = None
 
