@@ -1,8 +1,11 @@
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
-from tests.helpers import SHARED_CORPUS
+import pytest
+from fixtures.stand_in_models import build_stand_in_models
+
+from tests.helpers import OFFLINE, SHARED_CORPUS
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -23,3 +26,16 @@ def shared_corpus() -> object:
     if not SHARED_CORPUS.is_dir():
         pytest.skip(f"the evaluation corpus is not at {SHARED_CORPUS} (set SIR_CONVERT_CORPUS)")
     return SHARED_CORPUS
+
+
+@pytest.fixture(scope="session")
+def stand_in_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """docling's models as random-weight stand-ins, built once per test session."""
+    return build_stand_in_models(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No model hub: docling and transformers must not try to reach one."""
+    for name, value in OFFLINE.items():
+        monkeypatch.setenv(name, value)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from sir_convert_a_lot.config import Governance
 from sir_convert_a_lot.testing.configs import config_document, load_config, write_config
@@ -51,3 +52,24 @@ def files_under(root: Path) -> list[str]:
         for name in files:
             found.append(os.path.relpath(os.path.join(folder, name), root))
     return sorted(found)
+
+
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}  # no model hub here
+FALLBACK = {"allow_cpu_only": False, "allow_cpu_fallback": True}  # the governed CPU fallback
+
+
+def docling_config(
+    root: Path, models: Path, batch: int = 4, **conversion: Any
+) -> dict[str, dict[str, Any]]:
+    """Config sections for the docling backend on the stand-in models, on the CPU through the
+    governed fallback (``gpu_prefer``), OCR off unless ``conversion`` says otherwise."""
+    return {
+        "conversion": {
+            "backend_strategy": "docling",
+            "acceleration_policy": "gpu_prefer",
+            "ocr_mode": "off",
+            **conversion,
+        },
+        "governance": FALLBACK,
+        "gpu": {"models_path": str(models), "layout_batch_size": batch, "table_batch_size": batch},
+    }

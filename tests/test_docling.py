@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures.stand_in_models import build_stand_in_models
 
 from sir_convert_a_lot.backends.base import BackendContext
 from sir_convert_a_lot.backends.docling import DoclingBackend
@@ -22,35 +21,20 @@ from sir_convert_a_lot.engine.supervisor import Engine, EngineStartError
 from sir_convert_a_lot.intake.preflight import open_pdf
 from sir_convert_a_lot.options import ConversionOptions
 from tests.daemon import Daemon, run_cli
-from tests.helpers import SAMPLES, load_config, pdf_bytes, wait_for, write_config
+from tests.helpers import (
+    OFFLINE,
+    SAMPLES,
+    docling_config,
+    load_config,
+    pdf_bytes,
+    wait_for,
+    write_config,
+)
 
-OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-FALLBACK = {"allow_cpu_only": False, "allow_cpu_fallback": True}
 TABLE_PAGE = SAMPLES / "2305.03393v1-pg9.pdf"
 
 
-@pytest.fixture(scope="session")
-def stand_in_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_stand_in_models(tmp_path_factory.mktemp("models"))
-
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in OFFLINE.items():
-        monkeypatch.setenv(name, value)
-
-
-def _docling_config(root: Path, models: Path, **conversion: Any) -> dict[str, Any]:
-    return {
-        "conversion": {
-            "backend_strategy": "docling",
-            "acceleration_policy": "gpu_prefer",
-            "ocr_mode": "off",
-            **conversion,
-        },
-        "governance": FALLBACK,
-        "gpu": {"models_path": str(models), "layout_batch_size": 4, "table_batch_size": 4},
-    }
+pytestmark = pytest.mark.usefixtures("offline")
 
 
 class _RecordingModel:
@@ -186,7 +170,7 @@ def test_ocr_auto_decides_page_by_page_in_one_pass_and_force_reads_every_page(
 def test_the_governed_gpu_prefer_fallback_runs_docling_on_the_cpu_and_says_so(
     tmp_path: Path, stand_in_models: Path
 ) -> None:
-    config = write_config(tmp_path, **_docling_config(tmp_path, stand_in_models))
+    config = write_config(tmp_path, **docling_config(tmp_path, stand_in_models))
     with Daemon(config, env=OFFLINE).start(timeout=300) as daemon:
         ready = next(e for e in daemon.events() if e["event"] == "worker_ready")
         assert ready["loaded"] == ["docling@cpu"]
@@ -223,7 +207,7 @@ def test_without_a_gpu_docling_under_the_lock_fails_with_gpu_not_available(
         pytest.skip("this host has a GPU")
     config = write_config(
         tmp_path,
-        **_docling_config(tmp_path, stand_in_models, acceleration_policy="gpu_required"),
+        **docling_config(tmp_path, stand_in_models, acceleration_policy="gpu_required"),
     )
     out = tmp_path / "oneshot"
     result = run_cli("convert", str(TABLE_PAGE), "--out", str(out), config=config, timeout=120)
@@ -237,7 +221,7 @@ def test_missing_models_stop_the_daemon_before_ready_naming_them_and_the_fix(
 ) -> None:
     empty = tmp_path / "models"
     empty.mkdir()
-    config = write_config(tmp_path, **_docling_config(tmp_path, empty, ocr_mode="auto"))
+    config = write_config(tmp_path, **docling_config(tmp_path, empty, ocr_mode="auto"))
     with Daemon(config, env=OFFLINE).start(wait_ready=False) as daemon:
         # 2: an installation problem, which the unit does not restart (RestartPreventExitStatus)
         assert daemon.wait(timeout=120) == 2
@@ -259,7 +243,7 @@ def test_a_second_engine_for_the_same_gpu_refuses_or_waits_and_names_the_holder(
 ) -> None:
     config = load_config(
         tmp_path,
-        **_docling_config(tmp_path, stand_in_models, acceleration_policy="gpu_required"),
+        **docling_config(tmp_path, stand_in_models, acceleration_policy="gpu_required"),
     )
     a_gpu = GpuProbe(True, GpuDevice(0, "Test GPU", "999.1", 80 << 30), "ok", "ok", "available")
     locks = tmp_path / "run"

@@ -22,9 +22,7 @@ from sir_convert_a_lot.engine.protocol import Converted
 from sir_convert_a_lot.engine.supervisor import Engine
 from sir_convert_a_lot.intake.preflight import open_pdf
 from sir_convert_a_lot.options import ConversionOptions
-from tests.helpers import SAMPLES, load_config, pdf_bytes
-
-OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+from tests.helpers import OFFLINE, SAMPLES, docling_config, load_config, pdf_bytes
 
 OPTIONS = ConversionOptions(backend_strategy="docling", ocr_mode="off", table_mode="fast")
 
@@ -138,17 +136,7 @@ def test_the_worker_converts_several_submitted_documents_at_once(
     for name, value in OFFLINE.items():
         monkeypatch.setenv(name, value)
     models = build_stand_in_models(tmp_path / "models")
-    config = load_config(
-        tmp_path,
-        conversion={
-            "backend_strategy": "docling",
-            "acceleration_policy": "gpu_prefer",
-            "ocr_mode": "off",
-            "table_mode": "fast",
-        },
-        governance={"allow_cpu_only": False, "allow_cpu_fallback": True},
-        gpu={"models_path": str(models), "layout_batch_size": 8, "table_batch_size": 8},
-    )
+    config = load_config(tmp_path, **docling_config(tmp_path, models, batch=8, table_mode="fast"))
     counted: dict[str, int] = {}
 
     def on_progress(job_id: str, page: int, pages: int) -> None:

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures.stand_in_models import build_stand_in_models
 
 from sir_convert_a_lot.backends.base import BackendContext
 from sir_convert_a_lot.backends.docling import DoclingBackend
@@ -29,23 +28,14 @@ from sir_convert_a_lot.jobs.artifacts import render
 from sir_convert_a_lot.options import ConversionOptions
 from sir_convert_a_lot.testing.pdfs import pdf_with_pictures
 from tests.daemon import run_cli
-from tests.helpers import write_config
+from tests.helpers import docling_config, write_config
 
-OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Where pdf_with_pictures(1) draws its picture (points, top-left origin).
 PICTURE_BOX = (72.0, 145.0, 312.0, 280.0)
 
 
-@pytest.fixture(scope="module")
-def stand_in_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_stand_in_models(tmp_path_factory.mktemp("models"))
-
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in OFFLINE.items():
-        monkeypatch.setenv(name, value)
+pytestmark = pytest.mark.usefixtures("offline")
 
 
 def _document_with_pictures(count: int) -> Any:
@@ -195,14 +185,7 @@ def test_a_one_shot_docling_conversion_publishes_the_docling_json(
 
     config = write_config(
         tmp_path,
-        conversion={
-            "backend_strategy": "docling",
-            "acceleration_policy": "gpu_prefer",
-            "ocr_mode": "off",
-            "table_mode": "fast",
-        },
-        governance={"allow_cpu_only": False, "allow_cpu_fallback": True},
-        gpu={"models_path": str(stand_in_models), "layout_batch_size": 4},
+        **docling_config(tmp_path, stand_in_models, table_mode="fast"),
         output={"images": "referenced", "formats": ["markdown", "docling_json"]},
     )
     pdf = tmp_path / "doc.pdf"
