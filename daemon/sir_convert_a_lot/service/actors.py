@@ -1,7 +1,7 @@
 """The Ray engine's actors as the lease shows them: where each runs, its GPUs, the jobs in it.
 
-``EnginePool.workers()`` asks an actor where it runs the first time (a Ray call that waits up to
-5 s for an actor that does not answer); the heartbeat must not wait on that, so the list is
+``EnginePool.workers()`` asks an actor where it runs until it knows (a Ray call that waits up to
+a second for an actor that does not answer); the heartbeat must not wait on that, so the list is
 gathered on a thread of its own and the heartbeat takes the newest one there is
 (``ActorView.snapshot``), at most ``wait_seconds`` late.
 """
