@@ -122,6 +122,18 @@ def test_what_merging_relies_on_in_docling() -> None:
     assert callable(getattr(standard.StandardPdfPipeline, "_borrow_model_threads", None))
 
 
+def test_the_loaded_tableformer_predicts_with_the_fast_decoding(backend: DoclingBackend) -> None:
+    """docling's table model as this docling builds it is the one ``backends.tableformer_fast``
+    was written for, so the daemon's tables take the fast path (a docling that changes it keeps
+    its own, slower prediction, and this says so)."""
+    from sir_convert_a_lot.backends import tableformer_fast
+
+    converter = next(iter(backend._converters.values()))
+    pipeline = next(iter(converter.initialized_pipelines.values()))
+    predict = pipeline.table_model.tf_predictor._model.predict
+    assert getattr(predict, "func", None) is tableformer_fast.predict
+
+
 def test_documents_in_flight_get_names_of_their_own(backend: DoclingBackend) -> None:
     names = {backend._new_name() for _ in range(100)}
     assert len(names) == 100 and all(name.endswith(".pdf") for name in names)

@@ -16,6 +16,8 @@ Options map as follows:
   scans, never born-digital pages; warning ``docling_auto_ocr_pages:<k>/<n>``). OCR is RapidOCR
   with its ONNX engine (on the GPU when onnxruntime has its CUDA provider), or with
   ``gpu.ocr_backend = "torch"`` its torch engine on the same GPU.
+- TableFormer runs with ``backends.tableformer_fast``'s prediction: the same tags and boxes as
+  docling's own, without recomputing the image's projections at every tag.
 - batch sizes: ``gpu.layout_batch_size``, ``gpu.ocr_batch_size``, ``gpu.table_batch_size``.
 - ``output.images`` other than ``placeholder``: docling crops each picture
   (``generate_picture_images``, a pipeline of its own); the outputs are made by
@@ -30,7 +32,7 @@ import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
-from sir_convert_a_lot.backends import models
+from sir_convert_a_lot.backends import models, tableformer_fast
 from sir_convert_a_lot.backends.base import (
     BackendContext,
     BackendResult,
@@ -127,6 +129,8 @@ class DoclingBackend:
                 ) from None
             self._converters[key] = converter
             self._stages[key] = self._stage_devices(pipeline)
+            table_model = getattr(pipeline, "table_model", None)
+            tableformer_fast.accelerate(getattr(table_model, "tf_predictor", None))
             for stage in ("layout", "table", "ocr"):
                 model = getattr(pipeline, f"{stage}_model")
                 size = self.context.batch_sizes.get(stage, 4)
