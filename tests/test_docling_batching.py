@@ -22,7 +22,7 @@ from sir_convert_a_lot.engine.protocol import Converted
 from sir_convert_a_lot.engine.supervisor import Engine
 from sir_convert_a_lot.intake.preflight import open_pdf
 from sir_convert_a_lot.options import ConversionOptions
-from tests.helpers import OFFLINE, SAMPLES, docling_config, load_config, pdf_bytes
+from tests.helpers import OFFLINE, REPO, SAMPLES, docling_config, load_config, pdf_bytes
 
 OPTIONS = ConversionOptions(backend_strategy="docling", ocr_mode="off", table_mode="fast")
 
@@ -131,7 +131,49 @@ def test_the_loaded_tableformer_predicts_with_the_fast_decoding(backend: Docling
     converter = next(iter(backend._converters.values()))
     pipeline = next(iter(converter.initialized_pipelines.values()))
     predict = pipeline.table_model.tf_predictor._model.predict
-    assert getattr(predict, "func", None) is tableformer_fast.predict
+    assert isinstance(predict, tableformer_fast.FastPredict)
+
+
+@pytest.mark.slow
+def test_the_tables_of_a_call_are_predicted_together_and_come_out_as_alone(
+    backend: DoclingBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every table of a multi-page document's table calls comes from one pass over all of them,
+    none is predicted again alone, and the Markdown is the one each table predicted alone gives."""
+    from sir_convert_a_lot.backends import table_batch, tableformer_fast
+
+    data = (REPO / "fixtures" / "benchmark_pdfs" / "report_redp5110_sampled.pdf").read_bytes()
+
+    def convert() -> BackendResult:
+        return backend.convert(open_pdf(data, max_pages=50), OPTIONS, lambda _p, _t: None)
+
+    alone_calls: list[int] = []
+    predict_alone = tableformer_fast.predict
+
+    def counted_alone(*args: Any) -> Any:
+        alone_calls.append(1)
+        return predict_alone(*args)
+
+    monkeypatch.setattr(table_batch.BatchedTables, "_prepare", lambda *_args: None)
+    monkeypatch.setattr(tableformer_fast, "predict", counted_alone)
+    one_by_one = convert()
+    tables = len(alone_calls)
+    assert tables >= 4, "the stand-in layout should find tables on these pages"
+    monkeypatch.undo()
+    together_sizes: list[int] = []
+    predict_many = tableformer_fast.predict_many
+
+    def counted(model: Any, images: list[Any]) -> list[Any]:
+        together_sizes.append(len(images))
+        return predict_many(model, images)
+
+    monkeypatch.setattr(table_batch, "predict_many", counted)
+    monkeypatch.setattr(tableformer_fast, "predict", counted_alone)
+    alone_calls.clear()
+    together = convert()
+    assert sum(together_sizes) == tables and max(together_sizes) > 1
+    assert alone_calls == []  # every table docling asked for was ready
+    assert together.markdown == one_by_one.markdown
 
 
 def test_documents_in_flight_get_names_of_their_own(backend: DoclingBackend) -> None:

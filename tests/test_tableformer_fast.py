@@ -59,6 +59,15 @@ def test_same_tags_and_boxes_as_the_library(predictor: Any) -> None:
         assert_same(expected, tableformer_fast.predict(model, image, steps, 1))
 
 
+def test_tables_predicted_together_are_as_each_alone(predictor: Any) -> None:
+    model = predictor._model
+    images = list(table_images(predictor, 4))
+    together = tableformer_fast.predict_many(model, images)
+    for image, prediction in zip(images, together, strict=True):
+        with torch.no_grad():
+            assert_same(model.predict(image, model._max_pred_len, 1), prediction)
+
+
 class ScriptedTags(nn.Module):  # type: ignore[misc]
     """Stands in for the tag head: picks the scripted tags in turn, whatever the decoder says,
     so that rare tags (spans, ucel, xcel) go through both predictions."""

@@ -17,7 +17,8 @@ Options map as follows:
   with its ONNX engine (on the GPU when onnxruntime has its CUDA provider), or with
   ``gpu.ocr_backend = "torch"`` its torch engine on the same GPU.
 - TableFormer runs with ``backends.tableformer_fast``'s prediction: the same tags and boxes as
-  docling's own, without recomputing the image's projections at every tag.
+  docling's own, without recomputing the image's projections at every tag; the tables of one
+  merged call are predicted together (``backends.table_batch``).
 - batch sizes: ``gpu.layout_batch_size``, ``gpu.ocr_batch_size``, ``gpu.table_batch_size``.
 - ``output.images`` other than ``placeholder``: docling crops each picture
   (``generate_picture_images``, a pipeline of its own); the outputs are made by
@@ -51,6 +52,7 @@ from sir_convert_a_lot.backends.docling_pipeline import (
     tensor_devices,
 )
 from sir_convert_a_lot.backends.ocr_pages import needs_ocr
+from sir_convert_a_lot.backends.table_batch import BatchedTables
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
 from sir_convert_a_lot.intake.file_faults import broken_message
 from sir_convert_a_lot.intake.preflight import OpenedPdf, no_page_has_an_area, resource_cycle
@@ -135,6 +137,8 @@ class DoclingBackend:
                 model = getattr(pipeline, f"{stage}_model")
                 size = self.context.batch_sizes.get(stage, 4)
                 select = needs_ocr if stage == "ocr" and ocr_mode == "auto" else None
+                if stage == "table":
+                    model = BatchedTables(model, size)
                 shared = SharedModel(model, stage, size, self._coalescer, select)
                 setattr(pipeline, f"{stage}_model", shared)
         return self._converters[key]

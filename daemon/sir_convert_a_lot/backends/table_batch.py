@@ -1,0 +1,95 @@
+"""All the tables of a merged table call predicted in one pass, not one after another.
+
+docling's table model (``TableStructureModel.predict_tables``) loops over a call's pages and over
+each page's tables, and predicts one table at a time. So a call that ``backends.coalesce`` has
+filled with sixteen documents' pages still runs sixteen one-table decodings, each a few hundred
+small steps: on a GPU, mostly waiting for kernel launches. ``BatchedTables`` stands in front of
+that model. Before docling's loop runs, it cuts out every table image exactly as docling will
+(the same page image, the same resize and crop, docling's own image preparation), predicts them
+together (``tableformer_fast.predict_many``) and leaves the predictions ready on the model; each
+prediction docling then asks for is answered from them when its image is the very same tensor,
+and computed alone otherwise. So a change in how docling cuts its images costs only speed, never
+a wrong table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sir_convert_a_lot.backends.tableformer_fast import FastPredict, predict_many
+
+TABLE_LABELS = ("table", "document_index")  # docling's DocItemLabel values its table model reads
+PAGE_HEIGHT = 1024  # the table predictor resizes each page image to this height first
+
+
+class BatchedTables:
+    """docling's table model, with a call's tables predicted together first."""
+
+    def __init__(self, model: Any, batch_size: int) -> None:
+        self.model = model
+        self.batch_size = max(1, batch_size)
+
+    def __call__(self, conv_res: Any, page_batch: Iterable[Any]) -> list[Any]:
+        pages = list(page_batch)
+        table_former = getattr(getattr(self.model, "tf_predictor", None), "_model", None)
+        fast = getattr(table_former, "predict", None)
+        if isinstance(fast, FastPredict):
+            self._prepare(fast, pages)
+        try:
+            return list(self.model(conv_res, pages))
+        finally:
+            if isinstance(fast, FastPredict):
+                fast.ready.clear()
+
+    def _prepare(self, fast: FastPredict, pages: list[Any]) -> None:
+        try:
+            images = table_images(self.model, pages)
+        except Exception:  # noqa: BLE001 - docling's own loop meets the same page and says why
+            return
+        if len(images) < 2:
+            return
+        for start in range(0, len(images), self.batch_size):
+            group = images[start : start + self.batch_size]
+            fast.ready.extend(zip(group, predict_many(fast.model, group), strict=True))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+
+def table_images(model: Any, pages: list[Any]) -> list[Any]:
+    """The image tensor of every table on ``pages``, in docling's order, cut as docling cuts it."""
+    import numpy
+
+    predictor = model.tf_predictor
+    images = []
+    for page in pages:
+        boxes = _table_boxes(page, model.scale)
+        if not boxes:
+            continue
+        resized, factor = predictor.resize_img(
+            numpy.asarray(page.get_image(scale=model.scale)), height=PAGE_HEIGHT
+        )
+        for box in boxes:
+            left, top, right, bottom = (value * factor for value in box)
+            crop = resized[round(top) : round(bottom), round(left) : round(right)]
+            images.append(predictor._prepare_image(crop))
+    return images
+
+
+def _table_boxes(page: Any, scale: float) -> list[list[float]]:
+    """The page's table boxes in the page image's pixels, as docling's table model takes them."""
+    backend = page._backend
+    layout = page.predictions.layout
+    if backend is None or not backend.is_valid() or layout is None or page.size is None:
+        return []
+    return [
+        [
+            round(cluster.bbox.l) * scale,
+            round(cluster.bbox.t) * scale,
+            round(cluster.bbox.r) * scale,
+            round(cluster.bbox.b) * scale,
+        ]
+        for cluster in layout.clusters
+        if str(getattr(cluster.label, "value", cluster.label)) in TABLE_LABELS
+    ]
