@@ -138,8 +138,8 @@ def test_the_loaded_tableformer_predicts_with_the_fast_decoding(backend: Docling
 def test_the_tables_of_a_call_are_predicted_together_and_come_out_as_alone(
     backend: DoclingBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every table of a multi-page document's table calls comes from one pass over all of them,
-    none is predicted again alone, and the Markdown is the one each table predicted alone gives."""
+    """The tables of a table call come from one pass over all of them, none is predicted twice,
+    and the Markdown is the one each table predicted alone gives."""
     from sir_convert_a_lot.backends import table_batch, tableformer_fast
 
     data = (REPO / "fixtures" / "benchmark_pdfs" / "report_redp5110_sampled.pdf").read_bytes()
@@ -171,9 +171,20 @@ def test_the_tables_of_a_call_are_predicted_together_and_come_out_as_alone(
     monkeypatch.setattr(tableformer_fast, "predict", counted_alone)
     alone_calls.clear()
     together = convert()
-    assert sum(together_sizes) == tables and max(together_sizes) > 1
-    assert alone_calls == []  # every table docling asked for was ready
+    # Every table was predicted once: together with the others of its call, or alone when its
+    # call had only one table (how pages group into calls depends on the stage threads' timing).
+    assert sum(together_sizes) + len(alone_calls) == tables
+    assert max(together_sizes) > 1
     assert together.markdown == one_by_one.markdown
+
+    def out_of_memory(model: Any, images: list[Any]) -> list[Any]:
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(table_batch, "predict_many", out_of_memory)
+    alone_calls.clear()
+    fallen_back = convert()  # the batch failed: docling's loop predicts each table alone
+    assert len(alone_calls) == tables
+    assert fallen_back.markdown == one_by_one.markdown
 
 
 def test_documents_in_flight_get_names_of_their_own(backend: DoclingBackend) -> None:

@@ -33,7 +33,7 @@ import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
-from sir_convert_a_lot.backends import models, tableformer_fast
+from sir_convert_a_lot.backends import models
 from sir_convert_a_lot.backends.base import (
     BackendContext,
     BackendResult,
@@ -52,7 +52,6 @@ from sir_convert_a_lot.backends.docling_pipeline import (
     tensor_devices,
 )
 from sir_convert_a_lot.backends.ocr_pages import needs_ocr
-from sir_convert_a_lot.backends.table_batch import BatchedTables
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
 from sir_convert_a_lot.intake.file_faults import broken_message
 from sir_convert_a_lot.intake.preflight import OpenedPdf, no_page_has_an_area, resource_cycle
@@ -115,6 +114,10 @@ class DoclingBackend:
             return self._load_converter(key)
 
     def _load_converter(self, key: Variant) -> Any:
+        # torch only in the worker: the daemon asks this class for its capabilities
+        from sir_convert_a_lot.backends import tableformer_fast
+        from sir_convert_a_lot.backends.table_batch import BatchedTables
+
         ocr_mode = key[1]
         if key not in self._converters:
             converter = self._build_converter(key)

@@ -43,18 +43,29 @@ class BatchedTables:
                 fast.ready.clear()
 
     def _prepare(self, fast: FastPredict, pages: list[Any]) -> None:
+        """Predict the call's tables together; on any fault (a page docling cannot cut, the GPU
+        out of memory for the batch) leave them to docling's loop, one at a time, which then
+        succeeds or reports the fault itself."""
         try:
             images = table_images(self.model, pages)
-        except Exception:  # noqa: BLE001 - docling's own loop meets the same page and says why
-            return
-        if len(images) < 2:
-            return
-        for start in range(0, len(images), self.batch_size):
-            group = images[start : start + self.batch_size]
-            fast.ready.extend(zip(group, predict_many(fast.model, group), strict=True))
+            if len(images) < 2:
+                return
+            for start in range(0, len(images), self.batch_size):
+                group = images[start : start + self.batch_size]
+                fast.ready.extend(zip(group, predict_many(fast.model, group), strict=True))
+        except Exception:  # noqa: BLE001 - the one-at-a-time path meets it again and says why
+            fast.ready.clear()
+            _release_gpu_memory()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.model, name)
+
+
+def _release_gpu_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def table_images(model: Any, pages: list[Any]) -> list[Any]:

@@ -1,0 +1,44 @@
+"""The table cost runner: docling's own TableFormer prediction against the worker's, alone and
+together, and its verdict on whether they wrote the same tags."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sir_convert_a_lot.backends import tableformer_fast
+from tests.helpers import REPO
+
+sys.path.insert(0, str(REPO / "tools"))
+import table_cost
+
+
+def test_each_way_is_timed_and_gives_docling_s_tags(stand_in_models: Path) -> None:
+    predictor = table_cost.table_predictor(stand_in_models, "cpu")
+    images = table_cost.table_images(predictor, 3)
+    report = table_cost.measure(predictor, images, [1, 3])
+    assert report["same_tags_as_docling"] is True
+    assert set(report["seconds_per_table"]) == {"docling_predict", "fast_alone"}
+    assert set(report["seconds_per_table_together_by_batch_size"]) == {"1", "3"}
+    assert all(s > 0 for s in report["seconds_per_table"].values())
+    assert report["tags_per_table"] >= 2  # at least the start tag and one more
+
+
+def test_a_prediction_that_differs_from_docling_s_is_reported(
+    stand_in_models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    predictor = table_cost.table_predictor(stand_in_models, "cpu")
+    images = table_cost.table_images(predictor, 2)
+    real = tableformer_fast.predict_many
+
+    def one_tag_off(model: Any, group: list[Any]) -> list[Any]:
+        predictions = real(model, group)
+        tags, classes, boxes = predictions[0]
+        predictions[0] = ([*tags[:-1], tags[-1] + 1], classes, boxes)
+        return predictions
+
+    monkeypatch.setattr(tableformer_fast, "predict_many", one_tag_off)
+    assert table_cost.measure(predictor, images, [2])["same_tags_as_docling"] is False
