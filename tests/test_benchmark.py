@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -87,8 +90,10 @@ def test_a_benchmark_run_on_the_cpu_backend_reports_every_job(tmp_path: Path) ->
         text=True,
         timeout=600,
         check=False,
+        env=scratch_env(tmp_path),
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
+    assert list((tmp_path / "tmp").glob("sca-bench-*")) == []  # it went with the daemon
     report = json.loads(output.read_text())
     assert list(report) == sorted(report)
     summary = report["summary"]
@@ -112,3 +117,69 @@ def test_a_benchmark_run_on_the_cpu_backend_reports_every_job(tmp_path: Path) ->
         for r in (1, 2)
         for name in ("multi_page.pdf", "nested/two.pdf", "not_a_pdf.pdf")
     }
+
+
+def scratch_env(tmp_path: Path) -> dict[str, str]:
+    """The runner's scratch folders under tmp_path/tmp, where a test can see them."""
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    return {**os.environ, "TMPDIR": str(tmp_path / "tmp")}
+
+
+def test_a_run_stopped_midway_takes_its_daemon_and_folder_with_it(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    copy_sample("multi_page.pdf", corpus)
+    runner = subprocess.Popen(
+        [
+            str(REPO / ".venv" / "bin" / "python"),
+            str(REPO / "tools" / "benchmark.py"),
+            "--config",
+            str(REPO / "tools" / "bench-configs" / "pymupdf-cpu.toml"),
+            "--corpus",
+            str(corpus),
+            "--output",
+            str(tmp_path / "bench.json"),
+            "--repeat",
+            "1000",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=scratch_env(tmp_path),
+    )
+    try:
+        daemon_pid = _wait_for_a_converted_file(tmp_path / "tmp", runner)
+        runner.send_signal(signal.SIGTERM)
+        assert runner.wait(timeout=120) != 0
+    finally:
+        runner.kill()
+    assert list((tmp_path / "tmp").glob("sca-bench-*")) == []
+    assert not Path(f"/proc/{daemon_pid}").exists() or "zombie" in _state(daemon_pid)
+    assert not (tmp_path / "bench.json").exists()
+
+
+def _wait_for_a_converted_file(scratch: Path, runner: subprocess.Popen[bytes]) -> int:
+    """The daemon's pid, once it has published a file in the runner's scratch outbox."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        assert runner.poll() is None
+        for folder in scratch.glob("sca-bench-*"):
+            if any((folder / "outbox").rglob("*.json")):
+                return _daemon_pid(folder)
+        time.sleep(0.2)
+    raise AssertionError("the benchmark run published nothing in time")
+
+
+def _daemon_pid(folder: Path) -> int:
+    for status in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(folder) in status.read_bytes().decode(errors="replace"):
+                return int(status.parent.name)
+        except OSError:
+            continue
+    raise AssertionError(f"no daemon runs on {folder}")
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return "zombie"

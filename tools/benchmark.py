@@ -153,50 +153,68 @@ def wait_ready(log_path: Path, process: subprocess.Popen[bytes], timeout: float)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """One daemon, started on a scratch folder, fed the corpus and stopped; the folder goes with
+    it, and so does the daemon when the run fails or is interrupted (Ctrl-C, SIGTERM)."""
     root = Path(tempfile.mkdtemp(prefix="sca-bench-"))
-    config_path, document = benchmark_config(args.config, root)
-    pdfs = find_pdfs(args.corpus)
-    if not pdfs:
-        raise SystemExit(f"no PDFs under {args.corpus}")
-    log_path = root / "daemon.log"
-    usage_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    env = {
+    process: subprocess.Popen[bytes] | None = None
+    _exit_on_sigterm()
+    try:
+        config_path, document = benchmark_config(args.config, root)
+        pdfs = find_pdfs(args.corpus)
+        if not pdfs:
+            raise SystemExit(f"no PDFs under {args.corpus}")
+        log_path = root / "daemon.log"
+        usage_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        with log_path.open("wb") as log:
+            started = time.monotonic()
+            process = subprocess.Popen(
+                [str(REPO / ".venv" / "bin" / "sir-convert"), "--config", str(config_path), "run"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=_daemon_environment(),
+            )
+            worker = wait_ready(log_path, process, timeout=args.ready_timeout)
+            ready_seconds = time.monotonic() - started
+            sampler = Sampler(process.pid, document.get("gpu", {}).get("device_index", 0))
+            sampler.start()
+            jobs, wall_seconds = run_rounds(args, root, pdfs, process, log_path)
+            sampler.stop()
+            process.send_signal(signal.SIGTERM)
+            exit_code = process.wait(timeout=120)
+        usage_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if getattr(args, "keep_outbox", None):
+            shutil.copytree(root / "outbox", args.keep_outbox, dirs_exist_ok=True)
+    finally:
+        _stop(process)
+        shutil.rmtree(root, ignore_errors=True)
+    timing = (ready_seconds, jobs, sampler, wall_seconds, usage_before, usage_after, exit_code)
+    return report(args, document, worker, *timing)
+
+
+def _daemon_environment() -> dict[str, str]:
+    return {
         **os.environ,
         "PYTHONUNBUFFERED": "1",
         "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
     }
-    with log_path.open("wb") as log:
-        started = time.monotonic()
-        process = subprocess.Popen(
-            [str(REPO / ".venv" / "bin" / "sir-convert"), "--config", str(config_path), "run"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        worker = wait_ready(log_path, process, timeout=args.ready_timeout)
-        ready_seconds = time.monotonic() - started
-        gpu_index = document.get("gpu", {}).get("device_index", 0)
-        sampler = Sampler(process.pid, gpu_index)
-        sampler.start()
-        jobs, wall_seconds = run_rounds(args, root, pdfs, process, log_path)
-        sampler.stop()
-        process.send_signal(signal.SIGTERM)
-        exit_code = process.wait(timeout=120)
-    usage_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if getattr(args, "keep_outbox", None):
-        shutil.copytree(root / "outbox", args.keep_outbox, dirs_exist_ok=True)
-    return report(
-        args,
-        document,
-        worker,
-        ready_seconds,
-        jobs,
-        sampler,
-        wall_seconds,
-        usage_before,
-        usage_after,
-        exit_code,
-    )
+
+
+def _exit_on_sigterm() -> None:
+    """SIGTERM ends the run like Ctrl-C, through the clean-up (only the main thread may ask)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
+
+
+def _stop(process: subprocess.Popen[bytes] | None) -> None:
+    """The daemon gone: asked to stop, then killed if it does not within a minute."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def run_rounds(
