@@ -74,18 +74,7 @@ def test_a_benchmark_run_on_the_cpu_backend_reports_every_job(tmp_path: Path) ->
     copy_sample("not_a_pdf.pdf", corpus)
     output = tmp_path / "bench.json"
     completed = subprocess.run(
-        [
-            str(REPO / ".venv" / "bin" / "python"),
-            str(REPO / "tools" / "benchmark.py"),
-            "--config",
-            str(REPO / "tools" / "bench-configs" / "pymupdf-cpu.toml"),
-            "--corpus",
-            str(corpus),
-            "--output",
-            str(output),
-            "--repeat",
-            "2",
-        ],
+        runner_command(corpus, output, repeat=2),
         capture_output=True,
         text=True,
         timeout=600,
@@ -119,6 +108,22 @@ def test_a_benchmark_run_on_the_cpu_backend_reports_every_job(tmp_path: Path) ->
     }
 
 
+def runner_command(corpus: Path, output: Path, repeat: int) -> list[str]:
+    """tools/benchmark.py on the CPU backend's bench config."""
+    return [
+        str(REPO / ".venv" / "bin" / "python"),
+        str(REPO / "tools" / "benchmark.py"),
+        "--config",
+        str(REPO / "tools" / "bench-configs" / "pymupdf-cpu.toml"),
+        "--corpus",
+        str(corpus),
+        "--output",
+        str(output),
+        "--repeat",
+        str(repeat),
+    ]
+
+
 def scratch_env(tmp_path: Path) -> dict[str, str]:
     """The runner's scratch folders under tmp_path/tmp, where a test can see them."""
     (tmp_path / "tmp").mkdir(exist_ok=True)
@@ -129,18 +134,7 @@ def test_a_run_stopped_midway_takes_its_daemon_and_folder_with_it(tmp_path: Path
     corpus = tmp_path / "corpus"
     copy_sample("multi_page.pdf", corpus)
     runner = subprocess.Popen(
-        [
-            str(REPO / ".venv" / "bin" / "python"),
-            str(REPO / "tools" / "benchmark.py"),
-            "--config",
-            str(REPO / "tools" / "bench-configs" / "pymupdf-cpu.toml"),
-            "--corpus",
-            str(corpus),
-            "--output",
-            str(tmp_path / "bench.json"),
-            "--repeat",
-            "1000",
-        ],
+        runner_command(corpus, tmp_path / "bench.json", repeat=1000),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=scratch_env(tmp_path),

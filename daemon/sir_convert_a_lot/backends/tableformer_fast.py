@@ -20,7 +20,6 @@ keeps docling's own ``predict``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -287,7 +286,7 @@ def _cell_boxes(decoder: Any, encoded: Tensor, hidden: list[Tensor]) -> tuple[Te
     start_part = attention._language_att(start).unsqueeze(1)
     gate = decoder._sigmoid(decoder._f_beta(start))
     classes, boxes = [], []
-    for cells in _chunks(torch.cat(hidden, dim=0)):
+    for cells in torch.cat(hidden, dim=0).split(CELL_CHUNK):
         cell_part = attention._tag_decoder_att(cells).unsqueeze(1)
         scores = attention._full_att(attention._relu(image_part + cell_part + start_part))
         weights = attention._softmax(scores.squeeze(2))
@@ -296,10 +295,6 @@ def _cell_boxes(decoder: Any, encoded: Tensor, hidden: list[Tensor]) -> tuple[Te
         boxes.append(decoder._bbox_embed(state).sigmoid())
         classes.append(decoder._class_embed(state))
     return torch.cat(classes), torch.cat(boxes)
-
-
-def _chunks(cells: Tensor) -> Iterator[Tensor]:
-    yield from cells.split(CELL_CHUNK)
 
 
 def _merge_spans(
