@@ -177,3 +177,15 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return "zombie"
+
+
+@pytest.mark.parametrize("wrong", ["config", "corpus"])
+def test_a_missing_config_or_corpus_is_named_without_a_traceback(
+    tmp_path: Path, wrong: str
+) -> None:
+    command = runner_command(REPO / "fixtures" / "benchmark_pdfs", tmp_path / "b.json", repeat=1)
+    command[command.index(f"--{wrong}") + 1] = str(tmp_path / "typo")
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert completed.returncode == 2
+    assert f"--{wrong} {tmp_path / 'typo'}: no such" in completed.stderr
+    assert "Traceback" not in completed.stderr

@@ -3,6 +3,7 @@ together, and its verdict on whether they wrote the same tags."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,3 +43,24 @@ def test_a_prediction_that_differs_from_docling_s_is_reported(
 
     monkeypatch.setattr(tableformer_fast, "predict_many", one_tag_off)
     assert table_cost.measure(predictor, images, [2])["same_tags_as_docling"] is False
+
+
+def test_a_models_folder_without_tableformer_says_how_to_build_it(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [
+            str(REPO / ".venv" / "bin" / "python"),
+            str(REPO / "tools" / "table_cost.py"),
+            "--models",
+            str(tmp_path),
+            "--output",
+            str(tmp_path / "cost.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 2
+    assert "no TableFormer fast under it" in completed.stderr
+    assert "stand_in_models --faithful" in completed.stderr
+    assert "Traceback" not in completed.stderr

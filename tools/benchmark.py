@@ -441,6 +441,10 @@ def main() -> int:
     parser.add_argument("--ready-timeout", type=float, default=900)
     parser.add_argument("--keep-outbox", type=Path, help="copy the outputs here (for quality.py)")
     args = parser.parse_args()
+    if not args.config.is_file():
+        parser.error(f"--config {args.config}: no such file")
+    if not args.corpus.is_dir():
+        parser.error(f"--corpus {args.corpus}: no such folder")
     result = run(args)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")

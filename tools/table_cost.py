@@ -100,6 +100,14 @@ def main() -> int:
     parser.add_argument("--tables", type=int, default=8)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 8])
     args = parser.parse_args()
+    if not (args.models / FAST_MODEL / "tm_config.json").is_file():
+        parser.error(
+            f"--models {args.models}: no TableFormer fast under it ({FAST_MODEL}); build the "
+            "stand-ins with: .venv/bin/python -m sir_convert_a_lot.testing.stand_in_models "
+            "--faithful DIR"
+        )
+    if args.tables < 1 or min(args.sizes) < 1:
+        parser.error("--tables and --sizes take whole numbers of at least 1")
     device = "cuda" if probe(0).cuda_available else "cpu"
     predictor = table_predictor(args.models, "cuda:0" if device == "cuda" else "cpu")
     report = {
