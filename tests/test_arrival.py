@@ -255,7 +255,7 @@ def test_a_writer_holding_the_file_open_is_waited_for_without_limit() -> None:
 
 
 def test_when_the_kernel_cannot_tell_the_bytes_still_decide() -> None:
-    def no_lease(_path: Path) -> bool:
+    def no_lease(_path: object) -> bool:
         raise LeaseUnavailable("EACCES")
 
     missing: list[str | None] = [NO_EOF_MARKER]

@@ -20,6 +20,7 @@ from sir_convert_a_lot.jobs.outcome import Outcome, Status
 from sir_convert_a_lot.jobs.spool import Spool
 from sir_convert_a_lot.options import ConversionOptions
 from sir_convert_a_lot.service import startup
+from sir_convert_a_lot.sharefs import file_id
 from tests.helpers import UNLOCK, load_config, make_pdf, wait_for
 from tests.test_engine import CPU, ScriptedTransport
 
@@ -166,7 +167,9 @@ def test_the_innocent_bystander_of_a_timeout_goes_round_again_uncounted(tmp_path
     for name, job_config in (("slow", slow_config), ("bystander", config)):
         source = make_pdf(config.paths.inbox / f"{name}.pdf")
         info = source.stat()
-        job = spool.claim(f"{name}.pdf", None, job_config.defaults, info.st_size, info.st_mtime_ns)
+        job = spool.claim(
+            f"{name}.pdf", None, job_config.defaults, info.st_size, info.st_mtime_ns, file_id(info)
+        )
         assert job is not None
         jobs[name] = job
     runner = JobRunner(config, UNLOCK, spool, engine)
@@ -216,7 +219,9 @@ class _OneAttemptRunner:
     def start(self, name: str, options: ConversionOptions) -> threading.Thread:
         """Claim ``<name>.pdf`` from the inbox and run it on a thread of its own."""
         info = make_pdf(self.config.paths.inbox / f"{name}.pdf").stat()
-        job = self.spool.claim(f"{name}.pdf", None, options, info.st_size, info.st_mtime_ns)
+        job = self.spool.claim(
+            f"{name}.pdf", None, options, info.st_size, info.st_mtime_ns, file_id(info)
+        )
         assert job is not None
         self.job_ids[name] = job.job_id
         thread = threading.Thread(

@@ -14,6 +14,7 @@ from sir_convert_a_lot.folders import prepare
 from sir_convert_a_lot.jobs.spool import Spool
 from sir_convert_a_lot.ops.cli import main
 from sir_convert_a_lot.options import ConversionOptions
+from sir_convert_a_lot.sharefs import file_id
 from tests.helpers import files_under, load_config, make_pdf, write_config
 
 FAILURES = {
@@ -32,8 +33,8 @@ def _failed(tmp_path: Path) -> tuple[Path, Config]:
     spool = Spool(config.paths, "test-instance")
     spool.ensure_layout()
     for name, code in FAILURES.items():
-        make_pdf(config.paths.inbox / "team" / name)
-        job = spool.claim(f"team/{name}", None, ConversionOptions(), 1, 1)
+        seen = file_id(make_pdf(config.paths.inbox / "team" / name).stat())
+        job = spool.claim(f"team/{name}", None, ConversionOptions(), 1, 1, seen)
         assert job is not None
         spool.fail(job, {"code": code, "message": "test"}, None)
     assert len(files_under(config.paths.failed)) == len(FAILURES)

@@ -22,6 +22,7 @@ from sir_convert_a_lot.jobs.job import Job, new_job_id
 from sir_convert_a_lot.jobs.spool import RECORD, SOURCE, Spool
 from sir_convert_a_lot.names import collision_key
 from sir_convert_a_lot.options import ConversionOptions
+from sir_convert_a_lot.sharefs import file_id
 from tests.helpers import files_under, load_config, make_pdf
 
 OPTIONS = ConversionOptions(
@@ -67,7 +68,7 @@ def drop(paths: Paths, relative: str, content: bytes | None = None) -> Path:
 
 def claim(spool: Spool, paths: Paths, relative: str) -> Job:
     info = os.lstat(paths.inbox / relative)
-    job = spool.claim(relative, None, OPTIONS, info.st_size, info.st_mtime_ns)
+    job = spool.claim(relative, None, OPTIONS, info.st_size, info.st_mtime_ns, file_id(info))
     assert job is not None
     return job
 
@@ -131,7 +132,7 @@ def test_claim_moves_the_file_and_records_its_exact_relative_path(
     info = os.lstat(original)
     spool = started(paths, ME, clock=lambda: 1234.5)
 
-    job = spool.claim(relative, "scans", OPTIONS, info.st_size, info.st_mtime_ns)
+    job = spool.claim(relative, "scans", OPTIONS, info.st_size, info.st_mtime_ns, file_id(info))
 
     assert job is not None
     folder = paths.state / "claimed" / ME / job.job_id
@@ -155,7 +156,7 @@ def test_claim_moves_the_file_and_records_its_exact_relative_path(
 def test_claim_of_a_vanished_file_returns_none_and_leaves_nothing(paths: Paths) -> None:
     spool = started(paths, ME)
 
-    assert spool.claim("gone.pdf", None, OPTIONS, 10, 0) is None
+    assert spool.claim("gone.pdf", None, OPTIONS, 10, 0, (0, 0)) is None
 
     assert job_folders(paths.state / "tmp") == []
     assert job_folders(paths.state / "claimed") == []
@@ -165,8 +166,9 @@ def test_two_instances_claiming_one_file_only_one_gets_it(paths: Paths) -> None:
     drop(paths, "a.pdf")
     first, second = started(paths, "host-a-gpu0"), started(paths, "host-b-gpu0")
 
-    won = first.claim("a.pdf", None, OPTIONS, 1, 0)
-    lost = second.claim("a.pdf", None, OPTIONS, 1, 0)
+    seen = file_id(os.lstat(paths.inbox / "a.pdf"))
+    won = first.claim("a.pdf", None, OPTIONS, 1, 0, seen)
+    lost = second.claim("a.pdf", None, OPTIONS, 1, 0, seen)
 
     assert won is not None
     assert lost is None
@@ -195,7 +197,9 @@ def crash_claim_at_rename(
     with monkeypatch.context() as patch:
         patch.setattr(os, "rename", dying_rename)
         with pytest.raises(Crash):
-            started(paths, ME).claim(relative, None, OPTIONS, info.st_size, info.st_mtime_ns)
+            started(paths, ME).claim(
+                relative, None, OPTIONS, info.st_size, info.st_mtime_ns, file_id(info)
+            )
 
 
 def test_crash_before_the_inbox_rename_discards_the_half_claim(

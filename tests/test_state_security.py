@@ -26,6 +26,7 @@ from sir_convert_a_lot.jobs.spool import RECORD, SOURCE, Spool
 from sir_convert_a_lot.ops import doctor
 from sir_convert_a_lot.ops.cli import main
 from sir_convert_a_lot.options import ConversionOptions
+from sir_convert_a_lot.sharefs import file_id
 from tests.daemon import Daemon
 from tests.helpers import files_under, load_config, make_pdf, wait_for, write_config
 
@@ -142,8 +143,8 @@ def test_every_folder_and_record_the_spool_creates_is_private_under_umask_0002(
         prepare(config.paths)
         spool = Spool(config.paths, "test-instance")
         spool.ensure_layout()
-        make_pdf(config.paths.inbox / "team" / "a.pdf")
-        job = spool.claim("team/a.pdf", None, ConversionOptions(), 1, 1)
+        seen = file_id(make_pdf(config.paths.inbox / "team" / "a.pdf").stat())
+        job = spool.claim("team/a.pdf", None, ConversionOptions(), 1, 1, seen)
         assert job is not None
         assert spool.reservations.reserve("team", "a", job.job_id)
         spool.heartbeat({"state": "idle"})
@@ -242,8 +243,8 @@ def test_a_forged_job_record_is_quarantined_and_never_followed(
     prepare(config.paths)
     spool = Spool(config.paths, "test-instance")
     spool.ensure_layout()
-    make_pdf(config.paths.inbox / "a.pdf")
-    job = spool.claim("a.pdf", None, ConversionOptions(), 1, 1)
+    seen = file_id(make_pdf(config.paths.inbox / "a.pdf").stat())
+    job = spool.claim("a.pdf", None, ConversionOptions(), 1, 1, seen)
     assert job is not None
     folder = spool.job_folder(job)
     record = json.loads((folder / RECORD).read_text())

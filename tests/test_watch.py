@@ -16,8 +16,8 @@ class FakeClock:
         self.now = now
 
 
-def seen(path: str = "a.pdf", size: int = 100, mtime_ns: int = 1) -> Seen:
-    return Seen(path, size, mtime_ns, True)
+def seen(path: str = "a.pdf", size: int = 100, mtime_ns: int = 1, inode: int = 7) -> Seen:
+    return Seen(path, size, mtime_ns, True, (1, inode))
 
 
 @pytest.fixture
@@ -183,7 +183,7 @@ def test_scan_finds_nested_files_with_their_facts(tmp_path: Path) -> None:
     assert set(found) == {"top.pdf", "team/2024/march/deep.pdf"}
     info = os.lstat(deep)
     assert found["team/2024/march/deep.pdf"] == Seen(
-        "team/2024/march/deep.pdf", info.st_size, info.st_mtime_ns, True
+        "team/2024/march/deep.pdf", info.st_size, info.st_mtime_ns, True, (info.st_dev, info.st_ino)
     )
     assert found["top.pdf"].size == top.stat().st_size
 

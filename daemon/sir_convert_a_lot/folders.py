@@ -18,6 +18,27 @@ _WRITABLE_BY_OTHERS = stat.S_IWGRP | stat.S_IWOTH
 _CLAIMED_ORIGINAL = "source"  # spool.SOURCE: the user's file inside a job folder
 
 
+# Folders the daemon makes whatever the umask (the unit's is 0002, for the share): the state is
+# the service user's alone; failed/, archive/ and outbox/ are readable by the share, never
+# writable by it (security.md). The inbox is the share's own and keeps the umask's mode.
+RESULT_FOLDER_MODE = 0o755
+_MODES = {
+    "state": PRIVATE_DIR_MODE,
+    "failed": RESULT_FOLDER_MODE,
+    "archive": RESULT_FOLDER_MODE,
+    "outbox": RESULT_FOLDER_MODE,
+}
+
+
+def _make(path: Path, mode: int) -> None:
+    """Create ``path`` with exactly ``mode`` (kept as it is when it exists: the operator's)."""
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        return
+    os.chmod(path, mode | (os.stat(path).st_mode & stat.S_ISGID))
+
+
 def _inside(child: Path, parent: Path) -> bool:
     return child == parent or parent in child.parents
 
@@ -28,9 +49,9 @@ def prepare(paths: Paths) -> list[Path]:
     resolved: dict[str, Path] = {}
     for key, path in paths.named().items():
         try:
-            if key == "state":  # the parents may be the share's; the state is ours alone
+            if key in _MODES:  # the parents may be the share's; these folders are ours
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.mkdir(mode=PRIVATE_DIR_MODE, exist_ok=True)
+                _make(path, _MODES[key])
             else:
                 path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

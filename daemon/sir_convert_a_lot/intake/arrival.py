@@ -52,17 +52,28 @@ WRITER_OPEN = "open_for_writing"
 _NO_FOLLOW = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
 
 
+# What the checks look at: a path (tests, one-shot files) or an opener that walks a share by
+# descriptor (the daemon's inbox, where a folder on the way may be swapped for a link).
+Source = Path | Callable[[], int]
+
+
+def _open(source: Source) -> int:
+    if isinstance(source, Path):
+        return os.open(source, _NO_FOLLOW)
+    return source()
+
+
 class LeaseUnavailable(Exception):
     """The kernel will not tell: no CAP_LEASE for a file another user owns, a filesystem without
     leases (CIFS/NFS client mounts), or leases switched off (fs.leases-enable = 0)."""
 
 
-def writer_on_this_host(path: Path) -> bool:
+def writer_on_this_host(path: Source) -> bool:
     """True while any process on this host holds ``path`` open for writing. Not a regular file,
     or gone: False (preflight deals with it). Raises LeaseUnavailable when it cannot tell."""
     try:
-        fd = os.open(path, _NO_FOLLOW)
-    except OSError:
+        fd = _open(path)
+    except (OSError, ValueError):
         return False
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -80,12 +91,12 @@ def writer_on_this_host(path: Path) -> bool:
         os.close(fd)
 
 
-def missing_part(path: Path) -> str | None:
+def missing_part(path: Source) -> str | None:
     """Which part of a PDF has not arrived yet, or None when its ends are in place (or it is not
     a PDF at all, which preflight reports). Never follows links; unreadable counts as None."""
     try:
-        fd = os.open(path, _NO_FOLLOW)
-    except OSError:
+        fd = _open(path)
+    except (OSError, ValueError):
         return None
     try:
         info = os.fstat(fd)
@@ -165,8 +176,8 @@ class Arrivals:
         window: float,
         incomplete_wait: float,
         clock: Clock = time.monotonic,
-        writer_check: Callable[[Path], bool] = writer_on_this_host,
-        bytes_check: Callable[[Path], str | None] = missing_part,
+        writer_check: Callable[[Source], bool] = writer_on_this_host,
+        bytes_check: Callable[[Source], str | None] = missing_part,
     ) -> None:
         self.window = window
         self.incomplete_wait = incomplete_wait
@@ -186,7 +197,7 @@ class Arrivals:
     def forget(self, relative_path: str) -> None:
         self._waiting.pop(relative_path, None)
 
-    def writer_holds(self, path: Path) -> bool:
+    def writer_holds(self, path: Source) -> bool:
         """The lease check alone (also used right before a claim). When the kernel cannot tell,
         say so once (``lease_problem``) and answer False: the other checks still stand."""
         try:
@@ -196,7 +207,7 @@ class Arrivals:
                 self.lease_problem = str(exc)
             return False
 
-    def judge(self, relative_path: str, path: Path, size: int, mtime_ns: int) -> Verdict:
+    def judge(self, relative_path: str, path: Source, size: int, mtime_ns: int) -> Verdict:
         if self.writer_holds(path):
             return self._wait(relative_path, size, mtime_ns, WRITER_OPEN, limit=None)
         missing = self.bytes_check(path)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Collection
 
+from sir_convert_a_lot import sharefs
 from sir_convert_a_lot.config import Config
 from sir_convert_a_lot.intake.queue import Intake
 from sir_convert_a_lot.intake.watch import Seen
@@ -86,9 +87,21 @@ class Dispatcher:
                 self.config.options_for(profile),
                 current.size,
                 current.mtime_ns,
+                seen.identity,
             )
         except SourceBlocked as exc:
             self.intake.blocked.block(current, exc)
+            return True
+        except sharefs.Swapped as exc:
+            # A folder on its way became a link, or another file took its name, since it was
+            # seen: nothing is taken through it. What is there now is seen anew, if anything.
+            log.warning(
+                "source_swapped",
+                source=relative,
+                reason=str(exc),
+                effect="left alone; nothing was moved, read or converted through it",
+            )
+            self.intake.forget(relative)
             return True
         except OSError as exc:
             # The state folder is full, read-only or gone: the file stays in the inbox.

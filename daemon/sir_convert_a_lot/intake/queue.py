@@ -8,10 +8,13 @@ candidate. Dispatch takes candidates from the front and checks them once more be
 
 from __future__ import annotations
 
+import functools
 import os
+import stat
 from collections import deque
 from collections.abc import Callable
 
+from sir_convert_a_lot import sharefs
 from sir_convert_a_lot.config import Config
 from sir_convert_a_lot.intake.arrival import WRITER_OPEN, Arrivals
 from sir_convert_a_lot.intake.blocked import BlockedFiles
@@ -59,15 +62,32 @@ class Intake:
         relative = absolute[len(inbox) + 1 :]
         if is_ignored_path(tuple(relative.split("/")), self.config.watch.ignore):
             return
-        if is_folder or (os.path.isdir(absolute) and not os.path.islink(absolute)):
+        if is_folder:
             for found in scan(self.config.paths.inbox, self.config.watch.ignore, relative):
                 self.observe(found)
             return
-        seen = look(self.config.paths.inbox, relative)
+        info = sharefs.lstat(self.config.paths.inbox, relative) if relative else None
+        if info is not None and stat.S_ISDIR(info.st_mode):
+            for found in scan(self.config.paths.inbox, self.config.watch.ignore, relative):
+                self.observe(found)
+            return
+        seen = None if info is None else Seen.of(relative, info)
         if seen is None:
             self.forget(relative)
             return
         self.observe(seen)
+
+    def gone(self, relative: str) -> None:
+        """A watched file is no longer there. When a folder on its way became a link, it was
+        swapped (``source_swapped``): said, and nothing is followed through it."""
+        if sharefs.through_link(self.config.paths.inbox, relative):
+            log.warning(
+                "source_swapped",
+                source=relative,
+                reason="a folder on its way was replaced by a link or a file",
+                effect="left alone; nothing was moved, read or converted through it",
+            )
+        self.forget(relative)
 
     def forget(self, relative: str) -> None:
         self.stability.forget(relative)
@@ -115,7 +135,7 @@ class Intake:
         for relative in self.stability.due():
             seen = look(inbox, relative)
             if seen is None:
-                self.forget(relative)
+                self.gone(relative)
                 continue
             if not self.stability.settle(seen):
                 continue
@@ -132,8 +152,7 @@ class Intake:
         relative = seen.relative_path
         if not seen.is_regular or not has_pdf_suffix(relative):
             return True  # preflight refuses it with its own code; nothing to wait for
-        path = self.config.paths.inbox / relative
-        verdict = self.arrivals.judge(relative, path, seen.size, seen.mtime_ns)
+        verdict = self.arrivals.judge(relative, self._opener(relative), seen.size, seen.mtime_ns)
         self._report_lease_problem()
         if verdict.give_up:
             log.warning(
@@ -157,6 +176,10 @@ class Intake:
             )
         self.stability.observe(seen, verdict.wait_seconds)
         return False
+
+    def _opener(self, relative: str) -> Callable[[], int]:
+        """Opens the inbox file by descriptor walk: the checks never read through a link."""
+        return functools.partial(sharefs.open_file, self.config.paths.inbox, relative)
 
     def _log_waiting(self, relative: str, reason: str | None, size: int) -> None:
         if reason == WRITER_OPEN:
@@ -216,11 +239,19 @@ class Intake:
         relative = seen.relative_path
         current = look(self.config.paths.inbox, relative)
         if current is None:
+            self.gone(relative)
             return None
-        if (current.size, current.mtime_ns) != (seen.size, seen.mtime_ns):
+        if current.identity != seen.identity:
+            log.warning(
+                "source_swapped",
+                source=relative,
+                reason="another file took its name since it was seen",
+                effect="the file seen is not taken; the one there now is watched anew",
+            )
+        if current.state != seen.state:
             self.stability.observe(current)
             return None
-        if current.is_regular and self.arrivals.writer_holds(self.config.paths.inbox / relative):
+        if current.is_regular and self.arrivals.writer_holds(self._opener(relative)):
             # Opened for writing again since it settled: back to waiting.
             self._log_waiting(relative, WRITER_OPEN, current.size)
             self.stability.observe(current)

@@ -20,6 +20,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
+from sir_convert_a_lot import sharefs
 from sir_convert_a_lot.names import is_ignored_name, is_ignored_path
 
 Clock = Callable[[], float]
@@ -27,55 +28,57 @@ Clock = Callable[[], float]
 
 @dataclass(frozen=True)
 class Seen:
-    """What ``lstat`` said about an inbox entry."""
+    """What ``lstat`` said about an inbox entry; ``identity`` is which file it is (device and
+    inode), so that a claim takes this very file and not one swapped in under its name."""
 
     relative_path: str
     size: int
     mtime_ns: int
     is_regular: bool
+    identity: sharefs.FileId
+
+    @classmethod
+    def of(cls, relative_path: str, info: os.stat_result) -> Seen:
+        return cls(
+            relative_path,
+            info.st_size,
+            info.st_mtime_ns,
+            stat.S_ISREG(info.st_mode),
+            sharefs.file_id(info),
+        )
+
+    @property
+    def state(self) -> tuple[int, int, sharefs.FileId]:
+        """What must hold still for the file to count as stable."""
+        return (self.size, self.mtime_ns, self.identity)
 
 
 def look(inbox: Path, relative_path: str) -> Seen | None:
+    """The entry as it is now, walked by descriptor (None: gone, a folder, or a folder on its
+    way is no longer a real folder)."""
     try:
-        info = os.lstat(inbox / relative_path)
-    except OSError:
+        info = sharefs.lstat(inbox, relative_path)
+    except ValueError:
         return None
-    if stat.S_ISDIR(info.st_mode):
+    if info is None or stat.S_ISDIR(info.st_mode):
         return None
-    return Seen(relative_path, info.st_size, info.st_mtime_ns, stat.S_ISREG(info.st_mode))
+    return Seen.of(relative_path, info)
 
 
 def scan(inbox: Path, ignore: tuple[str, ...], below: str = "") -> Iterator[Seen]:
     """Every candidate entry under ``inbox/below``, never descending through symlinks and never
     entering ignored folders."""
-    stack = [below]
-    while stack:
-        relative_folder = stack.pop()
-        try:
-            with os.scandir(inbox / relative_folder) as entries:
-                listing = list(entries)
-        except (FileNotFoundError, NotADirectoryError, PermissionError):
-            continue
-        for entry in listing:
-            relative = f"{relative_folder}/{entry.name}" if relative_folder else entry.name
-            if is_ignored_name(entry.name, ignore) or is_ignored_path(
-                tuple(relative.split("/")), ignore
-            ):
-                continue
-            try:
-                info = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            if stat.S_ISDIR(info.st_mode):
-                stack.append(relative)
-                continue
-            yield Seen(relative, info.st_size, info.st_mtime_ns, stat.S_ISREG(info.st_mode))
+
+    def skip(name: str, relative: str) -> bool:
+        return is_ignored_name(name, ignore) or is_ignored_path(tuple(relative.split("/")), ignore)
+
+    for entry in sharefs.scan(inbox, skip, below):
+        yield Seen.of(entry.relative, entry.info)
 
 
 @dataclass
 class _Pending:
-    size: int
-    mtime_ns: int
+    state: tuple[int, int, sharefs.FileId]
     since: float
     window: float
 
@@ -102,8 +105,8 @@ class Stability:
         now = self.clock()
         current = self._pending.get(seen.relative_path)
         wanted = self.window if window is None else window
-        if current is None or (current.size, current.mtime_ns) != (seen.size, seen.mtime_ns):
-            self._pending[seen.relative_path] = _Pending(seen.size, seen.mtime_ns, now, wanted)
+        if current is None or current.state != seen.state:
+            self._pending[seen.relative_path] = _Pending(seen.state, now, wanted)
 
     def forget(self, relative_path: str) -> None:
         self._pending.pop(relative_path, None)
@@ -118,7 +121,7 @@ class Stability:
         current = self._pending.get(seen.relative_path)
         if current is None:
             return False
-        unchanged = (current.size, current.mtime_ns) == (seen.size, seen.mtime_ns)
+        unchanged = current.state == seen.state
         if unchanged and self.clock() - current.since >= current.window:
             del self._pending[seen.relative_path]
             return True

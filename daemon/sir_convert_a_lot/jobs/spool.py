@@ -22,22 +22,23 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from sir_convert_a_lot import sharefs
 from sir_convert_a_lot.config import Paths
+from sir_convert_a_lot.folders import RESULT_FOLDER_MODE
 from sir_convert_a_lot.fsutil import (
     PRIVATE_DIR_MODE,
     PRIVATE_FILE_MODE,
     entries,
     fsync_dir,
-    make_dirs_no_symlinks,
     make_private_dirs,
-    move_no_replace,
-    move_to_free_name,
+    open_dir,
     read_json,
     remove_tree,
     subfolders,
@@ -51,6 +52,9 @@ from sir_convert_a_lot.names import display, encode_for_record
 from sir_convert_a_lot.options import ConversionOptions
 
 SOURCE = "source"
+# archive/, failed/ and outbox/ folders the daemon makes: readable by the share, writable by the
+# service user alone, whatever the umask (the setgid bit of a share folder is kept).
+SHARED_RESULT_FOLDERS = sharefs.FolderMode(RESULT_FOLDER_MODE)
 RECORD = "job.json"
 STOPPED = ".stopped"  # instances/<instance>.stopped: when and which version last stopped
 
@@ -116,9 +120,11 @@ class Spool:
         options: ConversionOptions,
         size: int,
         mtime_ns: int,
+        identity: sharefs.FileId,
     ) -> Job | None:
-        """Move ``inbox/relative_path`` into a new job folder. None when another instance (or
-        the user) took the file first."""
+        """Move ``inbox/relative_path`` into a new job folder, only when it is still the very
+        file that was seen (``identity``). None when another instance (or the user) took the
+        file first; raises ``sharefs.Swapped`` when its folder or the file was swapped."""
         job = Job(
             job_id=new_job_id(),
             relative_path=relative_path,
@@ -130,21 +136,25 @@ class Spool:
             instance=self.instance,
         )
         building = self.my_tmp / job.job_id
-        source = self.paths.inbox / relative_path
         moving = False
         try:
             make_private_dirs(self.my_tmp)
             os.mkdir(building, PRIVATE_DIR_MODE)
             write_json_atomic(building / RECORD, job.to_record(), PRIVATE_FILE_MODE)
             moving = True
-            os.rename(source, building / SOURCE)
+            with open_dir(building) as building_fd:
+                sharefs.take(self.paths.inbox, relative_path, identity, building_fd, SOURCE)
+        except sharefs.Swapped:
+            remove_tree(building)  # nothing was moved out of the share
+            raise
         except OSError as exc:
             remove_tree(building)  # the source never left the inbox
             if moving and isinstance(exc, FileNotFoundError):
                 return None
             if moving and exc.errno in SOURCE_SIDE_ERRNOS:
                 # The job folder was just written, so the rename failed on the inbox's side.
-                raise SourceBlocked(relative_path, source.parent, exc) from exc
+                folder = self.paths.inbox.joinpath(*job.folder_parts)
+                raise SourceBlocked(relative_path, folder, exc) from exc
             raise
         try:
             fsync_dir(building)
@@ -153,12 +163,33 @@ class Spool:
         except OSError:
             # Give the file back rather than strand it until the next start's recovery.
             with contextlib.suppress(OSError):  # never over a newer file of the same name
-                move_no_replace(building / SOURCE, self.paths.inbox / relative_path)
+                self._give_back(building, job.folder_parts, job.name)
                 remove_tree(building)
             raise
         fsync_dir(self.my_claims)
         fsync_dir(self.my_tmp)
         return job
+
+    def _inbox_folders(self) -> sharefs.FolderMode:
+        """Folders recreated in the inbox are the share's: they take the inbox's own mode."""
+        return sharefs.FolderMode(stat.S_IMODE(os.stat(self.paths.inbox).st_mode))
+
+    def _give_back(self, job_folder: Path, parts: tuple[str, ...], name: str) -> str:
+        """The original in ``job_folder`` back into ``inbox/parts`` under a free name; into the
+        inbox itself when a folder on the way was swapped for a link (never through it)."""
+        with open_dir(job_folder) as fd:
+            try:
+                return sharefs.place(
+                    fd, SOURCE, self.paths.inbox, parts, name, self._inbox_folders()
+                )
+            except sharefs.NotAFolder:
+                return sharefs.place(fd, SOURCE, self.paths.inbox, (), name, self._inbox_folders())
+
+    def _set_aside(self, job_folder: Path, root: Path, parts: tuple[str, ...], name: str) -> str:
+        """The original in ``job_folder`` into the archive or failed folder (never writable by
+        the share, whatever the umask), under a free name; its relative path there."""
+        with open_dir(job_folder) as fd:
+            return sharefs.place(fd, SOURCE, root, parts, name, SHARED_RESULT_FOLDERS)
 
     # -- records ------------------------------------------------------------------------------
 
@@ -241,14 +272,15 @@ class Spool:
         names; the inbox name wins and the job's is dropped."""
         try:
             ours = os.lstat(job_folder / SOURCE)
-            theirs = os.lstat(self.paths.inbox / job.relative_path)
         except OSError:
             return False
-        return (ours.st_dev, ours.st_ino) == (theirs.st_dev, theirs.st_ino)
+        theirs = sharefs.lstat(self.paths.inbox, job.relative_path)
+        return theirs is not None and sharefs.file_id(ours) == sharefs.file_id(theirs)
 
     def _quarantine(self, job_folder: Path) -> None:
-        target = make_dirs_no_symlinks(self.paths.failed, ("_unrecoverable",))
-        move_to_free_name(job_folder / SOURCE, target, f"{job_folder.name}.bin")
+        self._set_aside(
+            job_folder, self.paths.failed, ("_unrecoverable",), f"{job_folder.name}.bin"
+        )
         remove_tree(job_folder)
 
     # -- leases and takeover ------------------------------------------------------------------
@@ -354,28 +386,30 @@ class Spool:
     def return_to_inbox(self, job: Job) -> Path:
         """Give the original back to the inbox under its own name (SIGTERM, or a file still
         being written). If the name was taken meanwhile, the original keeps a numbered name."""
-        folder = make_dirs_no_symlinks(self.paths.inbox, job.folder_parts)
-        target = move_to_free_name(self.source_path(job), folder, job.name)
+        placed = self._give_back(self.job_folder(job), job.folder_parts, job.name)
         remove_tree(self.job_folder(job))
-        return target
+        return self.paths.inbox / placed
 
     def archive(self, job: Job, mode: str) -> Path | None:
         """After success: into the archive (mirroring folders) or deleted."""
-        source = self.source_path(job)
         target: Path | None = None
         if mode == "delete":
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(source)
+                os.unlink(self.source_path(job))
         else:
-            folder = make_dirs_no_symlinks(self.paths.archive, job.folder_parts)
-            target = move_to_free_name(source, folder, job.name)
+            placed = self._set_aside(
+                self.job_folder(job), self.paths.archive, job.folder_parts, job.name
+            )
+            target = self.paths.archive / placed
         remove_tree(self.job_folder(job))
         return target
 
     def fail(self, job: Job, error: dict[str, Any], error_json: Path | None) -> Path:
         """After failure: the original into the failed folder, and a record for retry."""
-        folder = make_dirs_no_symlinks(self.paths.failed, job.folder_parts)
-        target = move_to_free_name(self.source_path(job), folder, job.name)
+        placed = self._set_aside(
+            self.job_folder(job), self.paths.failed, job.folder_parts, job.name
+        )
+        target = self.paths.failed / placed
         record = {
             "job_id": job.job_id,
             "relative_path": display(job.relative_path),
