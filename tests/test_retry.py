@@ -132,3 +132,68 @@ def test_folders_retry_makes_in_the_inbox_belong_to_the_inboxs_owner_and_group(
     assert code == 0, out
     made = os.stat(config.paths.inbox / "team")
     assert (made.st_uid, made.st_gid, stat.S_IMODE(made.st_mode)) == (65534, 4242, 0o2775)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root's retry is the case: it must not follow")
+def test_roots_retry_refuses_an_inbox_folder_swapped_for_a_link_and_moves_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config_path, config = _failed(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (config.paths.inbox / "team").rmdir()
+    (config.paths.inbox / "team").symlink_to(elsewhere, target_is_directory=True)
+
+    code, out = _retry(config_path, capsys, "crashed.pdf")
+
+    assert code == 1
+    [line] = [line for line in out.splitlines() if line.startswith("team/crashed.pdf")]
+    assert (
+        "refused: in the inbox" in line and "symbolic link" in line and "nothing was moved" in line
+    )
+    assert list(elsewhere.iterdir()) == []
+    assert len(files_under(config.paths.failed)) == len(FAILURES)
+
+
+_AS_SHARE_USER = """
+import os, sys
+from sir_convert_a_lot.ops.cli import main
+# Everything imported while still root: the interpreter's own files may be root's alone.
+import secrets, tomllib, binascii, json, hashlib, socket
+import sir_convert_a_lot.ops.retry, sir_convert_a_lot.ops.commands.retry, sir_convert_a_lot.config
+os.setgroups([4242]); os.setgid(4242); os.setuid(65534)
+sys.exit(main(["--config", sys.argv[1], "retry", "--all"]))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as a share-group member")
+def test_a_share_group_member_may_not_retry_and_nothing_moves(
+    request: pytest.FixtureRequest,
+) -> None:
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="sca-retry-"))
+    request.addfinalizer(lambda: shutil.rmtree(root, ignore_errors=True))
+    root.chmod(0o755)
+    config_path, config = _failed(root)
+    config_path.chmod(0o644)
+    for folder in (config.paths.state, config.paths.state / "failures"):
+        os.chown(folder, 0, 4242)  # the group may read what failed, as status needs
+        folder.chmod(0o750)
+
+    done = subprocess.run(
+        [sys.executable, "-c", _AS_SHARE_USER, str(config_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 2, done.stderr
+    assert "retry runs as root or as the service user" in done.stderr
+    assert "nothing was moved" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert len(files_under(config.paths.failed)) == len(FAILURES)
+    assert files_under(config.paths.inbox) == []

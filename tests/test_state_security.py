@@ -309,7 +309,7 @@ def test_retry_refuses_forged_failure_records_and_moves_nothing(
     out = capsys.readouterr().out
     assert code == 1
     assert out.count("refused: the failure record") == 5, out
-    assert "climbs or has empty parts" in out and "leads outside" in out
+    assert "climbs or has empty parts" in out and "leads through failed/" in out
     assert "not written by the daemon" in out
     assert secret.read_bytes() == b"%PDF-1.4 private"
     assert files_under(paths.inbox) == []

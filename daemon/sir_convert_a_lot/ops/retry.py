@@ -15,15 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sir_convert_a_lot import sharefs
 from sir_convert_a_lot.config import Config
 from sir_convert_a_lot.errors import ConfigError, ErrorCode
 from sir_convert_a_lot.folders import state_problem
-from sir_convert_a_lot.fsutil import (
-    OutsideFolder,
-    inside_folder,
-    make_dirs_no_symlinks,
-    move_to_free_name,
-)
+from sir_convert_a_lot.fsutil import OutsideFolder, check_relative
 from sir_convert_a_lot.jobs.spool import Spool
 from sir_convert_a_lot.names import decode_from_record, display
 
@@ -73,6 +69,7 @@ def retry(config: Config, selection: RetrySelection) -> list[Retried]:
     record names is proven to lie inside its folder first: a record is data that whoever could
     write the state folder could have forged, and retry often runs as root."""
     spool = Spool(config.paths, instance="retry")
+    refuse_other_users(config.paths.state)
     refuse_untrusted_state(config.paths.state, spool.failures_root)
     results: list[Retried] = []
     for record in spool.failure_records():
@@ -101,6 +98,22 @@ def retry(config: Config, selection: RetrySelection) -> list[Retried]:
     return results
 
 
+def refuse_other_users(state: Path) -> None:
+    """Only root and the service user (the owner of the state folder) may move failed
+    originals: anyone else, a share-group member included, is refused before anything moves."""
+    me = os.geteuid()
+    try:
+        owner = os.lstat(state).st_uid
+    except OSError as exc:
+        raise ConfigError(f"paths.state: {state}: {exc.strerror}; retry moved nothing") from None
+    if me not in (0, owner):
+        raise ConfigError(
+            f"retry runs as root or as the service user (uid {owner}, the owner of {state}), "
+            f"not as uid {me}; ask the operator (sudo -u <service user> sir-convert retry); "
+            "nothing was moved"
+        )
+
+
 def refuse_untrusted_state(state: Path, failures: Path) -> None:
     """Records in a state folder others may write could name any file: act on none of them."""
     for folder in (state, failures):
@@ -122,8 +135,8 @@ def _retry_one(config: Config, record: dict[str, Any], relative: str, failed_rel
             "user owns it); nothing was moved",
         )
     try:
-        source = inside_folder(config.paths.failed, failed_rel, "its failed_path")
-        inside_folder(config.paths.inbox, relative, "its relative_path")
+        source_parts = tuple(check_relative(failed_rel, "its failed_path"))
+        inbox_parts = tuple(check_relative(relative, "its relative_path"))
     except OutsideFolder as exc:
         return Retried(
             shown,
@@ -132,11 +145,40 @@ def _retry_one(config: Config, record: dict[str, Any], relative: str, failed_rel
             "nothing was moved",
         )
     try:
-        info = os.lstat(source)
+        with sharefs.folder(config.paths.failed, source_parts[:-1]) as failed_fd:
+            return _move_back(config, record_path, shown, failed_fd, source_parts[-1], inbox_parts)
+    except sharefs.NotAFolder as exc:
+        return Retried(
+            shown,
+            None,
+            f"refused: the failure record {record_path} leads through failed/, where "
+            f"{exc.strerror}; nothing was moved",
+        )
     except FileNotFoundError:
-        with contextlib.suppress(FileNotFoundError):
-            record_path.unlink()
-        return Retried(shown, None, "the failed original is no longer there")
+        return _gone(record_path, shown)
+
+
+def _gone(record_path: Path, shown: str) -> Retried:
+    with contextlib.suppress(FileNotFoundError):
+        record_path.unlink()
+    return Retried(shown, None, "the failed original is no longer there")
+
+
+def _move_back(
+    config: Config,
+    record_path: Path,
+    shown: str,
+    failed_fd: int,
+    name: str,
+    inbox_parts: tuple[str, ...],
+) -> Retried:
+    """The original (``name`` in the failed folder ``failed_fd``) back to its inbox folder,
+    every folder of the way walked without following a link: a share user may have swapped one
+    for a link to anywhere, and retry often runs as root."""
+    try:
+        info = os.stat(name, dir_fd=failed_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return _gone(record_path, shown)
     if not stat.S_ISREG(info.st_mode):
         return Retried(
             shown,
@@ -144,25 +186,21 @@ def _retry_one(config: Config, record: dict[str, Any], relative: str, failed_rel
             "the failed original is not a regular file (a symbolic link?); "
             "retry moves regular files only",
         )
-    folder = _inbox_folder(config.paths.inbox, Path(relative).parent.parts)
-    target = move_to_free_name(source, folder, Path(relative).name)
+    model = os.stat(config.paths.inbox)
+    # Folders made here take the inbox's owner, group and mode: retry often runs as root, and
+    # a root-owned 0755 folder would block the very file it brings back.
+    like_inbox = sharefs.FolderMode(stat.S_IMODE(model.st_mode), (model.st_uid, model.st_gid))
+    try:
+        placed = sharefs.place(
+            failed_fd, name, config.paths.inbox, inbox_parts[:-1], inbox_parts[-1], like_inbox
+        )
+    except sharefs.NotAFolder as exc:
+        return Retried(
+            shown,
+            None,
+            f"refused: in the inbox, {exc.strerror} (swapped by someone on the share?); "
+            "nothing was moved",
+        )
     with contextlib.suppress(FileNotFoundError):
         record_path.unlink()
-    return Retried(shown, display(str(target.relative_to(config.paths.inbox))))
-
-
-def _inbox_folder(inbox: Path, parts: tuple[str, ...]) -> Path:
-    """``inbox/parts...``; the folders made here take the inbox's owner, group and mode. retry
-    often runs as root, and a root-owned 0755 folder would block the very file it brings back:
-    the service user could not move it out of there."""
-    model = os.stat(inbox)
-    current = inbox
-    for part in parts:
-        created = not os.path.lexists(current / part)
-        current = make_dirs_no_symlinks(current, (part,))
-        if created:
-            with contextlib.suppress(OSError):  # only root may give a folder away
-                os.chown(current, model.st_uid, model.st_gid, follow_symlinks=False)
-            with contextlib.suppress(OSError):
-                os.chmod(current, stat.S_IMODE(model.st_mode))
-    return current
+    return Retried(shown, display(placed))
