@@ -5,6 +5,7 @@ worker stopped for one job settles every thread waiting on it."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from dataclasses import replace
@@ -347,3 +348,37 @@ def test_a_job_past_its_limit_among_others_is_tried_alone_before_it_fails(tmp_pa
     # it went in twice: beside the fast one, then again (alone) where the timeout was its own
     assert sum(slow_id in _requested(transport) for transport in made) == 2
     bench.engine.stop()
+
+
+def test_a_job_taken_over_while_queued_is_forgotten_with_lease_lost_not_deferred(
+    tmp_path: Path,
+) -> None:
+    """The stale instance (presumed dead, its job taken over while still queued here) wakes:
+    it publishes nothing, says ``lease_lost`` once and forgets the job, instead of deferring
+    and retrying it every minute."""
+    from structlog.testing import capture_logs
+
+    config = load_config(tmp_path)
+    engine = Engine(config, UNLOCK, instance=config.instances.name, transport=ScriptedTransport)
+    engine.start()
+    stale = Spool(config.paths, config.instances.name)
+    startup.prepare_folders(config, stale)
+    info = make_pdf(config.paths.inbox / "a.pdf").stat()
+    job = stale.claim("a.pdf", None, config.defaults, info.st_size, info.st_mtime_ns, file_id(info))
+    assert job is not None
+    live = Spool(config.paths, "live-instance")
+    live.ensure_layout()
+    stale.lease_path.unlink(missing_ok=True)
+    old = time.time() - 3600
+    os.utime(stale.my_claims, (old, old))
+    [taken] = live.take_over_dead(lease_seconds=5)
+    try:
+        with capture_logs() as logged:
+            outcome = JobRunner(config, UNLOCK, stale, engine).run(job)
+    finally:
+        engine.stop()
+
+    assert (outcome.status, outcome.code) == (Status.RETURNED, "lease_lost")
+    assert [e["event"] for e in logged if e["log_level"] in ("warning", "error")] == ["lease_lost"]
+    assert list(config.paths.outbox.iterdir()) == []
+    assert live.source_path(taken).exists()  # the live instance's job is untouched

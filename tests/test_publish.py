@@ -14,7 +14,9 @@ from sir_convert_a_lot.jobs.publish import (
     ERROR,
     MARKDOWN,
     SIDECAR,
+    NameTaken,
     choose_stem,
+    folder_key,
     output_folder,
     remove_extras,
     remove_superseded_error,
@@ -22,6 +24,8 @@ from sir_convert_a_lot.jobs.publish import (
     write_outputs,
     write_pictures,
 )
+from sir_convert_a_lot.jobs.reservations import Reservations
+from sir_convert_a_lot.sharefs import ShareDir
 from tests.helpers import files_under
 
 JOB = "job_" + "a" * 32
@@ -147,8 +151,10 @@ def test_a_refused_reservation_moves_on_to_the_next_number(tmp_path: Path) -> No
         asked.append((folder, key))
         return key != "report"
 
-    assert _stem(tmp_path, "Report.pdf", "Report.pdf", reserve=reserve) == "Report (2)"
-    assert asked == [(str(tmp_path), "report"), (str(tmp_path), "report (2)")]
+    assert (
+        _stem(tmp_path, "Report.pdf", "Report.pdf", reserve=reserve, where="team") == "Report (2)"
+    )
+    assert asked == [("team", "report"), ("team", "report (2)")]
 
 
 def test_a_taken_name_is_never_offered_for_reservation(tmp_path: Path) -> None:
@@ -382,8 +388,8 @@ def test_output_folder_creates_nested_real_folders(tmp_path: Path) -> None:
 
     folder = output_folder(outbox, ("scans", "2024", "march"))
 
-    assert folder == outbox / "scans" / "2024" / "march"
-    assert folder.is_dir()
+    assert folder.path == outbox / "scans" / "2024" / "march"
+    assert folder.path.is_dir()
     assert output_folder(outbox, ("scans", "2024", "march")) == folder  # again: no error
 
 
@@ -439,3 +445,43 @@ def test_output_folder_refuses_components_that_leave_the_outbox(tmp_path: Path, 
         output_folder(outbox, ("scans", bad, "x"))
 
     assert not (tmp_path / "x").exists()
+
+
+# -- one share, two mount paths, no replacing ---------------------------------------------------
+
+
+def test_two_mount_paths_of_one_outbox_hold_the_same_names(tmp_path: Path) -> None:
+    """Instances mounting the share at different paths (here a second path by a link) share
+    the state folder; a name one holds is refused to the other, whatever the case."""
+    outbox = tmp_path / "outbox"
+    (outbox / "Team").mkdir(parents=True)
+    other_mount = tmp_path / "other-mount"
+    other_mount.symlink_to(outbox, target_is_directory=True)
+    held = Reservations(tmp_path / "state" / "reservations")
+    first = output_folder(outbox, ("Team",))
+    second = output_folder(other_mount, ("Team",))
+
+    def stem(folder: ShareDir, name: str, job: str, parts: tuple[str, ...]) -> str:
+        return choose_stem(
+            folder,
+            name,
+            f"{parts[0]}/{name}",
+            on_collision="suffix",
+            reserve=lambda where, key: held.reserve(where, key, job),
+            where=folder_key(parts),
+        )
+
+    assert stem(first, "report.pdf", JOB, ("Team",)) == "report"
+    assert stem(second, "Report.pdf", OTHER_JOB, ("team",)) == "Report (2)"
+
+
+def test_placement_never_replaces_a_name_taken_meanwhile(tmp_path: Path) -> None:
+    (tmp_path / "report.json").write_bytes(b"someone else's")
+
+    with pytest.raises(NameTaken):
+        write_outputs(
+            tmp_path, "report", JOB, [(MARKDOWN, b"# md\n"), (SIDECAR, b"{}")], replace_own=False
+        )
+
+    assert (tmp_path / "report.json").read_bytes() == b"someone else's"
+    assert sorted(os.listdir(tmp_path)) == ["report.json"]  # its own Markdown went again

@@ -651,14 +651,14 @@ def test_a_reservation_is_held_for_one_job(paths: Paths) -> None:
 
 def test_only_the_holder_releases_a_reservation(paths: Paths) -> None:
     spool = started(paths, ME)
-    folder = paths.outbox / "team"
-    spool.reservations.reserve(str(folder), collision_key("Report"), "job_a")
+    folder = "team"
+    spool.reservations.reserve(folder, collision_key("Report"), "job_a")
 
     spool.reservations.release(folder, "Report", "job_b")
-    assert spool.reservations.reserve(str(folder), collision_key("Report"), "job_b") is False
+    assert spool.reservations.reserve(folder, collision_key("Report"), "job_b") is False
 
     spool.reservations.release(folder, "REPORT", "job_a")
-    assert spool.reservations.reserve(str(folder), collision_key("Report"), "job_b") is True
+    assert spool.reservations.reserve(folder, collision_key("Report"), "job_b") is True
 
 
 def test_drop_orphan_reservations_keeps_those_of_live_jobs(paths: Paths) -> None:

@@ -32,7 +32,7 @@ _NOT_A_FOLDER = (errno.ELOOP, errno.ENOTDIR, errno.EMLINK)
 FileId = tuple[int, int]  # (st_dev, st_ino): which file, whatever its name
 
 
-class NotAFolder(OSError):
+class NotAFolder(NotADirectoryError):
     """A component of a share path is a symbolic link, or not a folder at all."""
 
     def __init__(self, root: Path, parts: tuple[str, ...]) -> None:
@@ -122,6 +122,29 @@ def folder(root: Path, parts: tuple[str, ...], create: FolderMode | None = None)
         yield fd
     finally:
         os.close(fd)
+
+
+@dataclass(frozen=True)
+class ShareDir:
+    """A folder under a share root, named by its parts: every use opens it anew by descriptor
+    walk, so a path string is never trusted between two calls."""
+
+    root: Path
+    parts: tuple[str, ...] = ()
+
+    @property
+    def path(self) -> Path:
+        """For messages and records only; never opened as a string."""
+        return self.root.joinpath(*self.parts)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def child(self, name: str) -> ShareDir:
+        return ShareDir(self.root, (*self.parts, name))
+
+    def open(self, create: FolderMode | None = None) -> contextlib.AbstractContextManager[int]:
+        return folder(self.root, self.parts, create)
 
 
 def lstat(root: Path, relative: str) -> os.stat_result | None:

@@ -35,7 +35,9 @@ from sir_convert_a_lot.jobs.publish import (
     ERROR,
     MARKDOWN,
     SIDECAR,
+    NameTaken,
     choose_stem,
+    folder_key,
     output_folder,
     remove_extras,
     remove_superseded_error,
@@ -46,9 +48,12 @@ from sir_convert_a_lot.jobs.publish import (
 )
 from sir_convert_a_lot.jobs.sidecar import Execution, SourceInfo, error_document, success_document
 from sir_convert_a_lot.ops import logs
+from sir_convert_a_lot.sharefs import ShareDir
 from sir_convert_a_lot.versions import component_versions
 
 log = logs.get()
+
+_NAME_TRIES = 5  # final placement found a name taken: choose again, this many times at most
 
 
 @dataclass
@@ -80,6 +85,7 @@ class Endings:
         self.engine = engine
         self.clock = clock
         self._versions: dict[str, str] | None = None
+        self._fresh_names: set[str] = set()  # jobs whose stem this attempt chose
 
     @property
     def versions(self) -> dict[str, str]:
@@ -92,6 +98,16 @@ class Endings:
     # -- the two endings ----------------------------------------------------------------------
 
     def succeed(
+        self, attempt: Attempt, answer: Converted, policy_warnings: tuple[str, ...]
+    ) -> Outcome:
+        for _try in range(_NAME_TRIES):
+            try:
+                return self._succeed(attempt, answer, policy_warnings)
+            except NameTaken as taken:
+                self._rename_after(attempt, taken)
+        raise FileExistsError(f"no output name stayed free for {attempt.job.relative_path!r}")
+
+    def _succeed(
         self, attempt: Attempt, answer: Converted, policy_warnings: tuple[str, ...]
     ) -> Outcome:
         publish_started = time.monotonic()
@@ -147,6 +163,25 @@ class Endings:
         )
 
     def fail(self, attempt: Attempt, failure: JobFailure) -> Outcome:
+        for _try in range(_NAME_TRIES):
+            try:
+                return self._fail(attempt, failure)
+            except NameTaken as taken:
+                self._rename_after(attempt, taken)
+        raise FileExistsError(f"no output name stayed free for {attempt.job.relative_path!r}")
+
+    def _rename_after(self, attempt: Attempt, taken: NameTaken) -> None:
+        """Final placement found a name taken by a file this job did not write (placement never
+        replaces one): the job gives up that stem and the next try chooses a free one."""
+        job = attempt.job
+        if job.output_stem is not None:
+            folder = output_folder(self.config.paths.outbox, job.folder_parts)
+            remove_extras(folder, job.output_stem)  # its own pictures and docling JSON
+            self._release(job)
+        attempt.bound.warning("output_name_taken", reason=str(taken), effect="choosing the next")
+        attempt.job = self.custody.update(job, output_stem=None)
+
+    def _fail(self, attempt: Attempt, failure: JobFailure) -> Outcome:
         facts = attempt.facts or self.facts_anyway(attempt.job)
         folder, job = self._named(attempt.job)
         assert job.output_stem is not None
@@ -202,7 +237,7 @@ class Endings:
 
     # -- the publish step ---------------------------------------------------------------------
 
-    def _named(self, job: Job) -> tuple[Path, Job]:
+    def _named(self, job: Job) -> tuple[ShareDir, Job]:
         """The job's output folder, and the job with its output stem chosen and reserved
         (kept from an earlier attempt, whose temporaries are cleared)."""
         folder = output_folder(self.config.paths.outbox, job.folder_parts)
@@ -216,19 +251,29 @@ class Endings:
             on_collision=self.config.output.on_collision,
             reserve=lambda where, key: self.custody.reservations.reserve(where, key, job.job_id),
             longest=DOCLING_JSON if "docling_json" in job.options.formats else ERROR,
+            where=folder_key(job.folder_parts),
         )
-        return folder, self.custody.update(job, output_stem=stem)
+        job = self.custody.update(job, output_stem=stem)
+        self._fresh_names.add(job.job_id)
+        return folder, job
 
     def _publish(
         self,
-        folder: Path,
+        folder: ShareDir,
         job: Job,
         files: list[tuple[str, bytes]],
         phase: Phase,
         error: dict[str, Any],
     ) -> dict[str, Path]:
         assert job.output_stem is not None
-        published = write_outputs(folder, job.output_stem, job.job_id, files)
+        # A stem chosen in this attempt is placed without replacing anything; one recorded by
+        # an earlier attempt is this job's own, whose half-done files a redo replaces.
+        fresh = job.job_id in self._fresh_names
+        replace_own = not fresh or self.config.output.on_collision == "replace"
+        published = write_outputs(
+            folder, job.output_stem, job.job_id, files, replace_own=replace_own
+        )
+        self._fresh_names.discard(job.job_id)
         if phase is Phase.PUBLISHED:
             remove_superseded_error(folder, job.output_stem, job.relative_path)
             job = self.custody.update(job, phase=phase)
@@ -236,13 +281,13 @@ class Endings:
         else:
             job = self.custody.update(job, phase=phase, outcome=error)
             self.custody.fail(job, error, published.paths[ERROR])
-        self.custody.reservations.release(folder, published.stem, job.job_id)
+        self._release(job)
         return published.paths
 
     def _release(self, job: Job) -> None:
         if job.output_stem is not None:
-            folder = output_folder(self.config.paths.outbox, job.folder_parts)
-            self.custody.reservations.release(folder, job.output_stem, job.job_id)
+            where = folder_key(job.folder_parts)
+            self.custody.reservations.release(where, job.output_stem, job.job_id)
 
     def _error_json_of(self, job: Job) -> Path | None:
         if job.output_stem is None:

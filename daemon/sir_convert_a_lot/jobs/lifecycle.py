@@ -100,6 +100,8 @@ class JobRunner:
             except EngineStartError:
                 raise
             except Exception as exc:  # noqa: BLE001 - one job's fault must not stop the others
+                if not self.custody.still_mine(job):
+                    return self._lease_lost(job, exc)
                 return self._after_unexpected(job, exc)
             if isinstance(ended, Outcome):
                 return ended
@@ -254,8 +256,7 @@ class JobRunner:
             # for stability again, and the new claim starts with no attempt counted.
             return self.endings.give_back(attempt, "source_changed_during_conversion", **changed)
         if not self.custody.still_mine(job):
-            attempt.bound.warning("job_taken_over_by_another_instance")
-            return Outcome(job.job_id, Status.RETURNED)
+            return self._lease_lost(job, None)
         if isinstance(answer, Failed):
             attempt.timings, attempt.pages = answer.timings_ms, answer.pages
             failure = JobFailure(ErrorCode(answer.code), answer.message, **answer.details)
@@ -263,6 +264,18 @@ class JobRunner:
         return self.endings.succeed(attempt, answer, decision.warnings)
 
     # -- when the lifecycle itself fails ------------------------------------------------------
+
+    def _lease_lost(self, job: Job, error: Exception | None) -> Outcome:
+        """Another instance took this job over while we were presumed dead: it is theirs now.
+        Nothing is published, nothing retried; the job is forgotten here at once."""
+        log.warning(
+            "lease_lost",
+            job_id=job.job_id,
+            source=job.relative_path,
+            cause=f"{type(error).__name__}: {error}" if error else "taken over before publishing",
+            effect="another instance holds this job now; nothing published, forgotten here",
+        )
+        return Outcome(job.job_id, Status.RETURNED, "lease_lost")
 
     def _after_unexpected(self, job: Job, error: Exception) -> Outcome:
         """A bug or an environment fault (not the file's) ended the job: a retryable failure,

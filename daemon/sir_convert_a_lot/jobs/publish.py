@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import stat
@@ -21,16 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sir_convert_a_lot.fsutil import (
-    dump_json,
-    fsync_dir,
-    fsync_dir_fd,
-    make_dirs_no_symlinks,
-    numbered,
-    open_dir,
-    read_json,
-)
+from sir_convert_a_lot.folders import RESULT_FOLDER_MODE
+from sir_convert_a_lot.fsutil import dump_json, fsync_dir_fd, numbered
 from sir_convert_a_lot.names import NAME_MAX, collision_key, display, shorten, split_suffix
+from sir_convert_a_lot.sharefs import FolderMode, ShareDir, rename_no_replace
 
 MARKDOWN = ".md"
 SIDECAR = ".json"
@@ -46,7 +41,16 @@ _OUR_PICTURE = re.compile(r"picture-[0-9]{4,6}\.png")
 
 # Reservations: while a job is between choosing a stem and renaming its sidecar, the stem is
 # held in the state folder so another instance publishing into the same folder cannot pick it.
+# ``where`` is the folder's key within the share (never the path it is mounted at).
 Reserve = Callable[[str, str], bool]
+Folder = Path | ShareDir  # a bare Path is a folder we trust as given (tests, one-shot output)
+
+# Output folders the daemon makes: readable by the share, writable by the service user alone.
+RESULT_FOLDERS = FolderMode(RESULT_FOLDER_MODE)
+
+
+class NameTaken(FileExistsError):
+    """Final placement found the name taken by a file this job did not write."""
 
 
 @dataclass(frozen=True)
@@ -57,42 +61,60 @@ class Published:
     sha256: dict[str, str]
 
 
-def output_folder(outbox: Path, folder_parts: tuple[str, ...]) -> Path:
-    return make_dirs_no_symlinks(outbox, folder_parts)
+def _dir(folder: Folder) -> ShareDir:
+    return folder if isinstance(folder, ShareDir) else ShareDir(folder)
+
+
+def folder_key(parts: tuple[str, ...]) -> str:
+    """A result folder's reservation key: its parts within the share, compared as names are
+    (case-insensitively after NFC), so instances mounting the share at different paths, and
+    folders a case-insensitive client sees as one, agree."""
+    return "/".join(collision_key(part) for part in parts)
+
+
+def output_folder(outbox: Path, folder_parts: tuple[str, ...]) -> ShareDir:
+    """The job's folder in the outbox, made (0755, whatever the umask) where missing; every
+    component a real folder, never a link."""
+    where = ShareDir(outbox, folder_parts)
+    with where.open(RESULT_FOLDERS):
+        pass
+    return where
 
 
 def choose_stem(
-    folder: Path,
+    folder: Folder,
     source_name: str,
     relative_path: str,
     *,
     on_collision: str,
     reserve: Reserve,
     longest: str = ERROR,
+    where: str = "",
 ) -> str:
     """The first free stem for this source in ``folder``. A stem is free when no member of its
     family (.md, .json, .error.json, .docling.json, _artifacts) exists, except an earlier
     ``.error.json`` of this same source, which a new result supersedes. ``longest``: the
-    longest suffix the job will write (the stem is shortened so that it fits)."""
+    longest suffix the job will write (the stem is shortened so that it fits); ``where``: the
+    folder's reservation key."""
     base = base_stem(source_name, longest)
     if on_collision == "replace":
         return base
-    with open_dir(folder) as fd:
+    with _dir(folder).open() as fd:
         existing = {collision_key(name): name for name in os.listdir(fd)}
-    for number in range(1, 100_000):
-        stem = numbered(base, "", number)
-        blockers = [
-            existing[collision_key(stem + kind)]
-            for kind in FAMILY
-            if collision_key(stem + kind) in existing
-        ]
-        blockers = [
-            name
-            for name in blockers
-            if not (name.endswith(ERROR) and _same_source(folder / name, relative_path))
-        ]
-        if not blockers and reserve(str(folder), collision_key(stem)):
-            return stem
+        for number in range(1, 100_000):
+            stem = numbered(base, "", number)
+            blockers = [
+                existing[collision_key(stem + kind)]
+                for kind in FAMILY
+                if collision_key(stem + kind) in existing
+            ]
+            blockers = [
+                name
+                for name in blockers
+                if not (name.endswith(ERROR) and _same_source(fd, name, relative_path))
+            ]
+            if not blockers and reserve(where, collision_key(stem)):
+                return stem
     raise FileExistsError(f"no free output name for {display(source_name)!r} in {folder}")
 
 
@@ -102,9 +124,13 @@ def base_stem(source_name: str, longest: str = ERROR) -> str:
     return shorten(split_suffix(source_name)[0], NAME_MAX - room)
 
 
-def _same_source(error_json: Path, relative_path: str) -> bool:
+def _same_source(dir_fd: int, error_json: str, relative_path: str) -> bool:
     try:
-        data = read_json(error_json, limit=1 << 20)
+        fd = os.open(error_json, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                return False
+            data = json.loads(handle.read(1 << 20))
         source = data.get("source", {})
     except (OSError, ValueError, AttributeError):
         return False
@@ -115,38 +141,59 @@ def _same_source(error_json: Path, relative_path: str) -> bool:
 
 
 def write_outputs(
-    folder: Path, stem: str, job_id: str, files: list[tuple[str, bytes]]
+    folder: Folder,
+    stem: str,
+    job_id: str,
+    files: list[tuple[str, bytes]],
+    *,
+    replace_own: bool = True,
 ) -> Published:
     """Write each (kind, content) as ``stem+kind`` in order, each via a temporary name, fsynced
-    and renamed; the last one (the sidecar) marks completion."""
+    and renamed; the last one (the sidecar) marks completion. ``replace_own``: the names are
+    this job's own from an earlier attempt (a redo) or the operator chose ``replace``; else
+    placement never replaces anything and a taken name raises NameTaken (what was placed
+    before it is removed again)."""
+    where = _dir(folder)
     paths: dict[str, Path] = {}
     sizes: dict[str, int] = {}
     digests: dict[str, str] = {}
-    with open_dir(folder) as fd:
+    with where.open() as fd:
+        placed: list[str] = []
         for kind, content in files:
             final = stem + kind
             tmp = f"{TMP_PREFIX}{job_id}{kind}"
             _write_new(fd, tmp, content)
-            os.rename(tmp, final, src_dir_fd=fd, dst_dir_fd=fd)
+            if replace_own:
+                os.rename(tmp, final, src_dir_fd=fd, dst_dir_fd=fd)
+            else:
+                try:
+                    rename_no_replace(fd, tmp, fd, final)
+                except FileExistsError:
+                    for name in [tmp, *placed]:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(name, dir_fd=fd)
+                    raise NameTaken(f"{final} appeared in {where.path} meanwhile") from None
+            placed.append(final)
             fsync_dir_fd(fd)
-            paths[kind] = folder / final
+            paths[kind] = where / final
             sizes[kind] = len(content)
             digests[kind] = hashlib.sha256(content).hexdigest()
     return Published(stem, paths, sizes, digests)
 
 
 def write_pictures(
-    folder: Path, stem: str, job_id: str, pictures: tuple[tuple[str, bytes], ...]
+    folder: Folder, stem: str, job_id: str, pictures: tuple[tuple[str, bytes], ...]
 ) -> None:
     """Write the pictures into ``folder/<stem>_artifacts/``, each via a temporary name, fsynced
     and renamed, before the Markdown and the sidecar. Pictures there by our own naming that are
     not in this set (an earlier attempt's, or those of the result this one replaces) go."""
     name = stem + ARTIFACTS
-    if not pictures and not _real_folder(folder / name):
+    where = _dir(folder)
+    if not pictures and not _real_folder(where, name):
         return
-    target = make_dirs_no_symlinks(folder, (name,))
+    target = where.child(name)
     keep = {picture for picture, _content in pictures}
-    with open_dir(target) as fd:
+    with target.open(RESULT_FOLDERS) as fd:
         for picture, content in pictures:
             tmp = f"{TMP_PREFIX}{job_id}-{picture}"
             _write_new(fd, tmp, content)
@@ -157,22 +204,23 @@ def write_pictures(
                     os.unlink(entry, dir_fd=fd)
         fsync_dir_fd(fd)
     if not pictures:
-        with contextlib.suppress(OSError):  # not empty: someone else's files stay
-            os.rmdir(target)
-    fsync_dir(folder)
+        with where.open() as parent, contextlib.suppress(OSError):  # not empty: others' files
+            os.rmdir(name, dir_fd=parent)
+            fsync_dir_fd(parent)
 
 
-def remove_extras(folder: Path, stem: str) -> None:
+def remove_extras(folder: Folder, stem: str) -> None:
     """Remove a stem's pictures (by our naming) and its docling JSON: what an attempt that was
     killed while publishing left, when the job then fails."""
     write_pictures(folder, stem, "", ())
-    with contextlib.suppress(OSError):
-        os.unlink(folder / (stem + DOCLING_JSON))
+    with _dir(folder).open() as fd, contextlib.suppress(OSError):
+        os.unlink(stem + DOCLING_JSON, dir_fd=fd)
 
 
-def _real_folder(path: Path) -> bool:
+def _real_folder(folder: ShareDir, name: str) -> bool:
     try:
-        return stat.S_ISDIR(os.lstat(path).st_mode)
+        with folder.open() as fd:
+            return stat.S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode)
     except FileNotFoundError:
         return False
 
@@ -195,31 +243,32 @@ def _write_new(dir_fd: int, name: str, content: bytes) -> None:
     os.close(fd)
 
 
-def remove_superseded_error(folder: Path, stem: str, relative_path: str) -> bool:
+def remove_superseded_error(folder: Folder, stem: str, relative_path: str) -> bool:
     """After a success, an earlier ``stem.error.json`` of the same source is out of date."""
-    path = folder / (stem + ERROR)
-    if path.exists() and _same_source(path, relative_path):
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        return True
+    with _dir(folder).open() as fd:
+        if _same_source(fd, stem + ERROR, relative_path):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(stem + ERROR, dir_fd=fd)
+            return True
     return False
 
 
-def remove_temporaries(folder: Path, job_id: str, stem: str | None = None) -> int:
+def remove_temporaries(folder: Folder, job_id: str, stem: str | None = None) -> int:
     """Delete the temporary files a killed attempt of ``job_id`` left in ``folder`` (and, given
     its stem, in its ``<stem>_artifacts/``)."""
+    where = _dir(folder)
     removed = 0
-    if stem is not None and _real_folder(folder / (stem + ARTIFACTS)):
-        removed += remove_temporaries(folder / (stem + ARTIFACTS), job_id)
     try:
-        names = os.listdir(folder)
+        if stem is not None and _real_folder(where, stem + ARTIFACTS):
+            removed += remove_temporaries(where.child(stem + ARTIFACTS), job_id)
+        with where.open() as fd:
+            for name in os.listdir(fd):
+                if name.startswith(TMP_PREFIX + job_id):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(name, dir_fd=fd)
+                        removed += 1
     except OSError:
         return removed
-    for name in names:
-        if name.startswith(TMP_PREFIX + job_id):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(folder / name)
-                removed += 1
     return removed
 
 

@@ -3,7 +3,9 @@
 Two jobs whose sources differ only in case or Unicode form would otherwise pick the same
 ``<stem>.md``; the one that reserves a stem first keeps it until its outputs are published.
 A reservation is a file named by the hash of (folder, collision key), holding the job id, so
-taking one is a single ``O_EXCL`` create, safe across instances sharing the state folder.
+taking one is a single ``O_EXCL`` create, safe across instances sharing the state folder. The
+folder is keyed by its parts within the share (``publish.folder_key``), never by the path the
+outbox is mounted at: instances mounting one share at different paths hold the same names.
 """
 
 from __future__ import annotations
@@ -42,9 +44,10 @@ class Reservations:
             handle.write(job_id)
         return True
 
-    def release(self, folder: Path, stem: str, job_id: str) -> None:
-        """Give up ``job_id``'s hold on ``stem`` (someone else's hold is left alone)."""
-        path = self._path(str(folder), collision_key(stem))
+    def release(self, folder: str, stem: str, job_id: str) -> None:
+        """Give up ``job_id``'s hold on ``stem`` in the folder keyed ``folder`` (someone else's
+        hold is left alone)."""
+        path = self._path(folder, collision_key(stem))
         with contextlib.suppress(OSError):
             if path.read_text(encoding="ascii").strip() == job_id:
                 path.unlink()
