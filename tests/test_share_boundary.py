@@ -341,3 +341,24 @@ def test_a_share_user_swapping_a_folder_for_the_service_users_folder_gets_nothin
     for sidecar in config.paths.outbox.rglob("payroll.json"):  # only ever the decoy's
         source = json.loads(sidecar.read_text())["source"]
         assert source["sha256"] == hashlib.sha256(sample.read_bytes()).hexdigest()
+
+
+def test_an_instance_that_names_outputs_otherwise_than_a_live_one_refuses_to_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One instance with ``replace`` beside one with ``suffix`` would overwrite what the other
+    numbers: the second to start refuses (exit 2), naming the key and the other instance."""
+    from sir_convert_a_lot.ops.cli import main
+    from tests.helpers import write_config
+
+    config = load_config(tmp_path)
+    spool = Spool(config.paths, "gpu-host-b")
+    startup.prepare_folders(config, spool)
+    spool.heartbeat({"naming": {"output.on_collision": "replace"}})  # alive, just now
+
+    code = main(["--config", str(write_config(tmp_path)), "run"])
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "output.on_collision" in err and "'gpu-host-b'" in err and "'replace'" in err
+    assert list(config.paths.outbox.iterdir()) == []

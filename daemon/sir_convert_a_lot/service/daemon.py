@@ -151,6 +151,7 @@ class Service:
         startup.refuse_duplicate_instance(
             self.spool, self.instance, self.config.instances.lease_seconds
         )
+        startup.refuse_disagreeing_instances(self.spool, self.config, self.instance)
         self.metrics.start()  # a ConfigError when it cannot listen or write: nothing to stop
         if self.install_signal_handlers:
             self._install_signals()

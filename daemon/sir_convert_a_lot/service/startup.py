@@ -61,6 +61,31 @@ def refuse_duplicate_instance(spool: Spool, instance: str, lease_seconds: float)
         )
 
 
+def naming_settings(config: Config) -> dict[str, str]:
+    """The settings that decide output names: instances sharing a share must agree on them, or
+    one would overwrite (``replace``) what another numbers (``suffix``)."""
+    return {"output.on_collision": config.output.on_collision}
+
+
+def refuse_disagreeing_instances(spool: Spool, config: Config, instance: str) -> None:
+    """ConfigError naming the setting and the other instance when a live instance on this
+    state folder (this share) decides output names otherwise."""
+    mine = naming_settings(config)
+    for lease in spool.leases():
+        if lease.instance == instance or lease.age_seconds > config.instances.lease_seconds:
+            continue
+        theirs = lease.data.get("naming")
+        if not isinstance(theirs, dict):
+            continue
+        for key, value in mine.items():
+            if key in theirs and theirs[key] != value:
+                raise ConfigError(
+                    f"{key}: this instance says {value!r} but the live instance "
+                    f"{lease.instance!r} ({lease.data.get('host')}) on the same share says "
+                    f"{theirs[key]!r}; instances sharing a share must agree on it"
+                )
+
+
 def announce_start(config: Config, governance: Governance, instance: str) -> None:
     log.info(
         "daemon_starting",
