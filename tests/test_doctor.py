@@ -288,7 +288,8 @@ def test_right_after_init_config_every_missing_folder_is_a_problem_with_its_fix(
         row = _row(output, f"paths.{name}")
         assert row["status"] == "FAIL", output
         assert row["detail"] == f"{root / name} does not exist", row
-        mode = "0750" if name == "state" else "2775"  # the state: written by the service alone
+        # the state: the service's alone; results: read by the share, written by the service
+        mode = {"state": "0750", "inbox": "2775"}.get(name, "0755")
         assert f"-g sir-convert -m {mode} {root / name}" in row["fix"], row
     assert "Traceback" not in output
 
@@ -450,3 +451,21 @@ def test_an_unusable_device_lock_folder_fails_saying_why_and_the_fix(
     private.chmod(0o2770)
     row = lock_row(private)
     assert row.status == doctor.OK and "mode 2770" in row.detail, row
+
+
+def test_a_failed_folder_the_share_may_write_fails_doctor(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.toml"
+    assert main(["init-config", "--output", str(config), "--root", str(tmp_path / "srv")]) == 0
+    for name in FOLDERS:
+        (tmp_path / "srv" / name).mkdir(parents=True, mode=0o750 if name == "state" else 0o755)
+    (tmp_path / "srv" / "failed").chmod(0o2775)
+    capsys.readouterr()
+
+    code, output = _doctor(config, capsys)
+
+    row = _row(output, "paths.failed")
+    assert code == 1
+    assert row["status"] == "FAIL" and "writable by group or others" in row["detail"], row
+    assert row["fix"] == f"chmod go-w {tmp_path / 'srv' / 'failed'}"

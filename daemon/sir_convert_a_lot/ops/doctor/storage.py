@@ -26,15 +26,18 @@ def folders(config: Config) -> Iterator[Check]:
         yield sentinel_note
 
 
-# The modes the daemon itself gives the folders it creates (UMask=0002 under a setgid parent):
-# share users write the inbox and read results through the group; the state is the service's.
+# The modes the daemon itself gives the folders it creates: share users write the inbox
+# (through the group, UMask=0002 under a setgid parent) and only read results; the state is
+# the service's alone.
 _FOLDER_MODES = {
     "paths.inbox": "2775",
-    "paths.outbox": "2775",
-    "paths.failed": "2775",
-    "paths.archive": "2775",
+    "paths.outbox": "0755",
+    "paths.failed": "0755",
+    "paths.archive": "0755",
     "paths.state": "0750",
 }
+# Folders whose contents retry and the daemon act on: nobody but the service user may write them.
+_SERVICE_ONLY = ("paths.failed", "paths.state")
 
 
 def _folder(name: str, path: Path, under_share: bool) -> Check:
@@ -55,6 +58,14 @@ def _folder(name: str, path: Path, under_share: bool) -> Check:
             name,
             f"{path} is not writable by this user ({os.getuid()})",
             f"chown -R sir-convert:sir-convert {path} (or run doctor as the service user)",
+        )
+    if name in _SERVICE_ONLY and os.stat(path).st_mode & 0o022:
+        return Check(
+            FAIL,
+            name,
+            f"{path} is writable by group or others: a share user could plant or replace what "
+            "the daemon and retry act on",
+            f"chmod go-w {path}",
         )
     return Check(OK, name, str(path))
 
