@@ -259,19 +259,19 @@ def test_every_port_of_a_private_ray_listens_on_loopback_only(tmp_path: Path) ->
         pool = service.engine
         assert isinstance(pool, EnginePool)
         actors = {int(w["pid"]) for w in pool.workers()}
-        assert len(actors) == 2
+        assert len(actors) == 2 and pool.cluster is not None
+        mark = pool.cluster.mark  # this Ray's, not another private Ray's on the host
 
         def every_part_listens() -> dict[int, tuple[str, list[tuple[str, int]]]] | None:
             """pid -> (name, sockets) of every Ray process that listens, once the GCS, the
             raylet, the runtime-env agent, both actors and the driver all do."""
-            ray = _with_children(set(private_ray_processes())) | {daemon}
+            ray = _with_children(set(marked_processes(mark))) | {daemon}
             held = _listening_by_process(ray)
             held[daemon] = [s for s in held[daemon] if s not in before]
             listening = {pid: (_process_name(pid), s) for pid, s in held.items() if s}
             names = {name for name, _ in listening.values()}
-            up = {"gcs_server", "raylet", "ray::RuntimeEnv"} <= names and actors | {daemon} <= set(
-                listening
-            )
+            parts = {"gcs_server", "raylet", "ray::RuntimeEnv"}
+            up = parts <= names and actors | {daemon} <= listening.keys()
             return listening if up else None
 
         # The agents start beside the actors: wait until every expected part listens.
