@@ -1,14 +1,18 @@
 """The Ray engine (``engine.kind = "ray"``) on a private one-machine Ray with two CPU actors,
 under the test unlock: documents convert on the actors and say so, an actor that dies takes the
-crash path, a hung document times out inside its actor, and a daemon killed mid-drain converts
-every file exactly once after its restart and leaves no Ray process behind."""
+crash path, a hung document times out inside its actor, a daemon killed mid-drain converts
+every file exactly once after its restart and leaves no Ray process behind, and every port the
+private Ray opens listens on the loopback address only."""
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -29,6 +33,7 @@ from tests.helpers import load_config, make_pdf, wait_for, write_config
 
 RAY = {"kind": "ray", "ray_address": "local", "workers": 2, "gpus_per_worker": 0}
 RAY_CPUS = {**RAY, "cpus_per_worker": 1}
+LOOPBACK = {"127.0.0.1", "::1"}
 
 
 def private_ray_processes() -> list[int]:
@@ -180,6 +185,131 @@ def test_a_daemon_killed_mid_drain_converts_each_file_once_and_leaves_no_ray(
         f"{n}.pdf" for n in names
     )
     assert not list((tmp_path / "inbox").glob("*.pdf"))
+
+
+def _listening_sockets() -> dict[int, tuple[str, int]]:
+    """Every listening TCP socket of this network namespace: inode -> (address, port), read
+    from the kernel's tables (IPv4 and IPv6) rather than from ``ss``, which a host may lack."""
+    found: dict[int, tuple[str, int]] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table, encoding="ascii") as rows:
+            next(rows)  # the header
+            for row in rows:
+                fields = row.split()
+                if fields[3] != "0A":  # TCP_LISTEN
+                    continue
+                hex_address, hex_port = fields[1].split(":")
+                # The kernel prints the address as 32-bit words in the host's byte order.
+                raw = b"".join(
+                    int(hex_address[i : i + 8], 16).to_bytes(4, sys.byteorder)
+                    for i in range(0, len(hex_address), 8)
+                )
+                address = ipaddress.ip_address(raw)
+                if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+                    address = address.ipv4_mapped  # gRPC's IPv6 socket bound to 127.0.0.1
+                found[int(fields[9])] = (str(address), int(hex_port, 16))
+    return found
+
+
+def _listening_by_process(pids: set[int]) -> dict[int, list[tuple[str, int]]]:
+    """The listening TCP sockets each of ``pids`` holds, by the socket inodes of its open
+    descriptors."""
+    listening = _listening_sockets()
+    held: dict[int, list[tuple[str, int]]] = {}
+    for pid in pids:
+        inodes = set()
+        with contextlib.suppress(OSError):  # the process ended
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):  # the descriptor closed while we looked
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if target.startswith("socket:["):
+                        inodes.add(int(target[len("socket:[") : -1]))
+        held[pid] = sorted(listening[inode] for inode in inodes if inode in listening)
+    return held
+
+
+def _with_children(pids: set[int]) -> set[int]:
+    """``pids`` and every process below them: Ray's agents carry the mark too, but set their
+    title over the memory that ``/proc/PID/environ`` reads, so only their parent finds them."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        with contextlib.suppress(OSError, ValueError):
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found = set(pids)
+    while more := {pid for pid, parent in parents.items() if parent in found} - found:
+        found |= more
+    return found
+
+
+def _process_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
+@pytest.mark.slow
+def test_every_port_of_a_private_ray_listens_on_loopback_only(tmp_path: Path) -> None:
+    # The daemon's process holds the driver's port; what it listened on before is not Ray's.
+    daemon = os.getpid()
+    before = set(_listening_by_process({daemon})[daemon])
+    service, thread = _running(load_config(tmp_path, engine=RAY_CPUS))
+    try:
+        pool = service.engine
+        assert isinstance(pool, EnginePool)
+        actors = {int(w["pid"]) for w in pool.workers()}
+        assert len(actors) == 2 and pool.cluster is not None
+        mark = pool.cluster.mark  # this Ray's, not another private Ray's on the host
+
+        def every_part_listens() -> dict[int, tuple[str, list[tuple[str, int]]]] | None:
+            """pid -> (name, sockets) of every Ray process that listens, once the GCS, the
+            raylet, the runtime-env agent, both actors and the driver all do."""
+            ray = _with_children(set(marked_processes(mark))) | {daemon}
+            held = _listening_by_process(ray)
+            held[daemon] = [s for s in held[daemon] if s not in before]
+            listening = {pid: (_process_name(pid), s) for pid, s in held.items() if s}
+            names = {name for name, _ in listening.values()}
+            parts = {"gcs_server", "raylet", "ray::RuntimeEnv"}
+            up = parts <= names and actors | {daemon} <= listening.keys()
+            return listening if up else None
+
+        # The agents start beside the actors: wait until every expected part listens.
+        listening = wait_for(every_part_listens, timeout=60)
+    finally:
+        _stop(service, thread)
+    beyond = {
+        f"{name} (pid {pid})": [f"[{a}]:{port}" for a, port in sockets if a not in LOOPBACK]
+        for pid, (name, sockets) in listening.items()
+    }
+    assert {who: found for who, found in beyond.items() if found} == {}, listening
+    # Nothing that listened outlives the daemon's stop, the agents (unmarked) included.
+    assert wait_for(
+        lambda: not any(Path(f"/proc/{pid}").exists() for pid in listening if pid != daemon), 30
+    )
+
+
+def test_ray_s_one_machine_mode_holds_only_while_a_private_ray_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ray
+    from ray._private import services
+
+    from sir_convert_a_lot.engine.ray_cluster import _one_machine
+
+    constants = ray._private.ray_constants
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "1")  # an operator's, say
+    monkeypatch.setattr(constants, "ENABLE_RAY_CLUSTER", True)
+    with _one_machine(ray):
+        # Ray keeps the address it is given instead of swapping in the host's own.
+        assert services.resolve_ip_for_localhost("127.0.0.1") == "127.0.0.1"
+        assert os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"  # for Ray's processes
+    assert os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "1"
+    assert constants.ENABLE_RAY_CLUSTER is True
+    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+    with _one_machine(ray):
+        pass
+    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ
 
 
 @pytest.fixture

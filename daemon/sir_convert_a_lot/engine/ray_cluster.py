@@ -6,7 +6,8 @@ one-machine Ray inside the daemon (``ray.init``). Ray ties most of a private clu
 to the driver's life, but not all (its agents stay behind a killed driver), so a private Ray
 also gets a reaper (``engine.ray_reaper``): a small process that reads a pipe only the daemon
 holds, and when the pipe closes (the daemon stopped, crashed or was killed), kills every process
-that carries this cluster's mark in its environment and removes its temporary folder.
+that carries this cluster's mark in its environment and removes its temporary folder. Every
+port of a private Ray listens on 127.0.0.1 only (``_one_machine``).
 
 Ray is an optional extra: nothing here imports it until a cluster is asked for.
 """
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,11 @@ from sir_convert_a_lot.engine.interface import EngineStartError
 MARK_VARIABLE = "SIR_CONVERT_RAY_MARK"  # names the private cluster a process belongs to
 _REAPER_WAIT_SECONDS = 15.0
 _CONNECT_SECONDS = 5.0
+# Ray's switch for a cluster that cannot grow past this machine (its default on Windows and
+# macOS). Only with it off does Ray keep the node address 127.0.0.1, and only with that address
+# do its GCS, raylet, workers and agents bind 127.0.0.1 instead of every interface.
+_CLUSTERS_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+_LOOPBACK = ("127.0.0.1", "::1")
 # Ray must not call home, and a private cluster needs none of its dashboard.
 _QUIET_RAY = {
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -157,6 +164,28 @@ def _init(ray: Any, **arguments: Any) -> None:
                 signal.signal(number, handler)
 
 
+@contextlib.contextmanager
+def _one_machine(ray: Any) -> Iterator[None]:
+    """Ray's one-machine mode while a private Ray starts, so that nothing of it listens beyond
+    127.0.0.1. Ray 2.60 rewrites a node address of 127.0.0.1 to the host's own address (its
+    ``services.resolve_ip_for_localhost``) unless ``ray_constants.ENABLE_RAY_CLUSTER`` is off;
+    that constant is read from the environment when Ray is first imported, so it is set too.
+    The variable travels to the processes Ray starts; the daemon's later children lose it."""
+    constants = ray._private.ray_constants
+    saved_variable = os.environ.get(_CLUSTERS_VARIABLE)
+    saved_constant = getattr(constants, "ENABLE_RAY_CLUSTER", True)
+    os.environ[_CLUSTERS_VARIABLE] = "0"
+    constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        constants.ENABLE_RAY_CLUSTER = saved_constant
+        if saved_variable is None:
+            os.environ.pop(_CLUSTERS_VARIABLE, None)
+        else:
+            os.environ[_CLUSTERS_VARIABLE] = saved_variable
+
+
 def _reachable(address: str) -> None:
     """An explicit head address answers on TCP at once, or the start fails fast: Ray itself
     retries for minutes before it gives up on an address."""
@@ -207,17 +236,21 @@ def _start_private(ray: Any, section: EngineSection, cpus: float | None) -> RayC
     workers = max(1, section.workers)
     wanted_cpus = cpus if cpus is not None else max(1.0, workers * section.cpus_per_worker)
     try:
-        _init(
-            ray,
-            num_cpus=int(wanted_cpus + 0.999),
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level=logging.ERROR,
-            configure_logging=False,
-            namespace="sir-convert",
-            _temp_dir=temp_dir,
-            _node_ip_address="127.0.0.1",  # one machine: nothing listens beyond it
-        )
+        with _one_machine(ray):
+            _init(
+                ray,
+                num_cpus=int(wanted_cpus + 0.999),
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.ERROR,
+                configure_logging=False,
+                namespace="sir-convert",
+                _temp_dir=temp_dir,
+                _node_ip_address="127.0.0.1",  # kept so by _one_machine: nothing listens beyond
+            )
+        node_address = ray.util.get_node_ip_address()
+        if node_address not in _LOOPBACK:  # a Ray that no longer heeds the switch
+            raise RuntimeError(f"its node address is {node_address}, not 127.0.0.1")
     except Exception as exc:  # noqa: BLE001
         os.environ.pop(MARK_VARIABLE, None)
         cluster = RayCluster("local", True, ray, temp_dir, reaper, mark)
