@@ -254,8 +254,17 @@ class Heartbeat:
         if problem is None:
             self.notifier.watchdog()
         elif problem != self._watchdog_withheld:
-            log.error("watchdog_withheld", reason=problem, effect="systemd will restart us")
+            self._say_withheld(problem)
         self._watchdog_withheld = problem
+
+    def _say_withheld(self, problem: str) -> None:
+        """An alarm only while running: after SIGTERM (STOPPING=1) the watcher is stopped on
+        purpose and systemd is already stopping us, so no restart follows and an error would be
+        a false alarm in ``journalctl -p warning``."""
+        if self.service.stopping.is_set():
+            log.info("watchdog_withheld", reason=problem, effect="none: the service is stopping")
+        else:
+            log.error("watchdog_withheld", reason=problem, effect="systemd will restart us")
 
 
 def _job(activity: Activity) -> dict[str, Any]:
