@@ -25,6 +25,7 @@ from sir_convert_a_lot.names import display
 from sir_convert_a_lot.ops import logs
 from sir_convert_a_lot.ops.systemd import Notifier
 from sir_convert_a_lot.service.actors import ActorView, lease_actors
+from sir_convert_a_lot.versions import build_id
 
 log = logs.get()
 
@@ -183,6 +184,7 @@ class Heartbeat:
             "lock": service.governance.lock,
             "started_at": service.started_at,
             "version": __version__,
+            "build": build_id(),
         }
         if service.engine.kind == "ray":
             status["engine"] = "ray"
