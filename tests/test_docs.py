@@ -6,7 +6,7 @@ import re
 
 import tomli_w
 
-from sir_convert_a_lot.config import INSTANCE_NAME_RULE, SCHEMA
+from sir_convert_a_lot.config import INSTANCE_NAME_RULE, SCHEMA, render_default
 from tests.helpers import REPO
 
 REFERENCE = REPO / "docs" / "configuration.md"
@@ -79,3 +79,30 @@ def test_the_operators_guide_quotes_the_instance_name_rule() -> None:
     # became 100 and allowed '_'; quoting the rule's own text keeps the two from drifting.
     text = " ".join(OPERATIONS.read_text(encoding="utf-8").split())
     assert INSTANCE_NAME_RULE in text
+
+
+def _section(title: str) -> str:
+    """The text of the operators' guide under ``## title``, up to the next ``## `` heading,
+    with its line breaks folded."""
+    text = OPERATIONS.read_text(encoding="utf-8")
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return " ".join(text[start : end if end >= 0 else None].split())
+
+
+DECISIONS = "/etc/sir-convert/decisions/"
+
+
+def test_site_decision_records_live_beside_the_config_where_install_backup_and_uninstall_say() -> (
+    None
+):
+    # The guide once said "write an ADR in docs/decisions/": inside /opt/sir-convert on a server,
+    # rewritten by a git pull and deleted by the uninstall, and the backup never said where.
+    assert "install -d -m 0755 /etc/sir-convert/decisions" in _section("Install")
+    assert DECISIONS in _section("Backups and restores")
+    assert DECISIONS in _section("Uninstall")
+    lifting = _section("Lifting the GPU-first lock")
+    assert f'decision_record = "{DECISIONS}' in lifting
+    assert "write an ADR in `docs/decisions/`" not in lifting
+    assert DECISIONS in REFERENCE.read_text(encoding="utf-8")
+    assert DECISIONS in render_default()
