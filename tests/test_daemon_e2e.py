@@ -18,6 +18,7 @@ from sir_convert_a_lot import __version__
 from sir_convert_a_lot.engine.gpu import probe
 from sir_convert_a_lot.jobs.publish import TMP_PREFIX
 from sir_convert_a_lot.options import ConversionOptions
+from sir_convert_a_lot.versions import build_id
 from tests.daemon import Daemon, run_cli
 from tests.helpers import copy_sample, files_under, make_pdf, pdf_bytes, wait_for, write_config
 
@@ -124,6 +125,8 @@ def test_an_unlocked_cpu_config_converts_a_pdf_with_a_truthful_sidecar(tmp_path:
     assert sidecar["governance"]["lock"] == "unlocked"
     assert sidecar["governance"]["decision_record"].endswith("0002-cpu-only-for-tests.md")
     assert list(sidecar) == sorted(sidecar)
+    assert sidecar["versions"]["sir_convert_a_lot"] == __version__
+    assert sidecar["versions"]["sir_convert_a_lot_build"] == build_id()
     assert (tmp_path / "archive" / "multi_page.pdf").read_bytes() == original
     assert _state_is_empty(tmp_path)
 
@@ -334,9 +337,10 @@ def test_sigterm_stops_cleanly_and_status_reports_the_instance(tmp_path: Path) -
         assert instance["live"] is True
         assert instance["host"] == socket.gethostname()
         assert instance["version"] == __version__
+        assert instance["build"] == build_id()
         running = run_cli("status", config=config).stdout
         assert "test-instance: live, " in running, running
-        assert f"version {__version__}" in running, running
+        assert f"version {__version__}, build {build_id()}," in running, running
         copy_sample("not_a_pdf.pdf", tmp_path / "inbox")
         _wait_files(tmp_path / "outbox", ["not_a_pdf.error.json"])
         wait_for(
@@ -351,9 +355,10 @@ def test_sigterm_stops_cleanly_and_status_reports_the_instance(tmp_path: Path) -
     assert "not_a_pdf.pdf: pdf_unreadable" in text
     assert "none has ever run" not in text
     assert f"no instance is running; the last, test-instance on {socket.gethostname()} " in text
-    assert f"(version {__version__}), stopped at " in text, text
+    assert f"(version {__version__}, build {build_id()}), stopped at " in text, text
     (stopped,) = json.loads(run_cli("status", "--json", config=config).stdout)["stopped_instances"]
     assert stopped["instance"] == "test-instance" and stopped["version"] == __version__
+    assert stopped["build"] == build_id()
 
 
 def test_retry_brings_a_failed_file_back_and_a_success_supersedes_its_error(

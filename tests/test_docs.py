@@ -6,7 +6,7 @@ import re
 
 import tomli_w
 
-from sir_convert_a_lot.config import INSTANCE_NAME_RULE, SCHEMA
+from sir_convert_a_lot.config import INSTANCE_NAME_RULE, SCHEMA, render_default
 from tests.helpers import REPO
 
 REFERENCE = REPO / "docs" / "configuration.md"
@@ -79,3 +79,72 @@ def test_the_operators_guide_quotes_the_instance_name_rule() -> None:
     # became 100 and allowed '_'; quoting the rule's own text keeps the two from drifting.
     text = " ".join(OPERATIONS.read_text(encoding="utf-8").split())
     assert INSTANCE_NAME_RULE in text
+
+
+def _section(title: str) -> str:
+    """The text of the operators' guide under ``## title``, up to the next ``## `` heading,
+    with its line breaks folded."""
+    text = OPERATIONS.read_text(encoding="utf-8")
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return " ".join(text[start : end if end >= 0 else None].split())
+
+
+DECISIONS = "/etc/sir-convert/decisions/"
+
+
+def test_site_decision_records_live_beside_the_config_where_install_backup_and_uninstall_say() -> (
+    None
+):
+    # The guide once said "write an ADR in docs/decisions/": inside /opt/sir-convert on a server,
+    # rewritten by a git pull and deleted by the uninstall, and the backup never said where.
+    assert "install -d -m 0755 /etc/sir-convert/decisions" in _section("Install")
+    assert DECISIONS in _section("Backups and restores")
+    assert DECISIONS in _section("Uninstall")
+    lifting = _section("Lifting the GPU-first lock")
+    assert f'decision_record = "{DECISIONS}' in lifting
+    assert "write an ADR in `docs/decisions/`" not in lifting
+    assert DECISIONS in REFERENCE.read_text(encoding="utf-8")
+    assert DECISIONS in render_default()
+
+
+def _commands(title: str) -> list[str]:
+    """The command lines in the code blocks of the guide's ``## title`` section, in order."""
+    text = OPERATIONS.read_text(encoding="utf-8")
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    blocks = re.findall(r"```[a-z]*\n(.*?)```", text[start:end], flags=re.DOTALL)
+    return [line.strip() for block in blocks for line in block.splitlines() if line.strip()]
+
+
+SYSTEMD = REPO / "systemd"
+
+
+def test_the_uninstall_leaves_no_user_group_or_folder_of_the_install_behind() -> None:
+    # The steps once left the service group (still listing the share users) and /srv/sir-convert
+    # owned by a uid that no longer existed.
+    commands = _commands("Uninstall")
+    last_user = max(i for i, c in enumerate(commands) if c.startswith("userdel "))
+    sysusers = (SYSTEMD / "sir-convert.sysusers.conf").read_text(encoding="utf-8")
+    for name in re.findall(r"^u\s+(\S+)", sysusers, flags=re.MULTILINE):
+        assert f"userdel {name}" in commands
+        (group,) = [i for i, c in enumerate(commands) if re.search(rf"\bgroupdel {name}$", c)]
+        assert group > last_user  # the user's own group goes with it only when no one shares it
+    data = [
+        i
+        for i, c in enumerate(commands)
+        if re.fullmatch(r"(rm -rf|.*chown -R root:root) /srv/sir-convert", c)
+    ]
+    assert len(data) == 2 and max(data) < last_user  # removed, or handed to root, before
+    tmpfiles = (SYSTEMD / "sir-convert.tmpfiles.conf").read_text(encoding="utf-8")
+    removed = {w for c in commands if c.startswith("rm ") for w in c.split() if w[0] == "/"}
+
+    def gone(path: str) -> bool:
+        return any(path == r or path.startswith(r.rstrip("/") + "/") for r in removed)
+
+    for path in re.findall(r"^d\s+(\S+)", tmpfiles, flags=re.MULTILINE):
+        assert gone(path), f"{path} (made by the tmpfiles.d file) is never removed"
+    for installed in _commands("Install"):
+        if installed.startswith("cp systemd/"):
+            target = installed.split()[-1]
+            assert gone(target), f"{target} (copied at install) is never removed"

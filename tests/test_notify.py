@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from sir_convert_a_lot.jobs import endings as endings_module
 from sir_convert_a_lot.jobs import publish as publish_module
@@ -216,6 +217,36 @@ def test_watchdog_pings_stop_and_the_daemon_exits_when_the_watcher_dies(
     late = [at for at, _m in notify.with_key("WATCHDOG") if at > died + 0.5]
     assert not late
     assert notify.with_key("STOPPING")
+
+
+def test_a_clean_stop_logs_no_watchdog_alarm(
+    tmp_path: Path, notify: NotifySocket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stop ends the watcher first; a heartbeat between that and its own end saw "the inbox
+    watcher is not running" and logged an error that promised a restart: a false alarm in
+    ``journalctl -p warning`` on half of the clean stops."""
+    for key, value in _env(notify, watchdog_seconds=0.5).items():
+        monkeypatch.setenv(key, value)
+    service = Service(load_config(tmp_path), install_signal_handlers=False)
+    real_stop = service.engine.stop
+
+    def slow_stop() -> None:
+        time.sleep(1.0)  # a worker taking a moment to end: the heartbeat beats meanwhile
+        real_stop()
+
+    monkeypatch.setattr(service.engine, "stop", slow_stop)
+    thread = _service_in_thread(service)
+    wait_for(lambda: len(notify.with_key("WATCHDOG")) >= 2, timeout=10)
+    with capture_logs() as logged:
+        service.request_stop()
+        thread.join(60)
+    assert service.exit_code == 0  # type: ignore[attr-defined]
+    said = [entry for entry in logged if entry["event"] == "watchdog_withheld"]
+    assert said, "the stopped watcher should still be noted, quietly"
+    assert {entry["log_level"] for entry in said} == {"info"}
+    assert all("restart" not in entry["effect"] for entry in said)
+    alarms = [entry for entry in logged if entry["log_level"] in ("warning", "error")]
+    assert alarms == []
 
 
 def test_sigterm_mid_job_returns_it_uncounted_and_a_restart_converts_it_once(

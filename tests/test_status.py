@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from sir_convert_a_lot import __version__
 from sir_convert_a_lot.folders import prepare
+from sir_convert_a_lot.jobs.spool import Spool
 from sir_convert_a_lot.ops.cli import main
+from sir_convert_a_lot.versions import build_id
 from tests.helpers import load_config, write_config
 
 
@@ -70,3 +73,34 @@ def test_status_into_a_reader_that_stopped_reading_is_quiet_and_succeeds(
         monkeypatch.undo()
     assert code == 0
     assert capsys.readouterr().err == ""
+
+
+def test_status_shows_each_instances_build_and_the_one_installed_here(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Instances on one package version, one on the build before a ``git pull``: only the
+    build tells the operator which has not been restarted."""
+    config = write_config(tmp_path)
+    paths = load_config(tmp_path).paths
+    prepare(paths)
+    Spool(paths, instance="gpu-old").ensure_layout()
+    Spool(paths, instance="gpu-old").heartbeat(
+        {"state": "ready", "version": "0.1.0", "build": "0123456789ab"}
+    )
+    Spool(paths, instance="gpu-older").heartbeat({"state": "ready", "version": "0.1.0"})
+
+    assert main(["--config", str(config), "status"]) == 0
+
+    out = capsys.readouterr().out
+    (old,) = [line for line in out.splitlines() if "gpu-old:" in line]
+    assert "version 0.1.0, build 0123456789ab," in old
+    (older,) = [line for line in out.splitlines() if "gpu-older:" in line]
+    assert "version 0.1.0, build unknown," in older  # a lease from before builds were kept
+    assert f"installed here: version {__version__}, build {build_id()}" in out
+
+    assert main(["--config", str(config), "status", "--json"]) == 0
+
+    report = json.loads(capsys.readouterr().out)
+    builds = {inst["instance"]: inst["build"] for inst in report["instances"]}
+    assert builds["gpu-old"] == "0123456789ab" and builds["gpu-older"] is None
+    assert report["installed"] == {"version": __version__, "build": build_id()}

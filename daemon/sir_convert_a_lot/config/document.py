@@ -31,8 +31,10 @@ _HEADER = """\
 # inbox/NAME/ then use them. Example:
 #   [profiles.scans]
 #   ocr_mode = "force"
-# Governance: allow_cpu_only / allow_cpu_fallback take effect only with a decision_record
-# (see docs/decisions/0001-gpu-first-lock.md).
+# Governance: allow_cpu_only / allow_cpu_fallback take effect only with a decision_record:
+# write this site's record under /etc/sir-convert/decisions/ (kept and backed up with this
+# file, unlike the program's folder) and name its path (docs/operations.md, "Lifting the
+# GPU-first lock"; the lock itself: the project's docs/decisions/0001-gpu-first-lock.md).
 # gpu.max_pages_in_flight: the pages claimed jobs may hold at once; 0 means twice
 # gpu.layout_batch_size (one job is always claimed, however large).
 

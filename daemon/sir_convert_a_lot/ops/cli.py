@@ -25,6 +25,7 @@ from sir_convert_a_lot.ops.base import (
     os_problem,
 )
 from sir_convert_a_lot.ops.commands import convert, doctor, init_config, models, retry, run, status
+from sir_convert_a_lot.versions import build_id
 
 TRACEBACK_VARIABLE = "SIR_CONVERT_TRACEBACK"
 
@@ -53,7 +54,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="sir-convert",
         description="Watch-folder daemon that converts PDFs to Markdown on the GPU.",
     )
-    parser.add_argument("--version", action="version", version=f"sir-convert {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"sir-convert {__version__} (build {build_id()})"
+    )
     parser.add_argument(
         "--config",
         type=Path,

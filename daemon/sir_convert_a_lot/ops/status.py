@@ -13,10 +13,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sir_convert_a_lot import __version__
 from sir_convert_a_lot.config import Config
 from sir_convert_a_lot.fsutil import walk_files
 from sir_convert_a_lot.intake.watch import scan
 from sir_convert_a_lot.jobs.spool import Spool
+from sir_convert_a_lot.versions import build_id
 
 RECENT_FAILURES = 10
 
@@ -39,6 +41,7 @@ def gather_status(config: Config) -> dict[str, Any]:
         "stopped_instances": stopped,
         "blocked": blocked,
         "recent_failures": recent,
+        "installed": {"version": __version__, "build": build_id()},
     }
 
 
@@ -94,6 +97,7 @@ def _instance(name: str, live: bool, age_seconds: float, data: dict[str, Any]) -
         "lock": data.get("lock"),
         "gpu": data.get("gpu"),
         "version": data.get("version"),
+        "build": data.get("build"),
     }
     if data.get("engine") == "ray":  # a local engine's instance reads as it always did
         instance["engine"] = "ray"
@@ -124,6 +128,7 @@ def _stopped(spool: Spool, with_lease: set[str]) -> list[dict[str, Any]]:
             "instance": note.get("instance"),
             "host": note.get("host"),
             "version": note.get("version"),
+            "build": note.get("build"),
             "stopped_at": note.get("stopped_at"),
         }
         for note in spool.stops()
@@ -264,6 +269,7 @@ def render_status(status: dict[str, Any]) -> str:
     lines += ["", "instances:"]
     if not any(inst["live"] for inst in status["instances"]):
         lines.append(f"  {_nothing_running(status.get('stopped_instances') or [])}")
+    lines.append(f"  installed here: {_release(status.get('installed') or {})}")
     for inst in status["instances"]:
         liveness = "live" if inst["live"] else f"stale ({inst['heartbeat_age_seconds']} s)"
         jobs = inst.get("jobs") or []
@@ -282,7 +288,7 @@ def render_status(status: dict[str, Any]) -> str:
         lines.append(
             f"  {inst['instance']}: {liveness}, {doing}, {inst.get('queued') or 0} queued"
             f"{blocked}, {gpu_text}, lock {inst.get('lock')}, "
-            f"version {inst.get('version') or 'unknown'}, pid {inst.get('pid')} on "
+            f"{_release(inst)}, pid {inst.get('pid')} on "
             f"{inst.get('host')}"
         )
         lines += _converting_lines(inst, jobs)
@@ -308,6 +314,13 @@ def render_status(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _release(record: dict[str, Any]) -> str:
+    """``version 0.1.0, build 1a2b3c4d5e6f``: the build tells two installs of one version
+    apart (a git pull that did not bump it); a record from before builds were kept has none."""
+    build = record.get("build") or "unknown"
+    return f"version {record.get('version') or 'unknown'}, build {build}"
+
+
 def _nothing_running(stopped: list[dict[str, Any]]) -> str:
     """What to say when no instance is live: when the last one stopped, if any note says so."""
     if not stopped:
@@ -317,7 +330,7 @@ def _nothing_running(stopped: list[dict[str, Any]]) -> str:
     ago = max(0.0, time.time() - float(last["stopped_at"]))
     return (
         f"no instance is running; the last, {last['instance']} on {last.get('host')} "
-        f"(version {last.get('version') or 'unknown'}), stopped at "
+        f"({_release(last)}), stopped at "
         f"{when:%Y-%m-%d %H:%M:%S} UTC ({_duration(ago)} ago)"
     )
 

@@ -41,6 +41,7 @@ from sir_convert_a_lot.service.events import Done, Event, EventsLost, Hint, Relo
 from sir_convert_a_lot.service.heartbeat import Activity, Heartbeat
 from sir_convert_a_lot.service.metrics import Metrics, Sample
 from sir_convert_a_lot.service.runners import JobThreads
+from sir_convert_a_lot.versions import build_id
 
 log = logs.get()
 
@@ -386,7 +387,9 @@ class Service:
         self.metrics.stop()
         self.heartbeat.stop()
         try:
-            self.spool.record_stop({"version": __version__, "started_at": self.started_at})
+            self.spool.record_stop(
+                {"version": __version__, "build": build_id(), "started_at": self.started_at}
+            )
         except OSError as exc:
             log.warning("stop_note_failed", error=str(exc), effect="status cannot say when")
         self.spool.remove_lease()

@@ -26,6 +26,7 @@ from sir_convert_a_lot.ops import logs
 from sir_convert_a_lot.ops.systemd import Notifier
 from sir_convert_a_lot.service.actors import ActorView, lease_actors
 from sir_convert_a_lot.service.startup import naming_settings
+from sir_convert_a_lot.versions import build_id
 
 log = logs.get()
 
@@ -185,6 +186,7 @@ class Heartbeat:
             "started_at": service.started_at,
             "version": __version__,
             "naming": naming_settings(intake.config),
+            "build": build_id(),
         }
         if service.engine.kind == "ray":
             status["engine"] = "ray"
@@ -256,8 +258,17 @@ class Heartbeat:
         if problem is None:
             self.notifier.watchdog()
         elif problem != self._watchdog_withheld:
-            log.error("watchdog_withheld", reason=problem, effect="systemd will restart us")
+            self._say_withheld(problem)
         self._watchdog_withheld = problem
+
+    def _say_withheld(self, problem: str) -> None:
+        """An alarm only while running: after SIGTERM (STOPPING=1) the watcher is stopped on
+        purpose and systemd is already stopping us, so no restart follows and an error would be
+        a false alarm in ``journalctl -p warning``."""
+        if self.service.stopping.is_set():
+            log.info("watchdog_withheld", reason=problem, effect="none: the service is stopping")
+        else:
+            log.error("watchdog_withheld", reason=problem, effect="systemd will restart us")
 
 
 def _job(activity: Activity) -> dict[str, Any]:

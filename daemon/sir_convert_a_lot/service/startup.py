@@ -16,6 +16,7 @@ from sir_convert_a_lot.errors import ConfigError
 from sir_convert_a_lot.folders import prepare
 from sir_convert_a_lot.jobs.spool import Spool
 from sir_convert_a_lot.ops import logs
+from sir_convert_a_lot.versions import build_id
 
 log = logs.get()
 
@@ -90,6 +91,7 @@ def announce_start(config: Config, governance: Governance, instance: str) -> Non
     log.info(
         "daemon_starting",
         version=__version__,
+        build=build_id(),
         instance=instance,
         config=str(config.source) if config.source else None,
         inbox=str(config.paths.inbox),
