@@ -52,8 +52,6 @@ from sir_convert_a_lot.names import display, encode_for_record
 from sir_convert_a_lot.options import ConversionOptions
 
 SOURCE = "source"
-# archive/, failed/ and outbox/ folders the daemon makes: readable by the share, writable by the
-# service user alone, whatever the umask (the setgid bit of a share folder is kept).
 SHARED_RESULT_FOLDERS = sharefs.FolderMode(RESULT_FOLDER_MODE)
 RECORD = "job.json"
 STOPPED = ".stopped"  # instances/<instance>.stopped: when and which version last stopped
@@ -80,8 +78,6 @@ class Spool:
         self.failures_root = self.state / "failures"
         self.reservations_root = self.state / "reservations"
         self.reservations = Reservations(self.reservations_root)
-
-    # -- layout -------------------------------------------------------------------------------
 
     @property
     def my_tmp(self) -> Path:
@@ -123,8 +119,8 @@ class Spool:
         identity: sharefs.FileId,
     ) -> Job | None:
         """Move ``inbox/relative_path`` into a new job folder, only when it is still the very
-        file that was seen (``identity``). None when another instance (or the user) took the
-        file first; raises ``sharefs.Swapped`` when its folder or the file was swapped."""
+        file that was seen (``identity``; else ``sharefs.Swapped``). None when another
+        instance (or the user) took the file first."""
         job = Job(
             job_id=new_job_id(),
             relative_path=relative_path,
@@ -150,7 +146,7 @@ class Spool:
         except OSError as exc:
             remove_tree(building)  # the source never left the inbox
             if moving and isinstance(exc, FileNotFoundError):
-                return None
+                return None  # another instance took it
             if moving and exc.errno in SOURCE_SIDE_ERRNOS:
                 # The job folder was just written, so the rename failed on the inbox's side.
                 folder = self.paths.inbox.joinpath(*job.folder_parts)
@@ -170,24 +166,19 @@ class Spool:
         fsync_dir(self.my_tmp)
         return job
 
-    def _inbox_folders(self) -> sharefs.FolderMode:
-        """Folders recreated in the inbox are the share's: they take the inbox's own mode."""
-        return sharefs.FolderMode(stat.S_IMODE(os.stat(self.paths.inbox).st_mode))
-
     def _give_back(self, job_folder: Path, parts: tuple[str, ...], name: str) -> str:
-        """The original in ``job_folder`` back into ``inbox/parts`` under a free name; into the
-        inbox itself when a folder on the way was swapped for a link (never through it)."""
+        """The original in ``job_folder`` back into ``inbox/parts`` (folders made take the
+        inbox's own mode) under a free name; into the inbox itself when a folder on the way
+        was swapped for a link (never through it)."""
+        like_inbox = sharefs.FolderMode(stat.S_IMODE(os.stat(self.paths.inbox).st_mode))
         with open_dir(job_folder) as fd:
             try:
-                return sharefs.place(
-                    fd, SOURCE, self.paths.inbox, parts, name, self._inbox_folders()
-                )
+                return sharefs.place(fd, SOURCE, self.paths.inbox, parts, name, like_inbox)
             except sharefs.NotAFolder:
-                return sharefs.place(fd, SOURCE, self.paths.inbox, (), name, self._inbox_folders())
+                return sharefs.place(fd, SOURCE, self.paths.inbox, (), name, like_inbox)
 
     def _set_aside(self, job_folder: Path, root: Path, parts: tuple[str, ...], name: str) -> str:
-        """The original in ``job_folder`` into the archive or failed folder (never writable by
-        the share, whatever the umask), under a free name; its relative path there."""
+        """The original into archive/ or failed/ under a free name; its relative path there."""
         with open_dir(job_folder) as fd:
             return sharefs.place(fd, SOURCE, root, parts, name, SHARED_RESULT_FOLDERS)
 
