@@ -154,38 +154,6 @@ def numbered(stem: str, suffix: str, number: int) -> str:
     return shorten(stem, NAME_MAX - len(raw_bytes(tail))) + tail
 
 
-def move_to_free_name(src: Path, folder: Path, name: str) -> Path:
-    """Move ``src`` into ``folder`` as ``name``, or ``name (2)``... when taken. Returns the path."""
-    from sir_convert_a_lot.names import split_suffix
-
-    stem, suffix = split_suffix(name)
-    for number in range(1, 10_000):
-        target = folder / numbered(stem, suffix, number)
-        try:
-            move_no_replace(src, target)
-        except FileExistsError:
-            continue
-        return target
-    raise FileExistsError(errno.EEXIST, "no free name", str(folder / name))
-
-
-def make_dirs_no_symlinks(root: Path, parts: tuple[str, ...]) -> Path:
-    """Create ``root/parts...`` where every component is a real folder, never a symlink."""
-    current = root
-    for part in parts:
-        if part in ("", ".", ".."):
-            raise ValueError(f"refusing path component {part!r}")
-        current = current / part
-        with contextlib.suppress(FileExistsError):
-            current.mkdir()
-        info = os.lstat(current)
-        if not stat.S_ISDIR(info.st_mode):
-            raise NotADirectoryError(
-                errno.ENOTDIR, "not a real folder (a symlink or file is in the way)", str(current)
-            )
-    return current
-
-
 @contextlib.contextmanager
 def open_dir(path: Path) -> Iterator[int]:
     fd = os.open(path, _DIR_FLAGS)
