@@ -3,7 +3,9 @@
 docling reads its models from an ``artifacts_path`` (``gpu.models_path``) in a fixed layout, or
 from the Hugging Face cache when no path is set. A host that cannot reach the hub needs them
 fetched ahead of time with ``sir-convert models download``; a daemon that finds one missing says
-which, and that command, instead of reporting ready.
+which, and that command, instead of reporting ready. Only a worker that loads docling looks:
+where no docling job can run (no usable GPU under the GPU-first lock) the daemon starts, says
+that the models are missing, and every job fails ``gpu_not_available`` as it would anyway.
 """
 
 from __future__ import annotations
@@ -52,6 +54,23 @@ def needed(option_sets: Iterable[ConversionOptions]) -> list[ModelNeed]:
 
 def missing(models_path: Path, option_sets: Iterable[ConversionOptions]) -> list[ModelNeed]:
     return [need for need in needed(option_sets) if not need.present_in(models_path)]
+
+
+# What missing models mean, said the same by doctor's models row and the start's warning.
+REFUSED_AT_START = (
+    "the docling backend cannot load, so the daemon refuses to start "
+    "(engine_start_failed, models_missing, exit 2)"
+)
+UNUSED_ON_THIS_HOST = (
+    "no docling job can run on this host now (no usable GPU while the GPU-first lock holds: "
+    "every job fails gpu_not_available), so the daemon starts without them; once docling can "
+    "run (a usable GPU) it refuses to start (exit 2, models_missing)"
+)
+
+
+def load_models(plan: Iterable[tuple[str, str]]) -> bool:
+    """Whether a worker loading these (backend, device) pairs loads any model (docling)."""
+    return any(capabilities_of(backend).models for backend, _device in plan)
 
 
 def download(models_path: Path | None) -> Path:

@@ -20,6 +20,7 @@ import io
 import threading
 from typing import Any, ClassVar
 
+from sir_convert_a_lot.backends import no_text
 from sir_convert_a_lot.backends.base import (
     BackendContext,
     BackendResult,
@@ -123,7 +124,7 @@ class PyMuPDFBackend:
         self, pdf: OpenedPdf, options: ConversionOptions, progress: ProgressCallback
     ) -> BackendResult:
         progress(0, pdf.pages)
-        pages, furniture, tables, pictures, thread_id = self.context.model_thread.submit(
+        pages, furniture, tables, pictures, textless, thread_id = self.context.model_thread.submit(
             self._pages_on_thread, pdf, options.images != "placeholder"
         ).result()
         # Both of pymupdf-layout's models run on the CPU (onnxruntime): the block labeller on
@@ -132,7 +133,10 @@ class PyMuPDFBackend:
         if tables:
             stages["table"] = "cpu"
         progress(pdf.pages, pdf.pages)
-        warnings = (FAST_IS_ACCURATE_WARNING,) if options.table_mode == "fast" else ()
+        warnings: tuple[str, ...] = (
+            (FAST_IS_ACCURATE_WARNING,) if options.table_mode == "fast" else ()
+        )
+        warnings += no_text.warning(textless, pdf.pages)  # a scan: this backend has no OCR
         return BackendResult(
             markdown="".join(pages),
             backend_used=self.name,
@@ -149,17 +153,18 @@ class PyMuPDFBackend:
 
     def _pages_on_thread(
         self, pdf: OpenedPdf, pictures: bool
-    ) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...], bool, PictureSet | None, int]:
-        pages, furniture, tables, found = self._pages(pdf, pictures)
-        return pages, furniture, tables, found, threading.get_ident()
+    ) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...], bool, PictureSet | None, int, int]:
+        pages, furniture, tables, found, textless = self._pages(pdf, pictures)
+        return pages, furniture, tables, found, textless, threading.get_ident()
 
     def _pages(
         self, pdf: OpenedPdf, pictures: bool = False
-    ) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...], bool, PictureSet | None]:
+    ) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...], bool, PictureSet | None, int]:
         """Each page's Markdown as the backend makes it, the lines of each page that the
         layout model labelled page header or footer (what rendering without them drops),
-        whether any block was labelled a table (the table model then ran on it), and with
-        ``pictures`` the pictures its Markdown links."""
+        whether any block was labelled a table (the table model then ran on it), with
+        ``pictures`` the pictures its Markdown links, and how many pages have no text layer
+        (counted before the layout path edits the document)."""
         import pymupdf
         from pymupdf4llm.helpers import document_layout
 
@@ -168,6 +173,7 @@ class PyMuPDFBackend:
             pymupdf.open(stream=pdf.data, filetype="pdf") as document,
             contextlib.redirect_stdout(io.StringIO()),
         ):
+            textless = no_text.pages_without_text(document)
             parsed = document_layout.parse_document(
                 document, use_ocr=False, force_ocr=False, force_text=True
             )
@@ -180,7 +186,7 @@ class PyMuPDFBackend:
         pages = tuple(str(c["text"]) for c in chunks)
         furniture = tuple(_furniture_texts(page) for page in parsed.pages)
         tables = any(box.boxclass == "table" for page in parsed.pages for box in page.boxes)
-        return pages, furniture, tables, found
+        return pages, furniture, tables, found, textless
 
     def _markdown(self, pdf: OpenedPdf) -> str:
         if self._layout_markdown is None:

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sir_convert_a_lot.backends import no_text
 from sir_convert_a_lot.config import Config, Governance
 from sir_convert_a_lot.engine.interface import (
     ConversionEngine,
@@ -261,7 +262,18 @@ class JobRunner:
             attempt.timings, attempt.pages = answer.timings_ms, answer.pages
             failure = JobFailure(ErrorCode(answer.code), answer.message, **answer.details)
             return self.endings.fail(attempt, failure)
-        return self.endings.succeed(attempt, answer, decision.warnings)
+        outcome = self.endings.succeed(attempt, answer, decision.warnings)
+        if outcome.status is Status.SUCCEEDED and (textless := no_text.found(answer.warnings)):
+            attempt.bound.warning(
+                "no_text_found",
+                pages_without_text=textless[0],
+                pages=textless[1],
+                backend=answer.backend_used,
+                message=f"{textless[0]} of {textless[1]} pages have no text (a scan?): "
+                f"{answer.backend_used} does no OCR, so their Markdown is empty",
+                fix=no_text.FIX,
+            )
+        return outcome
 
     # -- when the lifecycle itself fails ------------------------------------------------------
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 from sir_convert_a_lot import __version__
+from sir_convert_a_lot.backends import models
 from sir_convert_a_lot.config import Config, Governance
 from sir_convert_a_lot.engine.supervisor import WorkerInfo, resident_bytes
 from sir_convert_a_lot.errors import ConfigError
@@ -137,6 +139,25 @@ def report_worker(info: WorkerInfo, config: Config, governance: Governance) -> N
             reason=info.probe.reason,
             lock=governance.lock,
             effect="every job fails with gpu_not_available until a GPU is usable",
+        )
+    _unloaded_models_missing(info, config)
+
+
+def _unloaded_models_missing(info: WorkerInfo, config: Config) -> None:
+    """Models are checked when docling loads, and the start is refused without them; a worker
+    that loads no docling (no usable GPU under the lock) started anyway, and the journal must
+    say what doctor says: they are missing, and a start with a usable GPU will be refused."""
+    path = config.gpu.models_path
+    if config.engine.kind != "local" or not path or models.load_models(info.loaded):
+        return
+    absent = models.missing(Path(path), [config.defaults, *config.profiles.values()])
+    if absent:
+        log.warning(
+            "models_missing",
+            models_path=path,
+            missing=[need.folder for need in absent],
+            effect=models.UNUSED_ON_THIS_HOST,
+            fix="sir-convert models download",
         )
 
 

@@ -25,7 +25,7 @@ def run_checks(config: Config, environ: dict[str, str], deep_gpu: bool = True) -
         ("state permissions", lambda: safety.state_permissions(config)),
         ("layout", lambda: storage.layout(config)),
         ("GPU", lambda: gpu.device(config, seen)),
-        ("models", lambda: models.models_present(config, environ)),
+        ("models", lambda: models.models_present(config, environ, seen)),
         ("backends", lambda: gpu.backends(config, seen)),
         ("inotify limits", lambda: storage.inotify_limits(config)),
         ("free disk", lambda: storage.free_disk(config)),

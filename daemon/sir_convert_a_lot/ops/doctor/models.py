@@ -1,5 +1,7 @@
 """The docling models: present under gpu.models_path, or in the Hugging Face cache when that
-is empty (and fetched at start only where the hub is reachable)."""
+is empty (and fetched at start only where the hub is reachable). What missing models do depends
+on the host: a worker that loads docling refuses to start without them, and on a host where no
+docling job can run under the lock (no usable GPU) none loads, so the daemon starts."""
 
 from __future__ import annotations
 
@@ -8,10 +10,12 @@ from pathlib import Path
 
 from sir_convert_a_lot.backends import models
 from sir_convert_a_lot.config import Config
+from sir_convert_a_lot.engine.startup import load_plan
+from sir_convert_a_lot.ops.doctor.gpu import GpuSeen
 from sir_convert_a_lot.ops.doctor.report import FAIL, OK, WARN, Check
 
 
-def models_present(config: Config, environ: dict[str, str]) -> Iterator[Check]:
+def models_present(config: Config, environ: dict[str, str], seen: GpuSeen) -> Iterator[Check]:
     option_sets = [config.defaults, *config.profiles.values()]
     needs = models.needed(option_sets)
     if not needs:
@@ -22,6 +26,10 @@ def models_present(config: Config, environ: dict[str, str]) -> Iterator[Check]:
         return
     absent = models.missing(Path(config.gpu.models_path), option_sets)
     if absent:
+        # The worker loads what the lock lets this host run (engine.startup's plan); Ray's
+        # actors load on their own hosts, whatever this one has.
+        plan = load_plan(option_sets, seen.as_probe(), config.governance)
+        loads = config.engine.kind == "ray" or models.load_models(plan)
         yield Check(
             FAIL,
             "models",
@@ -29,7 +37,8 @@ def models_present(config: Config, environ: dict[str, str]) -> Iterator[Check]:
             + config.gpu.models_path
             + ": "
             + ", ".join(m.folder for m in absent)
-            + "; the docling backend cannot load, so the daemon does not start",
+            + "; "
+            + (models.REFUSED_AT_START if loads else models.UNUSED_ON_THIS_HOST),
             "sir-convert models download",
         )
     else:
