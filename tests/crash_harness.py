@@ -1,10 +1,12 @@
-"""Run the real daemon, but SIGKILL it at one named point of a job's life.
+"""Run the real daemon, but SIGKILL it at one named point of a job's life, or SIGSTOP it once
+at one named stage (``stop:STAGE``).
 
-Usage: python -m tests.crash_harness POINT [sir-convert arguments...]
+Usage: python -m tests.crash_harness POINT|stop:STAGE [sir-convert arguments...]
 
 The hooks live here, in the tests, by wrapping the daemon's own functions: the product has no
 crash switches. A SIGKILL leaves exactly the on-disk state of that instant, which is what the
-restart has to recover from.
+restart has to recover from. A SIGSTOP freezes every thread, the heartbeat too, so the lease
+runs out while the instance still believes it holds its job: a stale instance, once SIGCONTed.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from sir_convert_a_lot.engine import supervisor
 from sir_convert_a_lot.jobs import endings, publish, spool
+from sir_convert_a_lot.jobs.job import Phase
 from sir_convert_a_lot.ops.cli import main
 
 
@@ -85,6 +89,59 @@ POINTS: dict[str, Callable[[], None]] = {
 }
 
 
+def _stop_once() -> Callable[[], None]:
+    stopped: list[bool] = []
+
+    def stop() -> None:
+        if not stopped:
+            stopped.append(True)
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+    return stop
+
+
+def _stop_around_commit(after: bool) -> None:
+    """Stop just before (or just after) the record update that commits a job's outputs."""
+    original = spool.Spool.update
+    stop = _stop_once()
+
+    def wrapped(self: spool.Spool, job: Any, **changes: Any) -> Any:
+        commits = changes.get("phase") in (Phase.PUBLISHED, Phase.FAILED_PUBLISHED)
+        if commits and not after:
+            stop()
+        result = original(self, job, **changes)
+        if commits and after:
+            stop()
+        return result
+
+    spool.Spool.update = wrapped  # type: ignore[method-assign]
+
+
+def _stop_after(owner: Any, name: str) -> None:
+    original: Callable[..., Any] = getattr(owner, name)
+    stop = _stop_once()
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        stop()
+        return result
+
+    setattr(owner, name, wrapped)
+
+
+STAGES: dict[str, Callable[[], None]] = {
+    "queued": lambda: _stop_after(spool.Spool, "claim"),
+    "converting": lambda: _stop_after(supervisor.Engine, "convert"),
+    "after_stem_chosen": lambda: _stop_after(endings.Endings, "_named"),
+    "before_commit": lambda: _stop_around_commit(after=False),
+    "after_commit": lambda: _stop_around_commit(after=True),
+}
+
+
 if __name__ == "__main__":
-    POINTS[sys.argv[1]]()
+    point = sys.argv[1]
+    if point.startswith("stop:"):
+        STAGES[point.removeprefix("stop:")]()
+    else:
+        POINTS[point]()
     sys.exit(main(sys.argv[2:]))

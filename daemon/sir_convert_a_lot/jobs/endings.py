@@ -1,11 +1,14 @@
-"""A job's two endings, one publish step: name the outputs, write them, record the phase, dispose
-of the original, release the name.
+"""A job's two endings, one publish step: name the outputs, stage them, commit, place them,
+dispose of the original, release the name.
 
 Success and failure differ only in what they write (Markdown plus sidecar, or the error
 envelope), the phase that records it (``published`` / ``failed_published``) and where the
 original goes (archive, or failed/). The order is the same, and is what makes a crash at any
-point recoverable: outputs first, then the phase, then the original's move; a restart that
-finds the phase written only repeats the move (``dispose_after_restart``).
+point recoverable and a stale holder harmless: the outputs are staged out of sight, then the
+phase and the stage are written to the job's record (the commit: it fails once another
+instance took the job over), then the staged outputs are placed and the original moved. A
+restart or a takeover that finds the phase written only finishes the placing and the move
+(``dispose_after_restart``); one that finds it unwritten converts again.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ from sir_convert_a_lot.jobs.artifacts import listing, render
 from sir_convert_a_lot.jobs.custody import Custody
 from sir_convert_a_lot.jobs.job import Job, Phase
 from sir_convert_a_lot.jobs.outcome import Measured, Outcome, Status
+from sir_convert_a_lot.jobs.placing import discard, fresh_stage, place, stage_name, taken
 from sir_convert_a_lot.jobs.publish import (
+    ARTIFACTS,
     DOCLING_JSON,
     ERROR,
     MARKDOWN,
@@ -39,9 +44,9 @@ from sir_convert_a_lot.jobs.publish import (
     choose_stem,
     folder_key,
     output_folder,
-    remove_extras,
     remove_superseded_error,
     remove_temporaries,
+    same_source,
     sidecar_bytes,
     write_outputs,
     write_pictures,
@@ -85,7 +90,7 @@ class Endings:
         self.engine = engine
         self.clock = clock
         self._versions: dict[str, str] | None = None
-        self._fresh_names: set[str] = set()  # jobs whose stem this attempt chose
+        self._committed: set[str] = set()  # jobs whose outputs this instance committed
 
     @property
     def versions(self) -> dict[str, str]:
@@ -141,11 +146,10 @@ class Endings:
             versions=self.versions,
         )
         # The pictures, then the docling JSON, the Markdown, and the sidecar last ("complete").
-        write_pictures(folder, job.output_stem, job.job_id, rendered.pictures)
         files = [(MARKDOWN, markdown), (SIDECAR, sidecar_bytes(document))]
         if rendered.docling_json is not None:
             files.insert(0, (DOCLING_JSON, rendered.docling_json))
-        paths = self._publish(folder, job, files, Phase.PUBLISHED, {})
+        paths = self._publish(folder, job, files, Phase.PUBLISHED, {}, rendered.pictures)
         attempt.bound.info(
             "job_succeeded",
             pages=answer.pages,
@@ -171,12 +175,11 @@ class Endings:
         raise FileExistsError(f"no output name stayed free for {attempt.job.relative_path!r}")
 
     def _rename_after(self, attempt: Attempt, taken: NameTaken) -> None:
-        """Final placement found a name taken by a file this job did not write (placement never
-        replaces one): the job gives up that stem and the next try chooses a free one."""
+        """Just before the commit a name was found taken by a file this job did not write
+        (placement never replaces one): the job gives up that stem and the next try chooses a
+        free one."""
         job = attempt.job
         if job.output_stem is not None:
-            folder = output_folder(self.config.paths.outbox, job.folder_parts)
-            remove_extras(folder, job.output_stem)  # its own pictures and docling JSON
             self._release(job)
         attempt.bound.warning("output_name_taken", reason=str(taken), effect="choosing the next")
         attempt.job = self.custody.update(job, output_stem=None)
@@ -185,10 +188,6 @@ class Endings:
         facts = attempt.facts or self.facts_anyway(attempt.job)
         folder, job = self._named(attempt.job)
         assert job.output_stem is not None
-        if attempt.job.output_stem is not None and self.config.output.on_collision == "suffix":
-            # An earlier attempt chose this stem, so its pictures and docling JSON, if a crash
-            # left them, are this job's own: a failure publishes none.
-            remove_extras(folder, job.output_stem)
         finished = self.clock()
         document = error_document(
             job_id=job.job_id,
@@ -221,19 +220,28 @@ class Endings:
         return Outcome(attempt.job.job_id, Status.RETURNED, reason)
 
     def dispose_after_restart(self, attempt: Attempt) -> Outcome | None:
-        """A job whose outputs were published before a crash only needs its original moved."""
+        """A job whose outputs were committed before a crash or a takeover only needs what is
+        still staged placed, and its original moved."""
         job = attempt.job
+        if job.phase is Phase.CLAIMED:
+            return None
+        self._finish(output_folder(self.config.paths.outbox, job.folder_parts), job)
         if job.phase is Phase.PUBLISHED:
-            self.custody.archive(job, self.config.output.source_after_success)
-            self._release(job)
             attempt.bound.info("job_disposed_after_restart")
             return Outcome(job.job_id, Status.SUCCEEDED)
-        if job.phase is Phase.FAILED_PUBLISHED:
-            self.custody.fail(job, job.outcome, self._error_json_of(job))
-            self._release(job)
-            attempt.bound.info("job_failed_disposed_after_restart")
-            return Outcome(job.job_id, Status.FAILED, job.outcome.get("code"))
-        return None
+        attempt.bound.info("job_failed_disposed_after_restart")
+        return Outcome(job.job_id, Status.FAILED, job.outcome.get("code"))
+
+    def forget(self, job: Job) -> bool:
+        """Another instance took ``job`` over: a stage this one never committed is litter.
+        True when this instance had committed it (the new holder places from that stage)."""
+        if job.job_id in self._committed:
+            self._committed.discard(job.job_id)
+            return True
+        with contextlib.suppress(OSError):
+            folder = output_folder(self.config.paths.outbox, job.folder_parts)
+            discard(folder, stage_name(job.job_id, self.custody.instance))
+        return False
 
     # -- the publish step ---------------------------------------------------------------------
 
@@ -253,9 +261,7 @@ class Endings:
             longest=DOCLING_JSON if "docling_json" in job.options.formats else ERROR,
             where=folder_key(job.folder_parts),
         )
-        job = self.custody.update(job, output_stem=stem)
-        self._fresh_names.add(job.job_id)
-        return folder, job
+        return folder, self.custody.update(job, output_stem=stem)
 
     def _publish(
         self,
@@ -264,25 +270,49 @@ class Endings:
         files: list[tuple[str, bytes]],
         phase: Phase,
         error: dict[str, Any],
+        pictures: tuple[tuple[str, bytes], ...] = (),
     ) -> dict[str, Path]:
-        assert job.output_stem is not None
-        # A stem chosen in this attempt is placed without replacing anything; one recorded by
-        # an earlier attempt is this job's own, whose half-done files a redo replaces.
-        fresh = job.job_id in self._fresh_names
-        replace_own = not fresh or self.config.output.on_collision == "replace"
-        published = write_outputs(
-            folder, job.output_stem, job.job_id, files, replace_own=replace_own
+        """Stage, commit, place, dispose (see the module's docstring)."""
+        stem = job.output_stem
+        assert stem is not None
+        members = ([stem + ARTIFACTS] if pictures else []) + [stem + kind for kind, _ in files]
+        name = stage_name(job.job_id, self.custody.instance)
+        stage = fresh_stage(folder, name)
+        write_pictures(stage, stem, job.job_id, pictures)
+        write_outputs(stage, stem, job.job_id, files)
+        if self.config.output.on_collision != "replace":
+            blocking = [
+                member
+                for member in taken(folder, members)
+                if not (member.endswith(ERROR) and same_source(folder, member, job.relative_path))
+            ]
+            if blocking:
+                discard(folder, name)
+                raise NameTaken(f"{blocking[0]} appeared in {folder.path} meanwhile")
+        # The commit point: one rename in this instance's claim folder (see jobs.placing).
+        job = self.custody.update(
+            job, phase=phase, outcome=error, stage=name, staged=tuple(members)
         )
-        self._fresh_names.discard(job.job_id)
-        if phase is Phase.PUBLISHED:
-            remove_superseded_error(folder, job.output_stem, job.relative_path)
-            job = self.custody.update(job, phase=phase)
+        self._committed.add(job.job_id)
+        self._finish(folder, job)
+        return {kind: folder / (stem + kind) for kind, _content in files}
+
+    def _finish(self, folder: ShareDir, job: Job) -> None:
+        """Place what is still staged, then move the original and release the name."""
+        stem = job.output_stem
+        if job.stage is not None and stem is not None:
+            replacing = self.config.output.on_collision == "replace"
+            renamed = place(folder, job.stage, job.staged, replacing, job.relative_path)
+            if renamed:
+                log.error("output_name_taken", job_id=job.job_id, placed_as=renamed)
+        if job.phase is Phase.PUBLISHED:
+            if stem is not None:
+                remove_superseded_error(folder, stem, job.relative_path)
             self.custody.archive(job, self.config.output.source_after_success)
         else:
-            job = self.custody.update(job, phase=phase, outcome=error)
-            self.custody.fail(job, error, published.paths[ERROR])
+            self.custody.fail(job, job.outcome, self._error_json_of(job))
         self._release(job)
-        return published.paths
+        self._committed.discard(job.job_id)
 
     def _release(self, job: Job) -> None:
         if job.output_stem is not None:
@@ -363,8 +393,9 @@ def _measured(answer: Converted, device: dict[str, Any] | None, seconds: float) 
 
 
 def cleanup_after_restart(config: Config, job: Job) -> None:
-    """Remove temporary files a killed attempt of ``job`` left in its output folder."""
-    if job.output_stem is None:
+    """Remove temporary files a killed attempt of ``job`` left in its output folder (none of a
+    committed job's: its stage is still to be placed)."""
+    if job.output_stem is None or job.phase is not Phase.CLAIMED:
         return
     folder = output_folder(config.paths.outbox, job.folder_parts)
     with contextlib.suppress(OSError):

@@ -23,8 +23,10 @@ class Phase(StrEnum):
     crash resumes at the right step: publish again, or only dispose of the original."""
 
     CLAIMED = "claimed"  # the original is in the job folder; nothing published yet
-    PUBLISHED = "published"  # Markdown and sidecar are out; the original still to archive
-    FAILED_PUBLISHED = "failed_published"  # the error envelope is out; original to failed/
+    # The outputs are committed (staged, and the stage named in the record): placing what is
+    # still staged, then disposing of the original, is all that is left (``jobs.placing``).
+    PUBLISHED = "published"  # Markdown and sidecar; the original goes to the archive
+    FAILED_PUBLISHED = "failed_published"  # the error envelope; the original goes to failed/
 
 
 def new_job_id() -> str:
@@ -48,6 +50,8 @@ class Job:
     output_stem: str | None = None
     phase: Phase = Phase.CLAIMED
     outcome: dict[str, Any] = field(default_factory=dict)
+    stage: str | None = None  # the committed stage folder in the job's outbox folder
+    staged: tuple[str, ...] = ()  # its members, in the order they are placed (sidecar last)
 
     @property
     def name(self) -> str:
@@ -79,6 +83,8 @@ class Job:
             ),
             "phase": self.phase,
             "outcome": self.outcome,
+            "stage_b64": encode_for_record(self.stage) if self.stage is not None else None,
+            "staged_b64": [encode_for_record(member) for member in self.staged],
         }
 
     @classmethod
@@ -91,6 +97,13 @@ class Job:
         output_stem = decode_from_record(stem) if stem else None
         if output_stem is not None:
             check_name(output_stem, "output_stem")
+        stage = decode_from_record(data["stage_b64"]) if data.get("stage_b64") else None
+        if stage is not None:
+            check_name(stage, "stage")
+        staged = tuple(
+            check_name(decode_from_record(member), "staged")
+            for member in data.get("staged_b64") or ()
+        )
         return cls(
             job_id=str(data["job_id"]),
             relative_path=relative_path,
@@ -105,6 +118,8 @@ class Job:
             output_stem=output_stem,
             phase=Phase(data.get("phase", Phase.CLAIMED)),
             outcome=dict(data.get("outcome") or {}),
+            stage=stage,
+            staged=staged,
         )
 
 

@@ -279,13 +279,20 @@ class JobRunner:
 
     def _lease_lost(self, job: Job, error: Exception | None) -> Outcome:
         """Another instance took this job over while we were presumed dead: it is theirs now.
-        Nothing is published, nothing retried; the job is forgotten here at once."""
+        Nothing more is published, nothing retried; the job is forgotten here at once."""
+        committed = self.endings.forget(job)
         log.warning(
             "lease_lost",
             job_id=job.job_id,
             source=job.relative_path,
             cause=f"{type(error).__name__}: {error}" if error else "taken over before publishing",
-            effect="another instance holds this job now; nothing published, forgotten here",
+            effect="another instance holds this job now; "
+            + (
+                "it places the outputs committed here before the takeover"
+                if committed
+                else "nothing published here"
+            )
+            + "; forgotten here",
         )
         return Outcome(job.job_id, Status.RETURNED, "lease_lost")
 

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ TMP_PREFIX = ".sca-tmp-"
 # Room kept after a stem for a collision number and the longest member of the family the job
 # writes: ``.error.json``, or ``.docling.json`` for a job that writes one.
 _NUMBER_ROOM = len(" (9999)")
-_OUR_PICTURE = re.compile(r"picture-[0-9]{4,6}\.png")
+OUR_PICTURE = re.compile(r"picture-[0-9]{4,6}\.png")
 
 # Reservations: while a job is between choosing a stem and renaming its sidecar, the stem is
 # held in the state folder so another instance publishing into the same folder cannot pick it.
@@ -111,7 +112,7 @@ def choose_stem(
             blockers = [
                 name
                 for name in blockers
-                if not (name.endswith(ERROR) and _same_source(fd, name, relative_path))
+                if not (name.endswith(ERROR) and same_source_in(fd, name, relative_path))
             ]
             if not blockers and reserve(where, collision_key(stem)):
                 return stem
@@ -124,7 +125,14 @@ def base_stem(source_name: str, longest: str = ERROR) -> str:
     return shorten(split_suffix(source_name)[0], NAME_MAX - room)
 
 
-def _same_source(dir_fd: int, error_json: str, relative_path: str) -> bool:
+def same_source(folder: Folder, error_json: str, relative_path: str) -> bool:
+    """``error_json`` in ``folder`` is an earlier error envelope of this same source, which a
+    new result of it supersedes."""
+    with _dir(folder).open() as fd:
+        return same_source_in(fd, error_json, relative_path)
+
+
+def same_source_in(dir_fd: int, error_json: str, relative_path: str) -> bool:
     try:
         fd = os.open(error_json, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
         with os.fdopen(fd, "rb") as handle:
@@ -199,7 +207,7 @@ def write_pictures(
             _write_new(fd, tmp, content)
             os.rename(tmp, picture, src_dir_fd=fd, dst_dir_fd=fd)
         for entry in os.listdir(fd):
-            if _OUR_PICTURE.fullmatch(entry) and entry not in keep:
+            if OUR_PICTURE.fullmatch(entry) and entry not in keep:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry, dir_fd=fd)
         fsync_dir_fd(fd)
@@ -246,7 +254,7 @@ def _write_new(dir_fd: int, name: str, content: bytes) -> None:
 def remove_superseded_error(folder: Folder, stem: str, relative_path: str) -> bool:
     """After a success, an earlier ``stem.error.json`` of the same source is out of date."""
     with _dir(folder).open() as fd:
-        if _same_source(fd, stem + ERROR, relative_path):
+        if same_source_in(fd, stem + ERROR, relative_path):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(stem + ERROR, dir_fd=fd)
             return True
@@ -254,8 +262,8 @@ def remove_superseded_error(folder: Folder, stem: str, relative_path: str) -> bo
 
 
 def remove_temporaries(folder: Folder, job_id: str, stem: str | None = None) -> int:
-    """Delete the temporary files a killed attempt of ``job_id`` left in ``folder`` (and, given
-    its stem, in its ``<stem>_artifacts/``)."""
+    """Delete the temporary files and stage folders an uncommitted attempt of ``job_id`` left in
+    ``folder`` (and, given its stem, in its ``<stem>_artifacts/``)."""
     where = _dir(folder)
     removed = 0
     try:
@@ -265,11 +273,19 @@ def remove_temporaries(folder: Folder, job_id: str, stem: str | None = None) -> 
             for name in os.listdir(fd):
                 if name.startswith(TMP_PREFIX + job_id):
                     with contextlib.suppress(FileNotFoundError):
-                        os.unlink(name, dir_fd=fd)
+                        _remove_entry(fd, name)
                         removed += 1
     except OSError:
         return removed
     return removed
+
+
+def _remove_entry(dir_fd: int, name: str) -> None:
+    """A temporary file, or a whole stage folder (``jobs.placing``), never through a link."""
+    if stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+        shutil.rmtree(name, dir_fd=dir_fd)
+    else:
+        os.unlink(name, dir_fd=dir_fd)
 
 
 def sidecar_bytes(document: dict[str, Any]) -> bytes:
