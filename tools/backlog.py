@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import threading
@@ -25,7 +26,7 @@ from typing import Any
 
 from sir_convert_a_lot.testing.configs import write_config
 from sir_convert_a_lot.testing.pdfs import pdf_bytes
-from toolkit import start_ready_daemon, tree_rss_bytes, write_report
+from toolkit import start_ready_daemon, stop_daemon, tree_rss_bytes, write_report
 
 
 @dataclass
@@ -45,28 +46,49 @@ def main() -> int:
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--stability-seconds", type=float, default=1.0)
     args = parser.parse_args()
-
     root = Path(tempfile.mkdtemp(prefix="sca-backlog-"))
+    config, staging, names = stage(root, args.files, args.stability_seconds)
+    drain = run_drain(config, root, staging, names)
+    write_report(args.output, build_report(args, root / "outbox", names, drain))
+    return 0
+
+
+def stage(root: Path, files: int, stability_seconds: float) -> tuple[Path, Path, list[str]]:
+    """The daemon's config under ``root`` and ``files`` one-page PDFs written beside its inbox,
+    ready to be moved in at once. Returns the config, the staging folder and the names."""
     config = write_config(
         root,
-        watch={"stability_seconds": args.stability_seconds},
+        watch={"stability_seconds": stability_seconds},
         logging={"level": "warning"},
         instances={"lease_seconds": 60},
     )
     staging = root / "staging"
     staging.mkdir()
     content = pdf_bytes()
-    names = [f"backlog-{i:05d}.pdf" for i in range(args.files)]
+    names = [f"backlog-{i:05d}.pdf" for i in range(files)]
     for name in names:
         (staging / name).write_bytes(content)
-    drain = run_drain(config, root, staging, names)
-    write_report(args.output, build_report(args, root / "outbox", names, drain))
-    return 0
+    return config, staging, names
 
 
-def run_drain(config: Path, root: Path, staging: Path, names: list[str]) -> Drain:
-    """Start the daemon, drop every file at once and sample its memory until all are done."""
-    daemon = start_ready_daemon(config, root / "daemon.log", "test-instance")
+def run_drain(
+    config: Path,
+    root: Path,
+    staging: Path,
+    names: list[str],
+    command: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> Drain:
+    """Start the daemon (``command`` and ``env`` as for ``start_ready_daemon``), drop every
+    file at once and sample its memory until all are done; the daemon stops however it ends."""
+    daemon = start_ready_daemon(config, root / "daemon.log", "test-instance", command, env)
+    try:
+        return _drain(daemon, root, staging, names)
+    finally:
+        stop_daemon(daemon)
+
+
+def _drain(daemon: subprocess.Popen[bytes], root: Path, staging: Path, names: list[str]) -> Drain:
     done = threading.Event()
     drain = Drain(rss_ready=tree_rss_bytes(daemon.pid), dropped=0.0)
 
@@ -93,8 +115,6 @@ def run_drain(config: Path, root: Path, staging: Path, names: list[str]) -> Drai
     drain.drained = time.monotonic()
     done.set()
     sampler.join()
-    daemon.terminate()
-    daemon.wait(60)
     return drain
 
 
