@@ -122,7 +122,9 @@ def build_report(
     args: argparse.Namespace, outbox: Path, names: list[str], drain: Drain
 ) -> dict[str, Any]:
     samples, dropped, drained = drain.samples, drain.dropped, drain.drained
-    during = [rss for at, rss in samples if at >= (drain.first_done or dropped)]
+    # a drain shorter than the 1 s sampling may have no sample after its first result
+    every = [rss for _at, rss in samples] or [drain.rss_ready]
+    during = [rss for at, rss in samples if at >= (drain.first_done or dropped)] or every
     early = during[: max(1, len(during) // 10)]
     late = during[-max(1, len(during) // 10) :]
     succeeded = 0
@@ -146,7 +148,7 @@ def build_report(
             "at_ready": drain.rss_ready,
             "early_drain_mean": int(sum(early) / len(early)),
             "late_drain_mean": int(sum(late) / len(late)),
-            "peak": max(rss for _, rss in samples),
+            "peak": max(every),
         },
         "rss_growth_early_to_late_percent": round(
             100 * (sum(late) / len(late) - sum(early) / len(early)) / (sum(early) / len(early)), 2
