@@ -247,6 +247,7 @@ def test_backlog_cost_drains_once_with_each_arm_s_own_code(tmp_path: Path) -> No
     assert old["commit"] == head.strip()
     assert report["order"] == ["old", "new"]
     assert [run["succeeded"] for run in old["runs"] + new["runs"]] == [2, 2]
+    assert all(run["cpu_seconds"] > 0 for run in old["runs"] + new["runs"])
     assert completed.returncode == (0 if report["within_tolerance"] else 1)
     assert "| old |" in table.read_text() and "| new |" in table.read_text()
     assert list((tmp_path / "tmp").glob("sca-backlog-cost-*")) == []

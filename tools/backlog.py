@@ -5,8 +5,9 @@ Usage: .venv/bin/python tools/backlog.py --files 1000 --output docs/reference/ba
 Starts the real daemon (a subprocess, CPU backend unlocked by ADR 0002) on a scratch folder,
 waits until it is ready, moves N one-page PDFs into the inbox in one burst (each written
 elsewhere first, so every file is complete when it appears), and samples the resident memory of
-the daemon and its worker once a second until every sidecar exists. Reports jobs per minute and
-RSS at ready, early in the drain, at the end and at its peak.
+the daemon and its worker once a second until every sidecar exists. Reports jobs per minute, the
+CPU seconds the daemon and its worker spent draining, and RSS at ready, early in the drain, at
+the end and at its peak.
 """
 
 from __future__ import annotations
@@ -26,17 +27,25 @@ from typing import Any
 
 from sir_convert_a_lot.testing.configs import write_config
 from sir_convert_a_lot.testing.pdfs import pdf_bytes
-from toolkit import start_ready_daemon, stop_daemon, tree_rss_bytes, write_report
+from toolkit import (
+    start_ready_daemon,
+    stop_daemon,
+    tree_cpu_seconds,
+    tree_rss_bytes,
+    write_report,
+)
 
 
 @dataclass
 class Drain:
-    """What one drain of the backlog measured: RSS samples and when things happened."""
+    """What one drain of the backlog measured: RSS samples, when things happened and the CPU
+    seconds the daemon and its worker spent from the drop to the last sidecar."""
 
     rss_ready: int
     dropped: float
     first_done: float | None = None
     drained: float = 0.0
+    cpu_seconds: float = 0.0
     samples: list[tuple[float, int]] = field(default_factory=list)
 
 
@@ -98,6 +107,7 @@ def _drain(daemon: subprocess.Popen[bytes], root: Path, staging: Path, names: li
             done.wait(1.0)
 
     sampler = threading.Thread(target=sample, daemon=True)
+    cpu_at_drop = tree_cpu_seconds(daemon.pid)
     drain.dropped = time.monotonic()
     sampler.start()
     for name in names:
@@ -113,6 +123,7 @@ def _drain(daemon: subprocess.Popen[bytes], root: Path, staging: Path, names: li
             raise SystemExit(f"daemon exited early: {daemon.returncode}")
         time.sleep(0.2)
     drain.drained = time.monotonic()
+    drain.cpu_seconds = tree_cpu_seconds(daemon.pid) - cpu_at_drop
     done.set()
     sampler.join()
     return drain
@@ -143,6 +154,7 @@ def build_report(
         "stability_seconds": args.stability_seconds,
         "seconds_drop_to_first_result": round((drain.first_done or drained) - dropped, 2),
         "seconds_to_drain": round(drained - dropped, 2),
+        "cpu_seconds_during_drain": round(drain.cpu_seconds, 2),
         "jobs_per_minute": round(args.files / ((drained - dropped) / 60), 1),
         "rss_bytes": {
             "at_ready": drain.rss_ready,
