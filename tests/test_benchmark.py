@@ -204,6 +204,7 @@ def cost_command(output: Path, *arguments: str) -> list[str]:
     ("arguments", "said"),
     [
         (["--base", "no-such-commit"], "--base no-such-commit: no such commit"),
+        (["--base", "HEAD", "--new", "HEAD~999999"], "--new HEAD~999999: no such commit"),
         (["--base", "HEAD", "--files", "0"], "--files 0: give 1 or more"),
         (["--base", "HEAD", "--rounds", "0"], "--rounds 0: give 1 or more"),
     ],

@@ -2,12 +2,13 @@
 and by this tree's, taking turns, in one run.
 
 Usage:
-    .venv/bin/python tools/backlog_cost.py --base COMMIT --output OUT.json [--files 1000]
-        [--rounds 3] [--markdown OUT.md]
+    .venv/bin/python tools/backlog_cost.py --base COMMIT --output OUT.json [--new COMMIT]
+        [--files 1000] [--rounds 3] [--markdown OUT.md]
 
 Why one run: two runs on different days, or beside different loads, measure the machine, not
-the code. The base commit's ``daemon/`` is unpacked (``git archive``) into a scratch folder that
-goes when the run ends, however it ends (failure, Ctrl-C, SIGTERM), and so does every daemon.
+the code. The base commit's ``daemon/`` is unpacked (``git archive``) into a scratch folder, and
+``--new``'s too if given (else the new arm is this tree as it is on disk); the folder goes when
+the run ends, however it ends (failure, Ctrl-C, SIGTERM), and so does every daemon.
 Each drain is tools/backlog.py's (a fresh scratch folder, N one-page PDFs moved into the inbox
 at once, the real daemon as a process, timed from the drop to the last sidecar); the venv's
 python runs sir-convert's entry point with PYTHONPATH at one tree's ``daemon/``, so the arms
@@ -54,6 +55,7 @@ LAUNCH = (
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", required=True, help="the commit whose code is the old arm")
+    parser.add_argument("--new", help="the commit whose code is the new arm (default: this tree)")
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--markdown", type=Path, help="also write the summary table here")
     parser.add_argument("--files", type=int, default=1000)
@@ -66,12 +68,8 @@ def main() -> int:
             parser.error(f"--{name} {getattr(args, name)}: give 1 or more")
     if args.stability_seconds < 0 or not 0 <= args.tolerance < 1:
         parser.error("--stability-seconds must be 0 or more and --tolerance from 0 to below 1")
-    base = _git("rev-parse", "--verify", "--quiet", f"{args.base}^{{commit}}")
-    if base is None:
-        parser.error(f"--base {args.base}: no such commit in {REPO} (see git log --oneline)")
-    if _git("cat-file", "-e", f"{base}:daemon/sir_convert_a_lot/ops/cli.py") is None:
-        parser.error(f"--base {args.base}: that commit has no daemon to run")
-    report = measure(args, base)
+    commits = {"old": _commit(parser, "base", args.base), "new": _commit(parser, "new", args.new)}
+    report = measure(args, commits)
     write_report(args.output, report)
     table = markdown(report)
     print(table)
@@ -83,12 +81,27 @@ def main() -> int:
     return 0 if report["within_tolerance"] and all_succeeded else 1
 
 
-def measure(args: argparse.Namespace, base: str) -> dict[str, Any]:
+def _commit(parser: argparse.ArgumentParser, option: str, given: str | None) -> str | None:
+    """The full id of the commit ``--option`` names, or a usage error saying what is wrong."""
+    if given is None:
+        return None
+    commit = _git("rev-parse", "--verify", "--quiet", f"{given}^{{commit}}")
+    if commit is None:
+        parser.error(f"--{option} {given}: no such commit in {REPO} (see git log --oneline)")
+    if _git("cat-file", "-e", f"{commit}:daemon/sir_convert_a_lot/ops/cli.py") is None:
+        parser.error(f"--{option} {given}: that commit has no daemon to run")
+    return commit
+
+
+def measure(args: argparse.Namespace, commits: dict[str, str | None]) -> dict[str, Any]:
     """Every drain, the arms taking turns; the scratch folder and the old tree go at the end."""
     exit_on_sigterm()
     scratch = Path(tempfile.mkdtemp(prefix="sca-backlog-cost-"))
     try:
-        trees = {"old": unpack(base, scratch / "old"), "new": REPO}
+        trees = {
+            arm: REPO if commit is None else unpack(commit, scratch / arm)
+            for arm, commit in commits.items()
+        }
         runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in ARMS}
         order = [arm for r in range(args.rounds) for arm in (ARMS if r % 2 == 0 else ARMS[::-1])]
         for index, arm in enumerate(order, start=1):
@@ -96,7 +109,7 @@ def measure(args: argparse.Namespace, base: str) -> dict[str, Any]:
             print(f"{index}/{len(order)} {arm}: {runs[arm][-1]['jobs_per_minute']} jobs/min")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return build_report(args, base, order, runs)
+    return build_report(args, commits, order, runs)
 
 
 def unpack(commit: str, folder: Path) -> Path:
@@ -143,12 +156,14 @@ def imported_from(log: Path) -> Path:
 
 
 def build_report(
-    args: argparse.Namespace, base: str, order: list[str], runs: dict[str, list[dict[str, Any]]]
+    args: argparse.Namespace,
+    commits: dict[str, str | None],
+    order: list[str],
+    runs: dict[str, list[dict[str, Any]]],
 ) -> dict[str, Any]:
     modules = {arm: {run["module_file"] for run in runs[arm]} for arm in ARMS}
     if any(len(files) != 1 for files in modules.values()) or modules["old"] == modules["new"]:
         raise SystemExit(f"the arms did not each run one code tree of their own: {modules}")
-    head = _git("rev-parse", "HEAD") or "unknown"
     arms = {
         arm: {
             "module_file": runs[arm][0]["module_file"],
@@ -158,8 +173,12 @@ def build_report(
         }
         for arm in ARMS
     }
-    arms["old"]["commit"] = base
-    arms["new"].update(commit=head, uncommitted_changes=bool(_git("status", "-s", "daemon")))
+    for arm, commit in commits.items():
+        if commit is None:  # this tree as it is on disk: its commit, and whether it differs
+            uncommitted = bool(_git("status", "--short", "daemon"))
+            arms[arm].update(commit=_git("rev-parse", "HEAD"), uncommitted_changes=uncommitted)
+        else:
+            arms[arm]["commit"] = commit
     ratio = arms["new"]["median_jobs_per_minute"] / arms["old"]["median_jobs_per_minute"]
     old_cpu = arms["old"]["median_cpu_seconds"]
     cpu = round(arms["new"]["median_cpu_seconds"] / old_cpu, 4) if old_cpu else None
@@ -193,7 +212,9 @@ def markdown(report: dict[str, Any]) -> str:
         side = report["arms"][arm]
         each = ", ".join(f"{run['jobs_per_minute']:.1f}" for run in side["runs"])
         median, cpu = side["median_jobs_per_minute"], side["median_cpu_seconds"]
-        lines.append(f"| {arm} | `{side['commit'][:7]}` | {each} | {median:.1f} | {cpu:.1f} |")
+        lines.append(
+            f"| {arm} | `{(side['commit'] or 'unknown')[:7]}` | {each} | {median:.1f} | {cpu:.1f} |"
+        )
     verdict = "within" if report["within_tolerance"] else "NOT within"
     lines.append("")
     lines.append(
