@@ -130,7 +130,11 @@ def drain(args: argparse.Namespace, arm: str, tree: Path, root: Path) -> dict[st
     python = str(REPO / ".venv" / "bin" / "python")
     command = [python, "-P", "-c", LAUNCH, "--config", str(config), "run"]
     env = {**os.environ, "PYTHONPATH": str(tree / "daemon")}
-    result = backlog.run_drain(config, root, staging, names, command, env)
+    try:
+        result = backlog.run_drain(config, root, staging, names, command, env)
+    except SystemExit:  # the log goes with the scratch folder: its end is shown here
+        print((root / "daemon.log").read_text(errors="replace")[-3000:], file=sys.stderr)
+        raise
     module = imported_from(root / "daemon.log")
     if not module.is_relative_to((tree / "daemon").resolve()):
         raise SystemExit(f"the {arm} arm's daemon ran {module}, not the code under {tree}")
