@@ -1,4 +1,5 @@
-"""The benchmark runner: its statistics, and one real run on two small PDFs."""
+"""The benchmark runners: benchmark.py's statistics and one real run on two small PDFs;
+backlog_cost.py's argument errors, its two arms and its clean-up."""
 
 from __future__ import annotations
 
@@ -150,12 +151,14 @@ def test_a_run_stopped_midway_takes_its_daemon_and_folder_with_it(tmp_path: Path
     assert not (tmp_path / "bench.json").exists()
 
 
-def _wait_for_a_converted_file(scratch: Path, runner: subprocess.Popen[bytes]) -> int:
+def _wait_for_a_converted_file(
+    scratch: Path, runner: subprocess.Popen[bytes], folders: str = "sca-bench-*"
+) -> int:
     """The daemon's pid, once it has published a file in the runner's scratch outbox."""
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         assert runner.poll() is None
-        for folder in scratch.glob("sca-bench-*"):
+        for folder in scratch.glob(folders):
             if any((folder / "outbox").rglob("*.json")):
                 return _daemon_pid(folder)
         time.sleep(0.2)
@@ -189,3 +192,83 @@ def test_a_missing_config_or_corpus_is_named_without_a_traceback(
     assert completed.returncode == 2
     assert f"--{wrong} {tmp_path / 'typo'}: no such" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def cost_command(output: Path, *arguments: str) -> list[str]:
+    """tools/backlog_cost.py writing ``output``, with ``arguments``."""
+    tool = REPO / "tools" / "backlog_cost.py"
+    return [str(REPO / ".venv" / "bin" / "python"), str(tool), "--output", str(output), *arguments]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "said"),
+    [
+        (["--base", "no-such-commit"], "--base no-such-commit: no such commit"),
+        (["--base", "HEAD", "--new", "HEAD~999999"], "--new HEAD~999999: no such commit"),
+        (["--base", "HEAD", "--files", "0"], "--files 0: give 1 or more"),
+        (["--base", "HEAD", "--rounds", "0"], "--rounds 0: give 1 or more"),
+    ],
+)
+def test_backlog_cost_names_a_bad_argument_without_a_traceback(
+    tmp_path: Path, arguments: list[str], said: str
+) -> None:
+    completed = subprocess.run(
+        cost_command(tmp_path / "cost.json", *arguments),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=scratch_env(tmp_path),
+    )
+    assert completed.returncode == 2
+    assert said in completed.stderr
+    assert "Traceback" not in completed.stderr
+    assert not (tmp_path / "cost.json").exists()
+    assert list((tmp_path / "tmp").glob("sca-backlog-cost-*")) == []
+
+
+@pytest.mark.slow
+def test_backlog_cost_drains_once_with_each_arm_s_own_code(tmp_path: Path) -> None:
+    arguments = ["--base", "HEAD", "--files", "2", "--rounds", "1"]
+    output, table = tmp_path / "cost.json", tmp_path / "cost.md"
+    completed = subprocess.run(
+        cost_command(output, *arguments, "--markdown", str(table)),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env=scratch_env(tmp_path),
+    )
+    assert "Traceback" not in completed.stderr, completed.stderr[-2000:]
+    report = json.loads(output.read_text())
+    old, new = report["arms"]["old"], report["arms"]["new"]
+    assert Path(new["module_file"]) == (REPO / "daemon" / "sir_convert_a_lot" / "__init__.py")
+    assert Path(old["module_file"]).is_relative_to((tmp_path / "tmp").resolve())  # the archive
+    head = subprocess.check_output(["git", "-C", str(REPO), "rev-parse", "HEAD"], text=True)
+    assert old["commit"] == head.strip()
+    assert report["order"] == ["old", "new"]
+    assert [run["succeeded"] for run in old["runs"] + new["runs"]] == [2, 2]
+    assert all(run["cpu_seconds"] > 0 for run in old["runs"] + new["runs"])
+    assert completed.returncode == (0 if report["within_tolerance"] else 1)
+    assert "| old |" in table.read_text() and "| new |" in table.read_text()
+    assert list((tmp_path / "tmp").glob("sca-backlog-cost-*")) == []
+
+
+@pytest.mark.slow
+def test_backlog_cost_stopped_midway_takes_its_daemon_and_old_tree_with_it(tmp_path: Path) -> None:
+    arguments = ["--base", "HEAD", "--files", "150", "--rounds", "1"]
+    runner = subprocess.Popen(
+        cost_command(tmp_path / "cost.json", *arguments),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=scratch_env(tmp_path),
+    )
+    try:
+        daemon_pid = _wait_for_a_converted_file(tmp_path / "tmp", runner, "sca-backlog-cost-*/1-*")
+        runner.send_signal(signal.SIGTERM)
+        assert runner.wait(timeout=120) != 0
+    finally:
+        runner.kill()
+    assert list((tmp_path / "tmp").glob("sca-backlog-cost-*")) == []
+    assert not Path(f"/proc/{daemon_pid}").exists() or "zombie" in _state(daemon_pid)
+    assert not (tmp_path / "cost.json").exists()

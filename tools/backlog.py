@@ -5,8 +5,9 @@ Usage: .venv/bin/python tools/backlog.py --files 1000 --output docs/reference/ba
 Starts the real daemon (a subprocess, CPU backend unlocked by ADR 0002) on a scratch folder,
 waits until it is ready, moves N one-page PDFs into the inbox in one burst (each written
 elsewhere first, so every file is complete when it appears), and samples the resident memory of
-the daemon and its worker once a second until every sidecar exists. Reports jobs per minute and
-RSS at ready, early in the drain, at the end and at its peak.
+the daemon and its worker once a second until every sidecar exists. Reports jobs per minute, the
+CPU seconds the daemon and its worker spent draining, and RSS at ready, early in the drain, at
+the end and at its peak.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import threading
@@ -25,17 +27,25 @@ from typing import Any
 
 from sir_convert_a_lot.testing.configs import write_config
 from sir_convert_a_lot.testing.pdfs import pdf_bytes
-from toolkit import start_ready_daemon, tree_rss_bytes, write_report
+from toolkit import (
+    start_ready_daemon,
+    stop_daemon,
+    tree_cpu_seconds,
+    tree_rss_bytes,
+    write_report,
+)
 
 
 @dataclass
 class Drain:
-    """What one drain of the backlog measured: RSS samples and when things happened."""
+    """What one drain of the backlog measured: RSS samples, when things happened and the CPU
+    seconds the daemon and its worker spent from the drop to the last sidecar."""
 
     rss_ready: int
     dropped: float
     first_done: float | None = None
     drained: float = 0.0
+    cpu_seconds: float = 0.0
     samples: list[tuple[float, int]] = field(default_factory=list)
 
 
@@ -45,28 +55,49 @@ def main() -> int:
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--stability-seconds", type=float, default=1.0)
     args = parser.parse_args()
-
     root = Path(tempfile.mkdtemp(prefix="sca-backlog-"))
+    config, staging, names = stage(root, args.files, args.stability_seconds)
+    drain = run_drain(config, root, staging, names)
+    write_report(args.output, build_report(args, root / "outbox", names, drain))
+    return 0
+
+
+def stage(root: Path, files: int, stability_seconds: float) -> tuple[Path, Path, list[str]]:
+    """The daemon's config under ``root`` and ``files`` one-page PDFs written beside its inbox,
+    ready to be moved in at once. Returns the config, the staging folder and the names."""
     config = write_config(
         root,
-        watch={"stability_seconds": args.stability_seconds},
+        watch={"stability_seconds": stability_seconds},
         logging={"level": "warning"},
         instances={"lease_seconds": 60},
     )
     staging = root / "staging"
     staging.mkdir()
     content = pdf_bytes()
-    names = [f"backlog-{i:05d}.pdf" for i in range(args.files)]
+    names = [f"backlog-{i:05d}.pdf" for i in range(files)]
     for name in names:
         (staging / name).write_bytes(content)
-    drain = run_drain(config, root, staging, names)
-    write_report(args.output, build_report(args, root / "outbox", names, drain))
-    return 0
+    return config, staging, names
 
 
-def run_drain(config: Path, root: Path, staging: Path, names: list[str]) -> Drain:
-    """Start the daemon, drop every file at once and sample its memory until all are done."""
-    daemon = start_ready_daemon(config, root / "daemon.log", "test-instance")
+def run_drain(
+    config: Path,
+    root: Path,
+    staging: Path,
+    names: list[str],
+    command: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> Drain:
+    """Start the daemon (``command`` and ``env`` as for ``start_ready_daemon``), drop every
+    file at once and sample its memory until all are done; the daemon stops however it ends."""
+    daemon = start_ready_daemon(config, root / "daemon.log", "test-instance", command, env)
+    try:
+        return _drain(daemon, root, staging, names)
+    finally:
+        stop_daemon(daemon)
+
+
+def _drain(daemon: subprocess.Popen[bytes], root: Path, staging: Path, names: list[str]) -> Drain:
     done = threading.Event()
     drain = Drain(rss_ready=tree_rss_bytes(daemon.pid), dropped=0.0)
 
@@ -76,6 +107,7 @@ def run_drain(config: Path, root: Path, staging: Path, names: list[str]) -> Drai
             done.wait(1.0)
 
     sampler = threading.Thread(target=sample, daemon=True)
+    cpu_at_drop = tree_cpu_seconds(daemon.pid)
     drain.dropped = time.monotonic()
     sampler.start()
     for name in names:
@@ -91,10 +123,9 @@ def run_drain(config: Path, root: Path, staging: Path, names: list[str]) -> Drai
             raise SystemExit(f"daemon exited early: {daemon.returncode}")
         time.sleep(0.2)
     drain.drained = time.monotonic()
+    drain.cpu_seconds = tree_cpu_seconds(daemon.pid) - cpu_at_drop
     done.set()
     sampler.join()
-    daemon.terminate()
-    daemon.wait(60)
     return drain
 
 
@@ -102,7 +133,9 @@ def build_report(
     args: argparse.Namespace, outbox: Path, names: list[str], drain: Drain
 ) -> dict[str, Any]:
     samples, dropped, drained = drain.samples, drain.dropped, drain.drained
-    during = [rss for at, rss in samples if at >= (drain.first_done or dropped)]
+    # a drain shorter than the 1 s sampling may have no sample after its first result
+    every = [rss for _at, rss in samples] or [drain.rss_ready]
+    during = [rss for at, rss in samples if at >= (drain.first_done or dropped)] or every
     early = during[: max(1, len(during) // 10)]
     late = during[-max(1, len(during) // 10) :]
     succeeded = 0
@@ -121,12 +154,13 @@ def build_report(
         "stability_seconds": args.stability_seconds,
         "seconds_drop_to_first_result": round((drain.first_done or drained) - dropped, 2),
         "seconds_to_drain": round(drained - dropped, 2),
+        "cpu_seconds_during_drain": round(drain.cpu_seconds, 2),
         "jobs_per_minute": round(args.files / ((drained - dropped) / 60), 1),
         "rss_bytes": {
             "at_ready": drain.rss_ready,
             "early_drain_mean": int(sum(early) / len(early)),
             "late_drain_mean": int(sum(late) / len(late)),
-            "peak": max(rss for _, rss in samples),
+            "peak": max(every),
         },
         "rss_growth_early_to_late_percent": round(
             100 * (sum(late) / len(late) - sum(early) / len(early)) / (sum(early) / len(early)), 2

@@ -36,7 +36,7 @@ from typing import Any
 import tomli_w
 
 from sir_convert_a_lot.config import PATH_KEYS
-from toolkit import REPO, tree_rss_bytes
+from toolkit import REPO, exit_on_sigterm, stop_daemon, tree_rss_bytes
 
 POLL_SECONDS = 0.05
 
@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     it, and so does the daemon when the run fails or is interrupted (Ctrl-C, SIGTERM)."""
     root = Path(tempfile.mkdtemp(prefix="sca-bench-"))
     process: subprocess.Popen[bytes] | None = None
-    _exit_on_sigterm()
+    exit_on_sigterm()
     try:
         config_path, document = benchmark_config(args.config, root)
         pdfs = find_pdfs(args.corpus)
@@ -185,7 +185,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if getattr(args, "keep_outbox", None):
             shutil.copytree(root / "outbox", args.keep_outbox, dirs_exist_ok=True)
     finally:
-        _stop(process)
+        stop_daemon(process)
         shutil.rmtree(root, ignore_errors=True)
     timing = (ready_seconds, jobs, sampler, wall_seconds, usage_before, usage_after, exit_code)
     return report(args, document, worker, *timing)
@@ -197,24 +197,6 @@ def _daemon_environment() -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",
         "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
     }
-
-
-def _exit_on_sigterm() -> None:
-    """SIGTERM ends the run like Ctrl-C, through the clean-up (only the main thread may ask)."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
-
-
-def _stop(process: subprocess.Popen[bytes] | None) -> None:
-    """The daemon gone: asked to stop, then killed if it does not within a minute."""
-    if process is None or process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def run_rounds(
