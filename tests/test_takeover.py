@@ -11,7 +11,10 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -33,9 +36,39 @@ def _snapshot(outbox: Path) -> dict[str, tuple[int, str]]:
     """Every output by name: its inode and content hash (a replaced file changes either)."""
     found: dict[str, tuple[int, str]] = {}
     for name in files_under(outbox):
+        if name.startswith("."):
+            continue  # a stage, or a file being written: not an output yet
         path = outbox / name
-        found[name] = (os.lstat(path).st_ino, hashlib.sha256(path.read_bytes()).hexdigest())
+        try:
+            found[name] = (os.lstat(path).st_ino, hashlib.sha256(path.read_bytes()).hexdigest())
+        except FileNotFoundError:
+            continue
     return found
+
+
+@contextmanager
+def _watching(outbox: Path) -> Iterator[list[str]]:
+    """Every output as first seen, polled all along: a name whose inode or bytes ever change,
+    or that vanishes, was replaced, whenever that happened."""
+    first: dict[str, tuple[int, str]] = {}
+    changes: list[str] = []
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.wait(0.05):
+            now = _snapshot(outbox)
+            for name, seen in first.items():
+                if now.get(name) != seen:
+                    changes.append(f"{name}: {seen} -> {now.get(name)}")
+            first.update({k: v for k, v in now.items() if k not in first})
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    try:
+        yield changes
+    finally:
+        done.set()
+        poller.join()
 
 
 def _job_events(daemon: harness.Daemon, job_id: str) -> list[str]:
@@ -54,7 +87,7 @@ def test_an_instance_frozen_past_its_lease_publishes_the_job_exactly_once(
     )
     outbox = tmp_path / "outbox"
     stale = Daemon(config, instance="stale", crash_at=f"stop:{stage}", log_name="stale")
-    with stale.start():
+    with stale.start(), _watching(outbox) as replaced:
         make_pdf(tmp_path / "inbox" / "report.pdf")
         wait_for(lambda: _frozen(stale), timeout=60)
         (claimed,) = os.listdir(tmp_path / "state" / "claimed" / "stale")
@@ -71,6 +104,7 @@ def test_an_instance_frozen_past_its_lease_publishes_the_job_exactly_once(
             assert holder.terminate() == 0
         assert stale.terminate() == 0
 
+    assert not replaced
     assert {k: v for k, v in _snapshot(outbox).items() if k.startswith("report")} == published
     assert sorted(os.listdir(outbox)) == ["after.json", "after.md", "report.json", "report.md"]
     assert sorted(os.listdir(tmp_path / "archive")) == ["after.pdf", "report.pdf"]

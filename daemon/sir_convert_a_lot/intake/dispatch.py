@@ -95,7 +95,10 @@ class Dispatcher:
         except sharefs.Swapped as exc:
             # A folder on its way became a link, or another file took its name, since it was
             # seen: nothing is taken through it. What is there now is seen anew, if anything.
-            log.warning(
+            # Only the folder is an attack; a new file under an old name is a share's routine
+            # (the same name dropped again after another instance took the first).
+            say = log.warning if isinstance(exc.__cause__, sharefs.NotAFolder) else log.info
+            say(
                 "source_swapped",
                 source=relative,
                 reason=str(exc),

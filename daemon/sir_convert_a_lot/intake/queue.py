@@ -242,7 +242,7 @@ class Intake:
             self.gone(relative)
             return None
         if current.identity != seen.identity:
-            log.warning(
+            log.info(  # routine on a share: the same name dropped again (a folder swap warns)
                 "source_swapped",
                 source=relative,
                 reason="another file took its name since it was seen",
