@@ -26,7 +26,7 @@ import pytest
 from sir_convert_a_lot.config import Config
 from sir_convert_a_lot.engine.pool import EnginePool
 from sir_convert_a_lot.engine.ray_cluster import MARK_VARIABLE
-from sir_convert_a_lot.engine.ray_reaper import marked_processes, reap
+from sir_convert_a_lot.engine.ray_reaper import marked_processes, reap, with_descendants
 from sir_convert_a_lot.service.daemon import Service
 from sir_convert_a_lot.testing.daemon import Daemon
 from tests.helpers import load_config, make_pdf, wait_for, write_config
@@ -167,10 +167,16 @@ def test_a_daemon_killed_mid_drain_converts_each_file_once_and_leaves_no_ray(
             make_pdf(tmp_path / "inbox" / f"{name}.pdf", pages=3)
         daemon.wait_event("job_succeeded", timeout=120)
         assert private_ray_processes(), "the private Ray should be running"
+        assert daemon.process is not None
+        # The agents too: they carry no readable mark, only their parent finds them.
+        tree = set(with_descendants(private_ray_processes())) - {daemon.process.pid}
     finally:
         daemon.kill()
     # The reaper takes the whole private Ray down with the daemon.
     assert wait_for(lambda: not private_ray_processes(), timeout=30), private_ray_processes()
+    assert wait_for(lambda: not [p for p in tree if _alive(p)], timeout=30), [
+        (p, _process_name(p)) for p in tree if _alive(p)
+    ]
     assert not list(Path("/tmp").glob("sca-ray-*/session_*"))
     with Daemon(config).start(timeout=120) as again:
         wait_for(lambda: all((tmp_path / "outbox" / f"{n}.json").exists() for n in names), 180)
@@ -228,18 +234,13 @@ def _listening_by_process(pids: set[int]) -> dict[int, list[tuple[str, int]]]:
     return held
 
 
-def _with_children(pids: set[int]) -> set[int]:
-    """``pids`` and every process below them: Ray's agents carry the mark too, but set their
-    title over the memory that ``/proc/PID/environ`` reads, so only their parent finds them."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        with contextlib.suppress(OSError, ValueError):
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found = set(pids)
-    while more := {pid for pid, parent in parents.items() if parent in found} - found:
-        found |= more
-    return found
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for its parent."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _process_name(pid: int) -> str:
@@ -265,7 +266,7 @@ def test_every_port_of_a_private_ray_listens_on_loopback_only(tmp_path: Path) ->
         def every_part_listens() -> dict[int, tuple[str, list[tuple[str, int]]]] | None:
             """pid -> (name, sockets) of every Ray process that listens, once the GCS, the
             raylet, the runtime-env agent, both actors and the driver all do."""
-            ray = _with_children(set(marked_processes(mark))) | {daemon}
+            ray = set(with_descendants(marked_processes(mark))) | {daemon}
             held = _listening_by_process(ray)
             held[daemon] = [s for s in held[daemon] if s not in before]
             listening = {pid: (_process_name(pid), s) for pid, s in held.items() if s}

@@ -3,7 +3,8 @@
 Started by the daemon with a pipe on its standard input that only the daemon holds. It waits
 for that pipe to close, which happens however the daemon ends (a clean stop, a crash, SIGKILL),
 then kills every process whose environment carries ``SIR_CONVERT_RAY_MARK=MARK`` (the private
-cluster's GCS, raylet, agents and workers all inherit it), and removes the cluster's folder.
+cluster's GCS, raylet and workers inherit it) and every process below them (the agents, which
+replace their environment), and removes the cluster's folder.
 It ignores SIGINT and SIGTERM: stopping it early would leave the cluster behind.
 """
 
@@ -40,13 +41,38 @@ def marked_processes(mark: str, spare: frozenset[int] = frozenset()) -> list[int
     return found
 
 
+def with_descendants(pids: list[int], spare: frozenset[int] = frozenset()) -> list[int]:
+    """``pids`` and every process below them: Ray's agents replace their environment (the
+    mark is gone from it) but are still the raylet's children, found before anyone is killed
+    (once their parent dies they belong to init)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                parent = int(stat.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(parent, []).append(int(entry))
+    found: list[int] = []
+    todo = list(pids)
+    while todo:
+        pid = todo.pop()
+        if pid in found or pid in spare:
+            continue
+        found.append(pid)
+        todo.extend(children.get(pid, ()))
+    return found
+
+
 def reap(mark: str, folder: str, spare: frozenset[int]) -> int:
     """Kill the marked processes (a few rounds) and remove the folder; how many were killed."""
     if not mark:
         raise ValueError("a reaper needs its cluster's mark: an empty one matches every Ray")
     killed = 0
     for _ in range(_ROUNDS):
-        pids = marked_processes(mark, spare)
+        pids = with_descendants(marked_processes(mark, spare), spare)
         for pid in pids:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
