@@ -94,18 +94,6 @@ def check_name(name: str, what: str) -> str:
     return name
 
 
-def inside_folder(root: Path, relative: str, what: str) -> Path:
-    """``root / relative``, proven to stay inside ``root``: ``relative`` passes
-    ``check_relative`` and its parent resolves (through any symlinks) inside ``root``. The last
-    component is not followed: a symlink there is the entry itself, never its target."""
-    candidate = root.joinpath(*check_relative(relative, what))
-    real_root = Path(os.path.realpath(root))
-    real_parent = Path(os.path.realpath(candidate.parent))
-    if real_parent != real_root and real_root not in real_parent.parents:
-        raise OutsideFolder(f"{what} {relative!r} leads outside {root} (to {real_parent})")
-    return candidate
-
-
 def read_json(path: Path, limit: int = 4 * 1024 * 1024) -> Any:
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     with os.fdopen(fd, "rb") as handle:
