@@ -167,20 +167,24 @@ class Spool:
         return job
 
     def _give_back(self, job_folder: Path, parts: tuple[str, ...], name: str) -> str:
-        """The original in ``job_folder`` back into ``inbox/parts`` (folders made take the
-        inbox's own mode) under a free name; into the inbox itself when a folder on the way
-        was swapped for a link (never through it)."""
+        """The original back into ``inbox/parts`` (folders made take the inbox's own mode)."""
         like_inbox = sharefs.FolderMode(stat.S_IMODE(os.stat(self.paths.inbox).st_mode))
-        with open_dir(job_folder) as fd:
-            try:
-                return sharefs.place(fd, SOURCE, self.paths.inbox, parts, name, like_inbox)
-            except sharefs.NotAFolder:
-                return sharefs.place(fd, SOURCE, self.paths.inbox, (), name, like_inbox)
+        return self._put(job_folder, self.paths.inbox, parts, name, like_inbox)
 
     def _set_aside(self, job_folder: Path, root: Path, parts: tuple[str, ...], name: str) -> str:
-        """The original into archive/ or failed/ under a free name; its relative path there."""
+        return self._put(job_folder, root, parts, name, SHARED_RESULT_FOLDERS)
+
+    def _put(
+        self, job_folder: Path, root: Path, parts: tuple[str, ...], name: str, mode: Any
+    ) -> str:
+        """The original into ``root/parts`` under a free name; its relative path there. Into
+        ``root`` itself when a name on the way is a link or a file (a swapped folder, or an
+        earlier original called like the folder): never through it, never stuck."""
         with open_dir(job_folder) as fd:
-            return sharefs.place(fd, SOURCE, root, parts, name, SHARED_RESULT_FOLDERS)
+            try:
+                return sharefs.place(fd, SOURCE, root, parts, name, mode)
+            except sharefs.NotAFolder:
+                return sharefs.place(fd, SOURCE, root, (), name, mode)
 
     # -- records ------------------------------------------------------------------------------
 
@@ -208,8 +212,7 @@ class Spool:
     # -- recovery -----------------------------------------------------------------------------
 
     def recover(self) -> list[Job]:
-        """This instance's unfinished jobs after a restart, oldest first. Half-built claims are
-        completed (the source had arrived) or discarded (it had not)."""
+        """This instance's unfinished jobs after a restart, oldest first; half-built claims done."""
         self.ensure_layout()
         for building in subfolders(self.my_tmp):
             self._finish_half_claim(building, self.my_claims)
@@ -336,8 +339,7 @@ class Spool:
         return found
 
     def take_over_dead(self, lease_seconds: float) -> list[Job]:
-        """Move the jobs of instances whose lease expired into our claims. Losing a race to
-        another live instance (ENOENT) is normal."""
+        """Move the jobs of instances whose lease expired into our claims (ENOENT: lost a race)."""
         live = {lease.instance for lease in self.leases() if lease.age_seconds <= lease_seconds}
         taken: list[Job] = []
         for owner_folder in subfolders(self.claimed_root):
@@ -375,8 +377,7 @@ class Spool:
     # -- disposition --------------------------------------------------------------------------
 
     def return_to_inbox(self, job: Job) -> Path:
-        """Give the original back to the inbox under its own name (SIGTERM, or a file still
-        being written). If the name was taken meanwhile, the original keeps a numbered name."""
+        """The original back to the inbox (SIGTERM, being written); numbered when taken."""
         placed = self._give_back(self.job_folder(job), job.folder_parts, job.name)
         remove_tree(self.job_folder(job))
         return self.paths.inbox / placed
