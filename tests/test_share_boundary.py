@@ -277,12 +277,20 @@ def test_the_running_daemon_moves_nothing_out_of_a_swapped_or_linked_folder(
         thread.join(60)
     assert {"service-only": _tree(service_only), "linked": _tree(linked_target)} == protected
     published = sorted(str(p.relative_to(config.paths.outbox)) for p in _files(config.paths.outbox))
-    # The user's own file, moved aside inside the share, is theirs to have converted.
+    # The user's own file, moved aside inside the share, is theirs to have converted; the two
+    # folder links are entries themselves, failed as unsupported_media_type (the polling watcher
+    # sees a link as the entry it is, never walking into it).
     assert published == [
+        "linked.error.json",
         "meanwhile.json",
         "meanwhile.md",
+        "swap.error.json",
         "swap.moved/secret.json",
         "swap.moved/secret.md",
+    ]
+    assert sorted(p.name for p in config.paths.failed.iterdir() if p.is_symlink()) == [
+        "linked",
+        "swap",
     ]
     secret_bytes = (service_only / "secret.pdf").read_bytes()
     for folder in (config.paths.archive, config.paths.failed, config.paths.state):

@@ -280,3 +280,45 @@ def test_look_says_what_lstat_says(tmp_path: Path) -> None:
     assert link.is_regular is False
     assert look(inbox, "folder") is None
     assert look(inbox, "gone.pdf") is None
+
+
+def test_the_polling_watcher_sees_links_and_never_walks_through_them(tmp_path: Path) -> None:
+    """A share user's folder links (outside, and three loops back to the inbox, which a walk
+    that follows them never finishes) are hinted as entries, never entered; a dangling link is
+    hinted too; and the watcher still sees a new file and stops at once."""
+    import threading
+    import time
+
+    from sir_convert_a_lot.intake.watch import InboxWatcher
+
+    inbox, outside = tmp_path / "inbox", tmp_path / "outside"
+    make_pdf(outside / "secret.pdf")
+    inbox.mkdir()
+    hints: list[str] = []
+    lock = threading.Lock()
+
+    def hint(path: str, _is_folder: bool) -> None:
+        with lock:
+            hints.append(os.path.relpath(path, inbox))
+
+    watcher = InboxWatcher(inbox, "polling", 0.1, hint)
+    watcher.start()
+    try:
+        (inbox / "linked").symlink_to(outside, target_is_directory=True)
+        for name in ("loop-a", "loop-b", "loop-c"):
+            (inbox / name).symlink_to(inbox, target_is_directory=True)
+        (inbox / "dangling.pdf").symlink_to(tmp_path / "nowhere.pdf")
+        time.sleep(0.5)
+        make_pdf(inbox / "new.pdf")
+        deadline = time.monotonic() + 10
+        while "new.pdf" not in hints and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stopper = threading.Thread(target=watcher.stop, daemon=True)  # a walk in a loop hangs it
+        stopper.start()
+        stopper.join(5)
+    assert not stopper.is_alive()
+    with lock:
+        seen = set(hints)
+    assert {"linked", "loop-a", "dangling.pdf", "new.pdf"} <= seen
+    assert not [h for h in seen if "/" in h]  # nothing below a link

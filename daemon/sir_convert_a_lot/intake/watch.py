@@ -18,7 +18,7 @@ from typing import Any
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
-from watchdog.observers.polling import PollingObserver
+from watchdog.observers.polling import PollingObserverVFS
 
 from sir_convert_a_lot import sharefs
 from sir_convert_a_lot.names import is_ignored_name, is_ignored_path
@@ -168,7 +168,11 @@ class _Handler(FileSystemEventHandler):
 
 
 class InboxWatcher:
-    """watchdog's inotify observer, or its polling observer for CIFS/NFS client mounts."""
+    """watchdog's inotify observer, or its polling observer for CIFS/NFS client mounts.
+
+    The polling observer looks with ``lstat``: with watchdog's default ``stat`` it walked into
+    every folder link a share user planted (a link to ``/`` is the whole disk each poll, two
+    links to the inbox never finish and block the stop) and never saw a dangling link."""
 
     def __init__(
         self,
@@ -180,7 +184,9 @@ class InboxWatcher:
     ) -> None:
         self.inbox = inbox
         self.observer: Any = (
-            PollingObserver(timeout=poll_interval) if mode == "polling" else Observer()
+            PollingObserverVFS(os.lstat, os.scandir, polling_interval=poll_interval)
+            if mode == "polling"
+            else Observer()
         )
         self.observer.schedule(_Handler(hint), str(inbox), recursive=True)
         self._alarm = _OverflowAlarm(on_events_lost)
