@@ -19,7 +19,7 @@ import pytest
 
 from tests import hostile_ledger as ledger
 from tests.daemon import Daemon
-from tests.helpers import pdf_bytes, write_config
+from tests.helpers import pdf_bytes, wait_for, write_config
 from tests.hostile_calls import sha256
 from tests.hostile_share import ShareUser
 
@@ -137,3 +137,53 @@ def test_a_hostile_share_user_reaches_nothing_outside_and_loses_nothing(
     print(report)
     assert owed.count("exact") > 0, report  # the run tested something
     assert problems == [], "\n".join(problems) + "\n\n" + report
+
+
+# -- what the storm found on dcbd95f, each in a few steps (both fixed on main since) ----------
+
+
+def _drained(root: Path) -> bool:
+    """Nothing waits in the inbox and no job is claimed any more."""
+    return not ledger.leftovers(root / "inbox") and not ledger.claimed_jobs(root / "state")
+
+
+def test_a_second_failure_of_the_same_inbox_name_ends_in_failed(tmp_path: Path) -> None:
+    """It once looped on its own earlier ``.error.json`` (``output_name_taken``, then
+    ``job_deferred`` every 60 s) and stayed claimed; ``sir-convert retry NAME`` of a file that
+    fails again took the same road. design.md: a second failure replaces the envelope."""
+    config = write_config(tmp_path, watch={"stability_seconds": 0.3})
+    second = b"not a PDF either"
+    with Daemon(config).start() as daemon:
+        (tmp_path / "inbox" / "x.pdf").write_bytes(b"")
+        wait_for(lambda: (tmp_path / "outbox" / "x.error.json").exists(), timeout=30)
+        (tmp_path / "inbox" / "x.pdf").write_bytes(second)
+        time.sleep(1)
+        try:
+            wait_for(lambda: _drained(tmp_path), timeout=15)
+        finally:
+            assert daemon.terminate() == 0
+    [envelope] = ledger.results(tmp_path / "outbox")
+    assert (envelope.path.name, envelope.sha256) == ("x.error.json", sha256(second))
+    assert len(list(ledger.regular_files(tmp_path / "failed"))) == 2
+
+
+def test_a_failure_below_a_folder_named_like_an_earlier_failed_file_is_disposed(
+    tmp_path: Path,
+) -> None:
+    """``failed/team`` is a file (or a folder link the user made, as the storm did) when a
+    file below ``inbox/team/`` fails: the original once stayed claimed for good
+    (``job_disposal_deferred`` every 60 s); it must end in failed/ all the same."""
+    config = write_config(tmp_path, watch={"stability_seconds": 0.3})
+    inbox = tmp_path / "inbox"
+    with Daemon(config).start() as daemon:
+        (inbox / "team").write_bytes(b"a file called team, not a PDF")
+        wait_for(lambda: (tmp_path / "failed" / "team").is_file(), timeout=30)
+        (inbox / "team").mkdir()
+        (inbox / "team" / "x.pdf").write_bytes(b"")
+        wait_for(lambda: (tmp_path / "outbox" / "team" / "x.error.json").exists(), timeout=30)
+        try:
+            wait_for(lambda: _drained(tmp_path), timeout=10)
+        finally:
+            assert daemon.terminate() == 0
+    assert (tmp_path / "failed" / "team").is_file()
+    assert len(list(ledger.regular_files(tmp_path / "failed"))) == 2
