@@ -22,8 +22,8 @@ from sir_convert_a_lot.fsutil import fsync_dir_fd
 from sir_convert_a_lot.jobs.publish import (
     ARTIFACTS,
     ERROR,
-    OUR_PICTURE,
     TMP_PREFIX,
+    drop_other_pictures,
     same_source_in,
 )
 from sir_convert_a_lot.names import collision_key
@@ -126,11 +126,7 @@ def _merge_pictures(stage_fd: int, fd: int, member: str) -> None:
         pictures = set(os.listdir(staged))
         for picture in pictures:
             os.rename(picture, picture, src_dir_fd=staged, dst_dir_fd=target)
-        for name in os.listdir(target):
-            if OUR_PICTURE.fullmatch(name) and name not in pictures:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(name, dir_fd=target)
-        fsync_dir_fd(target)
+        drop_other_pictures(target, pictures)
     finally:
         os.close(staged)
         os.close(target)

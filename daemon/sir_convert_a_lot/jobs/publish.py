@@ -206,15 +206,21 @@ def write_pictures(
             tmp = f"{TMP_PREFIX}{job_id}-{picture}"
             _write_new(fd, tmp, content)
             os.rename(tmp, picture, src_dir_fd=fd, dst_dir_fd=fd)
-        for entry in os.listdir(fd):
-            if OUR_PICTURE.fullmatch(entry) and entry not in keep:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry, dir_fd=fd)
-        fsync_dir_fd(fd)
+        drop_other_pictures(fd, keep)
     if not pictures:
         with where.open() as parent, contextlib.suppress(OSError):  # not empty: others' files
             os.rmdir(name, dir_fd=parent)
             fsync_dir_fd(parent)
+
+
+def drop_other_pictures(dir_fd: int, keep: set[str]) -> None:
+    """Pictures by our naming that are not in ``keep`` (an earlier attempt's, or those of the
+    result this one replaces) go; anything else in the folder is someone else's and stays."""
+    for entry in os.listdir(dir_fd):
+        if OUR_PICTURE.fullmatch(entry) and entry not in keep:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry, dir_fd=dir_fd)
+    fsync_dir_fd(dir_fd)
 
 
 def remove_extras(folder: Folder, stem: str) -> None:
