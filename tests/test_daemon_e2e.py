@@ -81,7 +81,8 @@ def test_without_a_gpu_the_default_config_fails_every_pdf_with_gpu_not_available
     assert envelope["error"]["retryable"] is True
     assert envelope["error"]["details"]["reason"] == "no_cuda_device"
     assert envelope["error"]["correlation_id"] == envelope["job_id"]
-    assert envelope["governance"] == {"lock": "gpu_first", "decision_record": None}
+    locked: dict[str, object] = {"lock": "gpu_first", "decision_record": None, "cpu_stages": []}
+    assert envelope["governance"] == locked
     assert sorted(files_under(tmp_path / "failed")) == ["multi_page.pdf", "not_a_pdf.pdf"]
     assert not (tmp_path / "outbox" / "multi_page.md").exists()
     assert _state_is_empty(tmp_path)

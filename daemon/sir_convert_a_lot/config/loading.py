@@ -134,11 +134,17 @@ def _read_profiles(raw_profiles: Any, defaults: ConversionOptions) -> dict[str, 
 def _check_governance(governance: Governance) -> None:
     """A CPU switch without a decision record is refused: the record is what lifts the lock."""
     if (
-        governance.allow_cpu_only or governance.allow_cpu_fallback
+        governance.allow_cpu_only or governance.allow_cpu_fallback or governance.cpu_stages
     ) and not governance.decision_record.strip():
-        switch = "allow_cpu_only" if governance.allow_cpu_only else "allow_cpu_fallback"
+        switch = (
+            "allow_cpu_only"
+            if governance.allow_cpu_only
+            else "allow_cpu_fallback"
+            if governance.allow_cpu_fallback
+            else "cpu_stages"
+        )
         raise ConfigError(
-            f"governance.decision_record: required when governance.{switch} is true "
+            f"governance.decision_record: required when governance.{switch} is set "
             "(name the decision record that allows it)"
         )
 

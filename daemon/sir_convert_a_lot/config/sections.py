@@ -59,6 +59,18 @@ def _instance_name(value: Any) -> str | None:
     return None if value == "" else instance_name_problem(value)
 
 
+MODEL_STAGES = ("layout", "table", "ocr")
+
+
+def _model_stages(value: Any) -> str | None:
+    unknown = [v for v in value if v not in MODEL_STAGES]
+    return (
+        f"unknown stage(s) {unknown}: each must be one of {', '.join(MODEL_STAGES)}"
+        if unknown
+        else None
+    )
+
+
 def _globs(value: Any) -> str | None:
     return None if all(isinstance(v, str) and v for v in value) else "must be non-empty strings"
 
@@ -259,6 +271,10 @@ class Governance:
     allow_cpu_only: Annotated[bool, Setting(doc="lets cpu_only jobs run")] = False
     allow_cpu_fallback: Annotated[bool, Setting(doc="lets gpu_prefer fall back to the CPU")] = False
     decision_record: Annotated[str, Setting(doc="the decision that allows a switch on")] = ""
+    cpu_stages: Annotated[
+        tuple[str, ...],
+        Setting(_model_stages, doc="model stages the decision lets run on the CPU (e.g. ocr)"),
+    ] = ()
 
     @property
     def unlocked(self) -> bool:

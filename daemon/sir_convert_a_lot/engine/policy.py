@@ -90,6 +90,33 @@ def _gpu_not_available(reason: str, message: str, probe: GpuProbe, lock: str) ->
 FORBIDDEN_ENV_PREFIX = "SIR_CONVERT_A_LOT_ALLOW_CPU_"
 
 
+def stage_refusal(
+    decision: RunOn, stage_devices: dict[str, str], governance: Governance
+) -> Refused | None:
+    """The lock holds per stage: a job decided for the GPU in which a model stage ran anywhere
+    else fails, unless the decision record names that stage in ``governance.cpu_stages``. A
+    stage that silently fell to the CPU must not publish ``succeeded`` under ``gpu_first``."""
+    if decision.device != "cuda" or governance.lock != "gpu_first":
+        return None
+    for stage, device in sorted(stage_devices.items()):
+        if device != "cuda" and stage not in governance.cpu_stages:
+            return Refused(
+                ErrorCode.GPU_NOT_AVAILABLE,
+                f"The job was decided for the GPU, but its {stage} stage ran on {device}; under "
+                "the GPU-first lock nothing is published from a stage off the GPU.",
+                {
+                    "reason": "stage_off_gpu",
+                    "stage": stage,
+                    "device": device,
+                    "decided": decision.device,
+                    "lock": governance.lock,
+                    "fix": f"put the {stage} model on the GPU, or name the stage in "
+                    "governance.cpu_stages together with governance.decision_record",
+                },
+            )
+    return None
+
+
 def forbidden_environment(environ: dict[str, str]) -> list[str]:
     """Names of environment variables that try to unlock the CPU. Their presence stops the start:
     the lock is lifted only by a decision record in the config, never by the environment."""

@@ -37,7 +37,7 @@ from sir_convert_a_lot.engine.interface import (
     WorkerOverMemory,
     WorkerTimedOut,
 )
-from sir_convert_a_lot.engine.policy import Refused, RunOn
+from sir_convert_a_lot.engine.policy import Refused, RunOn, stage_refusal
 from sir_convert_a_lot.engine.protocol import Converted, Failed
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
 from sir_convert_a_lot.intake.preflight import inspect_source, sha256_of
@@ -262,6 +262,10 @@ class JobRunner:
             attempt.timings, attempt.pages = answer.timings_ms, answer.pages
             failure = JobFailure(ErrorCode(answer.code), answer.message, **answer.details)
             return self.endings.fail(attempt, failure)
+        off_gpu = stage_refusal(decision, answer.stage_devices, self.endings.governance)
+        if off_gpu is not None:
+            attempt.pages = answer.pages
+            return self.endings.fail(attempt, off_gpu.as_failure())
         outcome = self.endings.succeed(attempt, answer, decision.warnings)
         if outcome.status is Status.SUCCEEDED and (textless := no_text.found(answer.warnings)):
             attempt.bound.warning(

@@ -72,7 +72,10 @@ class Execution:
 def governance_block(governance: Governance) -> dict[str, Any]:
     return {
         "lock": governance.lock,
-        "decision_record": governance.decision_record if governance.unlocked else None,
+        "decision_record": (
+            governance.decision_record if governance.unlocked or governance.cpu_stages else None
+        ),
+        "cpu_stages": list(governance.cpu_stages),
     }
 
 

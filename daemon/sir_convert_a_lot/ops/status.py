@@ -95,6 +95,7 @@ def _instance(name: str, live: bool, age_seconds: float, data: dict[str, Any]) -
         "blocked": data.get("blocked_count") or 0,
         "deferred": data.get("deferred") or [],
         "lock": data.get("lock"),
+        "cpu_stages": data.get("cpu_stages") or [],
         "gpu": data.get("gpu"),
         "version": data.get("version"),
         "build": data.get("build"),
@@ -287,7 +288,7 @@ def render_status(status: dict[str, Any]) -> str:
         blocked = f", {inst['blocked']} blocked" if inst.get("blocked") else ""
         lines.append(
             f"  {inst['instance']}: {liveness}, {doing}, {inst.get('queued') or 0} queued"
-            f"{blocked}, {gpu_text}, lock {inst.get('lock')}, "
+            f"{blocked}, {gpu_text}, lock {inst.get('lock')}{_exempt(inst)}, "
             f"{_release(inst)}, pid {inst.get('pid')} on "
             f"{inst.get('host')}"
         )
@@ -340,3 +341,9 @@ def _duration(seconds: float) -> str:
         if seconds >= size:
             return f"{seconds / size:.0f} {unit}"
     return f"{seconds:.0f} s"
+
+
+def _exempt(instance: dict[str, Any]) -> str:
+    """The stages a decision record lets run on the CPU under the lock, if any."""
+    stages = instance.get("cpu_stages") or []
+    return f" (on the CPU by decision: {', '.join(stages)})" if stages else ""

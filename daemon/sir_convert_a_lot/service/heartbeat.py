@@ -183,6 +183,7 @@ class Heartbeat:
             "blocked": [entry.to_dict(service.clock()) for entry in blocked[:BLOCKED_SHOWN]],
             "gpu": probe.to_dict() if probe else None,
             "lock": service.governance.lock,
+            "cpu_stages": list(service.governance.cpu_stages),
             "started_at": service.started_at,
             "version": __version__,
             "naming": naming_settings(intake.config),

@@ -101,7 +101,15 @@ def announce_start(config: Config, governance: Governance, instance: str) -> Non
         watch_mode=config.watch.mode,
         lock=governance.lock,
         decision_record=governance.decision_record if governance.unlocked else None,
+        cpu_stages=list(governance.cpu_stages),
     )
+    if governance.cpu_stages:
+        log.warning(
+            "gpu_first_stages_on_cpu",
+            decision_record=governance.decision_record,
+            cpu_stages=list(governance.cpu_stages),
+            effect="these model stages may run on the CPU under the GPU-first lock",
+        )
     if governance.unlocked:
         log.warning(
             "gpu_first_lock_unlocked",

@@ -38,6 +38,14 @@ def governance(config: Config) -> Iterator[Check]:
         )
     else:
         yield Check(OK, "gpu-first lock", "holds: jobs run on the GPU or fail visibly")
+    if governance.cpu_stages:
+        yield Check(
+            WARN,
+            "gpu-first lock per stage",
+            f"{', '.join(governance.cpu_stages)} may run on the CPU, by "
+            f"{governance.decision_record}",
+            "remove governance.cpu_stages once the decision no longer applies",
+        )
 
 
 def config_file(config: Config) -> Iterator[Check]:
