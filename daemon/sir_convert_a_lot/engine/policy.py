@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sir_convert_a_lot.backends import capabilities_of
-from sir_convert_a_lot.config import Governance
+from sir_convert_a_lot.config import Config, Governance
 from sir_convert_a_lot.engine.gpu import GpuProbe
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
 from sir_convert_a_lot.options import ConversionOptions
@@ -115,6 +115,28 @@ def stage_refusal(
                 },
             )
     return None
+
+
+def ocr_left_on_cpu(config: Config) -> bool:
+    """RapidOCR's onnxruntime engine runs on the CPU only: under the lock, on a GPU, every job
+    that reads a page by OCR would fail its ocr stage. Said at start and by doctor, before any
+    job does, unless a decision record lets OCR run on the CPU."""
+    governance = config.governance
+    modes = [config.defaults.ocr_mode, *(p.ocr_mode for p in config.profiles.values())]
+    return (
+        governance.lock == "gpu_first"
+        and config.gpu.ocr_backend == "onnxruntime"
+        and "ocr" not in governance.cpu_stages
+        and any(mode != "off" for mode in modes)
+    )
+
+
+OCR_OFF_GPU = {
+    "message": "gpu.ocr_backend is onnxruntime, which runs on the CPU only: under the GPU-first "
+    "lock every job that reads a page by OCR (a scan) fails gpu_not_available (stage ocr)",
+    "fix": 'set gpu.ocr_backend = "torch" (RapidOCR\'s torch weights in gpu.models_path), or '
+    'ocr_mode = "off", or governance.cpu_stages = ["ocr"] with a decision record',
+}
 
 
 def forbidden_environment(environ: dict[str, str]) -> list[str]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from sir_convert_a_lot import __version__
 from sir_convert_a_lot.backends import models
 from sir_convert_a_lot.config import Config, Governance
+from sir_convert_a_lot.engine.policy import OCR_OFF_GPU, ocr_left_on_cpu
 from sir_convert_a_lot.engine.supervisor import WorkerInfo, resident_bytes
 from sir_convert_a_lot.errors import ConfigError
 from sir_convert_a_lot.folders import prepare
@@ -132,6 +133,8 @@ def report_worker(info: WorkerInfo, config: Config, governance: Governance) -> N
         warm_seconds=round(info.warm_seconds, 3),
         worker_memory_bytes=idle,
     )
+    if ("docling", "cuda") in info.loaded and ocr_left_on_cpu(config):
+        log.warning("ocr_stage_off_gpu", **OCR_OFF_GPU)
     limit = config.conversion.max_worker_memory_bytes
     if limit and idle >= limit:
         log.error(

@@ -8,7 +8,7 @@ import stat
 from collections.abc import Iterator
 
 from sir_convert_a_lot.config import Config
-from sir_convert_a_lot.engine.policy import forbidden_environment
+from sir_convert_a_lot.engine.policy import OCR_OFF_GPU, forbidden_environment, ocr_left_on_cpu
 from sir_convert_a_lot.folders import state_folders
 from sir_convert_a_lot.ops.doctor.report import FAIL, OK, WARN, Check
 
@@ -38,6 +38,8 @@ def governance(config: Config) -> Iterator[Check]:
         )
     else:
         yield Check(OK, "gpu-first lock", "holds: jobs run on the GPU or fail visibly")
+    if ocr_left_on_cpu(config):
+        yield Check(WARN, "gpu-first lock for ocr", OCR_OFF_GPU["message"], OCR_OFF_GPU["fix"])
     if governance.cpu_stages:
         yield Check(
             WARN,
