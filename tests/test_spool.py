@@ -457,6 +457,22 @@ def test_archive_in_delete_mode_removes_the_original_only(paths: Paths) -> None:
     assert files_under(paths.inbox) == ["team/b.pdf"]
 
 
+def test_deleting_an_original_another_instance_took_over_is_not_a_success(
+    paths: Paths,
+) -> None:
+    """A stale instance that wakes after the new holder finished must not count the job: the
+    missing original says the job is no longer ours (the lifecycle logs lease_lost)."""
+    drop(paths, "a.pdf")
+    spool = started(paths, ME)
+    job = claim(spool, paths, "a.pdf")
+    taken_over = paths.state / "claimed" / "them"
+    taken_over.mkdir()
+    os.rename(spool.job_folder(job), taken_over / job.job_id)
+
+    with pytest.raises(FileNotFoundError):
+        spool.archive(job, "delete")
+
+
 def test_fail_moves_the_original_and_writes_a_failure_record(paths: Paths) -> None:
     relative = os.fsdecode(b"team/r\xe9sum\xe9.pdf")
     content = drop(paths, relative).read_bytes()

@@ -386,8 +386,7 @@ class Spool:
         """After success: into the archive (mirroring folders) or deleted."""
         target: Path | None = None
         if mode == "delete":
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.source_path(job))
+            os.unlink(self.source_path(job))  # ENOENT: taken over meanwhile, not ours to count
         else:
             placed = self._set_aside(
                 self.job_folder(job), self.paths.archive, job.folder_parts, job.name
