@@ -167,16 +167,10 @@ def test_a_daemon_killed_mid_drain_converts_each_file_once_and_leaves_no_ray(
             make_pdf(tmp_path / "inbox" / f"{name}.pdf", pages=3)
         daemon.wait_event("job_succeeded", timeout=120)
         assert private_ray_processes(), "the private Ray should be running"
-        assert daemon.process is not None
-        # The agents too: they carry no readable mark, only their parent finds them.
-        tree = set(with_descendants(private_ray_processes())) - {daemon.process.pid}
     finally:
         daemon.kill()
     # The reaper takes the whole private Ray down with the daemon.
     assert wait_for(lambda: not private_ray_processes(), timeout=30), private_ray_processes()
-    assert wait_for(lambda: not [p for p in tree if _alive(p)], timeout=30), [
-        (p, _process_name(p)) for p in tree if _alive(p)
-    ]
     assert not list(Path("/tmp").glob("sca-ray-*/session_*"))
     with Daemon(config).start(timeout=120) as again:
         wait_for(lambda: all((tmp_path / "outbox" / f"{n}.json").exists() for n in names), 180)
@@ -232,15 +226,6 @@ def _listening_by_process(pids: set[int]) -> dict[int, list[tuple[str, int]]]:
                         inodes.add(int(target[len("socket:[") : -1]))
         held[pid] = sorted(listening[inode] for inode in inodes if inode in listening)
     return held
-
-
-def _alive(pid: int) -> bool:
-    """Running, not a zombie waiting for its parent."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _process_name(pid: int) -> str:
