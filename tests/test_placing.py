@@ -84,7 +84,7 @@ def test_an_earlier_error_envelope_of_the_same_source_is_superseded(tmp_path: Pa
 
 def test_taken_compares_names_as_a_case_insensitive_client_would(tmp_path: Path) -> None:
     (tmp_path / "REPORT.md").write_bytes(b"x")
-    assert taken(ShareDir(tmp_path), MEMBERS) == ["REPORT.md"]
+    assert taken(ShareDir(tmp_path), MEMBERS, "report.pdf") == ["REPORT.md"]
 
 
 def test_discard_removes_only_that_stage(tmp_path: Path) -> None:

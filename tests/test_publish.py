@@ -14,11 +14,9 @@ from sir_convert_a_lot.jobs.publish import (
     ERROR,
     MARKDOWN,
     SIDECAR,
-    NameTaken,
     choose_stem,
     folder_key,
     output_folder,
-    remove_extras,
     remove_superseded_error,
     remove_temporaries,
     write_outputs,
@@ -314,16 +312,6 @@ def test_pictures_replacing_a_set_remove_its_other_pictures_and_nothing_else(
     assert not (tmp_path / "memo_artifacts").exists()
 
 
-def test_remove_extras_clears_a_half_published_set_for_an_error_json(tmp_path: Path) -> None:
-    write_pictures(tmp_path, "report", JOB, PICTURES)
-    (tmp_path / "report.docling.json").write_bytes(b"{}")
-    (tmp_path / "report.md").write_bytes(b"# md\n")
-
-    remove_extras(tmp_path, "report")
-
-    assert files_under(tmp_path) == ["report.md"]
-
-
 def test_write_pictures_refuses_a_symlink_planted_as_the_artifacts_folder(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -473,15 +461,3 @@ def test_two_mount_paths_of_one_outbox_hold_the_same_names(tmp_path: Path) -> No
 
     assert stem(first, "report.pdf", JOB, ("Team",)) == "report"
     assert stem(second, "Report.pdf", OTHER_JOB, ("team",)) == "Report (2)"
-
-
-def test_placement_never_replaces_a_name_taken_meanwhile(tmp_path: Path) -> None:
-    (tmp_path / "report.json").write_bytes(b"someone else's")
-
-    with pytest.raises(NameTaken):
-        write_outputs(
-            tmp_path, "report", JOB, [(MARKDOWN, b"# md\n"), (SIDECAR, b"{}")], replace_own=False
-        )
-
-    assert (tmp_path / "report.json").read_bytes() == b"someone else's"
-    assert sorted(os.listdir(tmp_path)) == ["report.json"]  # its own Markdown went again

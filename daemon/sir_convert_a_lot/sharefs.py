@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
 _RENAME_NOREPLACE = 1
 _NOT_A_FOLDER = (errno.ELOOP, errno.ENOTDIR, errno.EMLINK)
@@ -88,7 +88,7 @@ def _step(fd: int, part: str, create: FolderMode | None) -> tuple[int, bool]:
             created = True
         except FileExistsError:
             pass
-    child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+    child = os.open(part, DIR_FLAGS, dir_fd=fd)
     if created and create is not None:
         with contextlib.suppress(OSError):
             if create.owner is not None:

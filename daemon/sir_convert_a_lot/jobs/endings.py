@@ -46,7 +46,6 @@ from sir_convert_a_lot.jobs.publish import (
     output_folder,
     remove_superseded_error,
     remove_temporaries,
-    same_source,
     sidecar_bytes,
     write_outputs,
     write_pictures,
@@ -281,11 +280,7 @@ class Endings:
         write_pictures(stage, stem, job.job_id, pictures)
         write_outputs(stage, stem, job.job_id, files)
         if self.config.output.on_collision != "replace":
-            blocking = [
-                member
-                for member in taken(folder, members)
-                if not (member.endswith(ERROR) and same_source(folder, member, job.relative_path))
-            ]
+            blocking = taken(folder, members, job.relative_path)
             if blocking:
                 discard(folder, name)
                 raise NameTaken(f"{blocking[0]} appeared in {folder.path} meanwhile")

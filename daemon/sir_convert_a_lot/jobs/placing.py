@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import stat
 from collections.abc import Iterable
 
@@ -24,14 +23,14 @@ from sir_convert_a_lot.jobs.publish import (
     ERROR,
     TMP_PREFIX,
     drop_other_pictures,
+    remove_entry,
     same_source_in,
 )
 from sir_convert_a_lot.names import collision_key
-from sir_convert_a_lot.sharefs import ShareDir, place_in, rename_no_replace
+from sir_convert_a_lot.sharefs import DIR_FLAGS, ShareDir, place_in, rename_no_replace
 
 STAGE_SUFFIX = ".stage"
 _STAGE_MODE = 0o700  # the share reads nothing half-done
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def stage_name(job_id: str, instance: str) -> str:
@@ -54,11 +53,18 @@ def discard(folder: ShareDir, name: str) -> None:
         _remove(fd, name)
 
 
-def taken(folder: ShareDir, members: Iterable[str]) -> list[str]:
-    """The members whose final name (compared as names are) is already there."""
+def taken(folder: ShareDir, members: Iterable[str], relative_path: str) -> list[str]:
+    """The members whose final name (compared as names are) is already there, but for an
+    earlier error envelope of this same source (``relative_path``), which a new result
+    supersedes."""
     with folder.open() as fd:
         present = {collision_key(name): name for name in os.listdir(fd)}
-    return [present[collision_key(m)] for m in members if collision_key(m) in present]
+        found = [present[collision_key(m)] for m in members if collision_key(m) in present]
+        return [
+            name
+            for name in found
+            if not (name.endswith(ERROR) and same_source_in(fd, name, relative_path))
+        ]
 
 
 def place(
@@ -72,7 +78,7 @@ def place(
     renamed: list[str] = []
     with folder.open() as fd:
         try:
-            stage_fd = os.open(stage, _DIR_FLAGS, dir_fd=fd)
+            stage_fd = os.open(stage, DIR_FLAGS, dir_fd=fd)
         except FileNotFoundError:
             return renamed  # all placed already, and the stage removed
         try:
@@ -119,8 +125,8 @@ def _merge_pictures(stage_fd: int, fd: int, member: str) -> None:
     replaced result that this one has not go."""
     with contextlib.suppress(FileExistsError):
         os.mkdir(member, RESULT_FOLDER_MODE, dir_fd=fd)
-    target = os.open(member, _DIR_FLAGS, dir_fd=fd)
-    staged = os.open(member, _DIR_FLAGS, dir_fd=stage_fd)
+    target = os.open(member, DIR_FLAGS, dir_fd=fd)
+    staged = os.open(member, DIR_FLAGS, dir_fd=stage_fd)
     try:
         os.fchmod(target, RESULT_FOLDER_MODE)
         pictures = set(os.listdir(staged))
@@ -142,11 +148,5 @@ def _same_file(fd: int, name: str, info: os.stat_result) -> bool:
 
 
 def _remove(fd: int, name: str) -> None:
-    try:
-        info = os.stat(name, dir_fd=fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return
-    if stat.S_ISDIR(info.st_mode):
-        shutil.rmtree(name, dir_fd=fd)
-    else:
-        os.unlink(name, dir_fd=fd)
+    with contextlib.suppress(FileNotFoundError):
+        remove_entry(fd, name)

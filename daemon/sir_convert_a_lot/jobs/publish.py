@@ -1,12 +1,13 @@
-"""Writing results into the outbox: choose names, write under temporary names, fsync, rename.
+"""Writing results: choose names, write them into the job's stage under temporary names, fsync,
+rename (``jobs.placing`` then moves them into the outbox).
 
 A result's family shares its stem: ``<stem>_artifacts/`` (the pictures), ``<stem>.docling.json``,
-``<stem>.md``, ``<stem>.json`` (the sidecar) or ``<stem>.error.json``. They are renamed into
-place in that order, the sidecar last: a sidecar means "complete". An existing output is never
+``<stem>.md``, ``<stem>.json`` (the sidecar) or ``<stem>.error.json``. They are placed in
+that order, the sidecar last: a sidecar means "complete". An existing output is never
 overwritten: names collide when equal case-insensitively after NFC, any member of the family
 blocks a stem (a folder ``x_artifacts/`` too), and a new job takes ``stem (2)``, ``stem (3)``...
 for all of its files. The stem a job chose is written to its record before anything is written,
-so a redo after a crash reuses it and replaces only its own half-done files.
+so a redo after a crash reuses it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 from sir_convert_a_lot.folders import RESULT_FOLDER_MODE
 from sir_convert_a_lot.fsutil import dump_json, fsync_dir_fd, numbered
 from sir_convert_a_lot.names import NAME_MAX, collision_key, display, shorten, split_suffix
-from sir_convert_a_lot.sharefs import FolderMode, ShareDir, rename_no_replace
+from sir_convert_a_lot.sharefs import FolderMode, ShareDir
 
 MARKDOWN = ".md"
 SIDECAR = ".json"
@@ -51,7 +52,7 @@ RESULT_FOLDERS = FolderMode(RESULT_FOLDER_MODE)
 
 
 class NameTaken(FileExistsError):
-    """Final placement found the name taken by a file this job did not write."""
+    """Just before the commit, a name was found taken by a file this job did not write."""
 
 
 @dataclass(frozen=True)
@@ -125,13 +126,6 @@ def base_stem(source_name: str, longest: str = ERROR) -> str:
     return shorten(split_suffix(source_name)[0], NAME_MAX - room)
 
 
-def same_source(folder: Folder, error_json: str, relative_path: str) -> bool:
-    """``error_json`` in ``folder`` is an earlier error envelope of this same source, which a
-    new result of it supersedes."""
-    with _dir(folder).open() as fd:
-        return same_source_in(fd, error_json, relative_path)
-
-
 def same_source_in(dir_fd: int, error_json: str, relative_path: str) -> bool:
     try:
         fd = os.open(error_json, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
@@ -153,35 +147,20 @@ def write_outputs(
     stem: str,
     job_id: str,
     files: list[tuple[str, bytes]],
-    *,
-    replace_own: bool = True,
 ) -> Published:
     """Write each (kind, content) as ``stem+kind`` in order, each via a temporary name, fsynced
-    and renamed; the last one (the sidecar) marks completion. ``replace_own``: the names are
-    this job's own from an earlier attempt (a redo) or the operator chose ``replace``; else
-    placement never replaces anything and a taken name raises NameTaken (what was placed
-    before it is removed again)."""
+    and renamed; the last one (the sidecar) marks completion. ``folder`` is the job's own stage
+    (``jobs.placing``), so a name there is this job's to replace."""
     where = _dir(folder)
     paths: dict[str, Path] = {}
     sizes: dict[str, int] = {}
     digests: dict[str, str] = {}
     with where.open() as fd:
-        placed: list[str] = []
         for kind, content in files:
             final = stem + kind
             tmp = f"{TMP_PREFIX}{job_id}{kind}"
             _write_new(fd, tmp, content)
-            if replace_own:
-                os.rename(tmp, final, src_dir_fd=fd, dst_dir_fd=fd)
-            else:
-                try:
-                    rename_no_replace(fd, tmp, fd, final)
-                except FileExistsError:
-                    for name in [tmp, *placed]:
-                        with contextlib.suppress(FileNotFoundError):
-                            os.unlink(name, dir_fd=fd)
-                    raise NameTaken(f"{final} appeared in {where.path} meanwhile") from None
-            placed.append(final)
+            os.rename(tmp, final, src_dir_fd=fd, dst_dir_fd=fd)
             fsync_dir_fd(fd)
             paths[kind] = where / final
             sizes[kind] = len(content)
@@ -221,14 +200,6 @@ def drop_other_pictures(dir_fd: int, keep: set[str]) -> None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(entry, dir_fd=dir_fd)
     fsync_dir_fd(dir_fd)
-
-
-def remove_extras(folder: Folder, stem: str) -> None:
-    """Remove a stem's pictures (by our naming) and its docling JSON: what an attempt that was
-    killed while publishing left, when the job then fails."""
-    write_pictures(folder, stem, "", ())
-    with _dir(folder).open() as fd, contextlib.suppress(OSError):
-        os.unlink(stem + DOCLING_JSON, dir_fd=fd)
 
 
 def _real_folder(folder: ShareDir, name: str) -> bool:
@@ -279,14 +250,14 @@ def remove_temporaries(folder: Folder, job_id: str, stem: str | None = None) -> 
             for name in os.listdir(fd):
                 if name.startswith(TMP_PREFIX + job_id):
                     with contextlib.suppress(FileNotFoundError):
-                        _remove_entry(fd, name)
+                        remove_entry(fd, name)
                         removed += 1
     except OSError:
         return removed
     return removed
 
 
-def _remove_entry(dir_fd: int, name: str) -> None:
+def remove_entry(dir_fd: int, name: str) -> None:
     """A temporary file, or a whole stage folder (``jobs.placing``), never through a link."""
     if stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
         shutil.rmtree(name, dir_fd=dir_fd)

@@ -52,7 +52,8 @@ from sir_convert_a_lot.names import display, encode_for_record
 from sir_convert_a_lot.options import ConversionOptions
 
 SOURCE = "source"
-SHARED_RESULT_FOLDERS = sharefs.FolderMode(RESULT_FOLDER_MODE)
+Mode = sharefs.FolderMode
+SHARED_RESULT_FOLDERS = Mode(RESULT_FOLDER_MODE)
 RECORD = "job.json"
 STOPPED = ".stopped"  # instances/<instance>.stopped: when and which version last stopped
 
@@ -175,7 +176,7 @@ class Spool:
         return self._put(job_folder, root, parts, name, SHARED_RESULT_FOLDERS)
 
     def _put(
-        self, job_folder: Path, root: Path, parts: tuple[str, ...], name: str, mode: Any
+        self, job_folder: Path, root: Path, parts: tuple[str, ...], name: str, mode: Mode
     ) -> str:
         """The original into ``root/parts`` under a free name; its relative path there. Into
         ``root`` itself when a name on the way is a link or a file (a swapped folder, or an
