@@ -78,6 +78,7 @@ def test_without_a_gpu_the_default_config_fails_every_pdf_with_gpu_not_available
     envelope = json.loads((tmp_path / "outbox" / "multi_page.error.json").read_text())
     assert envelope["status"] == "failed"
     assert envelope["error"]["code"] == "gpu_not_available"
+    assert set(envelope["execution"]["tables"].values()) == {0}  # nothing was converted
     assert envelope["error"]["retryable"] is True
     assert envelope["error"]["details"]["reason"] == "no_cuda_device"
     assert envelope["error"]["correlation_id"] == envelope["job_id"]
@@ -117,6 +118,8 @@ def test_an_unlocked_cpu_config_converts_a_pdf_with_a_truthful_sidecar(tmp_path:
     assert metadata["stage_devices"]["layout"] == "cpu"
     assert set(metadata["stage_devices"]) <= {"layout", "table"}
     assert sidecar["execution"]["engine"] == "local"
+    no_tableformer = {"predicted": 0, "fast": 0, "checked": 0, "mismatched": 0}
+    assert sidecar["execution"]["tables"] == no_tableformer
     options = ConversionOptions(
         backend_strategy="pymupdf", ocr_mode="off", acceleration_policy="cpu_only"
     )

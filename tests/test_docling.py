@@ -170,7 +170,9 @@ def test_ocr_auto_decides_page_by_page_in_one_pass_and_force_reads_every_page(
 def test_the_governed_gpu_prefer_fallback_runs_docling_on_the_cpu_and_says_so(
     tmp_path: Path, stand_in_models: Path
 ) -> None:
-    config = write_config(tmp_path, **docling_config(tmp_path, stand_in_models))
+    sections = docling_config(tmp_path, stand_in_models)
+    sections["gpu"]["table_check_every"] = 1  # every table also predicted by docling's code
+    config = write_config(tmp_path, **sections)
     with Daemon(config, env=OFFLINE).start(timeout=300) as daemon:
         ready = next(e for e in daemon.events() if e["event"] == "worker_ready")
         assert ready["loaded"] == ["docling@cpu"]
@@ -185,6 +187,9 @@ def test_the_governed_gpu_prefer_fallback_runs_docling_on_the_cpu_and_says_so(
     assert sidecar["execution"]["engine"] == "local"
     layout = sidecar["execution"]["batching"]["layout"]
     assert layout["pages"] == sidecar["source"]["pages"] and layout["max_batch"] <= 4
+    tables = sidecar["execution"]["tables"]  # the fast path, each table checked, none differing
+    assert tables["predicted"] > 0 and tables["mismatched"] == 0
+    assert tables["predicted"] == tables["fast"] == tables["checked"]
     assert "gpu_prefer_fell_back_to_cpu" in sidecar["result"]["warnings"]
     assert sidecar["execution"]["acceleration_policy"] == "gpu_prefer"
     assert sidecar["execution"]["device"] is None

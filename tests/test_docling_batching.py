@@ -126,12 +126,12 @@ def test_the_loaded_tableformer_predicts_with_the_fast_decoding(backend: Docling
     """docling's table model as this docling builds it is the one ``backends.tableformer_fast``
     was written for, so the daemon's tables take the fast path (a docling that changes it keeps
     its own, slower prediction, and this says so)."""
-    from sir_convert_a_lot.backends import tableformer_fast
+    from sir_convert_a_lot.backends.table_fast_path import FastPredict
 
     converter = next(iter(backend._converters.values()))
     pipeline = next(iter(converter.initialized_pipelines.values()))
     predict = pipeline.table_model.tf_predictor._model.predict
-    assert isinstance(predict, tableformer_fast.FastPredict)
+    assert isinstance(predict, FastPredict)
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from sir_convert_a_lot.backends.table_counts import TableCounts
 from sir_convert_a_lot.config import MetricsSection, listen_address
 from sir_convert_a_lot.errors import ConfigError
 from sir_convert_a_lot.jobs.outcome import Measured, Outcome, Status
@@ -61,7 +62,8 @@ def test_outcomes_and_samples_become_the_metrics() -> None:
     metrics.sample(Sample(waiting=4, claimed=2, worker_starts=1))
     measured = Measured(pages=12, seconds=3.5, peak_gpu_memory_bytes=2**30, layout_calls=1.5)
     metrics.finished(Outcome("job_1", Status.SUCCEEDED, measured=measured))
-    cpu = Measured(pages=4, seconds=0.5, layout_calls=0.5, layout_pages=4)
+    tables = TableCounts(predicted=5, fast=3, checked=3, mismatched=1)  # a check failed
+    cpu = Measured(pages=4, seconds=0.5, layout_calls=0.5, layout_pages=4, tables=tables)
     metrics.finished(Outcome("job_2", Status.SUCCEEDED, measured=cpu))
     metrics.finished(Outcome("job_3", Status.FAILED, "pdf_encrypted"))
     metrics.sample(Sample(waiting=0, claimed=1, worker_starts=3))  # two restarts
@@ -80,6 +82,10 @@ def test_outcomes_and_samples_become_the_metrics() -> None:
     assert _value(samples, "sir_convert_layout_calls_total", daemon="gpu0") == 2.0
     assert _value(samples, "sir_convert_layout_pages_total", daemon="gpu0") == 4
     assert _value(samples, "sir_convert_layout_batch_mean_pages", daemon="gpu0") == 2.0
+    assert _value(samples, "sir_convert_tables_predicted_total", daemon="gpu0") == 5
+    assert _value(samples, "sir_convert_tables_fast_total", daemon="gpu0") == 3
+    assert _value(samples, "sir_convert_table_checks_total", daemon="gpu0") == 3
+    assert _value(samples, "sir_convert_table_mismatches_total", daemon="gpu0") == 1
 
 
 def test_two_daemons_have_registries_of_their_own() -> None:

@@ -7,6 +7,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal, Protocol
 
+from sir_convert_a_lot.backends.table_counts import TableCounts
 from sir_convert_a_lot.intake.preflight import OpenedPdf
 from sir_convert_a_lot.options import ConversionOptions
 
@@ -42,6 +43,7 @@ class BackendContext:
     models_path: str = ""
     batch_sizes: dict[str, int] = field(default_factory=dict)
     ocr_backend: str = "onnxruntime"
+    table_check_every: int = 50  # gpu.table_check_every (backends.table_fast_path)
 
     @property
     def torch_device(self) -> str:
@@ -69,6 +71,9 @@ class BackendResult:
     # Per stage, each model call this job's pages were in: (its pages, all pages of the call)
     # (``backends.batching``).
     batches: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)
+    # This job's tables: predicted, by the fast path, checked, mismatched (``TableCounts``);
+    # all 0 for a backend without TableFormer.
+    tables: TableCounts = field(default_factory=TableCounts)
     # ``output.images`` other than placeholder: each picture as (name, PNG bytes), named by us
     # (``picture-0001.png``); the Markdown links them as ``link_prefix + name``, a random
     # prefix that publish replaces (``jobs.artifacts``).

@@ -117,7 +117,7 @@ class Coalescer:
 
     def call(self, model: SharedModel, conv_res: Any, pages: list[Any]) -> list[Any]:
         """Queue ``pages`` for ``model`` and wait for them to come back processed."""
-        call = _Call(_document_of(conv_res), conv_res, pages, self._clock())
+        call = _Call(document_of(conv_res), conv_res, pages, self._clock())
         with self._wake:
             self._start_scheduler()
             self._waiting.setdefault(model, []).append(call)
@@ -232,6 +232,6 @@ class Coalescer:
         call.done.set_result(processed)
 
 
-def _document_of(conv_res: Any) -> str:
+def document_of(conv_res: Any) -> str:
     """The name the backend gave the document's stream: unique per conversion in flight."""
     return str(getattr(getattr(conv_res, "input", None), "file", "") or id(conv_res))

@@ -18,7 +18,10 @@ Options map as follows:
   ``gpu.ocr_backend = "torch"`` its torch engine on the same GPU.
 - TableFormer runs with ``backends.tableformer_fast``'s prediction: the same tags and boxes as
   docling's own, without recomputing the image's projections at every tag; the tables of one
-  merged call are predicted together (``backends.table_batch``).
+  merged call are predicted together (``backends.table_batch``). Only on the docling-ibm-models
+  it was verified against, and checked against docling's own while it runs
+  (``backends.table_fast_path``, ``gpu.table_check_every``); each job's tables are counted
+  (``backends.table_tally``).
 - batch sizes: ``gpu.layout_batch_size``, ``gpu.ocr_batch_size``, ``gpu.table_batch_size``.
 - ``output.images`` other than ``placeholder``: docling crops each picture
   (``generate_picture_images``, a pipeline of its own); the outputs are made by
@@ -31,7 +34,7 @@ import io
 import itertools
 import threading
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sir_convert_a_lot.backends import models
 from sir_convert_a_lot.backends.base import (
@@ -52,10 +55,14 @@ from sir_convert_a_lot.backends.docling_pipeline import (
     tensor_devices,
 )
 from sir_convert_a_lot.backends.ocr_pages import needs_ocr
+from sir_convert_a_lot.backends.table_tally import CountedTables, TableTally
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
 from sir_convert_a_lot.intake.file_faults import broken_message
 from sir_convert_a_lot.intake.preflight import OpenedPdf, no_page_has_an_area, resource_cycle
 from sir_convert_a_lot.options import ConversionOptions
+
+if TYPE_CHECKING:
+    from sir_convert_a_lot.backends.table_fast_path import FastPath
 
 Variant = tuple[str, str, bool]
 """What a converter is built for: (table_mode, ocr_mode, pictures kept as images)."""
@@ -81,6 +88,8 @@ class DoclingBackend:
         self._pipeline_cls: type | None = None
         self._batches = BatchLog()
         self._coalescer = Coalescer(context.model_thread, self._batches)
+        self._tables = TableTally()
+        self._fast_path: FastPath | None = None  # made with the first converter (torch)
         self._loading = threading.Lock()
         self._names = itertools.count(1)
         self._active = 0  # documents converting now (the GPU's peak memory is shared by them)
@@ -115,8 +124,8 @@ class DoclingBackend:
 
     def _load_converter(self, key: Variant) -> Any:
         # torch only in the worker: the daemon asks this class for its capabilities
-        from sir_convert_a_lot.backends import tableformer_fast
         from sir_convert_a_lot.backends.table_batch import BatchedTables
+        from sir_convert_a_lot.backends.table_fast_path import FastPath, accelerate
 
         ocr_mode = key[1]
         if key not in self._converters:
@@ -134,15 +143,19 @@ class DoclingBackend:
                 ) from None
             self._converters[key] = converter
             self._stages[key] = self._stage_devices(pipeline)
+            if self._fast_path is None:
+                self._fast_path = FastPath(self.context.table_check_every)
             table_model = getattr(pipeline, "table_model", None)
-            tableformer_fast.accelerate(getattr(table_model, "tf_predictor", None))
+            accelerate(getattr(table_model, "tf_predictor", None), self._fast_path)
             for stage in ("layout", "table", "ocr"):
                 model = getattr(pipeline, f"{stage}_model")
                 size = self.context.batch_sizes.get(stage, 4)
                 select = needs_ocr if stage == "ocr" and ocr_mode == "auto" else None
                 if stage == "table":
-                    model = BatchedTables(model, size)
-                shared = SharedModel(model, stage, size, self._coalescer, select)
+                    model = BatchedTables(model, size, self._tables)
+                shared: Any = SharedModel(model, stage, size, self._coalescer, select)
+                if stage == "table":
+                    shared = CountedTables(shared, self._tables)
                 setattr(pipeline, f"{stage}_model", shared)
         return self._converters[key]
 
@@ -187,6 +200,7 @@ class DoclingBackend:
             name = self._new_name()
             self._run(self._converters[key], sample, name, lambda _p, _t: None)
             self._batches.take(name)
+            self._tables.take(name)
 
     # -- converting ---------------------------------------------------------------------------
 
@@ -205,6 +219,7 @@ class DoclingBackend:
             exported = export_document(document, options.images, options.formats)
             warnings.extend(exported.warnings)
             calls = self._batches.take(name)
+            tables = self._tables.take(name)
             ocr_pages = sum(own for own, _all in calls.get("ocr", ()))
             if key[1] == "auto" and ocr_pages:
                 warnings.append(f"docling_auto_ocr_pages:{ocr_pages}/{pdf.pages}")
@@ -223,6 +238,7 @@ class DoclingBackend:
             acceleration_used=stages.get("layout", "cpu"),
             stage_devices=stages,
             batches=batches,
+            tables=tables,
             ocr_enabled=bool(ocr_pages),
             warnings=tuple(warnings),
             peak_gpu_memory_bytes=peak,
@@ -243,6 +259,7 @@ class DoclingBackend:
     def _end(self, name: str) -> None:
         self._coalescer.forget(name)
         self._batches.take(name)
+        self._tables.take(name)
         with self._active_lock:
             self._active -= 1
 

@@ -17,7 +17,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sir_convert_a_lot.backends.tableformer_fast import FastPredict, predict_many
+from sir_convert_a_lot.backends.table_counts import TableCounts
+from sir_convert_a_lot.backends.table_fast_path import FastPredict
+from sir_convert_a_lot.backends.table_tally import TableTally, tables_on
+from sir_convert_a_lot.backends.tableformer_fast import predict_many
 
 TABLE_LABELS = ("table", "document_index")  # docling's DocItemLabel values its table model reads
 PAGE_HEIGHT = 1024  # the table predictor resizes each page image to this height first
@@ -26,21 +29,32 @@ PAGE_HEIGHT = 1024  # the table predictor resizes each page image to this height
 class BatchedTables:
     """docling's table model, with a call's tables predicted together first."""
 
-    def __init__(self, model: Any, batch_size: int) -> None:
+    def __init__(self, model: Any, batch_size: int, tally: TableTally | None = None) -> None:
         self.model = model
         self.batch_size = max(1, batch_size)
+        self.tally = tally or TableTally()
 
     def __call__(self, conv_res: Any, page_batch: Iterable[Any]) -> list[Any]:
         pages = list(page_batch)
         table_former = getattr(getattr(self.model, "tf_predictor", None), "_model", None)
-        fast = getattr(table_former, "predict", None)
-        if isinstance(fast, FastPredict):
+        found = getattr(table_former, "predict", None)
+        fast = found if isinstance(found, FastPredict) else None
+        if fast is not None and fast.on:
             self._prepare(fast, pages)
         try:
-            return list(self.model(conv_res, pages))
+            return [done for page in pages for done in self._page(conv_res, page, fast)]
         finally:
-            if isinstance(fast, FastPredict):
+            if fast is not None:
                 fast.ready.clear()
+
+    def _page(self, conv_res: Any, page: Any, fast: FastPredict | None) -> list[Any]:
+        """docling's model on one page (it takes pages one by one anyway), so that the fast
+        path's counts for the page's tables are told apart (``backends.table_tally``)."""
+        before = fast.counts if fast is not None else TableCounts()
+        done = list(self.model(conv_res, [page]))
+        after = fast.counts if fast is not None else TableCounts()
+        self.tally.page(page, TableCounts(predicted=tables_on(page)) + (after - before))
+        return done
 
     def _prepare(self, fast: FastPredict, pages: list[Any]) -> None:
         """Predict the call's tables together; on any fault (a page docling cannot cut, the GPU

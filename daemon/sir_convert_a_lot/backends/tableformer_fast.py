@@ -14,8 +14,8 @@ On the compute-faithful stand-in (2 CPU cores, ``tools/table_cost.py``) a 201-ta
 What comes out must be what docling's own ``predict`` gives: the same tags (with the library's
 structure corrections and its rules for which tags get a box and which boxes are merged) and the
 same boxes to float tolerance. ``tests/test_tableformer_fast.py`` pins that against the library on
-stand-in weights. ``accelerate`` installs it only on the model it was written for; anything else
-keeps docling's own ``predict``.
+stand-in weights. ``backends.table_fast_path.accelerate`` installs it only on the library it was
+verified against, and checks it against docling's own ``predict`` while it runs.
 """
 
 from __future__ import annotations
@@ -27,56 +27,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 CELL_CHUNK = 32  # cells whose box attention is computed at once (memory: chunk x 784 x 512)
-
-
-def accelerate(tf_predictor: Any) -> bool:
-    """Give ``tf_predictor``'s model the fast ``predict``; False (and nothing changed) when the
-    model is not the one this was written for."""
-    model: Any = getattr(tf_predictor, "_model", None)
-    if type(model).__name__ != "TableModel04_rs" or not _layers_as_expected(model):
-        return False
-    if not isinstance(model.predict, FastPredict):
-        model.predict = FastPredict(model)
-    return True
-
-
-class FastPredict:
-    """The model's ``predict``: answers from ``ready`` (tables predicted together beforehand,
-    ``predict_many``) when the image is one of them, else predicts the table alone."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-        self.ready: list[tuple[Tensor, Prediction]] = []
-
-    def __call__(
-        self, imgs: Tensor, max_steps: int, k: int, return_attention: bool = False
-    ) -> Prediction:
-        for index, (image, prediction) in enumerate(self.ready):
-            if image.shape == imgs.shape and torch.equal(image, imgs):
-                del self.ready[index]
-                return prediction
-        return predict(self.model, imgs, max_steps, k)
-
-
-def _layers_as_expected(model: Any) -> bool:
-    """Post-norm decoder layers whose attentions are plain packed-projection attentions."""
-    transformer = getattr(model, "_tag_transformer", None)
-    decoder = getattr(transformer, "_decoder", None)
-    layers = getattr(decoder, "layers", None)
-    if not layers or type(layers[0]).__name__ != "TMTransformerDecoderLayer":
-        return False
-    attentions = [a for layer in layers for a in (layer.self_attn, layer.multihead_attn)]
-    return all(_plain_attention(a) for a in attentions)
-
-
-def _plain_attention(attention: nn.MultiheadAttention) -> bool:
-    return (
-        not attention.batch_first
-        and attention._qkv_same_embed_dim
-        and attention.in_proj_bias is not None
-        and attention.bias_k is None
-        and not attention.add_zero_attn
-    )
 
 
 Prediction = tuple[list[int], Tensor, Tensor]

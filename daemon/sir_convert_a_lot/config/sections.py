@@ -231,6 +231,14 @@ class GpuSection:
     layout_batch_size: BatchSize = 64
     ocr_batch_size: BatchSize = 64
     table_batch_size: BatchSize = 64
+    table_check_every: Annotated[
+        int,
+        Setting(
+            at_least(0),
+            doc="after the first 8 tables of each worker start, every Nth table is also predicted "
+            "by docling-ibm-models' own code and compared with the fast prediction; 0: never",
+        ),
+    ] = 50
     ocr_backend: Annotated[
         OcrEngine,
         Setting(

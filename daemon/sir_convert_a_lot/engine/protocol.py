@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from sir_convert_a_lot.backends.table_counts import TableCounts
 from sir_convert_a_lot.options import ConversionOptions
 
 
@@ -26,6 +27,7 @@ class WorkerSettings:
     max_pages: int
     batch_sizes: dict[str, int] = field(default_factory=dict)  # layout / ocr / table
     ocr_backend: str = "onnxruntime"
+    table_check_every: int = 50
     log_level: str = "info"
     log_format: str = "json"
     # A Ray actor sees its GPU as cuda:0 (device_index 0); this is its index on the host, for
@@ -105,6 +107,7 @@ class Converted:
     stage_devices: dict[str, str] = field(default_factory=dict)  # where each model stage ran
     # per stage, each model call its pages were in: (its pages, all pages of the call)
     batches: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)
+    tables: TableCounts = field(default_factory=TableCounts)  # the sidecar's execution.tables
     host: str = ""  # the host that converted it
     device: dict[str, Any] | None = None  # the GPU the worker probed (GpuDevice.to_dict())
     # ``output.images``: (name, PNG bytes) per picture, linked in ``markdown`` (and in

@@ -112,6 +112,7 @@ def worker_settings(
         max_pages=config.conversion.max_pages,
         batch_sizes=config.gpu.batch_sizes,
         ocr_backend=config.gpu.ocr_backend,
+        table_check_every=config.gpu.table_check_every,
         log_level=config.logging.level,
         log_format=config.logging.format,
         probe_override=probe_override.to_dict() if probe_override else None,

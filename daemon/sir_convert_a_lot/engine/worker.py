@@ -196,6 +196,7 @@ class _Worker:
                 models_path=self.settings.models_path,
                 batch_sizes=self.settings.batch_sizes,
                 ocr_backend=self.settings.ocr_backend,
+                table_check_every=self.settings.table_check_every,
             )
             backend = create_backend(name, context)
             wanted = tuple(o for o in self.option_sets if o.backend == name)
@@ -251,6 +252,7 @@ class _Worker:
             peak_gpu_memory_bytes=result.peak_gpu_memory_bytes,
             stage_devices=dict(result.stage_devices),
             batches=dict(result.batches),
+            tables=result.tables,
             host=socket.gethostname(),
             device=self.device,
             pictures=result.pictures,

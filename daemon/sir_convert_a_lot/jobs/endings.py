@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sir_convert_a_lot.backends.batching import summary
+from sir_convert_a_lot.backends.table_counts import TableCounts
 from sir_convert_a_lot.config import Config, Governance
 from sir_convert_a_lot.engine.interface import ConversionEngine
 from sir_convert_a_lot.engine.policy import RunOn
@@ -373,6 +374,7 @@ class Endings:
             engine=self.engine.kind,
             host=answer.host if answer is not None and answer.host else socket.gethostname(),
             batching=summary(answer.batches) if answer is not None else {},
+            tables=answer.tables if answer is not None else TableCounts(),
         )
 
 
@@ -384,6 +386,7 @@ def _measured(answer: Converted, device: dict[str, Any] | None, seconds: float) 
         peak_gpu_memory_bytes=answer.peak_gpu_memory_bytes if device is not None else None,
         layout_calls=float(layout.get("share_of_calls", 0.0)),
         layout_pages=int(layout.get("pages", 0)),
+        tables=answer.tables,
     )
 
 

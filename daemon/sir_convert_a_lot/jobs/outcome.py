@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from sir_convert_a_lot.backends.table_counts import TableCounts
 from sir_convert_a_lot.jobs.job import Job
 
 
@@ -28,6 +29,7 @@ class Measured:
     peak_gpu_memory_bytes: int | None = None  # what the worker saw, when it ran on a GPU
     layout_calls: float = 0.0  # this job's share of the layout model's calls
     layout_pages: int = 0  # its pages in those calls
+    tables: TableCounts = field(default_factory=TableCounts)  # its tables, for the table metrics
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sir_convert_a_lot import API_VERSION
+from sir_convert_a_lot.backends.table_counts import TableCounts
 from sir_convert_a_lot.config import Governance
 from sir_convert_a_lot.errors import ErrorCode
 from sir_convert_a_lot.names import json_name
@@ -51,6 +52,7 @@ class Execution:
     engine: str = "local"  # which engine converted: "local" (a worker process) or "ray"
     host: str = field(default_factory=socket.gethostname)  # the host that converted
     batching: dict[str, Any] = field(default_factory=dict)  # per model stage: calls, pages, max
+    tables: TableCounts = field(default_factory=TableCounts)  # predicted, fast, checked, mismatched
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -66,6 +68,7 @@ class Execution:
             "timings_ms": self.timings_ms,
             "worker": self.worker,
             "batching": self.batching,
+            "tables": self.tables.to_dict(),
         }
 
 

@@ -92,6 +92,7 @@ class Metrics:
             "layout_batch_mean_pages", "Mean pages per layout model call since the daemon started"
         )
         self._layout_totals = [0.0, 0.0]  # calls, pages
+        self._tables = self._table_counters()
         self._starts_seen = 1  # the first start is not a restart
         self._server: tuple[WSGIServer, threading.Thread] | None = None
         self._writer: threading.Thread | None = None
@@ -101,6 +102,24 @@ class Metrics:
     def _counter(self, name: str, doc: str) -> Counter:
         metric = Counter(f"sir_convert_{name}", doc, ("daemon",), registry=self.registry)
         return metric.labels(self._daemon)
+
+    def _table_counters(self) -> dict[str, Counter]:
+        """The counts of the sidecars' ``execution.tables``, added up."""
+        return {
+            "predicted": self._counter("tables_predicted", "Tables TableFormer predicted"),
+            "fast": self._counter(
+                "tables_fast",
+                "Tables the fast TableFormer prediction predicted (fewer than predicted: the "
+                "fast path was off for the rest)",
+            ),
+            "checked": self._counter(
+                "table_checks", "Fast table predictions also predicted by docling's own code"
+            ),
+            "mismatched": self._counter(
+                "table_mismatches",
+                "Checked tables whose two predictions differed (the fast path is off after one)",
+            ),
+        }
 
     def _gauge(self, name: str, doc: str) -> Gauge:
         metric = Gauge(f"sir_convert_{name}", doc, ("daemon",), registry=self.registry)
@@ -119,6 +138,8 @@ class Metrics:
         self._seconds.observe(measured.seconds)
         if measured.peak_gpu_memory_bytes is not None:
             self._gpu_peak.set(measured.peak_gpu_memory_bytes)
+        for name, count in measured.tables.to_dict().items():
+            self._tables[name].inc(count)
         if measured.layout_calls > 0:
             self._layout_calls.inc(measured.layout_calls)
             self._layout_pages.inc(measured.layout_pages)
