@@ -82,9 +82,11 @@ def test_every_model_call_runs_on_the_one_model_thread(stand_in_models: Path) ->
     (pipeline,) = converter.initialized_pipelines.values()
     assert tensor_devices(pipeline) == {"cpu"}
     calls: dict[str, list[int]] = {"layout": [], "table": []}
-    # the shared models stand in front of docling's; the real models are behind them
+    # the shared models stand in front of docling's; the real models are behind them (the
+    # table stage's per-document counts stand in front of its shared model)
     pipeline.layout_model.model = _RecordingModel(pipeline.layout_model.model, calls["layout"])
-    pipeline.table_model.model = _RecordingModel(pipeline.table_model.model, calls["table"])
+    tables = pipeline.table_model.model
+    tables.model = _RecordingModel(tables.model, calls["table"])
     pdf = open_pdf(TABLE_PAGE.read_bytes(), max_pages=10)
     for _ in range(2):
         result = backend.convert(pdf, options, lambda _page, _pages: None)
