@@ -29,10 +29,10 @@ PAGE_HEIGHT = 1024  # the table predictor resizes each page image to this height
 class BatchedTables:
     """docling's table model, with a call's tables predicted together first."""
 
-    def __init__(self, model: Any, batch_size: int, tally: TableTally | None = None) -> None:
+    def __init__(self, model: Any, batch_size: int, tally: TableTally) -> None:
         self.model = model
         self.batch_size = max(1, batch_size)
-        self.tally = tally or TableTally()
+        self.tally = tally
 
     def __call__(self, conv_res: Any, page_batch: Iterable[Any]) -> list[Any]:
         pages = list(page_batch)

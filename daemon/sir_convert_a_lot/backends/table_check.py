@@ -48,13 +48,12 @@ def box_distance(first: list[list[float]], second: list[list[float]]) -> float:
 
 def report(fast: Any, library: Any) -> dict[str, Any]:
     """Both predictions of a table that differ, and how, as the journal shows them."""
-    shown = describe(fast), describe(library)
-    boxes = shown[0]["boxes"], shown[1]["boxes"]
+    boxes = _rows(fast[2]), _rows(library[2])
     return {
         "differs": difference(fast, library),
         "box_distance": box_distance(*boxes) if len(boxes[0]) == len(boxes[1]) else None,
-        "fast": shown[0],
-        "docling": shown[1],
+        "fast": describe(fast),
+        "docling": describe(library),
     }
 
 
