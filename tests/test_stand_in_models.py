@@ -1,15 +1,25 @@
 """The faithful stand-ins keep the published architectures: a drift from the values the reference
 documents (``faithful_models.HERON_PUBLISHED``/``TABLEFORMER_PUBLISHED``) fails here. Nothing is
-written to disk: the layout model is built on the meta device, TableFormer in memory."""
+written to disk for them: the layout model is built on the meta device, TableFormer in memory.
+The tiny set built without OCR (as gpu-check builds it) leaves RapidOCR out and nothing else."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sir_convert_a_lot.testing import faithful_models as fm
-from sir_convert_a_lot.testing.stand_in_models import LAYOUT_LABELS, main
+from sir_convert_a_lot.testing.stand_in_models import (
+    LAYOUT_DIR,
+    LAYOUT_LABELS,
+    RAPIDOCR_DIR,
+    TABLEFORMER_DIR,
+    TABLEFORMER_MODES,
+    build_stand_in_models,
+    main,
+)
 
 
 def test_the_layout_config_is_heron_as_published() -> None:
@@ -74,3 +84,13 @@ def test_tableformer_is_as_published(mode: str) -> None:
 def test_the_cli_refuses_a_wrong_call() -> None:
     assert main(["stand_in_models", "--faithful"]) == 2
     assert main(["stand_in_models", "--big", "out"]) == 2
+
+
+def test_without_ocr_no_rapidocr_folder_is_written(tmp_path: Path) -> None:
+    # gpu-check on the device runs with OCR off and without rapidocr installed (tools/gpu-bundle
+    # leaves it out); the layout and TableFormer stand-ins must still be all there.
+    models = build_stand_in_models(tmp_path / "models", ocr=False)
+    assert not (models / RAPIDOCR_DIR).exists()
+    assert any((models / LAYOUT_DIR).iterdir())
+    for mode in TABLEFORMER_MODES:
+        assert any((models / TABLEFORMER_DIR / mode).iterdir())

@@ -47,7 +47,11 @@ ENV = {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
     "PYTHONUNBUFFERED": "1",
-    "PYTHONPATH": str(REPO / "daemon"),
+    # daemon/ first, then whatever the caller had: on the device the bundle's packages live in a
+    # --target folder on PYTHONPATH (tools/gpu-bundle), and the daemon must see them too.
+    "PYTHONPATH": os.pathsep.join(
+        p for p in (str(REPO / "daemon"), os.environ.get("PYTHONPATH", "")) if p
+    ),
 }
 
 
@@ -363,7 +367,9 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     built = time.monotonic()
-    models = build_stand_in_models(work / "models")
+    # OCR is off in every run here, so no RapidOCR stand-in: the device bundle leaves rapidocr
+    # (26 MiB of wheel) out (tools/gpu-bundle).
+    models = build_stand_in_models(work / "models", ocr=False)
     report: dict[str, Any] = {
         "command": " ".join(["tools/gpu_check.py", *sys.argv[1:]]),
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

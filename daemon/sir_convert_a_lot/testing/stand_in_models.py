@@ -295,12 +295,13 @@ def _build_rapidocr(folder: Path) -> None:
             _link_or_copy(model_file, folder / model_file.name, symbolic=True)
 
 
-def build_stand_in_models(artifacts_path: Path, size: str = "tiny") -> Path:
+def build_stand_in_models(artifacts_path: Path, size: str = "tiny", ocr: bool = True) -> Path:
     """Write the stand-in models under ``artifacts_path`` and return it.
 
     ``size="tiny"`` (tests: small, fast) or ``"faithful"`` (benchmarks: the real architectures at
     their published sizes, see ``faithful_models``). Pass the returned folder as
-    ``PdfPipelineOptions(artifacts_path=...)``.
+    ``PdfPipelineOptions(artifacts_path=...)``. ``ocr=False`` leaves the RapidOCR folder out,
+    for runs with ``ocr_mode = "off"`` where rapidocr is not installed (tools/gpu-bundle).
     """
     import torch
 
@@ -319,7 +320,8 @@ def build_stand_in_models(artifacts_path: Path, size: str = "tiny") -> Path:
             _build_layout(artifacts_path / LAYOUT_DIR)
             torch.manual_seed(SEED)
             _build_tableformer(artifacts_path / TABLEFORMER_DIR)
-    _build_rapidocr(artifacts_path / RAPIDOCR_DIR)
+    if ocr:
+        _build_rapidocr(artifacts_path / RAPIDOCR_DIR)
     return artifacts_path
 
 
