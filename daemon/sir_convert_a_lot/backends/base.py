@@ -41,7 +41,7 @@ class BackendContext:
     model_thread: Executor
     models_path: str = ""
     batch_sizes: dict[str, int] = field(default_factory=dict)
-    ocr_backend: str = "onnxruntime"
+    ocr_backend: str = "auto"  # gpu.ocr_backend (backends.models.ocr_engine reads it)
 
     @property
     def torch_device(self) -> str:

@@ -25,7 +25,7 @@ class WorkerSettings:
     max_file_bytes: int
     max_pages: int
     batch_sizes: dict[str, int] = field(default_factory=dict)  # layout / ocr / table
-    ocr_backend: str = "onnxruntime"
+    ocr_backend: str = "auto"
     log_level: str = "info"
     log_format: str = "json"
     # A Ray actor sees its GPU as cuda:0 (device_index 0); this is its index on the host, for
