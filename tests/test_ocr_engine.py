@@ -19,10 +19,14 @@ from sir_convert_a_lot.backends.docling import DoclingBackend
 from sir_convert_a_lot.backends.docling_pipeline import pipeline_options
 from sir_convert_a_lot.backends.models import RAPIDOCR_FILES
 from sir_convert_a_lot.backends.models import ocr_engine as engine_for
+from sir_convert_a_lot.config import Governance
+from sir_convert_a_lot.engine.policy import RunOn
+from sir_convert_a_lot.engine.protocol import Converted
+from sir_convert_a_lot.engine.supervisor import Engine
 from sir_convert_a_lot.errors import JobFailure
 from sir_convert_a_lot.intake.preflight import open_pdf
 from sir_convert_a_lot.options import ConversionOptions
-from tests.helpers import pdf_bytes
+from tests.helpers import docling_config, load_config, pdf_bytes
 
 pytestmark = pytest.mark.usefixtures("offline")
 
@@ -58,12 +62,16 @@ def _ocr_model(backend: DoclingBackend) -> Any:
 
 
 @pytest.fixture(scope="module")
-def torch_on_cpu(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """The docling backend with RapidOCR's torch engine on the CPU (named: auto picks ONNX)."""
+def torch_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from fixtures.stand_in_models import build_stand_in_models
 
-    models = build_stand_in_models(tmp_path_factory.mktemp("models"))
-    backend = _backend(models, "cpu", "torch")
+    return build_stand_in_models(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="module")
+def torch_on_cpu(torch_models: Path) -> Any:
+    """The docling backend with RapidOCR's torch engine on the CPU (named: auto picks ONNX)."""
+    backend = _backend(torch_models, "cpu", "torch")
     yield backend
     backend.context.model_thread.shutdown()
 
@@ -177,6 +185,41 @@ def test_ocr_pages_of_several_documents_share_one_call_on_the_model_thread(
         assert shared.markdown == by_itself.markdown
     model_thread = torch_on_cpu.context.model_thread.submit(threading.get_ident).result()
     assert len(read_on) == 3 and set(read_on) == {model_thread}
+
+
+@pytest.mark.slow
+def test_through_the_worker_scans_submitted_together_share_ocr_calls(
+    tmp_path: Path, torch_models: Path
+) -> None:
+    """The real worker process, OCR forced on, four scans submitted at once: each reports the
+    OCR stage where the torch engine's weights are (the CPU here), and their pages shared OCR
+    calls (what the sidecar's ``execution.batching.ocr`` is made of)."""
+    sections = docling_config(tmp_path, torch_models, batch=8, ocr_mode="force", table_mode="fast")
+    sections["gpu"] |= {"ocr_batch_size": 8, "ocr_backend": "torch"}
+    config = load_config(tmp_path, **sections)
+    engine = Engine(
+        config,
+        Governance(allow_cpu_fallback=True, decision_record="test"),
+        instance="ocr-batching",
+        lock_folder=tmp_path,
+    )
+    sources = []
+    for n in range(4):
+        source = tmp_path / f"scan{n}.pdf"
+        source.write_bytes(_scan(f"Scanned document number {n}."))
+        sources.append(source)
+    try:
+        for n, source in enumerate(sources):
+            engine.submit(f"job{n}", str(source), config.defaults, RunOn("cpu"))
+        answers = [engine.wait(f"job{n}") for n in range(len(sources))]
+    finally:
+        engine.stop()
+    converted = [answer for answer in answers if isinstance(answer, Converted)]
+    assert len(converted) == len(sources), answers
+    assert all(answer.stage_devices["ocr"] == "cpu" and answer.ocr_enabled for answer in converted)
+    ocr = [call for answer in converted for call in answer.batches["ocr"]]
+    assert all(own == 1 for own, _every in ocr)
+    assert max(every for _own, every in ocr) > 1  # some scans shared an OCR call
 
 
 @pytest.mark.slow
