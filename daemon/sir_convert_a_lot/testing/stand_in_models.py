@@ -56,7 +56,8 @@ OUTPUT_DIR`` (``python fixtures/stand_in_models.py OUTPUT_DIR`` runs the same). 
 (``size="faithful"``) writes the real architectures at their published sizes instead, for
 benchmarks (``faithful_models``; docs/reference/stand-in-models.md).
 Deterministic (fixed seed, identical bytes on every build) and idempotent (unchanged files are
-left alone). About 1-2 s once torch and transformers are imported. The RapidOcr links are
+left alone). About 9 s once torch and transformers are imported (2 shared CPU cores, with
+RapidOCR's torch stand-ins; 3 s when every file is already there). The RapidOcr links are
 absolute paths into this environment, so build the folder on the machine that uses it.
 """
 
