@@ -151,20 +151,68 @@ def test_one_documents_bad_page_fails_only_that_document(model_thread: Any) -> N
     assert log.take("bad.pdf") == {}
 
 
-def test_ocr_calls_queue_for_the_model_thread_but_run_one_document_at_a_time(
-    model_thread: Any,
+def test_ocr_pages_of_several_documents_share_one_turn_each_with_its_own_result(
+    model_thread: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seen: list[tuple[str, list[str]]] = []
+    """OCR writes each page's score into its own document's result: the documents' pages go
+    through the model in one turn of the model thread, each with its own result, and the
+    batching counters show one call of all their pages."""
+    seen: list[tuple[str, list[str], int]] = []
+    turns: list[int] = []
 
     def ocr(conv_res: Any, pages: list[str]) -> list[str]:
-        seen.append((conv_res.name, list(pages)))  # OCR writes scores into its own result
-        return pages
+        seen.append((conv_res.name, list(pages), threading.get_ident()))
+        return [f"{page}+{conv_res.name}" for page in pages]
 
-    coalescer = Coalescer(model_thread, BatchLog(), gather_seconds=30)
+    def run_in_turn(*args: Any) -> None:
+        turns.append(1)
+        run(*args)
+
+    log = BatchLog()
+    coalescer = Coalescer(model_thread, log, gather_seconds=30)
+    run = coalescer._run
+    monkeypatch.setattr(coalescer, "_run", run_in_turn)
     shared = SharedModel(ocr, "ocr", batch_size=8, coalescer=coalescer)
-    docs = _documents(coalescer, ["x.pdf", "y.pdf"])
-    _concurrently(_each(shared, docs))
-    assert sorted(seen) == [("x.pdf", ["x.pdf:1"]), ("y.pdf", ["y.pdf:1"])]
+    docs = _documents(coalescer, ["x.pdf", "y.pdf", "z.pdf"])
+    results = _concurrently(_each(shared, docs))
+    assert sorted((name, pages) for name, pages, _thread in seen) == [
+        (d.name, [f"{d.name}:1"]) for d in docs
+    ]
+    assert results == {d.name: [f"{d.name}:1+{d.name}"] for d in docs}
+    assert len(turns) == 1  # one turn of the model thread for all three
+    model_thread_id = model_thread.submit(threading.get_ident).result()
+    assert {thread for _name, _pages, thread in seen} == {model_thread_id}
+    assert {d.name: log.take(d.name) for d in docs} == {d.name: {"ocr": ((1, 3),)} for d in docs}
+
+
+def test_one_documents_ocr_fault_in_a_shared_turn_stays_its_own(model_thread: Any) -> None:
+    log = BatchLog()
+    coalescer = Coalescer(model_thread, log, gather_seconds=30)
+    model = _Model(refuse="bad.pdf:1")
+    shared = SharedModel(model, "ocr", batch_size=8, coalescer=coalescer)
+    docs = _documents(coalescer, ["good.pdf", "bad.pdf"])
+    results = _concurrently(_each(shared, docs))
+    assert isinstance(results["bad.pdf"], ValueError)
+    assert [page.split("@")[0] for page in results["good.pdf"]] == ["good.pdf:1"]
+    assert len(model.calls) == 1  # the good page was read once, not again after the fault
+    assert log.take("good.pdf") == {"ocr": ((1, 2),)} and log.take("bad.pdf") == {}
+
+
+def test_pages_passed_by_are_not_waited_for(model_thread: Any) -> None:
+    """With ``ocr_mode = auto`` most pages never reach OCR: a document whose pages all passed
+    by is not waited for, so another's scan runs at once, not after the gather time."""
+    coalescer = Coalescer(model_thread, BatchLog(), gather_seconds=3600)
+    model = _Model()
+    ocr = SharedModel(model, "ocr", batch_size=8, coalescer=coalescer, select=lambda p: "scan" in p)
+    text, scan = _documents(coalescer, ["text.pdf", "scan.pdf"])
+    assert ocr(text, ["text-1"]) == ["text-1"]
+    read: dict[str, list[str]] = {}
+    waiting = threading.Thread(target=lambda: read.update(pages=ocr(scan, ["scan-1"])))
+    waiting.start()  # on a thread of its own, so that a wait fails the test, not hangs it
+    waiting.join(timeout=10)  # otherwise an hour, waiting for text.pdf's page
+    assert read.get("pages") == ["scan-1@1"]
+    coalescer.forget("text.pdf")
+    waiting.join(timeout=10)
 
 
 def test_a_switched_off_stage_passes_its_pages_on_without_the_model_thread(

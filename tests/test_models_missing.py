@@ -7,19 +7,34 @@ under the lock, the daemon starts, says the models are missing, and every job fa
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
-from sir_convert_a_lot.backends.models import LAYOUT, REFUSED_AT_START, UNUSED_ON_THIS_HOST
+from sir_convert_a_lot.backends import models
+from sir_convert_a_lot.backends.base import BackendContext
+from sir_convert_a_lot.backends.docling import DoclingBackend
+from sir_convert_a_lot.backends.models import (
+    LAYOUT,
+    RAPIDOCR,
+    RAPIDOCR_FILES,
+    REFUSED_AT_START,
+    TABLEFORMER,
+    UNUSED_ON_THIS_HOST,
+)
 from sir_convert_a_lot.config import Config
 from sir_convert_a_lot.engine.gpu import GpuDevice, GpuProbe
+from sir_convert_a_lot.errors import JobFailure
 from sir_convert_a_lot.ops import doctor
+from sir_convert_a_lot.ops.cli import main
 from sir_convert_a_lot.ops.doctor.gpu import GpuSeen
 from sir_convert_a_lot.ops.doctor.models import models_present
+from sir_convert_a_lot.options import ConversionOptions
 from sir_convert_a_lot.service.daemon import Service
-from tests.helpers import REPO, load_config
+from tests.helpers import REPO, load_config, write_config
 
 DEVICE = GpuDevice(0, "Test GPU", "999.1", 80 << 30)
 A_GPU = GpuSeen("ok", DEVICE, None, (), ())
@@ -104,3 +119,94 @@ def test_the_guide_says_both_cases() -> None:
     assert old_claim not in guide  # true on a GPU host only
     assert "`models_missing` as a warning" in guide
     assert "refuses to start: `engine_start_failed`, reason `models_missing`, exit 2" in guide
+
+
+# -- RapidOCR's models, by the engine that will run OCR ------------------------------------------
+
+OCR_ON = {"backend_strategy": "docling", "acceleration_policy": "gpu_prefer", "ocr_mode": "auto"}
+
+
+def _models_from_an_old_download(root: Path) -> Path:
+    """Every model folder filled, RapidOcr with the ONNX files only (no torch weights)."""
+    models = root / "models"
+    for folder in (LAYOUT, f"{TABLEFORMER}/fast", f"{TABLEFORMER}/accurate"):
+        (models / folder).mkdir(parents=True)
+        (models / folder / "model.safetensors").write_bytes(b"weights")
+    (models / RAPIDOCR).mkdir()
+    for name in RAPIDOCR_FILES["onnxruntime"]:
+        (models / RAPIDOCR / name).write_bytes(b"onnx")
+    return models
+
+
+@pytest.mark.parametrize(("device", "refused"), [("cuda", True), ("cpu", False)])
+def test_the_worker_needs_the_torch_weights_only_where_ocr_runs_on_torch(
+    tmp_path: Path, device: str, refused: bool
+) -> None:
+    """``auto``: the torch engine on a GPU, whose weights an ONNX-only folder lacks (the start
+    is refused, naming them); the ONNX engine on the CPU, whose files are there."""
+    models = _models_from_an_old_download(tmp_path)
+    context = BackendContext(device, 0, ThreadPoolExecutor(1), str(models))  # type: ignore[arg-type]
+    options = (ConversionOptions(**OCR_ON),)  # type: ignore[arg-type]
+    backend = DoclingBackend(context)
+    if not refused:
+        backend._check_models(options)
+        return
+    with pytest.raises(JobFailure) as failed:
+        backend._check_models(options)
+    assert failed.value.details["reason"] == "models_missing"
+    assert "RapidOCR models (torch engine)" in failed.value.message
+    (missing,) = failed.value.details["missing"]
+    assert missing.startswith(f"{RAPIDOCR}/{{") and "PP-OCRv6_rec_small.pth" in missing
+    assert "ppocrv6_dict.txt" in missing and ".onnx" not in missing
+
+
+def test_doctor_asks_for_the_torch_weights_on_a_gpu_host(tmp_path: Path) -> None:
+    config = load_config(
+        tmp_path,
+        conversion=OCR_ON,
+        governance={"allow_cpu_fallback": True, "decision_record": "tests"},
+        gpu={"models_path": str(_models_from_an_old_download(tmp_path))},
+    )
+    on_a_gpu = _models_row(config, A_GPU)
+    assert on_a_gpu.status == doctor.FAIL and "PP-OCRv6_det_small.pth" in on_a_gpu.detail
+    # without a GPU this config falls back to the CPU, where the ONNX engine reads
+    assert _models_row(config, NO_GPU).status == doctor.OK
+    onnx = load_config(
+        tmp_path,
+        conversion=OCR_ON,
+        governance={"allow_cpu_fallback": True, "decision_record": "tests"},
+        gpu={"models_path": config.gpu.models_path, "ocr_backend": "onnxruntime"},
+    )
+    assert _models_row(onnx, A_GPU).status == doctor.OK  # chosen by name: no torch weights
+
+
+def test_models_check_lists_each_engine_the_config_may_use(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A GPU host runs OCR on torch, the governed CPU fallback on ONNX: both are checked."""
+    models = _models_from_an_old_download(tmp_path)
+    path = write_config(
+        tmp_path,
+        conversion=OCR_ON,
+        governance={"allow_cpu_fallback": True, "decision_record": "tests"},
+        gpu={"models_path": str(models)},
+    )
+    assert main(["--config", str(path), "models", "check"]) == 1
+    out = capsys.readouterr().out
+    assert "ok       RapidOCR models (onnxruntime engine)" in out
+    assert "MISSING  RapidOCR models (torch engine)" in out and "PP-OCRv6_rec_small.pth" in out
+    for name in RAPIDOCR_FILES["torch"]:
+        (models / RAPIDOCR / name).write_bytes(b"torch")
+    assert main(["--config", str(path), "models", "check"]) == 0
+
+
+def test_models_download_fetches_both_engines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import docling.utils.model_downloader as downloader
+
+    asked: dict[str, Any] = {}
+    monkeypatch.setattr(downloader, "download_models", lambda **kw: asked.update(kw) or tmp_path)
+    assert models.download(tmp_path) == tmp_path
+    assert asked["with_rapidocr"] is True
+    assert sorted(asked["rapidocr_models"]) == ["onnxruntime:ch", "torch:ch"]

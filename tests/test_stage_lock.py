@@ -31,6 +31,7 @@ RECORD = "/etc/sir-convert/decisions/0004-ocr-on-the-cpu-until-the-torch-weights
 OCR_ALLOWED = Governance(decision_record=RECORD, cpu_stages=("ocr",))
 ON_GPU = RunOn("cuda")
 LOCK_HOLDS = {"decision_record": "", "allow_cpu_only": False}  # the tests' configs lift it
+ONNX = {"ocr_backend": "onnxruntime"}  # chosen by name: the CPU-only engine
 
 
 class _GpuEngine:
@@ -141,10 +142,11 @@ def test_doctor_warns_which_stages_a_record_lets_run_on_the_cpu(tmp_path: Path) 
 @pytest.mark.parametrize(
     ("gpu", "governance", "conversion", "warned"),
     [
-        ({}, LOCK_HOLDS, {"ocr_mode": "auto"}, True),
+        (ONNX, LOCK_HOLDS, {"ocr_mode": "auto"}, True),
+        ({}, LOCK_HOLDS, {}, False),  # the default, auto: torch on the GPU
         ({"ocr_backend": "torch"}, LOCK_HOLDS, {}, False),
-        ({}, {**LOCK_HOLDS, "cpu_stages": ["ocr"], "decision_record": RECORD}, {}, False),
-        ({}, LOCK_HOLDS, {"ocr_mode": "off"}, False),
+        (ONNX, {**LOCK_HOLDS, "cpu_stages": ["ocr"], "decision_record": RECORD}, {}, False),
+        (ONNX, LOCK_HOLDS, {"ocr_mode": "off"}, False),
     ],
 )
 def test_doctor_says_before_any_job_when_ocr_would_run_off_the_gpu(
@@ -154,11 +156,12 @@ def test_doctor_says_before_any_job_when_ocr_would_run_off_the_gpu(
     conversion: dict[str, Any],
     warned: bool,
 ) -> None:
-    """The default OCR engine (onnxruntime) runs on the CPU: under the lock every scan would
-    fail its ocr stage, so doctor (and the start, on a GPU) say it with the three fixes."""
+    """RapidOCR's onnxruntime engine, chosen by name, runs on the CPU: under the lock every scan
+    would fail its ocr stage, so doctor (and the start, on a GPU) say it with the three fixes.
+    The default engine (auto) runs on the GPU and is not warned about."""
     conversion = {"backend_strategy": "docling", "ocr_mode": "auto", **conversion}
     config = load_config(tmp_path, gpu=gpu, governance=governance, conversion=conversion)
     rows = [c for c in governance_checks(config) if c.name == "gpu-first lock for ocr"]
     assert bool(rows) is warned
     if warned:
-        assert "cpu_stages" in rows[0].fix and "torch" in rows[0].fix
+        assert "cpu_stages" in rows[0].fix and 'ocr_backend = "auto"' in rows[0].fix

@@ -42,7 +42,7 @@ class BackendContext:
     model_thread: Executor
     models_path: str = ""
     batch_sizes: dict[str, int] = field(default_factory=dict)
-    ocr_backend: str = "onnxruntime"
+    ocr_backend: str = "auto"  # gpu.ocr_backend (backends.models.ocr_engine reads it)
     table_check_every: int = 50  # gpu.table_check_every (backends.table_fast_path)
 
     @property

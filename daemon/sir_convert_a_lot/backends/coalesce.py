@@ -14,10 +14,13 @@ model thread is busy, calls simply queue, and the next batch fills from them.
 One document's fault stays its own: a merged call that raises is run again document by
 document, so the exception reaches only the caller whose pages caused it.
 
-Which stages may merge is a fact about docling's models, pinned by tests: layout and TableFormer
-use the conversion result they are given only to time themselves and for debug drawings, so one
-merged call may carry pages of several documents. The OCR model writes each page's OCR score
-into its own document's result, so OCR calls are queued and run back to back, one per document.
+How calls merge is a fact about docling's models, pinned by tests: layout and TableFormer use the
+conversion result they are given only to time themselves and for debug drawings, so one merged
+call of the model carries pages of several documents. The OCR model writes each page's OCR score
+into its own document's result, so a merged OCR call is one turn of the model thread in which
+the model reads each document's pages with that document's result, back to back. RapidOCR reads
+one page image per inference either way (docling's OCR model loops over the pages it is given),
+so the engine does the same work as in one call of all the pages.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from typing import Any
 from sir_convert_a_lot.backends.batching import BatchLog
 
 GATHER_SECONDS = 0.05
-MERGEABLE_STAGES = frozenset({"layout", "table"})
+MERGEABLE_STAGES = frozenset({"layout", "table"})  # one model call for all the pages
+PER_DOCUMENT_STAGES = frozenset({"ocr"})  # one turn: the model called per document, in a row
 
 
 @dataclass
@@ -58,7 +62,8 @@ class SharedModel:
         self.model = model
         self.stage = stage
         self.batch_size = max(1, batch_size)
-        self.merges = stage in MERGEABLE_STAGES
+        self.per_document = stage in PER_DOCUMENT_STAGES
+        self.merges = stage in MERGEABLE_STAGES or self.per_document
         self.select = select  # which pages the model is for; the others pass it by
         self._coalescer = coalescer
 
@@ -67,6 +72,8 @@ class SharedModel:
         if not pages or not getattr(self.model, "enabled", True):
             return list(self.model(conv_res, pages))  # a switched-off stage passes pages on
         chosen = pages if self.select is None else [p for p in pages if self.select(p)]
+        if len(chosen) < len(pages):  # the others never come: no one is to wait for them
+            self._coalescer.passed_by(conv_res, self.stage, len(pages) - len(chosen))
         if not chosen:
             return pages
         processed = self._coalescer.call(self, conv_res, chosen)
@@ -111,6 +118,14 @@ class Coalescer:
         """``document`` is done: stop waiting for pages it never sent."""
         with self._wake:
             self._expected.pop(document, None)
+            self._wake.notify_all()
+
+    def passed_by(self, conv_res: Any, stage: str, pages: int) -> None:
+        """``pages`` of the document are not for ``stage`` (``SharedModel.select``)."""
+        with self._wake:
+            coming = self._expected.get(document_of(conv_res), {})
+            if stage in coming:
+                coming[stage] = max(0, coming[stage] - pages)
             self._wake.notify_all()
 
     # -- calls ----------------------------------------------------------------------------------
@@ -197,7 +212,9 @@ class Coalescer:
 
     def _run(self, model: SharedModel, batch: list[_Call]) -> None:
         try:
-            if len(batch) == 1 or not self._run_merged(model, batch):
+            if model.per_document:
+                self._run_in_turn(model, batch)
+            elif len(batch) == 1 or not self._run_merged(model, batch):
                 for call in batch:
                     self._run_alone(model, call)
         finally:
@@ -222,13 +239,20 @@ class Coalescer:
             start = end
         return True
 
-    def _run_alone(self, model: SharedModel, call: _Call) -> None:
+    def _run_in_turn(self, model: SharedModel, batch: list[_Call]) -> None:
+        """Each document's pages with its own conversion result, in this one turn: one merged
+        call of all the pages, as the batching counters show it; a fault stays its document's."""
+        every = sum(len(call.pages) for call in batch)
+        for call in batch:
+            self._run_alone(model, call, every)
+
+    def _run_alone(self, model: SharedModel, call: _Call, every: int = 0) -> None:
         try:
             processed = list(model.model(call.conv_res, call.pages))
         except BaseException as exc:  # noqa: BLE001 - goes to the caller, in its own thread
             call.done.set_exception(exc)
             return
-        self._log.record(call.document, model.stage, len(call.pages), len(call.pages))
+        self._log.record(call.document, model.stage, len(call.pages), every or len(call.pages))
         call.done.set_result(processed)
 
 

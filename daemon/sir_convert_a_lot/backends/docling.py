@@ -13,9 +13,9 @@ Options map as follows:
   to the PDF's own text cells).
 - ``ocr_mode``: ``off`` (no OCR), ``force`` (full-page OCR on every page), ``auto`` (one pass;
   full-page OCR on the pages that need it, decided page by page by ``backends.ocr_pages``:
-  scans, never born-digital pages; warning ``docling_auto_ocr_pages:<k>/<n>``). OCR is RapidOCR
-  with its ONNX engine (on the GPU when onnxruntime has its CUDA provider), or with
-  ``gpu.ocr_backend = "torch"`` its torch engine on the same GPU.
+  scans, never born-digital pages; warning ``docling_auto_ocr_pages:<k>/<n>``). OCR is RapidOCR,
+  by default (``gpu.ocr_backend = "auto"``) with its torch engine on the GPU and its ONNX engine
+  on the CPU (``backends.models.ocr_engine``); its models are built while the worker loads.
 - TableFormer runs with ``backends.tableformer_fast``'s prediction: the same tags and boxes as
   docling's own, without recomputing the image's projections at every tag; the tables of one
   merged call are predicted together (``backends.table_batch``). Only on the docling-ibm-models
@@ -36,7 +36,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from sir_convert_a_lot.backends import models
+from sir_convert_a_lot.backends import models, ocr_engine
 from sir_convert_a_lot.backends.base import (
     BackendContext,
     BackendResult,
@@ -49,7 +49,6 @@ from sir_convert_a_lot.backends.coalesce import Coalescer, SharedModel
 from sir_convert_a_lot.backends.docling_export import export_document
 from sir_convert_a_lot.backends.docling_pipeline import (
     initialize_pipeline,
-    onnx_devices,
     pipeline_class,
     pipeline_options,
     tensor_devices,
@@ -105,15 +104,17 @@ class DoclingBackend:
     def _check_models(self, option_sets: tuple[ConversionOptions, ...]) -> None:
         if not self.context.models_path:
             return  # docling resolves them from the Hugging Face cache (or fetches them)
-        absent = models.missing(Path(self.context.models_path), option_sets)
+        engine = models.ocr_engine(self.context.ocr_backend, self.context.device)
+        absent = models.missing(Path(self.context.models_path), option_sets, {engine})
         if absent:
-            names = ", ".join(f"{m.name} ({m.folder})" for m in absent)
+            where = Path(self.context.models_path)
+            names = ", ".join(f"{m.name} ({models.describe_absent(m, where)})" for m in absent)
             raise JobFailure(
                 ErrorCode.CONVERSION_INTERNAL_ERROR,
                 f"Model files are missing under gpu.models_path {self.context.models_path}: "
                 f"{names}. Fetch them with: sir-convert models download",
                 reason="models_missing",
-                missing=[m.folder for m in absent],
+                missing=[models.describe_absent(m, where) for m in absent],
                 models_path=self.context.models_path,
                 fix="sir-convert models download",
             )
@@ -131,7 +132,7 @@ class DoclingBackend:
         if key not in self._converters:
             converter = self._build_converter(key)
             try:
-                pipeline = self.context.model_thread.submit(initialize_pipeline, converter).result()
+                pipeline = self.context.model_thread.submit(_initialize, converter).result()
             except Exception as exc:  # noqa: BLE001 - docling raises many kinds while loading
                 raise JobFailure(
                     ErrorCode.CONVERSION_INTERNAL_ERROR,
@@ -176,11 +177,11 @@ class DoclingBackend:
 
     def _stage_devices(self, pipeline: Any) -> dict[str, Device]:
         """Where each model stage really runs, read off the loaded pipeline: the devices of its
-        torch weights, and for RapidOCR's onnxruntime engine its sessions' providers."""
+        torch weights; for OCR, of the engine RapidOCR built (``backends.ocr_engine``)."""
         stages: dict[str, Device] = {}
         for stage in ("layout", "table", "ocr"):
             model = getattr(pipeline, f"{stage}_model", None)
-            found = tensor_devices(model) | (onnx_devices(model) if stage == "ocr" else set())
+            found = ocr_engine.devices(model) if stage == "ocr" else tensor_devices(model)
             stages[stage] = "cuda" if "cuda" in found else "cpu"
         return stages
 
@@ -332,6 +333,13 @@ class DoclingBackend:
     def _model_thread_id(self) -> int:
         thread_id: int = self.context.model_thread.submit(threading.get_ident).result()
         return thread_id
+
+
+def _initialize(converter: Any) -> Any:
+    """docling's pipeline, with RapidOCR's engine built now rather than on the first scan."""
+    pipeline = initialize_pipeline(converter)
+    ocr_engine.load(getattr(pipeline, "ocr_model", None))
+    return pipeline
 
 
 def _refuse_resource_cycles(pdf: OpenedPdf) -> None:

@@ -13,6 +13,7 @@ from concurrent.futures import Executor
 from typing import Any
 
 from sir_convert_a_lot.backends.base import BackendContext
+from sir_convert_a_lot.backends.models import ocr_engine
 
 
 def pipeline_class() -> type:
@@ -55,8 +56,8 @@ def pipeline_options(
     )
 
     batch = context.batch_sizes
-    # torch-engine OCR follows the accelerator device; onnxruntime stays on the CPU.
-    ocr_backend = context.ocr_backend if context.device == "cuda" else "onnxruntime"
+    # docling hands RapidOCR's engine the accelerator device (use_cuda, the device id)
+    ocr_backend = ocr_engine(context.ocr_backend, context.device)
     return PdfPipelineOptions(
         artifacts_path=context.models_path or None,
         accelerator_options=AcceleratorOptions(device=context.torch_device),

@@ -39,7 +39,7 @@ _INSTANCE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 WatchMode = Literal["inotify", "polling"]
 OnCollision = Literal["suffix", "replace"]
 SourceAfterSuccess = Literal["archive", "delete"]
-OcrEngine = Literal["onnxruntime", "torch"]
+OcrEngine = Literal["auto", "onnxruntime", "torch"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["auto", "console", "json", "journal"]
 
@@ -242,11 +242,12 @@ class GpuSection:
     ocr_backend: Annotated[
         OcrEngine,
         Setting(
-            doc="RapidOCR's engine: onnxruntime, with the models `models download` fetches, runs "
-            "on the CPU (on the GPU where onnxruntime-gpu is installed); torch runs OCR on the "
-            "GPU too and needs RapidOCR's torch weights"
+            doc="RapidOCR's engine: auto is torch on a GPU (OCR on the same GPU as the other "
+            "models) and onnxruntime on the CPU; torch runs on whichever device the worker "
+            "uses; onnxruntime runs on the CPU (on the GPU only where onnxruntime-gpu is "
+            "installed). `models download` fetches both engines' models"
         ),
-    ] = "onnxruntime"
+    ] = "auto"
     max_pages_in_flight: Annotated[
         int,
         Setting(

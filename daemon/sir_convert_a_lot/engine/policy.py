@@ -118,9 +118,10 @@ def stage_refusal(
 
 
 def ocr_left_on_cpu(config: Config) -> bool:
-    """RapidOCR's onnxruntime engine runs on the CPU only: under the lock, on a GPU, every job
-    that reads a page by OCR would fail its ocr stage. Said at start and by doctor, before any
-    job does, unless a decision record lets OCR run on the CPU."""
+    """RapidOCR's onnxruntime engine, chosen by name (``auto``, the default, is torch on a GPU),
+    runs on the CPU unless onnxruntime-gpu is installed: under the lock, on a GPU, every job that
+    reads a page by OCR would fail its ocr stage. Said at start and by doctor, before any job
+    does, unless a decision record lets OCR run on the CPU."""
     governance = config.governance
     modes = [config.defaults.ocr_mode, *(p.ocr_mode for p in config.profiles.values())]
     return (
@@ -132,10 +133,12 @@ def ocr_left_on_cpu(config: Config) -> bool:
 
 
 OCR_OFF_GPU = {
-    "message": "gpu.ocr_backend is onnxruntime, which runs on the CPU only: under the GPU-first "
-    "lock every job that reads a page by OCR (a scan) fails gpu_not_available (stage ocr)",
-    "fix": 'set gpu.ocr_backend = "torch" (RapidOCR\'s torch weights in gpu.models_path), or '
-    'ocr_mode = "off", or governance.cpu_stages = ["ocr"] with a decision record',
+    "message": "gpu.ocr_backend is onnxruntime, which runs on the CPU (the plain onnxruntime "
+    "wheel has no CUDA provider): under the GPU-first lock every job that reads a page by OCR "
+    "(a scan) fails gpu_not_available (stage ocr)",
+    "fix": 'set gpu.ocr_backend = "auto" (the default: RapidOCR\'s torch engine on the GPU, its '
+    'weights from sir-convert models download), or ocr_mode = "off", or '
+    'governance.cpu_stages = ["ocr"] with a decision record',
 }
 
 

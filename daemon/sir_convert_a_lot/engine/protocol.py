@@ -26,7 +26,7 @@ class WorkerSettings:
     max_file_bytes: int
     max_pages: int
     batch_sizes: dict[str, int] = field(default_factory=dict)  # layout / ocr / table
-    ocr_backend: str = "onnxruntime"
+    ocr_backend: str = "auto"
     table_check_every: int = 50
     log_level: str = "info"
     log_format: str = "json"

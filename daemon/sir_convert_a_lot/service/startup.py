@@ -161,12 +161,14 @@ def _unloaded_models_missing(info: WorkerInfo, config: Config) -> None:
     path = config.gpu.models_path
     if config.engine.kind != "local" or not path or models.load_models(info.loaded):
         return
-    absent = models.missing(Path(path), [config.defaults, *config.profiles.values()])
+    # no docling loads here now; once a GPU is usable, it loads there
+    engines = models.ocr_engines(config.gpu.ocr_backend, ["cuda"])
+    absent = models.missing(Path(path), [config.defaults, *config.profiles.values()], engines)
     if absent:
         log.warning(
             "models_missing",
             models_path=path,
-            missing=[need.folder for need in absent],
+            missing=[models.describe_absent(need, Path(path)) for need in absent],
             effect=models.UNUSED_ON_THIS_HOST,
             fix="sir-convert models download",
         )

@@ -17,11 +17,15 @@ Layout written under ``artifacts_path``::
         fast/tableformer_fast.safetensors            float16 weights, ~52 MB (see below)
         accurate/tm_config.json                      same config
         accurate/tableformer_accurate.safetensors    hard link to the fast file where possible
-    RapidOcr/                                        symlinks to the ONNX files shipped in the
-        PP-OCRv6_det_small.onnx                      installed rapidocr wheel (real models, so
-        PP-OCRv6_rec_small.onnx                      OCR text is real); docling's defaults (lang
-        ch_ppocr_mobile_v2.0_cls_mobile.onnx         "ch" or "en", model_size "small", backend
-                                                     onnxruntime) resolve to exactly these names
+    RapidOcr/                                        RapidOCR for both engines (``ocr_models``):
+        PP-OCRv6_det_small.onnx                      onnxruntime: symlinks to the ONNX files
+        PP-OCRv6_rec_small.onnx                      shipped in the installed rapidocr wheel (real
+        ch_ppocr_mobile_v2.0_cls_mobile.onnx         models, so OCR text is real)
+        PP-OCRv6_det_small.pth                       torch: rapidocr's own networks at their
+        PP-OCRv6_rec_small.pth                       published sizes, random float16 weights
+        ch_ppocr_mobile_v2.0_cls_mobile.pth          (~16 MB), and the recognizer's characters;
+        ppocrv6_dict.txt                             docling's defaults (lang "ch", model_size
+                                                     "small") resolve to exactly these names
 
 Who reads what (docling 2.143, docling-ibm-models 4.0.4):
 
@@ -52,7 +56,8 @@ OUTPUT_DIR`` (``python fixtures/stand_in_models.py OUTPUT_DIR`` runs the same). 
 (``size="faithful"``) writes the real architectures at their published sizes instead, for
 benchmarks (``faithful_models``; docs/reference/stand-in-models.md).
 Deterministic (fixed seed, identical bytes on every build) and idempotent (unchanged files are
-left alone). About 1-2 s once torch and transformers are imported. The RapidOcr links are
+left alone). About 9 s once torch and transformers are imported (2 shared CPU cores, with
+RapidOCR's torch stand-ins; 3 s when every file is already there). The RapidOcr links are
 absolute paths into this environment, so build the folder on the machine that uses it.
 """
 
@@ -64,6 +69,8 @@ import shutil
 import sys
 from pathlib import Path
 from typing import Any
+
+from sir_convert_a_lot.testing import ocr_models
 
 SEED = 1234
 
@@ -285,16 +292,6 @@ def _build_tableformer(folder: Path) -> None:
             _link_or_copy(first, target, symbolic=False)
 
 
-def _build_rapidocr(folder: Path) -> None:
-    import rapidocr
-
-    shipped = Path(rapidocr.__file__).resolve().parent / "models"
-    folder.mkdir(parents=True, exist_ok=True)
-    for model_file in sorted(shipped.iterdir()):
-        if model_file.suffix in {".onnx", ".txt"}:
-            _link_or_copy(model_file, folder / model_file.name, symbolic=True)
-
-
 def build_stand_in_models(artifacts_path: Path, size: str = "tiny", ocr: bool = True) -> Path:
     """Write the stand-in models under ``artifacts_path`` and return it.
 
@@ -321,7 +318,11 @@ def build_stand_in_models(artifacts_path: Path, size: str = "tiny", ocr: bool = 
             torch.manual_seed(SEED)
             _build_tableformer(artifacts_path / TABLEFORMER_DIR)
     if ocr:
-        _build_rapidocr(artifacts_path / RAPIDOCR_DIR)
+        ocr_models.build_rapidocr(
+            artifacts_path / RAPIDOCR_DIR,
+            lambda src, dst: _link_or_copy(src, dst, symbolic=True),
+            _write_bytes,
+        )
     return artifacts_path
 
 

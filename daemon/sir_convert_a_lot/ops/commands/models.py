@@ -36,7 +36,8 @@ def _check(config: Config, target: Path | None, config_path: Path) -> int:
     from sir_convert_a_lot.backends import models
 
     option_sets = [config.defaults, *config.profiles.values()]
-    if not models.needed(option_sets):
+    engines = models.ocr_engines(config.gpu.ocr_backend, _devices_anywhere(config))
+    if not models.needed(option_sets, engines):
         print("this config uses no docling backend: it needs no models")
         return EXIT_OK
     if target is None:
@@ -47,18 +48,34 @@ def _check(config: Config, target: Path | None, config_path: Path) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILURE
-    absent = models.missing(target, option_sets)
-    for need in models.needed(option_sets):
+    absent = models.missing(target, option_sets, engines)
+    for need in models.needed(option_sets, engines):
         state = "MISSING" if need in absent else "ok"
-        print(f"{state:8} {need.name}: {target / need.folder} (for {need.needed_for})")
+        where = models.describe_absent(need, target) if need in absent else need.folder
+        print(f"{state:8} {need.name}: {target / where} (for {need.needed_for})")
     if absent:
         fetch = f"sir-convert --config {config_path} models download"
         print(f"fetch them with: {fetch}")
         raise RuntimeFailure(
-            f"models check: {len(absent)} model folder(s) missing under gpu.models_path "
+            f"models check: {len(absent)} model(s) missing under gpu.models_path "
             f"{target}; fetch them with: {fetch}"
         )
     return EXIT_OK
+
+
+def _devices_anywhere(config: Config) -> set[str]:
+    """The devices docling may load on with this config, on a host with a usable GPU or on one
+    without: a models folder is checked (and copied between hosts) for either."""
+    from sir_convert_a_lot.backends import models
+    from sir_convert_a_lot.engine.gpu import GpuProbe
+    from sir_convert_a_lot.engine.startup import load_plan
+
+    option_sets = [config.defaults, *config.profiles.values()]
+    devices: set[str] = set()
+    for usable in (True, False):
+        host = GpuProbe(usable, None, "models check: either host", "", "")
+        devices |= models.loading_devices(load_plan(option_sets, host, config.governance))
+    return devices or {"cuda"}
 
 
 def _download(target: Path | None) -> int:

@@ -17,32 +17,43 @@ from sir_convert_a_lot.ops.doctor.report import FAIL, OK, WARN, Check
 
 def models_present(config: Config, environ: dict[str, str], seen: GpuSeen) -> Iterator[Check]:
     option_sets = [config.defaults, *config.profiles.values()]
-    needs = models.needed(option_sets)
+    # The worker loads what the lock lets this host run (engine.startup's plan); Ray's actors
+    # load on their own hosts, whatever this one has.
+    plan = load_plan(option_sets, seen.as_probe(), config.governance)
+    loads = config.engine.kind == "ray" or models.load_models(plan)
+    engines = models.ocr_engines(config.gpu.ocr_backend, _docling_devices(plan, config))
+    needs = models.needed(option_sets, engines)
     if not needs:
         yield Check(OK, "models", "no docling backend in use")
         return
     if not config.gpu.models_path:
         yield _hub_cache(environ)
         return
-    absent = models.missing(Path(config.gpu.models_path), option_sets)
+    absent = models.missing(Path(config.gpu.models_path), option_sets, engines)
     if absent:
-        # The worker loads what the lock lets this host run (engine.startup's plan); Ray's
-        # actors load on their own hosts, whatever this one has.
-        plan = load_plan(option_sets, seen.as_probe(), config.governance)
-        loads = config.engine.kind == "ray" or models.load_models(plan)
+        where = Path(config.gpu.models_path)
         yield Check(
             FAIL,
             "models",
             "missing under gpu.models_path "
             + config.gpu.models_path
             + ": "
-            + ", ".join(m.folder for m in absent)
+            + ", ".join(models.describe_absent(need, where) for need in absent)
             + "; "
             + (models.REFUSED_AT_START if loads else models.UNUSED_ON_THIS_HOST),
             "sir-convert models download",
         )
     else:
-        yield Check(OK, "models", f"{len(needs)} model folders present in {config.gpu.models_path}")
+        yield Check(OK, "models", f"{len(needs)} models present in {config.gpu.models_path}")
+
+
+def _docling_devices(plan: tuple[tuple[str, str], ...], config: Config) -> set[str]:
+    """The devices docling loads on here; the GPU where it loads nowhere now (no usable GPU
+    under the lock: once one is, it loads there) and for Ray's actors on their GPU hosts."""
+    devices = models.loading_devices(plan)
+    if config.engine.kind == "ray" or not devices:
+        devices.add("cuda")
+    return devices
 
 
 _HUB_REPOS = ("docling-project--docling-layout-heron", "docling-project--docling-models")
