@@ -26,24 +26,12 @@ from sir_convert_a_lot.engine.supervisor import Engine
 from sir_convert_a_lot.errors import JobFailure
 from sir_convert_a_lot.intake.preflight import open_pdf
 from sir_convert_a_lot.options import ConversionOptions
-from tests.helpers import docling_config, load_config, pdf_bytes
+from sir_convert_a_lot.testing.pdfs import scanned_pdf_bytes
+from tests.helpers import docling_config, load_config
 
 pytestmark = pytest.mark.usefixtures("offline")
 
 FORCE = ConversionOptions(backend_strategy="docling", ocr_mode="force", table_mode="fast")
-
-
-def _scan(words: str) -> bytes:
-    """A one-page PDF whose text exists only as pixels."""
-    import pymupdf
-
-    text_page = pymupdf.open(stream=pdf_bytes(text=words))
-    pixmap = text_page[0].get_pixmap(dpi=100)
-    document = pymupdf.open()
-    page = document.new_page()
-    page.insert_image(page.rect, pixmap=pixmap)
-    data: bytes = document.tobytes()
-    return data
 
 
 def _backend(models: Path, device: str, ocr_backend: str = "auto") -> DoclingBackend:
@@ -160,7 +148,7 @@ def test_ocr_pages_of_several_documents_share_one_call_on_the_model_thread(
     """OCR forced on, three one-page scans at once: their pages go through the torch engine in
     one OCR call (the batching counters: one call of three pages for each), on the one model
     thread, and each document comes out as it does alone."""
-    documents = [_scan(f"Scanned document number {n}.") for n in range(3)]
+    documents = [scanned_pdf_bytes(f"Scanned document number {n}.") for n in range(3)]
     alone = [
         torch_on_cpu.convert(open_pdf(data, max_pages=10), FORCE, lambda _p, _t: None)
         for data in documents
@@ -206,7 +194,7 @@ def test_through_the_worker_scans_submitted_together_share_ocr_calls(
     sources = []
     for n in range(4):
         source = tmp_path / f"scan{n}.pdf"
-        source.write_bytes(_scan(f"Scanned document number {n}."))
+        source.write_bytes(scanned_pdf_bytes(f"Scanned document number {n}."))
         sources.append(source)
     try:
         for n, source in enumerate(sources):
@@ -223,7 +211,7 @@ def test_through_the_worker_scans_submitted_together_share_ocr_calls(
 
 
 @pytest.mark.slow
-def test_a_broken_ocr_model_fails_the_load_not_the_first_scan(
+def test_a_broken_ocr_model_fails_the_load_not_the_firstscanned_pdf_bytes(
     tmp_path: Path, stand_in_models: Path
 ) -> None:
     models = tmp_path / "models"
@@ -254,7 +242,9 @@ def test_on_a_gpu_stage_devices_ocr_is_where_the_engine_runs(
         model = _ocr_model(backend)
         found = ocr_engine.devices(model)
         assert len(found) == 1
-        result = backend.convert(open_pdf(_scan("A scan."), max_pages=10), FORCE, lambda *_: None)
+        result = backend.convert(
+            open_pdf(scanned_pdf_bytes("A scan."), max_pages=10), FORCE, lambda *_: None
+        )
         assert result.stage_devices["ocr"] == found.pop()
         if ocr_backend == "auto":
             assert ocr_engine.engines(model) == {"torch"}

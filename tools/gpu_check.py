@@ -36,13 +36,16 @@ from typing import Any
 
 import tomli_w
 
+import gpu_tables
 from sir_convert_a_lot import config as config_module
 from sir_convert_a_lot.engine.gpu import probe
+from sir_convert_a_lot.testing.pdfs import scanned_pdf_bytes
 from sir_convert_a_lot.testing.stand_in_models import build_stand_in_models
 from toolkit import REPO
 
 SAMPLES = REPO / "fixtures" / "corpus_sample"
 DEFAULT_PDFS = ("2305.03393v1-pg9.pdf", "multi_page.pdf", "r6-owner-password.pdf")
+SCAN = "scanned.pdf"  # written at the start: a page whose text is only pixels, read by OCR
 ENV = {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
@@ -62,7 +65,7 @@ def write_config(
     document["watch"].update(stability_seconds=0.2)
     document["conversion"].update(
         backend_strategy="docling",
-        ocr_mode="off",
+        ocr_mode="auto",
         table_mode="accurate",
         acceleration_policy="gpu_prefer" if allow_cpu else "gpu_required",
     )
@@ -184,6 +187,7 @@ def run_batch_size(
     allow_cpu: bool,
     check_lock: bool,
     engine: str = "local",
+    alone: bool = False,
 ) -> dict[str, Any]:
     config = write_config(root, models, batch, allow_cpu, engine)
     daemon = Daemon(config, "gpu-check")
@@ -198,6 +202,10 @@ def run_batch_size(
         daemon.wait_event("daemon_ready", timeout=120)
         if check_lock:
             result["device_lock"] = second_instance_waits(config)
+        if alone:  # each PDF first on its own, to compare with its copies converted together
+            for name in stage_copies(root / "staging", pdfs, 1, suffix="alone"):
+                drain(root, [name])
+                result.setdefault("alone", []).append(job_of(root / "outbox", name))
         names = stage_copies(root / "staging", pdfs, copies)
         wall, utilisation = drain(root, names)
         jobs = [job_of(root / "outbox", name) for name in names]
@@ -207,13 +215,13 @@ def run_batch_size(
     return result
 
 
-def stage_copies(staging: Path, pdfs: list[Path], copies: int) -> list[str]:
+def stage_copies(staging: Path, pdfs: list[Path], copies: int, suffix: str = "") -> list[str]:
     """``copies`` copies of each PDF, written outside the inbox so each appears complete."""
-    staging.mkdir()
+    staging.mkdir(exist_ok=True)
     names = []
     for pdf in pdfs:
         for copy in range(copies):
-            name = f"{pdf.stem}-{copy}.pdf"
+            name = f"{pdf.stem}-{suffix or copy}.pdf"
             shutil.copyfile(pdf, staging / name)
             names.append(name)
     return names
@@ -245,12 +253,18 @@ def job_of(outbox: Path, name: str) -> dict[str, Any]:
     sidecar = outbox / name.replace(".pdf", ".json")
     if not sidecar.exists():
         error = json.loads((outbox / name.replace(".pdf", ".error.json")).read_text())
-        return {"source": name, "status": "failed", "code": error["error"]["code"]}
+        code = error["error"]["code"]
+        return {"source": name, "pdf": name.rsplit("-", 1)[0], "status": "failed", "code": code}
     document = json.loads(sidecar.read_text())
     execution = document["execution"]
+    metadata = document["result"]["conversion_metadata"]
     return {
         "source": name,
+        "pdf": name.rsplit("-", 1)[0],
         "status": "succeeded",
+        "markdown_sha256": document["result"]["artifact"]["sha256"],
+        "stage_devices": metadata["stage_devices"],
+        "tables": execution.get("tables"),
         "pages": document["source"]["pages"],
         "acceleration_used": document["result"]["conversion_metadata"]["acceleration_used"],
         "conversion_thread": execution["worker"].get("conversion_thread"),
@@ -321,7 +335,36 @@ def verdict(report: dict[str, Any], allow_cpu: bool) -> list[str]:
         lock = run.get("device_lock")
         if lock is not None and not lock.get("second_instance_waited"):
             problems.append(f"{label}: a second instance did not wait for the device lock")
-    return problems
+    problems += scan_problems(report, want) + determinism_problems(report)
+    return problems + gpu_tables.problems(report["tables"])
+
+
+def all_jobs(report: dict[str, Any]) -> list[dict[str, Any]]:
+    return [job for run in report["runs"] for job in run.get("alone", []) + run.get("jobs", [])]
+
+
+def scan_problems(report: dict[str, Any], want: str) -> list[str]:
+    """The scanned PDF's every model stage, OCR included, ran on the device."""
+    scans = [j for j in all_jobs(report) if j["pdf"] == SCAN.removesuffix(".pdf")]
+    report["scan_stage_devices"] = sorted({json.dumps(j.get("stage_devices")) for j in scans})
+    wrong = [
+        j["source"]
+        for j in scans
+        if j["status"] != "succeeded"
+        or "ocr" not in j["stage_devices"]
+        or set(j["stage_devices"].values()) != {want}
+    ]
+    return [f"scanned PDF: stages not all on {want} (or no OCR) in {wrong}"] if wrong else []
+
+
+def determinism_problems(report: dict[str, Any]) -> list[str]:
+    """Each PDF's Markdown the same alone, among its copies, at every batch size and engine."""
+    digests: dict[str, set[str]] = {}
+    for job in all_jobs(report):
+        if job["status"] == "succeeded":
+            digests.setdefault(job["pdf"], set()).add(job["markdown_sha256"])
+    report["markdown_variants"] = {pdf: len(found) for pdf, found in sorted(digests.items())}
+    return [f"{pdf}: {n} different Markdowns" for pdf, n in digests.items() if len(n) > 1]
 
 
 def render(report: dict[str, Any]) -> str:
@@ -348,6 +391,14 @@ def render(report: dict[str, Any]) -> str:
     for run in report["runs"]:
         if "device_lock" in run:
             lines += ["", f"Device lock (batch {run['batch_size']}): {run['device_lock']}"]
+    lines += ["", f"Scanned PDF, devices per stage: {report.get('scan_stage_devices')}"]
+    lines += [
+        "",
+        "Markdowns per PDF (alone, among copies, every batch size; 1 = deterministic): "
+        f"{report.get('markdown_variants')}",
+        "",
+    ]
+    lines += gpu_tables.render(report["tables"])
     lines += ["", "Verdict: " + ("PASS" if not report["problems"] else "FAIL")]
     lines += [f"- {problem}" for problem in report["problems"]]
     return "\n".join(lines) + "\n"
@@ -369,7 +420,8 @@ def main() -> int:
     built = time.monotonic()
     # OCR is off in every run here, so no RapidOCR stand-in: the device bundle leaves rapidocr
     # (26 MiB of wheel) out (tools/gpu-bundle).
-    models = build_stand_in_models(work / "models", ocr=False)
+    models = build_stand_in_models(work / "models")
+    (work / SCAN).write_bytes(scanned_pdf_bytes("A scanned page for the OCR stage."))
     report: dict[str, Any] = {
         "command": " ".join(["tools/gpu_check.py", *sys.argv[1:]]),
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -385,10 +437,11 @@ def main() -> int:
                 work / f"batch-{batch}",
                 models,
                 batch,
-                list(args.pdfs),
+                [*args.pdfs, work / SCAN],
                 args.copies,
                 args.allow_cpu,
                 check_lock=position == 0 and not args.allow_cpu,
+                alone=position == 0,
             )
         )
     if args.ray:
@@ -398,13 +451,15 @@ def main() -> int:
                 work / "ray",
                 models,
                 first,
-                list(args.pdfs),
+                [*args.pdfs, work / SCAN],
                 args.copies,
                 args.allow_cpu,
                 check_lock=False,
                 engine="ray",
             )
         )
+    device = "cuda" if report["probe"]["cuda_available"] else "cpu"
+    report["tables"] = gpu_tables.compare(models, device)
     report["problems"] = verdict(report, args.allow_cpu)
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "gpu-check.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")

@@ -30,6 +30,18 @@ def pdf_bytes(pages: int = 1, text: str = "Hello from a test page.") -> bytes:
     return data
 
 
+def scanned_pdf_bytes(text: str) -> bytes:
+    """A one-page PDF whose text exists only as pixels, as a scanner writes it."""
+    import pymupdf
+
+    text_page = pymupdf.open(stream=pdf_bytes(text=text))
+    pixmap = text_page[0].get_pixmap(dpi=100)
+    document = pymupdf.open()
+    document.new_page().insert_image(document[0].rect, pixmap=pixmap)
+    data: bytes = document.tobytes()
+    return data
+
+
 PICTURE_COLOURS = ((200, 30, 30), (30, 160, 60), (40, 60, 200), (220, 180, 20))
 
 
