@@ -6,6 +6,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import REPO
 
 sys.path.insert(0, str(REPO / "tools"))
@@ -51,6 +53,12 @@ def test_only_a_different_output_or_a_daemon_only_failure_counts_as_a_difference
     )
     json_differs = parity.verdict(converted, {**docling, "docling_json": str(same)})
     assert json_differs[0] == "different" and list(json_differs[1]) == ["docling_json"]
+    drifted = tmp_path / "drifted.json"
+    lossless.write_bytes(b'{"bbox": {"l": 363.375, "t": 10}, "text": "a"}')
+    drifted.write_bytes(b'{"bbox": {"l": 363.3750305175781, "t": 10}, "text": "a"}')
+    noise = parity.verdict(converted, {**docling, "docling_json": str(drifted)})
+    assert noise[0] == "float_noise"
+    assert noise[1]["docling_json"]["max_drift"] == pytest.approx(3.05e-5, rel=1e-2)
     assert parity.verdict(encrypted, docling)[0] == "refused_by_contract"
     assert parity.verdict(converted, docling_failed)[0] == "docling_failed"
     assert parity.verdict(crashed, docling)[0] == "daemon_failed"
@@ -68,3 +76,11 @@ def test_only_a_different_output_or_a_daemon_only_failure_counts_as_a_difference
         "docling_failed": 1,
         "daemon_failed": 1,
     }
+
+
+def test_json_that_differs_in_more_than_numbers_has_no_drift() -> None:
+    assert parity.numeric_drift({"a": [1.0, 2.5]}, {"a": [1.0, 2.5001]}) == pytest.approx(1e-4)
+    assert parity.numeric_drift({"a": 1}, {"b": 1}) is None
+    assert parity.numeric_drift([1, 2], [1, 2, 3]) is None
+    assert parity.numeric_drift({"text": "x"}, {"text": "y"}) is None
+    assert parity.numeric_drift({"flag": True}, {"flag": 1}) is None
