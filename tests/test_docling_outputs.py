@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -208,5 +209,23 @@ def test_a_one_shot_docling_conversion_publishes_the_docling_json(
         "docling_json",
     ]
     document = DoclingDocument.model_validate_json(lossless)
+    assert (document.name, document.origin.filename) == ("doc", "doc.pdf")  # its file's name
     assert document.pages[1].size.width == pytest.approx(595, abs=1)
     assert all(item.prov and item.prov[0].page_no == 1 for item in document.texts)
+
+
+def test_the_lossless_json_names_a_file_whose_name_is_not_utf8_readably() -> None:
+    from docling_core.types.doc import DoclingDocument
+    from docling_core.types.doc.document import DocumentOrigin
+
+    from sir_convert_a_lot.backends import docling
+    from sir_convert_a_lot.backends.docling_export import docling_json
+
+    origin = DocumentOrigin(filename="document-7.pdf", mimetype="application/pdf", binary_hash=1)
+    document = DoclingDocument(name="document-7", origin=origin)
+    docling._name_after_file(document, os.fsdecode(b"r\xe9sum\xe9.pdf"))  # Latin-1 bytes
+    written = json.loads(docling_json(document))
+    assert (written["name"], written["origin"]["filename"]) == (
+        "r\\xe9sum\\xe9",
+        "r\\xe9sum\\xe9.pdf",
+    )

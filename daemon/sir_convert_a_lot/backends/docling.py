@@ -33,7 +33,7 @@ from __future__ import annotations
 import io
 import itertools
 import threading
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from sir_convert_a_lot.backends import models, ocr_engine
@@ -58,6 +58,7 @@ from sir_convert_a_lot.backends.table_tally import CountedTables, TableTally
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
 from sir_convert_a_lot.intake.file_faults import broken_message
 from sir_convert_a_lot.intake.preflight import OpenedPdf, no_page_has_an_area, resource_cycle
+from sir_convert_a_lot.names import display, is_valid_utf8
 from sir_convert_a_lot.options import ConversionOptions
 
 if TYPE_CHECKING:
@@ -217,6 +218,7 @@ class DoclingBackend:
             warnings: list[str] = []
             self._coalescer.expect(name, _stage_pages(pdf.pages, ocr=key[1] != "off"))
             document = self._run(self._converter(key), pdf, name, progress, warnings)
+            _name_after_file(document, pdf.name)
             exported = export_document(document, options.images, options.formats)
             warnings.extend(exported.warnings)
             calls = self._batches.take(name)
@@ -369,6 +371,17 @@ def _refuse_sizeless_pages(pdf: OpenedPdf) -> None:
             "cannot draw any of them; export the PDF again from the program that made it.",
             reason="no_page_area",
         )
+
+
+def _name_after_file(document: Any, file_name: str) -> None:
+    """Name the document after its file, as docling names a file it reads from disk (``name``
+    its stem, ``origin.filename`` the file name), not after the stream name that kept its model
+    calls apart: that one counts the documents the worker converted before, so the lossless
+    JSON would depend on its neighbours. A name that is not UTF-8 is written readably."""
+    shown = PurePath(file_name if is_valid_utf8(file_name) else display(file_name))
+    document.name = shown.stem
+    if getattr(document, "origin", None) is not None:
+        document.origin.filename = shown.name
 
 
 def _input_rejected(items: list[Any]) -> bool:

@@ -211,7 +211,7 @@ class _Worker:
         try:
             self._inject_faults(request)
             data = read_source(Path(request.source_path), self.settings.max_file_bytes)
-            pdf = open_pdf(data, self.settings.max_pages)
+            pdf = open_pdf(data, self.settings.max_pages, Path(request.source_name).name)
             pages = pdf.pages
             with MUPDF:
                 pdf.document.close()

@@ -203,29 +203,31 @@ def read_source(path: Path, max_file_bytes: int) -> bytes:
 
 @dataclass
 class OpenedPdf:
-    """A parsed, unencrypted PDF with pages. ``document`` is a pymupdf.Document."""
+    """A parsed, unencrypted PDF with pages. ``document`` is a pymupdf.Document; ``name`` the
+    file's own name (no folder), for what a backend records of the document's origin."""
 
     data: bytes
     document: Any
     pages: int
     repaired: bool
+    name: str = "document.pdf"
 
     @property
     def warnings(self) -> tuple[str, ...]:
         return ("pdf_repaired",) if self.repaired else ()
 
 
-def open_pdf(data: bytes, max_pages: int) -> OpenedPdf:
+def open_pdf(data: bytes, max_pages: int, name: str = "document.pdf") -> OpenedPdf:
     """Parse with PyMuPDF and apply the PDF-level checks. Raises JobFailure."""
     if not data:
         raise JobFailure(ErrorCode.PDF_UNREADABLE, "The file is empty.", reason="empty_file")
     if _PDF_MAGIC not in data[:_MAGIC_WINDOW]:
         raise _no_pdf_header()
     with MUPDF:
-        return _parse(data, max_pages)
+        return _parse(data, max_pages, name)
 
 
-def _parse(data: bytes, max_pages: int) -> OpenedPdf:
+def _parse(data: bytes, max_pages: int, name: str) -> OpenedPdf:
     import pymupdf
 
     try:
@@ -273,7 +275,8 @@ def _parse(data: bytes, max_pages: int) -> OpenedPdf:
             max_pages=max_pages,
         )
     _load_every_page(document, pages)
-    return OpenedPdf(data=data, document=document, pages=pages, repaired=bool(document.is_repaired))
+    repaired = bool(document.is_repaired)
+    return OpenedPdf(data=data, document=document, pages=pages, repaired=repaired, name=name)
 
 
 def _page_count(document: Any) -> int:
