@@ -23,7 +23,6 @@ def test_each_way_is_timed_and_gives_docling_s_tags(stand_in_models: Path) -> No
     report = table_cost.measure(predictor, images, [1, 3], lanes=[1, 2])
     assert report["same_tags_as_docling"] is True
     assert report["bitwise_as_alone"] is True
-    assert report["lanes"] == 1  # the CPU decodes one table at a time
     assert set(report["by_lanes"]) == {"1", "2"}
     assert all(way["bitwise_as_alone"] for way in report["by_lanes"].values())
     assert set(report["by_lanes"]["2"]["together"]) == {"1", "3"}

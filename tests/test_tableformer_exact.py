@@ -171,9 +171,11 @@ def independent_lanes(patch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(params=[1, 8], ids=["one lane", "eight lanes"])
 def lanes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
-    """The slab width on this CPU: one table at a time (the default), or eight in lockstep."""
+    """The slab width on this CPU: one table at a time, or eight in lockstep."""
     if request.param == 8:
         independent_lanes(monkeypatch)
+    else:
+        monkeypatch.setitem(tableformer_lanes.LANES, "cpu", 1)
     return int(request.param)
 
 

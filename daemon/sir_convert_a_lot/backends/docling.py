@@ -141,7 +141,7 @@ class DoclingBackend:
                 size = self.context.batch_sizes.get(stage, 4)
                 select = needs_ocr if stage == "ocr" and ocr_mode == "auto" else None
                 if stage == "table":
-                    model = BatchedTables(model, size)
+                    model = BatchedTables(model)
                 shared = SharedModel(model, stage, size, self._coalescer, select)
                 setattr(pipeline, f"{stage}_model", shared)
         return self._converters[key]

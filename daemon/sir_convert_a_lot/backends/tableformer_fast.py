@@ -93,30 +93,34 @@ Prediction = tuple[list[int], Tensor, Tensor]
 
 def predict(model: Any, imgs: Tensor, max_steps: int, k: int) -> Prediction:
     """``TableModel04_rs.predict`` for a batch of one table image, spans' first and last boxes
-    merged as the library merges them."""
+    merged as the library merges them: bitwise what ``predict_many`` gives for the same image
+    among any others. ``max_steps`` and ``k`` are not read, as the library does not read them:
+    it decodes greedily up to the config's ``max_steps`` (``model._max_pred_len``), whatever beam
+    size docling passes as ``k`` (the released configs say 5)."""
     return predict_many(model, [imgs])[0]
 
 
 def predict_many(model: Any, images: list[Tensor]) -> list[Prediction]:
     """Several tables' predictions, each bitwise what it is alone (``tableformer_lanes``): each
-    image encoded alone, the tags of up to a slab's lanes of tables decoded step by step
-    together, each table's boxes computed alone."""
+    image encoded alone, the tags of a slab's worth of tables decoded step by step together,
+    each table's boxes computed alone. One slab's tables are held at a time."""
+    if not images:
+        return []
     with torch.no_grad(), exact_kernels():
-        model._tag_transformer.eval()
-        encoded = [model._encoder(image) for image in images]
         transformer = model._tag_transformer
-        tables = [image_keys(transformer, tag_memory(transformer, e)) for e in encoded]
-        lanes = lanes_for(transformer, encoded[0].device) if encoded else 1
-        decoded = []
-        for start in range(0, len(images), lanes):
-            decoded += _decode_tags(model, tables[start : start + lanes], lanes, encoded[0].device)
+        transformer.eval()
+        lanes = lanes_for(transformer, images[0].device)
         predictions = []
-        for row, (tags, hidden, merges) in enumerate(decoded):
-            if not model._bbox:
-                predictions.append((tags, torch.empty(0), torch.empty(0)))
-                continue
-            classes, boxes = _cell_boxes(model._bbox_decoder, encoded[row], hidden)
-            predictions.append((tags, *_merge_spans(model, classes, boxes, merges)))
+        for start in range(0, len(images), lanes):
+            encoded = [model._encoder(image) for image in images[start : start + lanes]]
+            tables = [image_keys(transformer, tag_memory(transformer, e)) for e in encoded]
+            decoded = _decode_tags(model, tables, lanes, encoded[0].device)
+            for image, (tags, hidden, merges) in zip(encoded, decoded, strict=True):
+                if not model._bbox:
+                    predictions.append((tags, torch.empty(0), torch.empty(0)))
+                    continue
+                classes, boxes = _cell_boxes(model._bbox_decoder, image, hidden)
+                predictions.append((tags, *_merge_spans(model, classes, boxes, merges)))
         return predictions
 
 
