@@ -20,8 +20,12 @@ import table_cost
 def test_each_way_is_timed_and_gives_docling_s_tags(stand_in_models: Path) -> None:
     predictor = table_cost.table_predictor(stand_in_models, "cpu")
     images = table_cost.table_images(predictor, 3)
-    report = table_cost.measure(predictor, images, [1, 3])
+    report = table_cost.measure(predictor, images, [1, 3], lanes=[1, 2])
     assert report["same_tags_as_docling"] is True
+    assert report["bitwise_as_alone"] is True
+    assert set(report["by_lanes"]) == {"1", "2"}
+    assert all(way["bitwise_as_alone"] for way in report["by_lanes"].values())
+    assert set(report["by_lanes"]["2"]["together"]) == {"1", "3"}
     assert set(report["seconds_per_table"]) == {"docling_predict", "fast_alone"}
     assert set(report["seconds_per_table_together_by_batch_size"]) == {"1", "3"}
     assert all(s > 0 for s in report["seconds_per_table"].values())
@@ -42,7 +46,9 @@ def test_a_prediction_that_differs_from_docling_s_is_reported(
         return predictions
 
     monkeypatch.setattr(tableformer_fast, "predict_many", one_tag_off)
-    assert table_cost.measure(predictor, images, [2])["same_tags_as_docling"] is False
+    report = table_cost.measure(predictor, images, [2])
+    assert report["same_tags_as_docling"] is False
+    assert report["bitwise_as_alone"] is False  # and the table together is not as it was alone
 
 
 def test_a_models_folder_without_tableformer_says_how_to_build_it(tmp_path: Path) -> None:

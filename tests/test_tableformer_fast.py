@@ -22,6 +22,10 @@ TABLEFORMER = "docling-project--docling-models/model_artifacts/tableformer/fast"
 
 @pytest.fixture(scope="module")
 def predictor(stand_in_models: Path) -> Any:
+    return load_predictor(stand_in_models)
+
+
+def load_predictor(stand_in_models: Path) -> Any:
     """docling-ibm-models' table predictor on the stand-in TableFormer, as docling builds it."""
     import docling_ibm_models.tableformer.common as common
     from docling_ibm_models.tableformer.data_management.tf_predictor import TFPredictor

@@ -154,7 +154,7 @@ class DoclingBackend:
                 size = self.context.batch_sizes.get(stage, 4)
                 select = needs_ocr if stage == "ocr" and ocr_mode == "auto" else None
                 if stage == "table":
-                    model = BatchedTables(model, size, self._tables)
+                    model = BatchedTables(model, self._tables)
                 shared: Any = SharedModel(model, stage, size, self._coalescer, select)
                 if stage == "table":
                     shared = CountedTables(shared, self._tables)

@@ -6,10 +6,12 @@ filled with sixteen documents' pages still runs sixteen one-table decodings, eac
 small steps: on a GPU, mostly waiting for kernel launches. ``BatchedTables`` stands in front of
 that model. Before docling's loop runs, it cuts out every table image exactly as docling will
 (the same page image, the same resize and crop, docling's own image preparation), predicts them
-together (``tableformer_fast.predict_many``) and leaves the predictions ready on the model; each
-prediction docling then asks for is answered from them when its image is the very same tensor,
-and computed alone otherwise. So a change in how docling cuts its images costs only speed, never
-a wrong table.
+together (``tableformer_fast.predict_many``, which decodes them in slabs of its own width) and
+leaves the predictions ready on the model; each prediction docling then asks for is answered
+from them when its image is the very same tensor, and computed alone otherwise. So a change in
+how docling cuts its images costs only speed, never a wrong table; and since a table predicted
+together is bitwise the table predicted alone, which documents share a call changes nothing in
+any of them.
 """
 
 from __future__ import annotations
@@ -29,9 +31,8 @@ PAGE_HEIGHT = 1024  # the table predictor resizes each page image to this height
 class BatchedTables:
     """docling's table model, with a call's tables predicted together first."""
 
-    def __init__(self, model: Any, batch_size: int, tally: TableTally) -> None:
+    def __init__(self, model: Any, tally: TableTally) -> None:
         self.model = model
-        self.batch_size = max(1, batch_size)
         self.tally = tally
 
     def __call__(self, conv_res: Any, page_batch: Iterable[Any]) -> list[Any]:
@@ -64,9 +65,7 @@ class BatchedTables:
             images = table_images(self.model, pages)
             if len(images) < 2:
                 return
-            for start in range(0, len(images), self.batch_size):
-                group = images[start : start + self.batch_size]
-                fast.ready.extend(zip(group, predict_many(fast.model, group), strict=True))
+            fast.ready.extend(zip(images, predict_many(fast.model, images), strict=True))
         except Exception:  # noqa: BLE001 - the one-at-a-time path meets it again and says why
             fast.ready.clear()
             _release_gpu_memory()

@@ -23,8 +23,16 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
+
+from sir_convert_a_lot.backends.tableformer_lanes import (
+    ImageKeys,
+    Slab,
+    exact_kernels,
+    image_keys,
+    lanes_for,
+    tag_memory,
+)
 
 CELL_CHUNK = 32  # cells whose box attention is computed at once (memory: chunk x 784 x 512)
 
@@ -35,23 +43,34 @@ Prediction = tuple[list[int], Tensor, Tensor]
 
 def predict(model: Any, imgs: Tensor, max_steps: int, k: int) -> Prediction:
     """``TableModel04_rs.predict`` for a batch of one table image, spans' first and last boxes
-    merged as the library merges them."""
+    merged as the library merges them: bitwise what ``predict_many`` gives for the same image
+    among any others. ``max_steps`` and ``k`` are not read, as the library does not read them:
+    it decodes greedily up to the config's ``max_steps`` (``model._max_pred_len``), whatever beam
+    size docling passes as ``k`` (the released configs say 5)."""
     return predict_many(model, [imgs])[0]
 
 
 def predict_many(model: Any, images: list[Tensor]) -> list[Prediction]:
-    """Several tables' predictions from one pass: the images encoded together and the tags of
-    all of them decoded step by step together, a table leaving the batch when it ends."""
-    with torch.no_grad():
-        model._tag_transformer.eval()
-        encoded = model._encoder(torch.cat(images))
+    """Several tables' predictions, each bitwise what it is alone (``tableformer_lanes``): each
+    image encoded alone, the tags of a slab's worth of tables decoded step by step together,
+    each table's boxes computed alone. One slab's tables are held at a time."""
+    if not images:
+        return []
+    with torch.no_grad(), exact_kernels():
+        transformer = model._tag_transformer
+        transformer.eval()
+        lanes = lanes_for(transformer, images[0].device)
         predictions = []
-        for row, (tags, hidden, merges) in enumerate(_decode_tags(model, encoded)):
-            if not model._bbox:
-                predictions.append((tags, torch.empty(0), torch.empty(0)))
-                continue
-            classes, boxes = _cell_boxes(model._bbox_decoder, encoded[row : row + 1], hidden)
-            predictions.append((tags, *_merge_spans(model, classes, boxes, merges)))
+        for start in range(0, len(images), lanes):
+            encoded = [model._encoder(image) for image in images[start : start + lanes]]
+            tables = [image_keys(transformer, tag_memory(transformer, e)) for e in encoded]
+            decoded = _decode_tags(model, tables, lanes, encoded[0].device)
+            for image, (tags, hidden, merges) in zip(encoded, decoded, strict=True):
+                if not model._bbox:
+                    predictions.append((tags, torch.empty(0), torch.empty(0)))
+                    continue
+                classes, boxes = _cell_boxes(model._bbox_decoder, image, hidden)
+                predictions.append((tags, *_merge_spans(model, classes, boxes, merges)))
         return predictions
 
 
@@ -110,36 +129,22 @@ class _Row:
 
 
 def _decode_tags(
-    model: Any, encoded: Tensor
+    model: Any, tables: list[ImageKeys], lanes: int, device: torch.device
 ) -> list[tuple[list[int], list[Tensor], dict[int, int]]]:
-    """Greedy tag decoding of every table in ``encoded``, in lockstep: per table its tags, the
-    decoder state of each box-opening tag, and the spans' box merges."""
-    transformer = model._tag_transformer
-    memory = _tag_memory(transformer, encoded)
-    layers = [_CachedLayer(layer, memory) for layer in transformer._decoder.layers]
+    """Greedy tag decoding of each table of ``tables`` in its own lane of one slab: per table
+    its tags, the decoder state of each box-opening tag, and the spans' box merges."""
+    slab = Slab(model._tag_transformer, tables, lanes)
     word_map = model._init_data["word_map"]["word_map_tag"]
-    rows = [_Row(word_map) for _ in range(encoded.size(0))]
-    live = list(range(len(rows)))
-    step = 0
-    while live:
-        token = torch.tensor(
-            [[rows[r].tags[-1] for r in live]], dtype=torch.long, device=encoded.device
-        )
-        state = transformer._embedding(token) + transformer._positional_encoding.pe[step]
-        for layer in layers:
-            state = layer.step(state)
-        chosen = transformer._fc(state[-1]).argmax(1).tolist()
-        kept = [
-            j
-            for j, r in enumerate(live)
-            if not _advance(rows[r], chosen[j], state[-1][j : j + 1], model._max_pred_len)
-        ]
-        if len(kept) < len(live):
-            index = torch.tensor(kept, dtype=torch.long, device=encoded.device)
-            for layer in layers:
-                layer.keep(index)
-            live = [live[j] for j in kept]
-        step += 1
+    rows = [_Row(word_map) for _ in tables]
+    done = [False] * len(rows)
+    while not all(done):
+        live = [lane for lane, finished in enumerate(done) if not finished]
+        state = slab.step([row.tags[-1] for row in rows], device)
+        chosen = slab.logits(state).argmax(1).tolist()
+        for lane in live:
+            done[lane] = _advance(
+                rows[lane], chosen[lane], state[lane : lane + 1], model._max_pred_len
+            )
     return [(row.tags, row.hidden, row.rules.merges) for row in rows]
 
 
@@ -151,76 +156,6 @@ def _advance(row: _Row, raw_tag: int, state: Tensor, max_tags: int) -> bool:
         return True
     row.hidden.extend([state] * row.rules.boxes_for(tag))
     return len(row.tags) - 1 >= max_tags
-
-
-def _tag_memory(transformer: Any, encoded: Tensor) -> Tensor:
-    """The tag transformer's encoding of the image: (positions, 1, dim)."""
-    filtered = transformer._input_filter(encoded.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-    batch, dim = filtered.size(0), filtered.size(-1)
-    inputs = filtered.reshape(batch, -1, dim).permute(1, 0, 2)
-    positions = inputs.shape[0]
-    heads = transformer._n_heads
-    shape = (batch * heads, positions, positions)
-    mask = torch.zeros(shape, dtype=torch.bool, device=inputs.device)  # attends everywhere
-    memory: Tensor = transformer._encoder(inputs, mask=mask)
-    return memory
-
-
-class _CachedLayer:
-    """One decoder layer, stepped one tag at a time: the image's keys and values projected once,
-    the tags' keys and values kept as they come."""
-
-    def __init__(self, layer: Any, memory: Tensor) -> None:
-        self.layer = layer
-        cross = layer.multihead_attn
-        self.heads = cross.num_heads
-        self.memory_keys = self._split(_project(cross, memory, 1))
-        self.memory_values = self._split(_project(cross, memory, 2))
-        self.keys: Tensor | None = None
-        self.values: Tensor | None = None
-
-    def step(self, x: Tensor) -> Tensor:
-        """x: the layer's input for the newest tag, (1, 1, dim); returns its output."""
-        own = self.layer.self_attn
-        query, key, value = (self._split(_project(own, x, i)) for i in range(3))
-        self.keys = key if self.keys is None else torch.cat([self.keys, key], dim=2)
-        self.values = value if self.values is None else torch.cat([self.values, value], dim=2)
-        attended = F.scaled_dot_product_attention(query, self.keys, self.values)
-        x = self.layer.norm1(x + own.out_proj(self._merge(attended)))
-        cross = self.layer.multihead_attn
-        query = self._split(_project(cross, x, 0))
-        attended = F.scaled_dot_product_attention(query, self.memory_keys, self.memory_values)
-        x = self.layer.norm2(x + cross.out_proj(self._merge(attended)))
-        feed = self.layer.linear2(self.layer.activation(self.layer.linear1(x)))
-        out: Tensor = self.layer.norm3(x + feed)
-        return out
-
-    def keep(self, rows: Tensor) -> None:
-        """Only these rows (tables) of the batch go on."""
-        self.memory_keys = self.memory_keys.index_select(0, rows)
-        self.memory_values = self.memory_values.index_select(0, rows)
-        if self.keys is not None and self.values is not None:
-            self.keys = self.keys.index_select(0, rows)
-            self.values = self.values.index_select(0, rows)
-
-    def _split(self, x: Tensor) -> Tensor:
-        """(length, batch, dim) -> (batch, heads, length, dim / heads)."""
-        length, batch, dim = x.shape
-        return x.reshape(length, batch, self.heads, dim // self.heads).permute(1, 2, 0, 3)
-
-    def _merge(self, x: Tensor) -> Tensor:
-        """(batch, heads, length, head_dim) -> (length, batch, dim)."""
-        batch, heads, length, head_dim = x.shape
-        return x.permute(2, 0, 1, 3).reshape(length, batch, heads * head_dim)
-
-
-def _project(attention: nn.MultiheadAttention, x: Tensor, which: int) -> Tensor:
-    """The query (0), key (1) or value (2) projection of a packed-projection attention."""
-    dim = attention.embed_dim
-    rows = slice(which * dim, (which + 1) * dim)
-    bias = attention.in_proj_bias
-    assert bias is not None  # checked by accelerate
-    return F.linear(x, attention.in_proj_weight[rows], bias[rows])
 
 
 def _cell_boxes(decoder: Any, encoded: Tensor, hidden: list[Tensor]) -> tuple[Tensor, Tensor]:
