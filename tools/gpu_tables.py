@@ -3,7 +3,7 @@
 Part of ``tools/gpu-check`` (and runnable alone:
 ``python3 tools/gpu_tables.py --models DIR [--device cuda]``). On the stand-in TableFormer with
 a scripted tag head (``testing.scripted_tables``: 32 tables writing ``<end>`` at steps from 1 to
-90), for TF32 on and off (both torch switches, as a user's process may leave them) and batch
+90; on the CPU six, up to 16), for TF32 on and off (both torch switches, as a user's process may leave them) and batch
 sizes 1, 8 and 32, it reports per setting:
 - against docling's own ``predict`` of each table alone: tables with the same tags, the same
   cell classes, and the largest box difference;
@@ -27,6 +27,7 @@ from typing import Any
 BATCH_SIZES = (1, 8, 32)
 ENDS = [1, 2, 3, 4, 5, 6, 7, 9, 11, 12, 14, 15, 17, 20, 22, 25]
 ENDS += [28, 30, 33, 37, 40, 44, 48, 52, 57, 62, 67, 72, 77, 82, 86, 90]
+ENDS_ON_CPU = [1, 2, 4, 7, 11, 16]  # --allow-cpu in CI: the library's predict is slow there
 TABLEFORMER = "docling-project--docling-models/model_artifacts/tableformer/fast"
 BOX_TOLERANCE = 5e-4  # backends.table_check's tolerance: under a pixel on the page image
 
@@ -70,16 +71,18 @@ def tf32(on: bool) -> Iterator[None]:
 
 
 def compare(models: Path, device: str) -> dict[str, Any]:
+    """On the CPU, fewer and shorter tables and TF32 off only (it is a GPU switch)."""
     import torch
 
     from sir_convert_a_lot.backends import tableformer_fast
     from sir_convert_a_lot.testing.scripted_tables import scripted_model
 
     predictor = load_predictor(models, device)
-    images = table_images(predictor, len(ENDS), device)
-    model = scripted_model(predictor._model, images, ENDS)
+    ends, switches = (ENDS, (True, False)) if device == "cuda" else (ENDS_ON_CPU, (False,))
+    images = table_images(predictor, len(ends), device)
+    model = scripted_model(predictor._model, images, ends)
     settings = []
-    for on in (True, False):
+    for on in switches:
         with tf32(on), torch.no_grad():
             library = [model.predict(image, model._max_pred_len, 1) for image in images]
             alone = [tableformer_fast.predict(model, image, 0, 1) for image in images]
