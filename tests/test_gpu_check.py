@@ -48,7 +48,7 @@ def test_gpu_check_reports_every_figure_on_a_cpu_with_the_governed_fallback(
     assert runs == [(1, "local"), (2, "local"), (1, "ray")]
     for run in report["runs"]:
         assert run["engines"] == [run["engine"]]  # what the sidecars say
-        assert run["jobs_succeeded"] == run["jobs_total"] == 2
+        assert run["jobs_succeeded"] == run["jobs_total"] == 4  # the PDF and the scan, twice
         assert run["acceleration_used"] == ["cpu"]
         assert len(run["conversion_threads"]) == 1
         assert run["loaded"] == ["docling@cpu"]
@@ -56,6 +56,14 @@ def test_gpu_check_reports_every_figure_on_a_cpu_with_the_governed_fallback(
         assert run["pages_per_second_convert"] > 0
         assert run["exit_code"] == 0
     assert report["probe"]["cuda_available"] in (True, False)
+    assert [job["pdf"] for job in report["runs"][0]["alone"]] == ["2305.03393v1-pg9", "scanned"]
+    assert report["markdown_variants"] == {"2305.03393v1-pg9": 1, "scanned": 1}
+    [devices] = report["scan_stage_devices"]
+    scan = json.loads(devices)
+    assert {"layout", "ocr"} <= set(scan) and set(scan.values()) == {"cpu"}
+    tables = report["tables"]["settings"]
+    assert [(s["tf32"], s["batch_size"]) for s in tables] == [(False, 1), (False, 8), (False, 32)]
+    assert all(s["bitwise_as_alone"] == report["tables"]["tables"] for s in tables)
 
 
 @pytest.mark.gpu

@@ -3,8 +3,8 @@
 Part of ``tools/gpu-check`` (and runnable alone:
 ``python3 tools/gpu_tables.py --models DIR [--device cuda]``). On the stand-in TableFormer with
 a scripted tag head (``testing.scripted_tables``: 32 tables writing ``<end>`` at steps from 1 to
-90; on the CPU six, up to 16), for TF32 on and off (both torch switches, as a user's process may leave them) and batch
-sizes 1, 8 and 32, it reports per setting:
+90; on the CPU six, up to 16), for TF32 on and off (both torch switches, as a user's process
+may leave them) and batch sizes 1, 8 and 32, it reports per setting:
 - against docling's own ``predict`` of each table alone: tables with the same tags, the same
   cell classes, and the largest box difference;
 - against the fast prediction of the same table alone: tables bitwise identical (a document's
