@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from sir_convert_a_lot.backends import tableformer_fast, tableformer_lanes
+from sir_convert_a_lot.testing.scripted_tables import CELL_TAGS, History, RowScripts
 from tests.test_tableformer_fast import assert_same, load_predictor
 
 Prediction = tuple[list[int], Tensor, Tensor]
@@ -33,9 +34,6 @@ def predictor(stand_in_models: Path) -> Iterator[Any]:
     torch.set_num_threads(threads)
 
 
-CELL_TAGS = ["fcel", "ecel", "lcel", "lcel", "nl", "ucel", "xcel", "ched", "rhed", "srow"]
-
-
 def images(predictor: Any, count: int) -> list[Tensor]:
     """Distinct table images: random pixels, each table a different shape and brightness."""
     rng = np.random.default_rng(11)
@@ -50,63 +48,6 @@ def images(predictor: Any, count: int) -> list[Tensor]:
 def assert_identical(expected: Prediction, got: Prediction) -> None:
     assert got[0] == expected[0]
     assert torch.equal(got[1], expected[1]) and torch.equal(got[2], expected[2])
-
-
-class History(nn.Module):  # type: ignore[misc]
-    """Stands in for the tag embedding and keeps each row's tags so far, whether it is handed a
-    row's whole history at each step (docling's ``predict``) or each row's newest tag."""
-
-    def __init__(self, embedding: nn.Module, start: int) -> None:
-        super().__init__()
-        self.embedding = embedding
-        self.start = start
-        self.rows: list[list[int]] = []
-
-    def forward(self, tokens: Tensor) -> Tensor:
-        columns = tokens.t().tolist()
-        if tokens.size(0) > 1:
-            self.rows = columns
-        elif columns[0][0] == self.start:  # a new run: every row's first tag is <start>
-            self.rows = [list(column) for column in columns]
-        else:
-            for row, column in zip(self.rows, columns, strict=True):
-                row.extend(column)
-        out: Tensor = self.embedding(tokens)
-        return out
-
-
-class RowScripts(nn.Module):  # type: ignore[misc]
-    """Stands in for the tag head: each row gets the tags of its own table's script, at its own
-    step. The table is recognised at the first step by its decoder state (the nearest of
-    ``firsts``, each table's first state alone), the step from the row's own history."""
-
-    def __init__(self, head: nn.Module, history: History, scripts: list[list[int]]) -> None:
-        super().__init__()
-        self.head = head
-        self.history = history
-        self.scripts = scripts
-        self.recording = False  # each call is a table's first step: keep its state, end
-        self.firsts: list[Tensor] = []
-        self.tables: list[int] = []
-
-    def forward(self, state: Tensor) -> Tensor:
-        logits: Tensor = self.head(state)
-        if self.recording:
-            self.firsts.append(state[0].clone())
-            forced = [self.scripts[0][-1]]
-        else:
-            forced = [self._tag(row, state[row]) for row in range(state.size(0))]
-        mask = torch.full_like(logits, -1e9)
-        mask[torch.arange(len(forced)), torch.tensor(forced)] = 0.0
-        return logits + mask
-
-    def _tag(self, row: int, state: Tensor) -> int:
-        step = len(self.history.rows[row]) - 1
-        if step == 0:
-            distances = torch.stack([(state - first).norm() for first in self.firsts])
-            self.tables[row:] = [int(distances.argmin())]
-        script = self.scripts[self.tables[row]]
-        return script[min(step, len(script) - 1)]
 
 
 class Scripted:
