@@ -6,16 +6,24 @@ structure one tag at a time. At every step each decoder layer projects the whole
 self-attention, although neither changes from one step to the next; the cell box decoder then
 projects the encoded image once per cell. Here the image is projected once per table, each layer
 keeps the keys and values of the tags it has seen, and the cells' boxes are computed together:
-the same arithmetic, without the repeats. ``predict_many`` also decodes several tables in
-lockstep, which on a GPU turns a few hundred tiny steps per table into a few hundred per batch.
-On the compute-faithful stand-in (2 CPU cores, ``tools/table_cost.py``) a 201-tag table takes
-6.74 s with docling's ``predict``, 1.65 s here, 0.92 s in a batch of eight.
+the same arithmetic, without the repeats. ``predict_many`` also decodes up to a slab of tables
+in lockstep (``tableformer_lanes``), which on a GPU turns a few hundred tiny steps per table into
+a few hundred per slab.
 
 What comes out must be what docling's own ``predict`` gives: the same tags (with the library's
 structure corrections and its rules for which tags get a box and which boxes are merged) and the
-same boxes to float tolerance. ``tests/test_tableformer_fast.py`` pins that against the library on
-stand-in weights. ``backends.table_fast_path.accelerate`` installs it only on the library it was
-verified against, and checks it against docling's own ``predict`` while it runs.
+same boxes to float tolerance; ``tests/test_tableformer_fast.py`` pins that against the library
+on stand-in weights. And a table's prediction must not depend on the tables predicted with it,
+or a document's Markdown would change with the documents that shared its model call: each
+table's image is encoded alone, its boxes computed alone, its tags in a lane of a fixed-shape
+slab, so ``predict`` (one table) and every row of ``predict_many`` (any tables, any order) are
+bitwise equal (``tests/test_tableformer_exact.py``). What that costs, on the compute-faithful
+stand-in, 2 shared CPU cores, 201 tags a table (``tools/table_cost.py``, docs/reference/
+benchmarks.md 5b): docling's ``predict`` 6.47 s a table; before (batched encoder, a shrinking
+batch, not exact) 1.67 s alone and 1.00 s in eights; now 2.25 s alone (a slab of eight with one
+lane used) and 0.82 s in eights; with one lane (each table alone) 1.57 s whatever the company.
+``backends.table_fast_path.accelerate`` installs it only on the library it was verified
+against, and checks it against docling's own ``predict`` while it runs.
 """
 
 from __future__ import annotations

@@ -1,25 +1,28 @@
 """TableFormer's tag decoder stepping several tables at once, each exactly as it steps alone.
 
 A table decoded among others must come out bitwise as it does alone, or a document's Markdown
-would depend on which documents shared its model call. Batching breaks that quietly: a matrix
-product over 3 rows and one over 8 may take different kernels and sum in a different order (on
-this CPU a row's result changes with the row count, and even with its position when the count is
-not a multiple of 4; the fused attention kernel changes it with the batch size; on a GPU, cuBLAS
-and cuDNN choose kernels by shape). So the decoder here never lets a shape depend on the company
-a table keeps:
+would depend on which documents shared its model call. Batching breaks that quietly. Measured
+on this project's CPU (torch.equal): a linear layer's row changes with the row count (1, 2 and 4
+rows give three different results) and, on two threads at counts not a multiple of 4, with the
+row's position; the fused attention kernel (``scaled_dot_product_attention``) changes a batch
+entry with the batch size and its position; the encoder's convolutions change with the batch.
+On a GPU cuBLAS and cuDNN choose kernels by shape, and TF32 makes their differences larger. So
+nothing here lets a shape depend on the company a table keeps:
 
 - everything done once per table (image encoder, the tag transformer's encoder, the image's keys
   and values for each decoder layer) runs on that table alone, a batch of one;
-- the tag decoder runs on a fixed slab of ``LANES`` lanes, one table per lane, empty lanes padded
-  with zeros, a finished table's lane still stepping, so every kernel sees the same shapes
-  whatever the lanes hold, and a table alone is just a slab with one lane used;
+- the tag decoder runs on a fixed slab of ``LANES`` lanes, one table per lane, empty lanes
+  zeros, a finished table's lane still stepping, so every kernel sees the same shapes whatever
+  the lanes hold, and a table alone is a slab with one lane used;
 - attention is two batched matrix products and a softmax, one (lane, head) per batch entry,
-  never the fused attention kernel (whose result for a lane changes with the slab's content).
+  not the fused kernel.
 
-What is then left to chance is a kernel that treats the rows of one fixed-shape product
-differently by position. ``lanes_for`` checks that on the device and weights in use, once: the
-same lane states stepped in every lane position among different neighbours must give bitwise
-the same; if not, the slab is one lane (tables one at a time, exact by construction).
+What is then left to the kernels is treating the rows of one fixed-shape product alike, which
+is not a given (on this CPU the batched products of the tiny test stand-in's attention do not,
+the published-size model's do). ``lanes_for`` checks it once per model and device with the
+weights in use: a table stepped alone and in every lane of a full slab among others must match
+bitwise; if it does not, the slab is one lane (tables one at a time, exact by construction).
+Eight lanes on a CPU: a slab of eight costs about what three tables alone do (``table_cost``).
 """
 
 from __future__ import annotations
@@ -163,10 +166,10 @@ class _Layer:
         the lanes hold, so the buffers' strides are too)."""
         if length <= self.keys.size(2):
             return
-        lanes, heads, used, head_dim = self.keys.shape
-        shape = (lanes, heads, used + CAPACITY_STEP, head_dim)
+        lanes, heads, room, head_dim = self.keys.shape
+        shape = (lanes, heads, room + CAPACITY_STEP, head_dim)
         keys, values = self.keys.new_zeros(shape), self.keys.new_zeros(shape)
-        keys[:, :, :used], values[:, :, :used] = self.keys, self.values
+        keys[:, :, :room], values[:, :, :room] = self.keys, self.values
         self.keys, self.values = keys, values
 
 
