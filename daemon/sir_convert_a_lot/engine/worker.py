@@ -258,6 +258,7 @@ class _Worker:
             pictures=result.pictures,
             link_prefix=result.link_prefix,
             docling_json=result.docling_json,
+            gpu_memory=gpu_memory(self.settings.device_index),
         )
 
     def _inject_faults(self, request: ConvertRequest) -> None:
@@ -280,6 +281,16 @@ class _Worker:
                 while True:
                     held.append(bytearray(64 * 1024 * 1024))
                     time.sleep(0.05)
+
+
+def gpu_memory(index: int) -> tuple[int, int] | None:
+    """torch.cuda's allocated and reserved bytes on ``index`` now, where this process has already
+    initialised CUDA (never the first to). Both are the caching allocator's own bookkeeping on
+    the host, read without a call onto the GPU, so any thread may ask."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_initialized():
+        return None
+    return int(torch.cuda.memory_allocated(index)), int(torch.cuda.memory_reserved(index))
 
 
 def _internal_error(exc: Exception) -> JobFailure:

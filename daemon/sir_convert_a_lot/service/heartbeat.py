@@ -188,11 +188,28 @@ class Heartbeat:
             "version": __version__,
             "naming": naming_settings(intake.config),
             "build": build_id(),
+            "worker": self._worker(),
         }
         if service.engine.kind == "ray":
             status["engine"] = "ray"
             status["actors"] = lease_actors(self._actor_view().snapshot(), converting)
         return status
+
+    def _worker(self) -> dict[str, Any]:
+        """The worker's memory next to the limits that act on it (with Ray, the actor nearest
+        them): ``sir-convert status`` and ``doctor`` show it."""
+        memory = self.service.engine.memory()
+        config = self.service.intake.config
+        return {
+            "memory_bytes": memory.rss_bytes,
+            "max_worker_memory_bytes": config.conversion.max_worker_memory_bytes,
+            "recycle_above_bytes": config.engine.recycle_above_bytes,
+            "recycle_after_jobs": config.engine.recycle_after_jobs,
+            "jobs_since_start": memory.jobs,
+            "recycles": dict(memory.recycles),
+            "gpu_allocated_bytes": memory.gpu_allocated_bytes,
+            "gpu_reserved_bytes": memory.gpu_reserved_bytes,
+        }
 
     def _actor_view(self) -> ActorView:
         """The Ray engine's actors, found out off this thread (``service.actors``)."""
