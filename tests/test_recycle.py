@@ -243,3 +243,33 @@ def test_ray_actors_are_recycled_the_same_way_and_each_document_ends_once(
     assert sum(w["recycles"] for w in workers) >= 2 and all(w["alive"] for w in workers)
     assert any(isinstance(w["memory_bytes"], int) for w in workers)  # none while reloading
     assert wait_for(lambda: not private_ray_processes(), timeout=30)
+
+
+def test_a_job_that_waited_for_a_fresh_worker_is_not_taken_for_stuck() -> None:
+    """The time limit runs from when the worker took the document (its first progress), as the
+    supervisor counts it: a wait for a recycled worker to load is not time past the limit."""
+    from types import SimpleNamespace
+
+    from sir_convert_a_lot.service.heartbeat import OVERDUE_GRACE_SECONDS, Activity, Heartbeat
+
+    now = time.monotonic()
+    limit = 60.0
+    waited = Activity("job_a", "a.pdf", started=now - limit - OVERDUE_GRACE_SECONDS - 30)
+    waited.limit_seconds = limit
+    service = SimpleNamespace(
+        watcher=None,
+        engine=SimpleNamespace(silent_seconds=lambda: 0.0),
+        converting=lambda: [waited],
+    )
+    beat = Heartbeat(
+        service,
+        spool=None,  # type: ignore[arg-type]
+        notifier=None,  # type: ignore[arg-type]
+        lease_seconds=5,
+        wake=threading.Event(),
+    )
+    assert "past its time limit" in (beat.health_problem() or "")  # not yet in the worker
+    waited.limit_from = now - 5  # the worker took it 5 s ago, after the wait
+    assert beat.health_problem() is None
+    waited.limit_from = now - limit - OVERDUE_GRACE_SECONDS - 1
+    assert "past its time limit" in (beat.health_problem() or "")

@@ -22,6 +22,7 @@ import argparse
 import collections
 import ctypes
 import gc
+import logging
 import os
 import queue
 import random
@@ -46,6 +47,7 @@ from sir_convert_a_lot.engine.protocol import (
     WorkerSettings,
 )
 from sir_convert_a_lot.engine.transports.local import resident_bytes
+from sir_convert_a_lot.ops import logs
 from sir_convert_a_lot.options import ConversionOptions
 from toolkit import write_report
 
@@ -181,6 +183,7 @@ def main() -> int:
         # glibc reads it once, at start: run again under it (argv is our own command line)
         os.execve(sys.executable, [sys.executable, *sys.argv], env)  # noqa: S606
     os.environ.update(OFFLINE)
+    logs.configure("warning", "json", sys.stderr, library_level=logging.ERROR)  # as the worker
     if args.tracemalloc:
         tracemalloc.start(args.frames)
     if args.models is None:

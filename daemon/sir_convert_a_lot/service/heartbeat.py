@@ -49,6 +49,9 @@ class Activity:
     started: float = 0.0  # monotonic
     started_at: float = 0.0  # wall clock, for status read on another host
     limit_seconds: float = 0.0
+    # monotonic: when the worker took the document (its first progress), where the supervisor's
+    # limit starts; before, the job may wait (for an empty worker, or a recycled one to load)
+    limit_from: float = 0.0
 
 
 class ServiceState(Protocol):
@@ -117,7 +120,8 @@ class Heartbeat:
         if silent > WORKER_SILENCE_SECONDS:
             return f"the worker process has not answered for {silent:.0f} s"
         for activity in service.converting():
-            overdue = time.monotonic() - activity.started - activity.limit_seconds
+            since = activity.limit_from or activity.started
+            overdue = time.monotonic() - since - activity.limit_seconds
             if activity.started and overdue > OVERDUE_GRACE_SECONDS:
                 return f"job {activity.job_id} is {overdue:.0f} s past its time limit"
         return None
