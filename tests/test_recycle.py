@@ -273,3 +273,22 @@ def test_a_job_that_waited_for_a_fresh_worker_is_not_taken_for_stuck() -> None:
     assert beat.health_problem() is None
     waited.limit_from = now - limit - OVERDUE_GRACE_SECONDS - 1
     assert "past its time limit" in (beat.health_problem() or "")
+
+
+def test_the_worker_hands_freed_heap_back_to_the_system() -> None:
+    """What the worker does after a document at most every TRIM_EVERY_SECONDS: heap freed in the
+    middle (which free() alone keeps) goes back to the system."""
+    import os
+
+    from sir_convert_a_lot.engine import worker
+    from sir_convert_a_lot.engine.transports.local import resident_bytes
+
+    if worker._malloc_trim() is None:
+        pytest.skip("not glibc: no malloc_trim")
+    held = [bytes(4096) + bytes([n % 256]) for n in range(60_000)]  # about 250 MB of malloc
+    keep = held[-1]  # the top of the heap stays in use: free() alone cannot shrink it
+    del held
+    before = resident_bytes(os.getpid()) or 0
+    worker.release_freed_memory()
+    after = resident_bytes(os.getpid()) or 0
+    assert keep and before - after > 100 << 20

@@ -13,7 +13,9 @@ docling backend on the tiny stand-in models (``--models``, else built into a tem
 tracemalloc snapshot; the report has the difference between the two: the lines that allocated
 most of what stayed, the types that grew, and how much of the RSS growth the Python heap
 explains (the rest is native: malloc arenas, torch, MuPDF). ``--trim`` calls glibc's
-``malloc_trim(0)`` after every document; ``--arena-max N`` runs under ``MALLOC_ARENA_MAX=N``.
+``malloc_trim(0)`` after every document; ``--no-worker-trim`` turns off the worker's own (at
+most every ``worker.TRIM_EVERY_SECONDS``), to see the worker as it was before it trimmed;
+``--arena-max N`` runs under ``MALLOC_ARENA_MAX=N``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import collections
 import ctypes
 import gc
 import logging
+import math
 import os
 import queue
 import random
@@ -92,6 +95,8 @@ def run(args: argparse.Namespace, models: Path) -> dict[str, Any]:
         batch_sizes={"layout": 4, "table": 4, "ocr": 4},
         log_level="warning",
     )
+    if not args.worker_trim:
+        worker.TRIM_EVERY_SECONDS = math.inf  # the worker as it was before it trimmed
     channel = Channel()
     threading.Thread(target=worker.serve, args=(channel, settings), daemon=True).start()
     probed = channel.from_worker.get()
@@ -106,6 +111,7 @@ def run(args: argparse.Namespace, models: Path) -> dict[str, Any]:
     rss: list[tuple[int, int]] = []
     looks: dict[str, dict[str, Any]] = {}
     sent = answered = failed = 0
+    trim_seconds = 0.0
     started = time.monotonic()
     while answered < args.documents:
         while sent < args.documents and sent - answered < args.concurrency:
@@ -122,7 +128,9 @@ def run(args: argparse.Namespace, models: Path) -> dict[str, Any]:
         failed += isinstance(answer, Failed)
         (folder / f"doc-{answer.job_id.removeprefix('job_'):0>6}.pdf").unlink(missing_ok=True)
         if trim is not None:
+            trimming = time.monotonic()
             trim(0)
+            trim_seconds += time.monotonic() - trimming
         if answered % 10 == 0:
             rss.append((answered, resident_bytes(os.getpid()) or 0))
         if answered == args.snapshot_at:
@@ -134,6 +142,7 @@ def run(args: argparse.Namespace, models: Path) -> dict[str, Any]:
         "documents": answered,
         "failed": failed,
         "seconds": round(time.monotonic() - started, 1),
+        "malloc_trim_seconds": round(trim_seconds, 3),
         "rss_every_10": rss,
         **compare(looks["early"], looks["late"], args),
     }
@@ -171,6 +180,12 @@ def main() -> int:
     parser.add_argument("--snapshot-at", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--trim", action="store_true", help="malloc_trim(0) after each document")
+    parser.add_argument(
+        "--no-worker-trim",
+        dest="worker_trim",
+        action="store_false",
+        help="without the worker's own malloc_trim every worker.TRIM_EVERY_SECONDS",
+    )
     parser.add_argument("--arena-max", type=int, default=0, help="run under MALLOC_ARENA_MAX")
     parser.add_argument("--no-tracemalloc", dest="tracemalloc", action="store_false")
     parser.add_argument("--frames", type=int, default=1, help="tracemalloc's traceback depth")
@@ -194,6 +209,7 @@ def main() -> int:
         "command": " ".join(["tools/memory_trace.py", *sys.argv[1:]]),
         "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"),
         "malloc_trim_after_each": args.trim,
+        "worker_trim_every_seconds": worker.TRIM_EVERY_SECONDS if args.worker_trim else None,
         "tracemalloc": args.tracemalloc,
         **run(args, args.models),
     }
