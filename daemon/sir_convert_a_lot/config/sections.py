@@ -374,7 +374,7 @@ class EngineSection:
             doc="documents a worker converts before it is replaced by a fresh one, between jobs "
             "(bounds the slow growth of a long-lived worker's memory). 0: never",
         ),
-    ] = 1000
+    ] = 2000
     recycle_above_bytes: Annotated[
         int,
         Setting(
