@@ -40,7 +40,7 @@ from typing import Any
 
 from sir_convert_a_lot.config import Config, Governance, load
 from sir_convert_a_lot.engine.gpu import GpuProbe
-from sir_convert_a_lot.engine.interface import ProgressSink, WorkerInfo
+from sir_convert_a_lot.engine.interface import ProgressSink, WorkerInfo, WorkerMemory
 from sir_convert_a_lot.engine.policy import Decision, RunOn, decide
 from sir_convert_a_lot.engine.protocol import Converted
 from sir_convert_a_lot.ops import logs
@@ -85,6 +85,9 @@ class NoOpEngine:
 
     def silent_seconds(self) -> float:
         return 0.0
+
+    def memory(self) -> WorkerMemory:
+        return WorkerMemory()
 
     def pages_limit(self, per_worker: int) -> int:
         return per_worker  # one worker, as the local engine

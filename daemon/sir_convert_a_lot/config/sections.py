@@ -368,6 +368,22 @@ class EngineSection:
         float, Setting(at_least(0), doc="GPUs each actor reserves (0: a CPU actor)")
     ] = 1
     cpus_per_worker: Annotated[float, Setting(at_least(0), doc="CPUs each actor reserves")] = 2
+    recycle_after_jobs: Annotated[
+        int,
+        Setting(
+            at_least(0),
+            doc="documents a worker converts before it is replaced by a fresh one, between jobs "
+            "(bounds the slow growth of a long-lived worker's memory). 0: never",
+        ),
+    ] = 2000
+    recycle_above_bytes: Annotated[
+        int,
+        Setting(
+            at_least(0),
+            doc="a worker whose resident memory is above this after a job is replaced by a fresh "
+            "one, between jobs; set it below conversion.max_worker_memory_bytes. 0: never",
+        ),
+    ] = 0
 
 
 # Names the TOML table of a Config attribute that does not share its name: [conversion] feeds

@@ -14,8 +14,8 @@ fresh worker. Counting attempts is the caller's job.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sir_convert_a_lot.engine.gpu import GpuProbe
@@ -37,6 +37,19 @@ class WorkerInfo:
     load_seconds: float
     warm_seconds: float
     host: str = ""  # where the worker runs
+
+
+@dataclass(frozen=True)
+class WorkerMemory:
+    """The worker's memory as the supervisor last saw it, and how often it was recycled (for
+    status and the metrics). None where it cannot be known: no worker runs, no GPU, no job yet.
+    With several workers (Ray actors), the figures of the one nearest its limit."""
+
+    rss_bytes: int | None = None  # resident memory of the worker process, now
+    gpu_allocated_bytes: int | None = None  # torch.cuda.memory_allocated after the last job
+    gpu_reserved_bytes: int | None = None  # torch.cuda.memory_reserved after the last job
+    jobs: int = 0  # documents the current worker has answered since it started
+    recycles: Mapping[str, int] = field(default_factory=dict)  # by reason: "jobs", "memory"
 
 
 class EngineStartError(Exception):
@@ -104,6 +117,10 @@ class ConversionEngine(Protocol):
     def alive(self) -> bool: ...
 
     def silent_seconds(self) -> float: ...
+
+    def memory(self) -> WorkerMemory:
+        """The worker's memory and its recycling, cheap enough to ask on every loop turn."""
+        ...
 
     def pages_limit(self, per_worker: int) -> int:
         """The pages the daemon may have in flight when each worker may hold ``per_worker``."""

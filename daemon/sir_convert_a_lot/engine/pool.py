@@ -6,8 +6,9 @@ crashes counted and the actor replaced. ``EnginePool`` is what the job lifecycle
 (``interface.ConversionEngine``): it connects to the cluster (``ray_cluster``), starts
 ``engine.workers`` actors (0: one per ``engine.gpus_per_worker`` GPUs the cluster has), and
 hands each document to the live actor with the fewest documents in it; an actor that is gone is
-replaced in the background (``_revive``) while the live ones carry on. The daemon's claim
-pacing counts pages over all actors (``pages_limit``).
+replaced in the background (``_revive``) while the live ones carry on; an actor due for
+recycling (``engine.recycle``) gets no new document while another can take it. The daemon's
+claim pacing counts pages over all actors (``pages_limit``).
 
 GPU locks are the actors' own: each takes its host's lock on its GPU before loading onto it.
 """
@@ -22,7 +23,12 @@ from typing import Any
 
 from sir_convert_a_lot.config import Config, Governance
 from sir_convert_a_lot.engine.gpu import GpuProbe
-from sir_convert_a_lot.engine.interface import EngineStartError, ProgressSink, WorkerInfo
+from sir_convert_a_lot.engine.interface import (
+    EngineStartError,
+    ProgressSink,
+    WorkerInfo,
+    WorkerMemory,
+)
 from sir_convert_a_lot.engine.policy import Decision, RunOn
 from sir_convert_a_lot.engine.protocol import Converted, Failed, WorkerSettings
 from sir_convert_a_lot.engine.ray_cluster import RayCluster, connect
@@ -93,6 +99,18 @@ class EnginePool:
     def silent_seconds(self) -> float:
         return max((engine.silent_seconds() for engine in self.engines), default=0.0)
 
+    def memory(self) -> WorkerMemory:
+        """The actor nearest its limit (the largest), with the recycles of all of them."""
+        each = [engine.memory() for engine in self.engines]
+        if not each:
+            return WorkerMemory()
+        largest = max(each, key=lambda memory: memory.rss_bytes or 0)
+        recycles: dict[str, int] = {}
+        for memory in each:
+            for reason, count in memory.recycles.items():
+                recycles[reason] = recycles.get(reason, 0) + count
+        return replace(largest, recycles=recycles)
+
     def pages_limit(self, per_worker: int) -> int:
         """Claim pacing over the whole pool: each actor may hold ``per_worker`` pages."""
         return per_worker * max(1, len(self.engines))
@@ -105,6 +123,7 @@ class EnginePool:
         for number, engine in enumerate(self.engines):
             transport = self.transports.get(id(engine))
             where = transport.describe() if transport is not None and engine.alive else {}
+            memory = engine.memory()
             listed.append(
                 {
                     "actor": number,
@@ -114,6 +133,9 @@ class EnginePool:
                     "pid": where.get("pid") or (engine.info.pid if engine.info else None),
                     "gpus": where.get("gpus", []),
                     "starts": engine.starts,
+                    "memory_bytes": memory.rss_bytes,
+                    "jobs_since_start": memory.jobs,
+                    "recycles": sum(memory.recycles.values()),
                     "jobs": sorted(job for job, held in jobs.items() if held is engine),
                 }
             )
@@ -227,7 +249,9 @@ class EnginePool:
                 e
                 for e in self.engines
                 if e.alive and e.info is not None and id(e) not in self._reviving
-            ] or self.engines
+            ]
+            # A due actor takes a document only when no other can: it waits for its fresh one.
+            live = [e for e in live if not e.recycling] or live or self.engines
             return min(live, key=lambda e: load[id(e)])
 
     def _watch(self) -> None:
@@ -247,6 +271,7 @@ class EnginePool:
                 for engine in self.engines
                 if not self._stopped
                 and not engine.alive
+                and not engine.recycling
                 and id(engine) not in self._reviving
                 and now >= self._next_revival.get(id(engine), 0.0)
             ]
@@ -258,8 +283,8 @@ class EnginePool:
 
     def _restart(self, engine: Engine) -> None:
         try:
-            if not self._stopped and not engine.alive:
-                info = engine.start()
+            info = None if self._stopped else engine.revive()  # None: one runs (a recycle)
+            if info is not None:
                 log.info("ray_worker_started", host=info.host, pid=info.pid, starts=engine.starts)
         except EngineStartError as error:
             self._next_revival[id(engine)] = time.monotonic() + REVIVE_BACKOFF_SECONDS

@@ -115,6 +115,8 @@ class Converted:
     pictures: tuple[tuple[str, bytes], ...] = ()
     link_prefix: str = ""
     docling_json: bytes | None = None  # output.formats with "docling_json"
+    # torch.cuda's (allocated, reserved) bytes right after the job, where the worker uses CUDA
+    gpu_memory: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sir_convert_a_lot.config import Governance
+from sir_convert_a_lot.config import Config, Governance
 from sir_convert_a_lot.engine.gpu import (
     DeviceBusy,
     DeviceLock,
@@ -23,7 +23,7 @@ from sir_convert_a_lot.engine.gpu import (
 )
 from sir_convert_a_lot.engine.interface import EngineStartError, WorkerInfo
 from sir_convert_a_lot.engine.policy import RunOn, decide
-from sir_convert_a_lot.engine.protocol import Load, Probed, Ready, StartupFailed
+from sir_convert_a_lot.engine.protocol import Load, Probed, Ready, StartupFailed, WorkerSettings
 from sir_convert_a_lot.engine.transports.base import Transport, TransportClosed
 from sir_convert_a_lot.ops import logs
 from sir_convert_a_lot.options import ConversionOptions
@@ -146,3 +146,22 @@ def _lost(transport: Transport, doing: str, deadline: float) -> EngineStartError
 
 def _hung(doing: str) -> EngineStartError:
     return EngineStartError("worker_start_timeout", f"the worker hung while {doing}")
+
+
+def worker_settings(
+    config: Config, probe_override: GpuProbe | None, fault_injection: tuple[str, ...]
+) -> WorkerSettings:
+    """What a worker needs from the config, in a form any transport can carry."""
+    return WorkerSettings(
+        device_index=config.gpu.device_index,
+        models_path=config.gpu.models_path,
+        max_file_bytes=config.conversion.max_file_bytes,
+        max_pages=config.conversion.max_pages,
+        batch_sizes=config.gpu.batch_sizes,
+        ocr_backend=config.gpu.ocr_backend,
+        table_check_every=config.gpu.table_check_every,
+        log_level=config.logging.level,
+        log_format=config.logging.format,
+        probe_override=probe_override.to_dict() if probe_override else None,
+        fault_injection=fault_injection,
+    )

@@ -22,7 +22,8 @@ job lifecycle asks today (``interface.ConversionEngine``). The supervisor's limi
 A job whose worker is gone has its answer settled at once; the next ``submit`` starts a fresh
 worker. Counting attempts is the caller's job. ``submit(..., alone=True)`` waits until the
 worker is empty and keeps others out until that job is collected: a suspect of a shared crash
-tried again alone crashes only for itself.
+tried again alone crashes only for itself. A worker due for recycling (``recycle``) takes no new
+document; once empty it is shut down and a fresh one loaded, unseen by the jobs.
 
 Several threads may ``submit``, ``wait`` and ``convert`` at once (the daemon runs one job thread
 per document in flight). One waiter at a time is the pump: it takes the worker's messages, routes
@@ -49,6 +50,7 @@ from sir_convert_a_lot.engine.interface import (
     ProgressSink,
     WorkerCrashed,
     WorkerInfo,
+    WorkerMemory,
     WorkerOverMemory,
     WorkerTimedOut,
 )
@@ -59,9 +61,9 @@ from sir_convert_a_lot.engine.protocol import (
     Failed,
     Progress,
     Shutdown,
-    WorkerSettings,
 )
-from sir_convert_a_lot.engine.startup import handshake, load_plan, lock_device
+from sir_convert_a_lot.engine.recycle import Recycler, Recycling
+from sir_convert_a_lot.engine.startup import handshake, load_plan, lock_device, worker_settings
 from sir_convert_a_lot.engine.transports.base import Transport, TransportClosed, TransportFactory
 from sir_convert_a_lot.engine.transports.local import LocalProcessTransport, resident_bytes
 from sir_convert_a_lot.options import ConversionOptions
@@ -99,25 +101,6 @@ class _InFlight:
     @property
     def settled(self) -> bool:
         return self.answer is not None or self.error is not None
-
-
-def worker_settings(
-    config: Config, probe_override: GpuProbe | None, fault_injection: tuple[str, ...]
-) -> WorkerSettings:
-    """What a worker needs from the config, in a form any transport can carry."""
-    return WorkerSettings(
-        device_index=config.gpu.device_index,
-        models_path=config.gpu.models_path,
-        max_file_bytes=config.conversion.max_file_bytes,
-        max_pages=config.conversion.max_pages,
-        batch_sizes=config.gpu.batch_sizes,
-        ocr_backend=config.gpu.ocr_backend,
-        table_check_every=config.gpu.table_check_every,
-        log_level=config.logging.level,
-        log_format=config.logging.format,
-        probe_override=probe_override.to_dict() if probe_override else None,
-        fault_injection=fault_injection,
-    )
 
 
 class Engine:
@@ -158,6 +141,9 @@ class Engine:
         self._alone: str | None = None  # a job submitted alone, until it is collected
         self._starting = threading.RLock()  # one worker start at a time
         self._sending = threading.Lock()  # a pipe's messages must not interleave
+        self.stopped = False
+        self._recycling = Recycling.of(config.engine)
+        self._recycler = Recycler(self._recycling, self, self._starting, self._settled)
 
     @property
     def probe(self) -> GpuProbe | None:
@@ -169,8 +155,7 @@ class Engine:
         return transport is not None and transport.alive()
 
     def silent_seconds(self) -> float:
-        """How long the worker has not shown a sign of life (0 when none runs: the next job
-        starts one)."""
+        """How long the worker has shown no sign of life (0 when none runs: a job starts one)."""
         transport = self._transport
         return transport.silent_seconds() if transport is not None else 0.0
 
@@ -192,6 +177,7 @@ class Engine:
             transport = self.transport_factory(self.settings)
             transport.start()
             self._transport = transport
+            self._recycling.started(transport)
             self.starts += 1
             option_sets = [self.config.defaults, *self.config.profiles.values()]
             try:
@@ -240,6 +226,7 @@ class Engine:
         """Hand one document to the worker (starting one if none runs); its clock starts now.
         ``alone``: first wait until no other document is in flight, and keep others out."""
         self._admit(job_id, alone)
+        self._recycler.before_submit()
         with self._starting:
             if not self.alive:
                 self.start()
@@ -282,6 +269,7 @@ class Engine:
                 with self._settled:
                     self._pumping = False
                     self._settled.notify_all()
+        self._recycler.after_collect()
         if job.error is not None:
             raise job.error
         assert job.answer is not None
@@ -332,6 +320,8 @@ class Engine:
                 return
             job.answer = message
             self._settled.notify_all()
+        gpu = message.gpu_memory if isinstance(message, Converted) else None
+        self._recycling.answered(transport, transport.resident_bytes(), gpu)
         if isinstance(message, Failed) and message.details.get("restart_worker"):
             self._discard(transport)  # a CUDA error may have poisoned the context: start afresh
 
@@ -407,6 +397,43 @@ class Engine:
         else:
             self._discard(transport, self._crashed_with(transport))
 
+    @property
+    def recycling(self) -> bool:
+        """The worker is due for replacement or being replaced (a pool looks elsewhere)."""
+        return self._recycler.busy
+
+    def memory(self) -> WorkerMemory:
+        return self._recycling.memory(t.resident_bytes() if (t := self._transport) else None)
+
+    def revive(self) -> WorkerInfo | None:
+        """Start a worker if none runs, checked under the start lock (never beside a recycle)."""
+        with self._starting:
+            return None if self.alive else self.start()
+
+    def current_worker(self) -> Transport | None:
+        """For the recycler (``recycle.Slot``): the transport documents go to now."""
+        return self._transport
+
+    def holds(self, worker: object) -> bool:
+        """For the recycler: whether a document submitted to ``worker`` is not yet collected."""
+        with self._settled:
+            return any(job.transport is worker for job in self._in_flight.values())
+
+    def replace(self, worker: object) -> tuple[WorkerInfo | None, WorkerInfo]:
+        """For the recycler, under the start lock: shut ``worker`` down, start a fresh one."""
+        old = self.info
+        assert worker is self._transport and self._transport is not None
+        self._shut_down(self._transport)
+        return old, self.start()
+
+    def _shut_down(self, transport: Transport) -> None:
+        """Ask the worker to end, give it a while, then make sure it is gone."""
+        if transport.alive():
+            with contextlib.suppress(TransportClosed), self._sending:
+                transport.send(Shutdown())
+            transport.exit_code(wait=_STOP_WAIT_SECONDS)
+        self._discard(transport)  # documents still in it are bystanders
+
     # -- from outside -----------------------------------------------------------------------------
 
     def abort(self) -> None:
@@ -416,11 +443,8 @@ class Engine:
             transport.kill()
 
     def stop(self) -> None:
+        self.stopped = True
         transport = self._transport
-        if transport is not None and transport.alive():
-            with contextlib.suppress(TransportClosed), self._sending:
-                transport.send(Shutdown())
-            transport.exit_code(wait=_STOP_WAIT_SECONDS)
         if transport is not None:
-            self._discard(transport)  # jobs still in it are bystanders of the stop
+            self._shut_down(transport)
         self.device_lock.release()

@@ -344,7 +344,13 @@ class Endings:
             seen = probe.device.to_dict() if probe is not None and probe.device else None
         if seen is None:
             return None
-        return {**seen, "memory_peak_bytes": answer.peak_gpu_memory_bytes}
+        held = answer.gpu_memory or (None, None)  # what torch still held once the job ended
+        return {
+            **seen,
+            "memory_peak_bytes": answer.peak_gpu_memory_bytes,
+            "memory_allocated_bytes": held[0],
+            "memory_reserved_bytes": held[1],
+        }
 
     def _execution(
         self,

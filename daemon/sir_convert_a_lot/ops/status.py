@@ -99,6 +99,7 @@ def _instance(name: str, live: bool, age_seconds: float, data: dict[str, Any]) -
         "gpu": data.get("gpu"),
         "version": data.get("version"),
         "build": data.get("build"),
+        "worker": data.get("worker") if isinstance(data.get("worker"), dict) else None,
     }
     if data.get("engine") == "ray":  # a local engine's instance reads as it always did
         instance["engine"] = "ray"
@@ -249,13 +250,15 @@ def _actor_lines(actors: list[dict[str, Any]]) -> list[str]:
         device = "GPU " + ",".join(str(g) for g in gpus) if gpus else "CPU"
         node = str(actor.get("node_id") or "")[:8] or "?"
         restarts = int(actor.get("restarts") or 0)
+        memory = actor.get("memory_bytes")
+        held = f", {gib(memory)} resident" if isinstance(memory, int) else ""
         jobs = actor.get("jobs") or []
         named = [{**job, "source": job.get("source") or job.get("job_id")} for job in jobs]
         doing = "converting " + ", ".join(_job_text(job) for job in named) if jobs else "idle"
         lines.append(
             f"    actor {actor.get('actor')}: {actor.get('host') or '?'} (node {node}), "
             f"{device}, pid {actor.get('pid')}, {'alive' if actor.get('alive') else 'down'}, "
-            f"{restarts} restart{'s' if restarts != 1 else ''}, {doing}"
+            f"{restarts} restart{'s' if restarts != 1 else ''}{held}, {doing}"
         )
     return lines
 
@@ -292,6 +295,7 @@ def render_status(status: dict[str, Any]) -> str:
             f"{_release(inst)}, pid {inst.get('pid')} on "
             f"{inst.get('host')}"
         )
+        lines += _worker_lines(inst.get("worker"))
         lines += _converting_lines(inst, jobs)
         lines += _arriving_lines(inst)
         lines += [
@@ -313,6 +317,41 @@ def render_status(status: dict[str, Any]) -> str:
     for failure in status["recent_failures"]:
         lines.append(f"  {failure['source']}: {failure['code']} - {failure['message']}")
     return "\n".join(lines)
+
+
+def gib(size: int) -> str:
+    """``3.6 GiB``, ``512 MiB``: a memory figure as an operator reads it."""
+    if size >= 1 << 30:
+        return f"{size / (1 << 30):.1f} GiB"
+    return f"{size / (1 << 20):.0f} MiB"
+
+
+def worker_memory_text(worker: dict[str, Any]) -> str:
+    """The worker's memory next to the limits that act on it: its limit (a conversion past it
+    fails), its recycling thresholds (past them it is replaced between jobs), and on a GPU what
+    torch holds after the last job."""
+    rss, limit = worker.get("memory_bytes"), worker.get("max_worker_memory_bytes")
+    parts = [f"{gib(rss)} resident" if isinstance(rss, int) else "memory not known"]
+    parts.append(f"limit {gib(limit)}" if limit else "no limit")
+    above, after = worker.get("recycle_above_bytes"), worker.get("recycle_after_jobs")
+    recycling = [f"above {gib(above)}"] if above else []
+    recycling += [f"after {after} jobs"] if after else []
+    jobs = worker.get("jobs_since_start") or 0
+    if recycling:
+        parts.append(f"recycled {' or '.join(recycling)} ({jobs} since its start)")
+    else:
+        parts.append(f"never recycled ({jobs} jobs since its start)")
+    recycles = worker.get("recycles") or {}
+    if recycles:
+        parts.append(", ".join(f"{n} recycled for {why}" for why, n in sorted(recycles.items())))
+    allocated, reserved = worker.get("gpu_allocated_bytes"), worker.get("gpu_reserved_bytes")
+    if isinstance(allocated, int) and isinstance(reserved, int):
+        parts.append(f"GPU {gib(allocated)} allocated, {gib(reserved)} reserved")
+    return ", ".join(parts)
+
+
+def _worker_lines(worker: object) -> list[str]:
+    return [f"    worker: {worker_memory_text(worker)}"] if isinstance(worker, dict) else []
 
 
 def _release(record: dict[str, Any]) -> str:

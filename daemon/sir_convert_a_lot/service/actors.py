@@ -90,7 +90,11 @@ def lease_actors(
                 "node_id": worker.get("node_id") or "",
                 "pid": worker.get("pid"),
                 "gpus": list(worker.get("gpus") or []),
-                "restarts": max(0, int(worker.get("starts") or 0) - 1),
+                "restarts": max(
+                    0, int(worker.get("starts") or 0) - 1 - int(worker.get("recycles") or 0)
+                ),
+                "recycles": int(worker.get("recycles") or 0),
+                "memory_bytes": worker.get("memory_bytes"),
                 "jobs": jobs,
             }
         )

@@ -281,7 +281,18 @@ class Service:
     def _sample(self) -> None:
         """The queue and the worker, for the metrics, as this turn of the loop left them."""
         waiting = len(self.intake.stability) + len(self.intake.candidates)
-        self.metrics.sample(Sample(waiting, self.threads.count, self.engine.starts))
+        memory = self.engine.memory()
+        self.metrics.sample(
+            Sample(
+                waiting,
+                self.threads.count,
+                self.engine.starts,
+                recycles=memory.recycles,
+                memory=memory,
+                memory_limit_bytes=self.config.conversion.max_worker_memory_bytes,
+                recycle_above_bytes=self.config.engine.recycle_above_bytes,
+            )
+        )
 
     def _wait_for_events(self) -> None:
         now = self.clock()

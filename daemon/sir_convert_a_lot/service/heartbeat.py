@@ -49,6 +49,9 @@ class Activity:
     started: float = 0.0  # monotonic
     started_at: float = 0.0  # wall clock, for status read on another host
     limit_seconds: float = 0.0
+    # monotonic: when the worker took the document (its first progress), where the supervisor's
+    # limit starts; before, the job may wait (for an empty worker, or a recycled one to load)
+    limit_from: float = 0.0
 
 
 class ServiceState(Protocol):
@@ -117,7 +120,8 @@ class Heartbeat:
         if silent > WORKER_SILENCE_SECONDS:
             return f"the worker process has not answered for {silent:.0f} s"
         for activity in service.converting():
-            overdue = time.monotonic() - activity.started - activity.limit_seconds
+            since = activity.limit_from or activity.started
+            overdue = time.monotonic() - since - activity.limit_seconds
             if activity.started and overdue > OVERDUE_GRACE_SECONDS:
                 return f"job {activity.job_id} is {overdue:.0f} s past its time limit"
         return None
@@ -188,11 +192,28 @@ class Heartbeat:
             "version": __version__,
             "naming": naming_settings(intake.config),
             "build": build_id(),
+            "worker": self._worker(),
         }
         if service.engine.kind == "ray":
             status["engine"] = "ray"
             status["actors"] = lease_actors(self._actor_view().snapshot(), converting)
         return status
+
+    def _worker(self) -> dict[str, Any]:
+        """The worker's memory next to the limits that act on it (with Ray, the actor nearest
+        them): ``sir-convert status`` and ``doctor`` show it."""
+        memory = self.service.engine.memory()
+        config = self.service.intake.config
+        return {
+            "memory_bytes": memory.rss_bytes,
+            "max_worker_memory_bytes": config.conversion.max_worker_memory_bytes,
+            "recycle_above_bytes": config.engine.recycle_above_bytes,
+            "recycle_after_jobs": config.engine.recycle_after_jobs,
+            "jobs_since_start": memory.jobs,
+            "recycles": dict(memory.recycles),
+            "gpu_allocated_bytes": memory.gpu_allocated_bytes,
+            "gpu_reserved_bytes": memory.gpu_reserved_bytes,
+        }
 
     def _actor_view(self) -> ActorView:
         """The Ray engine's actors, found out off this thread (``service.actors``)."""

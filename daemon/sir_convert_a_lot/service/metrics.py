@@ -14,7 +14,8 @@ write several textfiles, and node_exporter refuses two files with the same serie
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Final
 from wsgiref.simple_server import WSGIServer
 
@@ -22,6 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.exposition import generate_latest, write_to_textfile
 
 from sir_convert_a_lot.config import MetricsSection, listen_address
+from sir_convert_a_lot.engine.interface import WorkerMemory
 from sir_convert_a_lot.errors import ConfigError
 from sir_convert_a_lot.jobs.outcome import Outcome, Status
 from sir_convert_a_lot.ops import logs
@@ -43,7 +45,11 @@ class Sample:
 
     waiting: int  # files in the inbox this instance watches or is about to claim
     claimed: int  # jobs it has claimed and not finished
-    worker_starts: int  # ``Engine.starts``: the first start and every restart
+    worker_starts: int  # ``Engine.starts``: the first start, every restart and every recycle
+    recycles: Mapping[str, int] = field(default_factory=dict)  # workers recycled, by reason
+    memory: WorkerMemory | None = None  # the worker's memory now (``Engine.memory``)
+    memory_limit_bytes: int = 0  # conversion.max_worker_memory_bytes (0: none)
+    recycle_above_bytes: int = 0  # engine.recycle_above_bytes (0: never)
 
 
 class Metrics:
@@ -78,8 +84,20 @@ class Metrics:
             "Jobs this instance has claimed and not finished (converting or queued)",
         )
         self._restarts = self._counter(
-            "worker_restarts", "Worker process starts after the first (crash, timeout, memory)"
+            "worker_restarts",
+            "Worker process starts after the first (crash, timeout, memory), recycles not counted",
         )
+        self._recycles = Counter(
+            "sir_convert_worker_recycles",
+            "Workers replaced between jobs (engine.recycle_after_jobs: jobs, "
+            "engine.recycle_above_bytes: memory)",
+            ("daemon", "reason"),
+            registry=self.registry,
+        )
+        for reason in ("jobs", "memory"):
+            self._recycles.labels(daemon, reason)  # 0 from the start
+        self._recycles_seen: dict[str, int] = {}
+        self._memory = self._memory_gauges()
         self._gpu_peak = self._gauge(
             "gpu_memory_peak_bytes",
             "Peak GPU memory the worker saw during the last job converted on the GPU",
@@ -121,6 +139,28 @@ class Metrics:
             ),
         }
 
+    def _memory_gauges(self) -> dict[str, Gauge]:
+        """The worker's memory beside its limits: what status and doctor show too."""
+        return {
+            "rss": self._gauge("worker_memory_bytes", "The worker's resident memory now"),
+            "limit": self._gauge(
+                "worker_memory_limit_bytes",
+                "conversion.max_worker_memory_bytes: over it a conversion is stopped (0: none)",
+            ),
+            "recycle": self._gauge(
+                "worker_recycle_above_bytes",
+                "engine.recycle_above_bytes: over it after a job the worker is replaced (0: never)",
+            ),
+            "allocated": self._gauge(
+                "gpu_memory_allocated_bytes",
+                "torch.cuda.memory_allocated in the worker after its last job on the GPU",
+            ),
+            "reserved": self._gauge(
+                "gpu_memory_reserved_bytes",
+                "torch.cuda.memory_reserved in the worker after its last job on the GPU",
+            ),
+        }
+
     def _gauge(self, name: str, doc: str) -> Gauge:
         metric = Gauge(f"sir_convert_{name}", doc, ("daemon",), registry=self.registry)
         return metric.labels(self._daemon)
@@ -150,9 +190,27 @@ class Metrics:
     def sample(self, sample: Sample) -> None:
         self._waiting.set(sample.waiting)
         self._claimed.set(sample.claimed)
-        if sample.worker_starts > self._starts_seen:
-            self._restarts.inc(sample.worker_starts - self._starts_seen)
-            self._starts_seen = sample.worker_starts
+        for reason, count in sample.recycles.items():
+            seen = self._recycles_seen.get(reason, 0)
+            if count > seen:
+                self._recycles.labels(self._daemon, reason).inc(count - seen)
+                self._recycles_seen[reason] = count
+        restarts = sample.worker_starts - sum(sample.recycles.values())
+        if restarts > self._starts_seen:
+            self._restarts.inc(restarts - self._starts_seen)
+            self._starts_seen = restarts
+        self._memory["limit"].set(sample.memory_limit_bytes)
+        self._memory["recycle"].set(sample.recycle_above_bytes)
+        memory = sample.memory
+        if memory is None:
+            return
+        for name, value in (
+            ("rss", memory.rss_bytes),
+            ("allocated", memory.gpu_allocated_bytes),
+            ("reserved", memory.gpu_reserved_bytes),
+        ):
+            if value is not None:
+                self._memory[name].set(value)
 
     def render(self) -> bytes:
         """The exposition, as /metrics serves it."""

@@ -120,6 +120,8 @@ class JobThreads:
             activity = self._converting.get(job_id)
             if activity is not None:
                 activity.page, activity.pages = page, pages
+                if page == 0:  # the worker has it: its time limit runs from now
+                    activity.limit_from = now
                 if now - self._reported.get(job_id, activity.started) >= PROGRESS_LOG_SECONDS:
                     self._reported[job_id] = now
                     report = Activity(**vars(activity))

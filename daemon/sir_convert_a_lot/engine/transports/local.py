@@ -153,7 +153,8 @@ _PR_SET_PDEATHSIG = 1
 
 def _die_with_parent(parent_pid: int) -> None:
     """Ask Linux to SIGKILL us when the supervisor dies, so a killed daemon leaves no
-    conversion running behind it."""
+    conversion running behind it. Linux sends it when the *thread* that started us ends, so a
+    worker must be started from a thread that outlives it (a job thread, the recycling thread)."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)

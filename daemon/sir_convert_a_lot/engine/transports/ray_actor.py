@@ -154,6 +154,7 @@ class RayActorTransport:
         self._buffer: deque[object] = deque()
         self._rss: int | None = None
         self._gone = False
+        self._killed = False
         self._death = ""  # what Ray said when the actor was lost
         self._lock = threading.Lock()
         self._receiving = threading.RLock()
@@ -281,10 +282,13 @@ class RayActorTransport:
         return None
 
     def kill(self) -> None:
+        """Also an actor whose worker ended (told to shut down, as a recycle does): the actor
+        itself lives on and holds its CPUs and GPU until it is killed."""
         actor = self._actor
-        if actor is not None and not self._gone:
+        if actor is not None and not self._killed:
             with contextlib.suppress(Exception):
                 self.cluster.ray.kill(actor, no_restart=True)
+            self._killed = True
             self._death = self._death or "killed by the daemon"
             self._gone = True
 

@@ -1,0 +1,294 @@
+"""Recycling (``engine.recycle_after_jobs``, ``engine.recycle_above_bytes``): a worker replaced
+between jobs, never during one; the documents in it finish there, a new one waits for the fresh
+worker, and no document is lost, doubled or charged an attempt for it."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from sir_convert_a_lot import config as config_module
+from sir_convert_a_lot.config import MetricsSection
+from sir_convert_a_lot.engine.protocol import ConvertRequest, Shutdown, WorkerSettings
+from sir_convert_a_lot.engine.supervisor import Engine
+from sir_convert_a_lot.engine.transports.base import Transport
+from sir_convert_a_lot.ops.doctor import Check, run_checks
+from sir_convert_a_lot.ops.status import gather_status, render_status, worker_memory_text
+from sir_convert_a_lot.service.metrics import Metrics, Sample
+from tests.daemon import Daemon
+from tests.helpers import UNLOCK, files_under, load_config, make_pdf, wait_for, write_config
+from tests.test_engine import CPU, ScriptedTransport, _options
+from tests.test_engine_threads import _converted
+
+
+def _engine(tmp_path: Path, **engine: object) -> tuple[Engine, list[ScriptedTransport]]:
+    made: list[ScriptedTransport] = []
+
+    def factory(settings: WorkerSettings) -> Transport:
+        made.append(ScriptedTransport(settings))
+        return made[-1]
+
+    config = load_config(tmp_path, engine=dict(engine))
+    built = Engine(config, UNLOCK, instance="recycle", transport=factory)
+    built.start()
+    return built, made
+
+
+def _requested(transport: ScriptedTransport) -> list[str]:
+    return [m.job_id for m in list(transport.sent) if isinstance(m, ConvertRequest)]
+
+
+def test_a_worker_is_replaced_after_its_jobs_and_the_next_document_goes_to_the_fresh_one(
+    tmp_path: Path,
+) -> None:
+    engine, made = _engine(tmp_path, recycle_after_jobs=2)
+    with capture_logs() as logged:
+        for job_id in ("job_a", "job_b"):
+            engine.submit(job_id, f"/{job_id}.pdf", _options(), CPU)
+            made[0].inbox.append(_converted(job_id))
+            assert engine.wait(job_id) == _converted(job_id)
+        # The second answer made it due; empty, it is replaced at once, not at the next job.
+        wait_for(lambda: engine.starts == 2 and not engine.recycling, timeout=10)
+    old, fresh = made
+    assert any(isinstance(m, Shutdown) for m in old.sent) and not old.running
+    engine.submit("job_c", "/c.pdf", _options(), CPU)
+    fresh.inbox.append(_converted("job_c"))
+    assert engine.wait("job_c") == _converted("job_c")
+    assert (_requested(old), _requested(fresh)) == (["job_a", "job_b"], ["job_c"])
+    [recycled] = [e for e in logged if e["event"] == "worker_recycled"]
+    assert (recycled["reason"], recycled["jobs"], recycled["recycle_after_jobs"]) == ("jobs", 2, 2)
+    assert engine.memory().recycles == {"jobs": 1} and engine.memory().jobs == 1
+
+
+def test_documents_in_a_due_worker_finish_there_and_a_new_one_waits_for_the_fresh_worker(
+    tmp_path: Path,
+) -> None:
+    engine, made = _engine(tmp_path, recycle_after_jobs=1)
+    engine.submit("job_a", "/a.pdf", _options(), CPU)
+    engine.submit("job_b", "/b.pdf", _options(), CPU)  # both in the first worker
+    made[0].inbox.append(_converted("job_a"))
+    assert engine.wait("job_a") == _converted("job_a")  # the worker is due from here on
+    assert engine.recycling
+    submitted = threading.Thread(
+        target=engine.submit, args=("job_c", "/c.pdf", _options(), CPU), daemon=True
+    )
+    submitted.start()
+    time.sleep(0.5)
+    assert submitted.is_alive() and engine.starts == 1  # job_b is still in the old worker
+    made[0].inbox.append(_converted("job_b"))
+    assert engine.wait("job_b") == _converted("job_b")  # finished where it was, no error
+    submitted.join(10)
+    assert not submitted.is_alive() and engine.starts == 2
+    made[1].inbox.append(_converted("job_c"))
+    assert engine.wait("job_c") == _converted("job_c")
+    assert (_requested(made[0]), _requested(made[1])) == (["job_a", "job_b"], ["job_c"])
+    assert engine.memory().recycles == {"jobs": 1}
+
+
+def test_a_worker_over_the_recycling_threshold_is_replaced_before_the_memory_limit(
+    tmp_path: Path,
+) -> None:
+    engine, made = _engine(tmp_path, recycle_after_jobs=0, recycle_above_bytes=1 << 30)
+    made[0].memory = 1 << 29
+    engine.submit("job_a", "/a.pdf", _options(), CPU)
+    made[0].inbox.append(_converted("job_a"))
+    engine.wait("job_a")
+    assert not engine.recycling  # under the threshold
+    made[0].memory = (1 << 30) + 1
+    engine.submit("job_b", "/b.pdf", _options(), CPU)
+    made[0].inbox.append(_converted("job_b"))
+    assert engine.wait("job_b") == _converted("job_b")  # over it after the job: not during
+    wait_for(lambda: engine.starts == 2 and not engine.recycling, timeout=10)
+    assert engine.memory().recycles == {"memory": 1}
+
+
+def test_without_thresholds_a_worker_is_never_recycled(tmp_path: Path) -> None:
+    engine, made = _engine(tmp_path, recycle_after_jobs=0, recycle_above_bytes=0)
+    made[0].memory = 1 << 33  # 8 GiB, under the 16 GiB limit
+    for number in range(5):
+        engine.submit(f"job_{number}", "/a.pdf", _options(), CPU)
+        made[0].inbox.append(_converted(f"job_{number}"))
+        engine.wait(f"job_{number}")
+    assert engine.starts == 1 and not engine.recycling
+    assert engine.memory().jobs == 5 and engine.memory().rss_bytes == 1 << 33
+
+
+def test_recycles_are_counted_by_reason_and_not_as_restarts(tmp_path: Path) -> None:
+    metrics = Metrics(MetricsSection(), "test")
+    metrics.sample(Sample(0, 0, 1))
+    metrics.sample(Sample(0, 0, 3, recycles={"jobs": 1}))  # one recycle, one crash restart
+    text = metrics.render().decode()
+    assert 'sir_convert_worker_recycles_total{daemon="test",reason="jobs"} 1.0' in text
+    assert 'sir_convert_worker_restarts_total{daemon="test"} 1.0' in text
+
+
+# -- the daemon, with documents arriving while its worker is recycled -------------------------
+
+
+@pytest.mark.slow
+def test_documents_keep_arriving_while_the_worker_is_recycled_and_each_ends_once(
+    tmp_path: Path,
+) -> None:
+    every = 3
+    names = [f"doc-{number:02d}.pdf" for number in range(10)]
+    config = write_config(tmp_path, engine={"recycle_after_jobs": every})
+    with Daemon(config).start() as daemon:
+        for number, name in enumerate(names):
+            make_pdf(tmp_path / "inbox" / name, pages=1 + number % 3)
+            time.sleep(0.3)  # a steady flow: some arrive while a worker is being replaced
+        wait_for(
+            lambda: all((tmp_path / "outbox" / n.replace(".pdf", ".json")).exists() for n in names),
+            timeout=180,
+        )
+        # Due at its third answer, a worker still finishes what is in it: 3 to 5 jobs each.
+        recycled = daemon.wait_event("worker_recycled", count=2, timeout=60)
+        shown = _status_and_doctor(config)
+        assert daemon.terminate() == 0
+    assert sorted(files_under(tmp_path / "archive")) == names  # each once, none lost
+    outputs = sorted(files_under(tmp_path / "outbox"))
+    assert outputs == sorted(
+        [n.replace(".pdf", ".md") for n in names] + [n.replace(".pdf", ".json") for n in names]
+    )  # no error envelope, no second copy
+    sidecars = [
+        json.loads((tmp_path / "outbox" / n.replace(".pdf", ".json")).read_text()) for n in names
+    ]
+    assert {s["execution"]["attempt"] for s in sidecars} == {1}  # no attempt charged
+    assert {e["reason"] for e in recycled} == {"jobs"}
+    assert all(every <= e["jobs"] <= every + 2 for e in recycled)
+    assert len({s["execution"]["worker"]["pid"] for s in sidecars}) > 1  # several workers
+    crashes = [e for e in daemon.events() if "crash" in e["event"] or "stopped_for" in e["event"]]
+    assert crashes == []
+    worker, line, row = shown
+    assert worker["recycle_after_jobs"] == every and worker["recycles"]["jobs"] >= 2
+    assert 0 < worker["memory_bytes"] < worker["max_worker_memory_bytes"]
+    assert (
+        line.startswith("    worker: ") and " resident, limit 16.0 GiB, recycled after 3 " in line
+    )
+    assert row.status == "OK" and row.detail == line.removeprefix("    worker: ")
+
+
+def _status_and_doctor(path: Path) -> tuple[dict[str, Any], str, Check]:
+    """What status and doctor say of the running daemon's worker."""
+    config = config_module.load(path)
+    status = gather_status(config)
+    [instance] = status["instances"]
+    [line] = [x for x in render_status(status).splitlines() if x.startswith("    worker:")]
+    [row] = [c for c in run_checks(config, {}, deep_gpu=False) if c.name == "worker memory"]
+    return instance["worker"], line, row
+
+
+def test_doctor_warns_when_recycling_could_never_act_before_the_memory_limit(
+    tmp_path: Path,
+) -> None:
+    config = load_config(
+        tmp_path,
+        conversion={"max_worker_memory_bytes": 8 << 30},
+        engine={"recycle_above_bytes": 8 << 30},
+    )
+    [row] = [c for c in run_checks(config, {}, deep_gpu=False) if c.name == "worker recycling"]
+    assert row.status == "WARN" and "8.0 GiB" in row.detail and "below the limit" in row.fix
+    [idle] = [c for c in run_checks(config, {}, deep_gpu=False) if c.name == "worker memory"]
+    assert idle.status == "OK" and "no running instance" in idle.detail
+
+
+def test_status_shows_the_worker_beside_its_limits_and_torch_on_a_gpu() -> None:
+    worker = {
+        "memory_bytes": 3 << 30,
+        "max_worker_memory_bytes": 16 << 30,
+        "recycle_above_bytes": 12 << 30,
+        "recycle_after_jobs": 1000,
+        "jobs_since_start": 412,
+        "recycles": {"jobs": 2},
+        "gpu_allocated_bytes": 1 << 30,
+        "gpu_reserved_bytes": 3 << 29,
+    }
+    assert worker_memory_text(worker) == (
+        "3.0 GiB resident, limit 16.0 GiB, recycled above 12.0 GiB or after 1000 jobs "
+        "(412 since its start), 2 recycled for jobs, GPU 1.0 GiB allocated, 1.5 GiB reserved"
+    )
+
+
+@pytest.mark.slow
+def test_ray_actors_are_recycled_the_same_way_and_each_document_ends_once(
+    tmp_path: Path,
+) -> None:
+    from tests.test_ray_engine import RAY_CPUS, _running, _stop, private_ray_processes
+
+    config = load_config(tmp_path, engine={**RAY_CPUS, "recycle_after_jobs": 2})
+    names = [f"doc-{number}.pdf" for number in range(8)]
+    service, thread = _running(config)
+    try:
+        for name in names:
+            make_pdf(tmp_path / "inbox" / name)
+            time.sleep(0.3)
+        wait_for(
+            lambda: all((tmp_path / "outbox" / n.replace(".pdf", ".json")).exists() for n in names),
+            timeout=240,
+        )
+        wait_for(lambda: sum(service.engine.memory().recycles.values()) >= 2, timeout=60)
+        workers = service.engine.workers()  # type: ignore[attr-defined]
+    finally:
+        _stop(service, thread)
+    assert sorted(files_under(tmp_path / "archive")) == names
+    sidecars = [
+        json.loads((tmp_path / "outbox" / n.replace(".pdf", ".json")).read_text()) for n in names
+    ]
+    assert {(s["status"], s["execution"]["attempt"]) for s in sidecars} == {("succeeded", 1)}
+    assert sum(w["recycles"] for w in workers) >= 2 and all(w["alive"] for w in workers)
+    assert any(isinstance(w["memory_bytes"], int) for w in workers)  # none while reloading
+    assert wait_for(lambda: not private_ray_processes(), timeout=30)
+
+
+def test_a_job_that_waited_for_a_fresh_worker_is_not_taken_for_stuck() -> None:
+    """The time limit runs from when the worker took the document (its first progress), as the
+    supervisor counts it: a wait for a recycled worker to load is not time past the limit."""
+    from types import SimpleNamespace
+
+    from sir_convert_a_lot.service.heartbeat import OVERDUE_GRACE_SECONDS, Activity, Heartbeat
+
+    now = time.monotonic()
+    limit = 60.0
+    waited = Activity("job_a", "a.pdf", started=now - limit - OVERDUE_GRACE_SECONDS - 30)
+    waited.limit_seconds = limit
+    service = SimpleNamespace(
+        watcher=None,
+        engine=SimpleNamespace(silent_seconds=lambda: 0.0),
+        converting=lambda: [waited],
+    )
+    beat = Heartbeat(
+        service,
+        spool=None,  # type: ignore[arg-type]
+        notifier=None,  # type: ignore[arg-type]
+        lease_seconds=5,
+        wake=threading.Event(),
+    )
+    assert "past its time limit" in (beat.health_problem() or "")  # not yet in the worker
+    waited.limit_from = now - 5  # the worker took it 5 s ago, after the wait
+    assert beat.health_problem() is None
+    waited.limit_from = now - limit - OVERDUE_GRACE_SECONDS - 1
+    assert "past its time limit" in (beat.health_problem() or "")
+
+
+def test_the_worker_hands_freed_heap_back_to_the_system() -> None:
+    """What the worker does after a document at most every TRIM_EVERY_SECONDS: heap freed in the
+    middle (which free() alone keeps) goes back to the system."""
+    import os
+
+    from sir_convert_a_lot.engine import worker
+    from sir_convert_a_lot.engine.transports.local import resident_bytes
+
+    if worker._malloc_trim() is None:
+        pytest.skip("not glibc: no malloc_trim")
+    held = [bytes(4096) + bytes([n % 256]) for n in range(60_000)]  # about 250 MB of malloc
+    keep = held[-1]  # the top of the heap stays in use: free() alone cannot shrink it
+    del held
+    before = resident_bytes(os.getpid()) or 0
+    worker.release_freed_memory()
+    after = resident_bytes(os.getpid()) or 0
+    assert keep and before - after > 100 << 20
