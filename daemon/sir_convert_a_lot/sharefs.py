@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import os
 import stat
@@ -222,9 +221,10 @@ def scan(root: Path, skip: Callable[[str, str], bool], below: str = "") -> Itera
 
 
 def _load_renameat2() -> Callable[[int, bytes, int, bytes, int], int] | None:
-    name = ctypes.util.find_library("c")
+    # The C library the interpreter already has loaded (dlopen(NULL)): find_library would run
+    # ldconfig in a subprocess at import, in the unit's sandbox too.
     try:
-        libc = ctypes.CDLL(name, use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)
         function = libc.renameat2
     except (OSError, AttributeError, TypeError):
         return None
