@@ -38,12 +38,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sir_convert_a_lot import logs
 from sir_convert_a_lot.config import Config, Governance, load
 from sir_convert_a_lot.engine.gpu import GpuProbe
 from sir_convert_a_lot.engine.interface import ProgressSink, WorkerInfo, WorkerMemory
 from sir_convert_a_lot.engine.policy import Decision, RunOn, decide
 from sir_convert_a_lot.engine.protocol import Converted
-from sir_convert_a_lot.ops import logs
 from sir_convert_a_lot.options import ConversionOptions
 from sir_convert_a_lot.testing.configs import write_config
 from sir_convert_a_lot.testing.pdfs import pdf_bytes

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sir_convert_a_lot import logs
 from sir_convert_a_lot.backends import no_text
 from sir_convert_a_lot.config import Config, Governance
 from sir_convert_a_lot.engine.interface import (
@@ -45,7 +46,6 @@ from sir_convert_a_lot.jobs.custody import Custody
 from sir_convert_a_lot.jobs.endings import Attempt, Endings
 from sir_convert_a_lot.jobs.job import Job, Phase
 from sir_convert_a_lot.jobs.outcome import Outcome, Status
-from sir_convert_a_lot.ops import logs
 
 log = logs.get()
 
