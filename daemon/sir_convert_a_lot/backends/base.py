@@ -7,8 +7,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal, Protocol
 
+from sir_convert_a_lot.backends.pdf_open import OpenedPdf
 from sir_convert_a_lot.backends.table_counts import TableCounts
-from sir_convert_a_lot.intake.preflight import OpenedPdf
 from sir_convert_a_lot.options import ConversionOptions
 
 ProgressCallback = Callable[[int, int], None]

@@ -53,11 +53,11 @@ from sir_convert_a_lot.backends.docling_pipeline import (
     pipeline_options,
     tensor_devices,
 )
+from sir_convert_a_lot.backends.file_faults import broken_message
 from sir_convert_a_lot.backends.ocr_pages import needs_ocr
+from sir_convert_a_lot.backends.pdf_open import OpenedPdf, no_page_has_an_area, resource_cycle
 from sir_convert_a_lot.backends.table_tally import CountedTables, TableTally
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
-from sir_convert_a_lot.intake.file_faults import broken_message
-from sir_convert_a_lot.intake.preflight import OpenedPdf, no_page_has_an_area, resource_cycle
 from sir_convert_a_lot.names import display, is_valid_utf8
 from sir_convert_a_lot.options import ConversionOptions
 

@@ -28,10 +28,10 @@ from sir_convert_a_lot.backends.base import (
     Device,
     ProgressCallback,
 )
+from sir_convert_a_lot.backends.pdf_open import MUPDF, OpenedPdf
 from sir_convert_a_lot.backends.pictures import PictureSet, render_area
 from sir_convert_a_lot.backends.reading_order import Box, column_order, leading_number
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
-from sir_convert_a_lot.intake.preflight import MUPDF, OpenedPdf
 from sir_convert_a_lot.options import ConversionOptions
 
 _FURNITURE_CLASSES = frozenset({"page-header", "page-footer"})
