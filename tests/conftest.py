@@ -1,6 +1,12 @@
 from __future__ import annotations
 
+import _posixsubprocess
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fixtures.stand_in_models import build_stand_in_models
@@ -19,6 +25,57 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+_STARTERS = (
+    (subprocess, "_fork_exec"),  # subprocess binds _posixsubprocess.fork_exec at import
+    (_posixsubprocess, "fork_exec"),  # multiprocessing looks it up at each start
+    (os, "fork"),
+    (os, "posix_spawn"),
+    (os, "posix_spawnp"),
+)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    with _no_process_unless_slow(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    with _no_process_unless_slow(item):
+        return (yield)
+
+
+@contextmanager
+def _no_process_unless_slow(item: pytest.Item) -> Iterator[None]:
+    """`tools/test --fast` runs the tests not marked slow, and stays fast only if none of them
+    starts a process: a daemon, a worker, Ray, or any command. Such a test fails, saying so,
+    whether it starts one itself or through a fixture of any scope set up for it. Every way
+    Python starts a process (subprocess, multiprocessing, os.fork, os.posix_spawn) goes through
+    one of the functions replaced here."""
+    if item.get_closest_marker("slow") is not None:
+        yield
+        return
+
+    def refuse(name: str) -> Callable[..., Any]:
+        def started(*args: object, **kwargs: object) -> Any:
+            raise AssertionError(
+                f"{item.nodeid} starts a process ({name}) but is not marked slow: add "
+                "@pytest.mark.slow, or keep it in-process, so `tools/test --fast` stays fast"
+            )
+
+        return started
+
+    saved = [(owner, name, getattr(owner, name)) for owner, name in _STARTERS]
+    for owner, name, _ in saved:
+        setattr(owner, name, refuse(name))
+    try:
+        yield
+    finally:
+        for owner, name, function in saved:
+            setattr(owner, name, function)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The daemon as the tests run it: ``sir_convert_a_lot.testing.daemon`` from the repository's
+"""The daemon as the tests run it: ``harness.daemon`` from the repository's
 own environment, plus ``crash_at``, which runs it under ``tests.crash_harness``."""
 
 from __future__ import annotations
@@ -7,13 +7,14 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from sir_convert_a_lot.testing import daemon as harness
-from sir_convert_a_lot.testing.daemon import (
+from harness import daemon as harness
+from harness.daemon import (
     CAP_LEASE,
     can_obey_permissions,
     drop_permission_override,
     dropping,
 )
+
 from tests.helpers import REPO, VENV_BIN
 
 __all__ = [

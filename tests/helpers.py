@@ -1,5 +1,5 @@
 """Shared test helpers: where the repository's samples and environment are, and (from the
-package's ``sir_convert_a_lot.testing``, which the tools share) configs on real temporary
+package's ``harness``, which the tools share) configs on real temporary
 folders, generated PDFs and waiting."""
 
 from __future__ import annotations
@@ -9,10 +9,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from harness.configs import config_document, load_config, write_config
+from harness.pdfs import make_pdf, pdf_bytes
+from harness.waiting import wait_for
+
 from sir_convert_a_lot.config import Governance
-from sir_convert_a_lot.testing.configs import config_document, load_config, write_config
-from sir_convert_a_lot.testing.pdfs import make_pdf, pdf_bytes
-from sir_convert_a_lot.testing.waiting import wait_for
 
 __all__ = [
     "REPO",

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sir_convert_a_lot.testing.pdfs import pdf_bytes
+from harness.pdfs import pdf_bytes
+
 from tests.hostile_calls import sha256
 from tests.hostile_share import Placed
 

@@ -21,7 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sir_convert_a_lot.testing.pdfs import pdf_bytes
+from harness.pdfs import pdf_bytes
+
 from tests import hostile_calls as calls
 from tests.hostile_calls import sha256
 

@@ -63,6 +63,7 @@ def test_a_preallocated_copy_waits_for_its_head_then_its_tail(tmp_path: Path) ->
     assert missing_part(path) is None
 
 
+@pytest.mark.slow
 def test_a_hole_where_startxref_points_means_the_table_has_not_arrived(tmp_path: Path) -> None:
     """A writer that sends blocks out of order (parallel SMB writes) can deliver the tail first."""
     data = pdf_bytes(pages=2)
@@ -143,6 +144,7 @@ def test_a_file_open_for_writing_here_has_a_writer(tmp_path: Path) -> None:
         assert writer_on_this_host(path) is False  # readers are no writers
 
 
+@pytest.mark.slow
 def test_a_writer_in_another_process_is_seen_and_its_close_too(tmp_path: Path) -> None:
     path = tmp_path / "b.pdf"
     path.write_bytes(b"%PDF-1.7\n")

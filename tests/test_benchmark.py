@@ -68,6 +68,7 @@ def test_a_call_shared_by_several_documents_counts_once() -> None:
     }
 
 
+@pytest.mark.slow
 def test_a_benchmark_run_on_the_cpu_backend_reports_every_job(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
     copy_sample("multi_page.pdf", corpus)
@@ -131,6 +132,7 @@ def scratch_env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "TMPDIR": str(tmp_path / "tmp")}
 
 
+@pytest.mark.slow
 def test_a_run_stopped_midway_takes_its_daemon_and_folder_with_it(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
     copy_sample("multi_page.pdf", corpus)
@@ -182,6 +184,7 @@ def _state(pid: int) -> str:
         return "zombie"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("wrong", ["config", "corpus"])
 def test_a_missing_config_or_corpus_is_named_without_a_traceback(
     tmp_path: Path, wrong: str
@@ -200,6 +203,7 @@ def cost_command(output: Path, *arguments: str) -> list[str]:
     return [str(REPO / ".venv" / "bin" / "python"), str(tool), "--output", str(output), *arguments]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("arguments", "said"),
     [

@@ -206,6 +206,7 @@ def test_the_worker_keeps_a_genuine_converter_fault_an_internal_error(tmp_path: 
 # -- end to end: the real convert command -------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_convert_fails_a_page_tree_with_a_cycle_as_unreadable_and_leaves_it_in_place(
     tmp_path: Path,
 ) -> None:
@@ -264,6 +265,7 @@ def _docling_failure(errors: list[Any]) -> JobFailure:
     return caught.value
 
 
+@pytest.mark.slow
 def test_docling_parses_rejection_of_the_input_is_pdf_unreadable() -> None:
     failure = _docling_failure([_docling_error("user_input", "backend_failure")])
     assert failure.code is ErrorCode.PDF_UNREADABLE
@@ -397,6 +399,7 @@ def test_the_tool_calls_out_hangs_tracebacks_and_changed_originals() -> None:
     assert tool.summary([hung, bad], ["pymupdf"])["pymupdf"]["originals_lost_or_changed"] == 1
 
 
+@pytest.mark.slow
 def test_the_tool_runs_convert_per_file_and_reports_each_outcome(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
     corpus.mkdir()

@@ -300,6 +300,7 @@ def results(world: Path) -> dict[tuple[str, str], subprocess.CompletedProcess[st
         return dict(zip(wanted, done, strict=True))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("who", USERS)
 @pytest.mark.parametrize("name", list(CASES))
 def test_a_wrong_argument_gets_its_exit_code_and_one_line_with_the_fix(

@@ -737,6 +737,7 @@ print(sorted(m for m in ("docling", "torch", "pymupdf", "pymupdf4llm") if m in s
 """
 
 
+@pytest.mark.slow
 def test_reading_the_config_and_the_capabilities_imports_no_converter_library() -> None:
     # The daemon process asks the backend classes what they can do; the worker alone may pay
     # for docling, torch or pymupdf. A fresh interpreter, so no earlier test's import counts.

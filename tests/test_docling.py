@@ -34,7 +34,7 @@ from tests.helpers import (
 TABLE_PAGE = SAMPLES / "2305.03393v1-pg9.pdf"
 
 
-pytestmark = pytest.mark.usefixtures("offline")
+pytestmark = [pytest.mark.usefixtures("offline"), pytest.mark.slow]  # models: seconds per test
 
 
 class _RecordingModel:

@@ -24,6 +24,8 @@ from sir_convert_a_lot.engine.supervisor import Engine
 from sir_convert_a_lot.options import ConversionOptions
 from tests.helpers import OFFLINE, REPO, SAMPLES, docling_config, load_config, pdf_bytes
 
+pytestmark = pytest.mark.slow  # models, workers or Ray: seconds per test
+
 OPTIONS = ConversionOptions(backend_strategy="docling", ocr_mode="off", table_mode="fast")
 
 

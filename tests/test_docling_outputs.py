@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.pdfs import pdf_with_pictures
 
 from sir_convert_a_lot.backends.base import BackendContext
 from sir_convert_a_lot.backends.docling import DoclingBackend
@@ -27,7 +28,6 @@ from sir_convert_a_lot.backends.pictures import PictureSet
 from sir_convert_a_lot.engine.protocol import Converted
 from sir_convert_a_lot.jobs.artifacts import render
 from sir_convert_a_lot.options import ConversionOptions
-from sir_convert_a_lot.testing.pdfs import pdf_with_pictures
 from tests.daemon import run_cli
 from tests.helpers import docling_config, write_config
 
@@ -36,7 +36,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PICTURE_BOX = (72.0, 145.0, 312.0, 280.0)
 
 
-pytestmark = pytest.mark.usefixtures("offline")
+pytestmark = [pytest.mark.usefixtures("offline"), pytest.mark.slow]  # models: seconds per test
 
 
 def _document_with_pictures(count: int) -> Any:

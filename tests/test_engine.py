@@ -32,6 +32,8 @@ from sir_convert_a_lot.options import ConversionOptions
 from sir_convert_a_lot.service.daemon import Service
 from tests.helpers import UNLOCK, copy_sample, load_config, make_pdf, wait_for
 
+pytestmark = pytest.mark.slow  # models, workers or Ray: seconds per test
+
 CPU = RunOn("cpu")
 NO_GPU = GpuProbe(False, None, "no usable GPU: test", "nvml_unavailable: test", "not_checked")
 A_GPU = GpuProbe(True, GpuDevice(0, "Test GPU", "999.1", 80 << 30), "ok", "ok", "available")

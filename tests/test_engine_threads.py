@@ -114,6 +114,7 @@ def test_threads_that_submit_together_start_one_worker(tmp_path: Path) -> None:
     assert engine.starts == 1 and len(made) == 1
 
 
+@pytest.mark.slow
 def test_a_timeout_fails_its_own_thread_and_the_others_are_innocent(tmp_path: Path) -> None:
     engine, made = _engine(tmp_path)
     engine.start()
@@ -149,6 +150,7 @@ def test_abort_or_stop_from_another_thread_settles_every_waiter(tmp_path: Path, 
 # -- the lifecycle: a neighbour's timeout costs a job nothing -----------------------------------
 
 
+@pytest.mark.slow
 def test_the_innocent_bystander_of_a_timeout_goes_round_again_uncounted(tmp_path: Path) -> None:
     # One attempt allowed: had the bystander's killed attempt counted, its second go would be
     # refused with worker_crashed.
@@ -318,6 +320,7 @@ def _unanswered(made: list[ScriptedTransport], outcomes: dict[str, Outcome]) -> 
     return _requested(made[-1]) - set(outcomes) if len(made) == 2 else set()
 
 
+@pytest.mark.slow
 def test_a_timeout_alone_in_the_worker_is_not_shared(tmp_path: Path) -> None:
     engine, _made = _engine(tmp_path)
     engine.start()
@@ -327,6 +330,7 @@ def test_a_timeout_alone_in_the_worker_is_not_shared(tmp_path: Path) -> None:
     engine.stop()
 
 
+@pytest.mark.slow
 def test_a_job_past_its_limit_among_others_is_tried_alone_before_it_fails(tmp_path: Path) -> None:
     """Its time was shared with its neighbours, so the first timeout is not counted; alone,
     the timeout is its own and it fails conversion_timeout after one counted attempt."""

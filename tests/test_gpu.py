@@ -255,6 +255,7 @@ def test_root_creates_the_lock_folder_and_files_for_the_service_group(
     assert stat.S_IMODE((folder / "gpu3.lock").stat().st_mode) == 0o660
 
 
+@pytest.mark.slow
 def test_a_bounded_wait_says_who_holds_the_gpu_then_gives_up(tmp_path: Path) -> None:
     first = DeviceLock(0, "host-a-gpu0", folder=tmp_path)
     first.acquire(wait=False)
@@ -345,6 +346,7 @@ def _start_holder(folder: Path) -> subprocess.Popen[str]:
     return holder
 
 
+@pytest.mark.slow
 def test_the_device_lock_holds_across_processes(tmp_path: Path) -> None:
     holder = _start_holder(tmp_path)
     mine = DeviceLock(0, "this-process-gpu0", folder=tmp_path)
@@ -365,6 +367,7 @@ def test_the_device_lock_holds_across_processes(tmp_path: Path) -> None:
     mine.release()
 
 
+@pytest.mark.slow
 def test_a_crashed_holder_releases_the_device_lock(tmp_path: Path) -> None:
     holder = _start_holder(tmp_path)
     mine = DeviceLock(0, "this-process-gpu0", folder=tmp_path)

@@ -121,6 +121,7 @@ def test_the_pieces_join_into_the_same_bytes_and_a_changed_piece_is_refused(
         reassemble(stash, manifest, tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_the_device_side_keeps_each_part_then_installs_offline(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -160,6 +161,7 @@ def test_a_part_for_another_python_is_refused_before_it_is_kept(tmp_path: Path) 
     assert not (tmp_path / "stash").exists()
 
 
+@pytest.mark.slow
 def test_the_real_bundle_fits_the_device_calls(tmp_path: Path) -> None:
     """The real build from requirements/constraints.txt, for the device's Python 3.12: what
     gpu-check needs and the device lacks, in parts that each travel beside this tree."""

@@ -91,6 +91,7 @@ def test_the_no_op_engine_is_a_conversion_engine_that_answers_at_once() -> None:
     assert not isinstance(locked, RunOn)
 
 
+@pytest.mark.slow
 def test_the_no_op_engine_never_reaches_production_config(tmp_path: Path) -> None:
     # No key of the config (nor any choice of one) names it: init-config's document is every key.
     document = json.dumps(config_module.default_document(Path("/srv/sca"))).lower()

@@ -84,6 +84,7 @@ def test_the_plot_is_a_png_with_both_arms(tmp_path: Path) -> None:
     assert memory_report.COLOURS["off"] in colours and memory_report.COLOURS["on"] in colours
 
 
+@pytest.mark.slow
 def test_the_soak_documents_differ_and_carry_a_table_on_every_page() -> None:
     import pymupdf
 

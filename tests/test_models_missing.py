@@ -200,6 +200,7 @@ def test_models_check_lists_each_engine_the_config_may_use(
     assert main(["--config", str(path), "models", "check"]) == 0
 
 
+@pytest.mark.slow
 def test_models_download_fetches_both_engines(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -47,12 +47,14 @@ def _convert(data: bytes) -> BackendResult:
     return backend.convert(open_pdf(data, max_pages=10), options, lambda _p, _t: None)
 
 
+@pytest.mark.slow
 def test_pages_without_text_are_counted_in_the_warnings() -> None:
     result = _convert(_pdf("text", "drawing", "image"))
     assert "born-digital text" in result.markdown
     assert "no_text_found:2/3" in result.warnings
 
 
+@pytest.mark.slow
 def test_a_scan_says_it_found_no_text_and_a_text_pdf_says_nothing() -> None:
     scan = _convert(_pdf("image"))
     assert scan.markdown.strip() == ""

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.pdfs import scanned_pdf_bytes
 
 from sir_convert_a_lot.backends import ocr_engine
 from sir_convert_a_lot.backends.base import BackendContext, BackendResult
@@ -26,7 +27,6 @@ from sir_convert_a_lot.engine.protocol import Converted
 from sir_convert_a_lot.engine.supervisor import Engine
 from sir_convert_a_lot.errors import JobFailure
 from sir_convert_a_lot.options import ConversionOptions
-from sir_convert_a_lot.testing.pdfs import scanned_pdf_bytes
 from tests.helpers import docling_config, load_config
 
 pytestmark = pytest.mark.usefixtures("offline")
@@ -64,6 +64,7 @@ def torch_on_cpu(torch_models: Path) -> Any:
     backend.context.model_thread.shutdown()
 
 
+@pytest.mark.slow
 def test_the_models_named_are_the_files_docling_asks_rapidocr_for() -> None:
     """``models check`` and the worker look for these files; docling (with its defaults) loads
     exactly these. A docling or rapidocr that resolves others fails here."""

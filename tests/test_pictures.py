@@ -16,13 +16,15 @@ from typing import Any
 from urllib.parse import unquote
 
 import pytest
+from harness.pdfs import pdf_with_pictures
 
 from sir_convert_a_lot.backends.pictures import PictureSet, png_of
 from sir_convert_a_lot.engine.protocol import Converted
 from sir_convert_a_lot.jobs.artifacts import listing, render
-from sir_convert_a_lot.testing.pdfs import pdf_with_pictures
 from tests.daemon import Daemon, run_cli
 from tests.helpers import files_under, wait_for, write_config
+
+pytestmark = pytest.mark.slow  # models, workers or Ray: seconds per test
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 LINK = re.compile(r"!\[[^\]]*\]\(([^)]*)\)")

@@ -86,6 +86,7 @@ def test_a_cluster_without_gpus_fails_when_actors_want_them() -> None:
     assert enough.status == "OK" and "4 actor(s)" in enough.detail
 
 
+@pytest.mark.slow
 def test_versions_are_checked_on_every_node_of_a_private_cluster(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -22,14 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.daemon import Daemon
 
 from sir_convert_a_lot.config import Config
 from sir_convert_a_lot.engine.pool import EnginePool
 from sir_convert_a_lot.engine.ray_cluster import MARK_VARIABLE
 from sir_convert_a_lot.engine.ray_reaper import marked_processes, reap, with_descendants
 from sir_convert_a_lot.service.daemon import Service
-from sir_convert_a_lot.testing.daemon import Daemon
 from tests.helpers import load_config, make_pdf, wait_for, write_config
+
+pytestmark = pytest.mark.slow  # models, workers or Ray: seconds per test
 
 RAY = {"kind": "ray", "ray_address": "local", "workers": 2, "gpus_per_worker": 0}
 RAY_CPUS = {**RAY, "cpus_per_worker": 1}

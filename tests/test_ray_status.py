@@ -20,6 +20,8 @@ from sir_convert_a_lot.service.actors import ActorView, lease_actors
 from sir_convert_a_lot.service.daemon import Service
 from tests.helpers import load_config, make_pdf, wait_for
 
+pytestmark = pytest.mark.slow  # models, workers or Ray: seconds per test
+
 RAY_CPUS = {
     "kind": "ray",
     "ray_address": "local",
@@ -46,6 +48,7 @@ def _actor_lines(text: str) -> list[str]:
 def test_status_lists_each_actor_and_the_job_running_in_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+
     config = load_config(tmp_path, engine=RAY_CPUS)
     slow = replace(config, defaults=replace(config.defaults, document_timeout_seconds=120))
     service = Service(slow, install_signal_handlers=False, fault_injection=("hang:slow.pdf",))

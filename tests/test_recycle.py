@@ -275,6 +275,7 @@ def test_a_job_that_waited_for_a_fresh_worker_is_not_taken_for_stuck() -> None:
     assert "past its time limit" in (beat.health_problem() or "")
 
 
+@pytest.mark.slow
 def test_the_worker_hands_freed_heap_back_to_the_system() -> None:
     """What the worker does after a document at most every TRIM_EVERY_SECONDS: heap freed in the
     middle (which free() alone keeps) goes back to the system."""

@@ -46,6 +46,7 @@ def _retry(config: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tupl
     return code, capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_all_alone_moves_only_retryable_failures_and_says_why_it_skips_the_others(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -166,6 +167,7 @@ sys.exit(main(["--config", sys.argv[1], "retry", "--all"]))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as a share-group member")
 def test_a_share_group_member_may_not_retry_and_nothing_moves(
     request: pytest.FixtureRequest,

@@ -626,6 +626,7 @@ def test_racing_takeovers_of_one_dead_job_only_one_wins(
     assert job_folders(paths.state / "claimed") == [f"host-c-gpu0/{job.job_id}"]
 
 
+@pytest.mark.slow
 def test_concurrent_takeovers_share_out_every_job_exactly_once(paths: Paths) -> None:
     jobs = _dead_instance_with_jobs(paths, "host-b-gpu0", [f"f{n:02}.pdf" for n in range(30)])
     rivals = [started(paths, f"host-{name}-gpu0") for name in "cdef"]

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from sir_convert_a_lot.testing import faithful_models as fm
-from sir_convert_a_lot.testing.stand_in_models import (
+from harness import faithful_models as fm
+from harness.stand_in_models import (
     LAYOUT_DIR,
     LAYOUT_LABELS,
     RAPIDOCR_DIR,
@@ -65,6 +64,7 @@ def test_the_layout_model_has_the_published_size() -> None:
     assert stored * 4 / 1e6 == pytest.approx(fm.HERON_PUBLISHED["weights_mb"], rel=0.01)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["fast", "accurate"])
 def test_tableformer_is_as_published(mode: str) -> None:
     from docling_ibm_models.tableformer.models.table04_rs.tablemodel04_rs import TableModel04_rs
@@ -86,6 +86,7 @@ def test_the_cli_refuses_a_wrong_call() -> None:
     assert main(["stand_in_models", "--big", "out"]) == 2
 
 
+@pytest.mark.slow
 def test_without_ocr_no_rapidocr_folder_is_written(tmp_path: Path) -> None:
     # gpu-check on the device runs with OCR off and without rapidocr installed (tools/gpu-bundle
     # leaves it out); the layout and TableFormer stand-ins must still be all there.

@@ -104,6 +104,7 @@ def _umask_0002() -> None:
 # -- the state folder is the daemon's alone ------------------------------------------------------
 
 
+@pytest.mark.slow
 @AS_ROOT
 def test_a_daemon_under_umask_0002_keeps_the_share_group_out_of_its_state(share: Path) -> None:
     config = write_config(share)
@@ -260,6 +261,7 @@ def _plant_failure(paths: Paths, name: str, failed_path: str, relative: str = "x
     return path
 
 
+@pytest.mark.slow
 @AS_ROOT
 def test_retry_refuses_forged_failure_records_and_moves_nothing(
     share: Path, capsys: pytest.CaptureFixture[str]
@@ -342,6 +344,7 @@ def _status_as(config: Path, groups: list[int]) -> tuple[int, str]:
     return os.waitstatus_to_exitcode(wait_status), err
 
 
+@pytest.mark.slow
 @AS_ROOT
 def test_status_by_a_user_who_may_not_read_the_state_says_so_in_one_line(share: Path) -> None:
     config = write_config(share)

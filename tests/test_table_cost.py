@@ -16,6 +16,8 @@ from tests.helpers import REPO
 sys.path.insert(0, str(REPO / "tools"))
 import table_cost
 
+pytestmark = pytest.mark.slow  # models, workers or Ray: seconds per test
+
 
 def test_each_way_is_timed_and_gives_docling_s_tags(stand_in_models: Path) -> None:
     predictor = table_cost.table_predictor(stand_in_models, "cpu")
@@ -35,6 +37,7 @@ def test_each_way_is_timed_and_gives_docling_s_tags(stand_in_models: Path) -> No
 def test_a_prediction_that_differs_from_docling_s_is_reported(
     stand_in_models: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+
     predictor = table_cost.table_predictor(stand_in_models, "cpu")
     images = table_cost.table_images(predictor, 2)
     real = tableformer_fast.predict_many

@@ -13,11 +13,13 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from harness.scripted_tables import CELL_TAGS, History, RowScripts
 from torch import Tensor
 
 from sir_convert_a_lot.backends import tableformer_fast, tableformer_lanes
-from sir_convert_a_lot.testing.scripted_tables import CELL_TAGS, History, RowScripts
 from tests.test_tableformer_fast import assert_same, load_predictor
+
+pytestmark = pytest.mark.slow  # models, workers or Ray: seconds per test
 
 Prediction = tuple[list[int], Tensor, Tensor]
 ENDS = [1, 5, 37, 90, 2, 12, 20, 3, 9, 30, 7, 15]  # steps at which each table writes <end>

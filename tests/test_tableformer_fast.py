@@ -17,6 +17,8 @@ from torch import Tensor, nn
 from sir_convert_a_lot.backends import tableformer_fast
 from sir_convert_a_lot.backends.table_fast_path import FastPath, accelerate
 
+pytestmark = pytest.mark.slow  # models, workers or Ray: seconds per test
+
 TABLEFORMER = "docling-project--docling-models/model_artifacts/tableformer/fast"
 
 

@@ -21,6 +21,8 @@ from sir_convert_a_lot import config as config_module
 from sir_convert_a_lot.ops.cli import _parser
 from tests.helpers import REPO, VENV_BIN
 
+pytestmark = pytest.mark.slow  # systemd-analyze and systemd-tmpfiles run as commands
+
 SYSTEMD = REPO / "systemd"
 UNIT = SYSTEMD / "sir-convert@.service"
 DROP_IN = SYSTEMD / "sir-convert@.service.d" / "10-site.conf.example"

@@ -92,6 +92,7 @@ def test_the_build_recorded_at_install_is_read_back_and_garbage_is_not(tmp_path:
     assert recorded_build(record) is None
 
 
+@pytest.mark.slow
 def test_this_checkout_reports_its_head_everywhere_the_version_is_shown() -> None:
     package = Path(sir_convert_a_lot.__file__).resolve().parent
     if package != REPO / "daemon" / "sir_convert_a_lot" or shutil.which("git") is None:

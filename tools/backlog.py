@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sir_convert_a_lot.testing.configs import write_config
-from sir_convert_a_lot.testing.pdfs import pdf_bytes
+from harness.configs import write_config
+from harness.pdfs import pdf_bytes
+
 from toolkit import (
     start_ready_daemon,
     stop_daemon,

@@ -13,7 +13,7 @@ that repository (``git show COMMIT:test/pdfs/NAME``). Backends:
 - ``pymupdf``: the CPU backend unlocked by a decision record (tools/bench-configs/pymupdf-cpu.toml).
 - ``docling``: docling's real pipeline on the CPU (the governed ``gpu_prefer`` fallback,
   tools/bench-configs/docling-standin-cpu.toml) with the random-weight stand-in models of
-  sir_convert_a_lot.testing.stand_in_models, built under ``--models`` when absent. Its text is
+  harness.stand_in_models, built under ``--models`` when absent. Its text is
   meaningless; parsing, preflight and error handling are real.
 
 Per file and backend the report says: the terminal outcome (``succeeded``, or the error code,
@@ -256,7 +256,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     names = [n for n in listed["files"] if (args.corpus / n).is_file()]
     backends: list[str] = args.backends
     if "docling" in backends:
-        from sir_convert_a_lot.testing.stand_in_models import build_stand_in_models
+        from harness.stand_in_models import build_stand_in_models
 
         build_stand_in_models(args.models)
     runs: list[Run] = []

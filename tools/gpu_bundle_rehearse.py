@@ -11,7 +11,7 @@ project's .venv) whose one ``.pth`` line adds a folder of links to the distribut
 source environment (``--source``, default .venv) that the device image also has (``DEVICE_HAS``:
 torch, transformers, safetensors, numpy, ...), and nothing else. Then, as on the device, it
 ``add``s each part of the bundle with that Python and ``install``s it into WORK/site, and runs
-tools/gpu-check with that Python and ``PYTHONPATH=daemon:WORK/site``, passing the arguments after
+tools/gpu-check with that Python and ``PYTHONPATH=daemon:.:WORK/site``, passing the arguments after
 ``--``. Run it under ``unshare -n`` to be sure nothing is fetched from the network.
 """
 
@@ -107,7 +107,7 @@ def main() -> int:
     env = {
         **os.environ,
         "PYTHON": str(python),
-        "PYTHONPATH": f"{REPO / 'daemon'}{os.pathsep}{args.work / 'site'}",
+        "PYTHONPATH": os.pathsep.join((str(REPO / "daemon"), str(REPO), str(args.work / "site"))),
     }
     command = [str(REPO / "tools" / "gpu-check"), *args.check]
     print("rehearse: PYTHONPATH=" + env["PYTHONPATH"] + " " + " ".join(command), flush=True)

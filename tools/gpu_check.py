@@ -4,7 +4,7 @@ Usage (on the GPU machine, from the repository root):
 
     python3 tools/gpu_check.py --output OUT_DIR [--batch-sizes 4,64] [--copies 3]
 
-It builds the stand-in models (sir_convert_a_lot.testing.stand_in_models), then for each batch
+It builds the stand-in models (harness.stand_in_models), then for each batch
 size runs the real daemon with ``gpu_required`` and the docling backend on a few sample PDFs and
 reports:
 the GPU probe, ``acceleration_used`` of every job, whether every job's model calls ran on the
@@ -35,12 +35,12 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
+from harness.pdfs import scanned_pdf_bytes
+from harness.stand_in_models import build_stand_in_models
 
 import gpu_tables
 from sir_convert_a_lot import config as config_module
 from sir_convert_a_lot.engine.gpu import probe
-from sir_convert_a_lot.testing.pdfs import scanned_pdf_bytes
-from sir_convert_a_lot.testing.stand_in_models import build_stand_in_models
 from toolkit import REPO
 
 SAMPLES = REPO / "fixtures" / "corpus_sample"
@@ -50,10 +50,11 @@ ENV = {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
     "PYTHONUNBUFFERED": "1",
-    # daemon/ first, then whatever the caller had: on the device the bundle's packages live in a
-    # --target folder on PYTHONPATH (tools/gpu-bundle), and the daemon must see them too.
+    # daemon/ and the repository (for harness/, the test harness the wheel leaves out) first,
+    # then whatever the caller had: on the device the bundle's packages live in a --target folder
+    # on PYTHONPATH (tools/gpu-bundle), and the daemon must see them too.
     "PYTHONPATH": os.pathsep.join(
-        p for p in (str(REPO / "daemon"), os.environ.get("PYTHONPATH", "")) if p
+        p for p in (str(REPO / "daemon"), str(REPO), os.environ.get("PYTHONPATH", "")) if p
     ),
 }
 

@@ -38,6 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.configs import write_config
+from harness.pdfs import pdf_bytes
+
 from sir_convert_a_lot import logs
 from sir_convert_a_lot.config import Config, Governance, load
 from sir_convert_a_lot.engine.gpu import GpuProbe
@@ -45,12 +48,10 @@ from sir_convert_a_lot.engine.interface import ProgressSink, WorkerInfo, WorkerM
 from sir_convert_a_lot.engine.policy import Decision, RunOn, decide
 from sir_convert_a_lot.engine.protocol import Converted
 from sir_convert_a_lot.options import ConversionOptions
-from sir_convert_a_lot.testing.configs import write_config
-from sir_convert_a_lot.testing.pdfs import pdf_bytes
 from sir_convert_a_lot.versions import component_versions
 from toolkit import start_ready_daemon, tree_cpu_seconds, write_report
 
-INSTANCE = "test-instance"  # the name sir_convert_a_lot.testing.configs gives
+INSTANCE = "test-instance"  # the name harness.configs gives
 MARKDOWN = "# Page 1\n\nNothing was converted: the loop-ceiling engine answers at once.\n"
 NO_GPU = GpuProbe(
     cuda_available=False,

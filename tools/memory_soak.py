@@ -37,8 +37,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from harness.configs import write_config
+
 import memory_report
-from sir_convert_a_lot.testing.configs import write_config
 from toolkit import exit_on_sigterm, start_ready_daemon, stop_daemon
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -332,7 +333,7 @@ def main() -> int:
 
 
 def _stand_ins() -> Path:
-    from sir_convert_a_lot.testing.stand_in_models import build_stand_in_models
+    from harness.stand_in_models import build_stand_in_models
 
     return build_stand_in_models(Path(tempfile.mkdtemp(prefix="sca-models-")), ocr=False)
 

@@ -202,7 +202,7 @@ def main() -> int:
     if args.tracemalloc:
         tracemalloc.start(args.frames)
     if args.models is None:
-        from sir_convert_a_lot.testing.stand_in_models import build_stand_in_models
+        from harness.stand_in_models import build_stand_in_models
 
         args.models = build_stand_in_models(Path(tempfile.mkdtemp(prefix="sca-models-")), ocr=False)
     report = {

@@ -337,7 +337,7 @@ def parity_config(args: argparse.Namespace, scratch: Path) -> Path:
     ):
         raise SystemExit(f"{source}: parity needs the settings its module docstring names")
     if args.stand_ins != "none":
-        from sir_convert_a_lot.testing.stand_in_models import build_stand_in_models
+        from harness.stand_in_models import build_stand_in_models
 
         built = build_stand_in_models(scratch / "models", size=args.stand_ins)
         document.setdefault("gpu", {})["models_path"] = str(built)

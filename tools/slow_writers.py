@@ -30,9 +30,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from sir_convert_a_lot.testing import samba
-from sir_convert_a_lot.testing.configs import write_config
-from sir_convert_a_lot.testing.daemon import Daemon
+from harness import samba
+from harness.configs import write_config
+from harness.daemon import Daemon
+
 from toolkit import REPO, write_report
 
 PAGES = 12

@@ -23,8 +23,9 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from sir_convert_a_lot.testing.configs import write_config
-from sir_convert_a_lot.testing.pdfs import pdf_bytes
+from harness.configs import write_config
+from harness.pdfs import pdf_bytes
+
 from toolkit import REPO, write_report
 
 VENV_BIN = REPO / ".venv" / "bin"

@@ -145,7 +145,7 @@ def main() -> int:
     if not (args.models / FAST_MODEL / "tm_config.json").is_file():
         parser.error(
             f"--models {args.models}: no TableFormer fast under it ({FAST_MODEL}); build the "
-            "stand-ins with: .venv/bin/python -m sir_convert_a_lot.testing.stand_in_models "
+            "stand-ins with: .venv/bin/python -m harness.stand_in_models "
             "--faithful DIR"
         )
     if args.tables < 1 or min(args.sizes + (args.lanes or [1])) < 1:

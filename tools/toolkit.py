@@ -4,7 +4,7 @@ memory, a daemon started until it is ready and stopped whatever happens.
 Tools are scripts in a flat folder (no ``__init__.py``): ``python tools/<name>.py`` puts
 ``tools/`` first on ``sys.path``, so ``import toolkit`` (or ``import benchmark``) finds the
 sibling module, and mypy, which checks ``tools/`` as a folder of top-level modules, resolves
-it the same way. The package itself (``sir_convert_a_lot``, with ``sir_convert_a_lot.testing``)
+it the same way. The package itself (``sir_convert_a_lot``, with ``harness``)
 comes from the installed environment: no tool edits ``sys.path`` or imports ``tests``.
 """
 

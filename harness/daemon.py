@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sir_convert_a_lot.testing.waiting import wait_for
+from harness.waiting import wait_for
 
 # The scripts of the environment this Python runs in (a venv's bin/, where sir-convert is).
 SCRIPTS = Path(sys.executable).parent

@@ -51,7 +51,7 @@ repeated box) and its class-head biases put ``text`` and ``table`` boxes above d
 score threshold, so a few table regions per page reach TableFormer, whose tag decoding is capped
 at 16 steps on a 112 px input (about 0.2 s per table on a CPU).
 
-Usage: ``build_stand_in_models(path)``, or ``python -m sir_convert_a_lot.testing.stand_in_models
+Usage: ``build_stand_in_models(path)``, or ``python -m harness.stand_in_models
 OUTPUT_DIR`` (``python fixtures/stand_in_models.py OUTPUT_DIR`` runs the same). ``--faithful``
 (``size="faithful"``) writes the real architectures at their published sizes instead, for
 benchmarks (``faithful_models``; docs/reference/stand-in-models.md).
@@ -70,7 +70,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sir_convert_a_lot.testing import ocr_models
+from harness import ocr_models
 
 SEED = 1234
 
@@ -308,7 +308,7 @@ def build_stand_in_models(artifacts_path: Path, size: str = "tiny", ocr: bool = 
     artifacts_path.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng(devices=[]):
         if size == "faithful":
-            from sir_convert_a_lot.testing import faithful_models
+            from harness import faithful_models
 
             faithful_models.build_faithful_layout(artifacts_path / LAYOUT_DIR)
             faithful_models.build_faithful_tableformer(artifacts_path / TABLEFORMER_DIR)

@@ -23,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sir_convert_a_lot.testing.stand_in_models import (
+from harness.stand_in_models import (
     LAYOUT_LABELS,
     TABLEFORMER_MODES,
     _save_layout,
@@ -220,7 +220,7 @@ def _steer_tableformer(model: Any) -> None:
     """Never end early, prefer cells: every table decodes TABLE_TAG_STEPS tags."""
     import torch
 
-    from sir_convert_a_lot.testing.stand_in_models import TABLEFORMER_WORD_MAP_TAG as tags
+    from harness.stand_in_models import TABLEFORMER_WORD_MAP_TAG as tags
 
     fc = model._tag_transformer._fc
     with torch.no_grad():
