@@ -13,17 +13,19 @@ import pytest
 
 from sir_convert_a_lot.errors import JobFailure
 from sir_convert_a_lot.intake.arrival import (
+    WRITER_OPEN,
+    Arrivals,
+    LeaseUnavailable,
+    writer_on_this_host,
+)
+from sir_convert_a_lot.jobs.source_checks import inspect_source
+from sir_convert_a_lot.source_file import (
     EMPTY,
     HEAD_NOT_ARRIVED,
     NO_EOF_MARKER,
-    WRITER_OPEN,
     XREF_NOT_ARRIVED,
-    Arrivals,
-    LeaseUnavailable,
     missing_part,
-    writer_on_this_host,
 )
-from sir_convert_a_lot.intake.preflight import inspect_source
 from tests.helpers import SAMPLES, copy_sample, pdf_bytes
 
 # -- the bytes ------------------------------------------------------------------------------

@@ -17,16 +17,16 @@ from typing import Any
 import pytest
 
 from sir_convert_a_lot.backends.base import BackendResult
-from sir_convert_a_lot.engine.protocol import ConvertRequest, Failed, WorkerSettings
-from sir_convert_a_lot.engine.worker import _Worker
-from sir_convert_a_lot.errors import ErrorCode, JobFailure
-from sir_convert_a_lot.intake.file_faults import broken_file, mupdf_file_error
-from sir_convert_a_lot.intake.preflight import (
+from sir_convert_a_lot.backends.file_faults import broken_file, mupdf_file_error
+from sir_convert_a_lot.backends.pdf_open import (
     OpenedPdf,
     no_page_has_an_area,
     open_pdf,
     resource_cycle,
 )
+from sir_convert_a_lot.engine.protocol import ConvertRequest, Failed, WorkerSettings
+from sir_convert_a_lot.engine.worker import _Worker
+from sir_convert_a_lot.errors import ErrorCode, JobFailure
 from sir_convert_a_lot.options import ConversionOptions
 from tests.daemon import run_cli
 from tests.helpers import REPO, make_pdf, write_config

@@ -15,10 +15,10 @@ import pytest
 from sir_convert_a_lot.backends.base import BackendContext
 from sir_convert_a_lot.backends.docling import DoclingBackend
 from sir_convert_a_lot.backends.docling_pipeline import tensor_devices
+from sir_convert_a_lot.backends.pdf_open import open_pdf
 from sir_convert_a_lot.config import Governance
 from sir_convert_a_lot.engine.gpu import DeviceLock, GpuDevice, GpuProbe
 from sir_convert_a_lot.engine.supervisor import Engine, EngineStartError
-from sir_convert_a_lot.intake.preflight import open_pdf
 from sir_convert_a_lot.options import ConversionOptions
 from tests.daemon import Daemon, run_cli
 from tests.helpers import (

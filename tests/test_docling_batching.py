@@ -16,11 +16,11 @@ from fixtures.stand_in_models import build_stand_in_models
 
 from sir_convert_a_lot.backends.base import BackendContext, BackendResult
 from sir_convert_a_lot.backends.docling import DoclingBackend
+from sir_convert_a_lot.backends.pdf_open import open_pdf
 from sir_convert_a_lot.config import Governance
 from sir_convert_a_lot.engine.policy import RunOn
 from sir_convert_a_lot.engine.protocol import Converted
 from sir_convert_a_lot.engine.supervisor import Engine
-from sir_convert_a_lot.intake.preflight import open_pdf
 from sir_convert_a_lot.options import ConversionOptions
 from tests.helpers import OFFLINE, REPO, SAMPLES, docling_config, load_config, pdf_bytes
 

@@ -23,9 +23,9 @@ from harness.pdfs import pdf_with_pictures
 from sir_convert_a_lot.backends.base import BackendContext
 from sir_convert_a_lot.backends.docling import DoclingBackend
 from sir_convert_a_lot.backends.docling_export import export_document, take_pictures
+from sir_convert_a_lot.backends.pdf_open import open_pdf
 from sir_convert_a_lot.backends.pictures import PictureSet
 from sir_convert_a_lot.engine.protocol import Converted
-from sir_convert_a_lot.intake.preflight import open_pdf
 from sir_convert_a_lot.jobs.artifacts import render
 from sir_convert_a_lot.options import ConversionOptions
 from tests.daemon import run_cli

@@ -17,9 +17,9 @@ import pytest
 
 from sir_convert_a_lot.intake import blocked as blocked_module
 from sir_convert_a_lot.intake import dispatch as dispatch_module
-from sir_convert_a_lot.intake import preflight as preflight_module
 from sir_convert_a_lot.jobs import lifecycle as lifecycle_module
 from sir_convert_a_lot.jobs import publish as publish_module
+from sir_convert_a_lot.jobs import source_checks as source_checks_module
 from sir_convert_a_lot.jobs.outcome import Status
 from sir_convert_a_lot.jobs.publish import TMP_PREFIX
 from sir_convert_a_lot.jobs.source_blocked import SourceBlocked
@@ -231,7 +231,7 @@ def _start(service: Service) -> threading.Thread:
 def test_a_file_changed_after_its_claim_is_given_back_and_converted_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_inspect = preflight_module.inspect_source  # the function runner calls by that name
+    real_inspect = source_checks_module.inspect_source  # the function runner calls by that name
     whole = pdf_bytes(pages=3, text="complete")
     appended = threading.Event()
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from sir_convert_a_lot.ops.logs import journal_fields
-from sir_convert_a_lot.ops.systemd import (
+from sir_convert_a_lot.logs import journal_fields
+from sir_convert_a_lot.systemd import (
     JOURNAL_SOCKET_ENV,
     encode_journal_entry,
     journal_field_name,

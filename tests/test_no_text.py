@@ -12,8 +12,8 @@ import pytest
 
 from sir_convert_a_lot.backends import no_text
 from sir_convert_a_lot.backends.base import BackendContext, BackendResult
+from sir_convert_a_lot.backends.pdf_open import open_pdf
 from sir_convert_a_lot.backends.pymupdf import PyMuPDFBackend
-from sir_convert_a_lot.intake.preflight import open_pdf
 from sir_convert_a_lot.options import ConversionOptions
 from tests.daemon import Daemon
 from tests.helpers import wait_for, write_config

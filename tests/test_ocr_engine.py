@@ -20,12 +20,12 @@ from sir_convert_a_lot.backends.docling import DoclingBackend
 from sir_convert_a_lot.backends.docling_pipeline import pipeline_options
 from sir_convert_a_lot.backends.models import RAPIDOCR_FILES
 from sir_convert_a_lot.backends.models import ocr_engine as engine_for
+from sir_convert_a_lot.backends.pdf_open import open_pdf
 from sir_convert_a_lot.config import Governance
 from sir_convert_a_lot.engine.policy import RunOn
 from sir_convert_a_lot.engine.protocol import Converted
 from sir_convert_a_lot.engine.supervisor import Engine
 from sir_convert_a_lot.errors import JobFailure
-from sir_convert_a_lot.intake.preflight import open_pdf
 from sir_convert_a_lot.options import ConversionOptions
 from tests.helpers import docling_config, load_config
 

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
+from sir_convert_a_lot import logs
 from sir_convert_a_lot.config import Governance
 from sir_convert_a_lot.engine.gpu import GpuDevice, GpuProbe
 from sir_convert_a_lot.engine.policy import Refused, RunOn, decide, forbidden_environment
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
-from sir_convert_a_lot.ops import logs
 from sir_convert_a_lot.ops.cli import main
 from sir_convert_a_lot.options import AccelerationPolicy, BackendStrategy, ConversionOptions
 from tests.helpers import write_config

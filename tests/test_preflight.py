@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from sir_convert_a_lot.backends.pdf_open import open_pdf, read_source
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
-from sir_convert_a_lot.intake.preflight import inspect_source, open_pdf, read_source, sha256_of
+from sir_convert_a_lot.jobs.source_checks import inspect_source, sha256_of
 from tests.helpers import SAMPLES, make_pdf, pdf_bytes
 
 LIMIT = 50 * 1024 * 1024

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from sir_convert_a_lot.backends.base import BackendContext, BackendResult
+from sir_convert_a_lot.backends.pdf_open import open_pdf
 from sir_convert_a_lot.backends.pymupdf import PyMuPDFBackend
 from sir_convert_a_lot.backends.reading_order import Box, column_order, leading_number
-from sir_convert_a_lot.intake.preflight import open_pdf
 from sir_convert_a_lot.options import ConversionOptions, TableMode
 
 SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "corpus_sample"

@@ -19,13 +19,13 @@ from structlog.testing import capture_logs
 from sir_convert_a_lot.backends import table_batch, table_guard, tableformer_fast
 from sir_convert_a_lot.backends.base import BackendContext, BackendResult
 from sir_convert_a_lot.backends.docling import DoclingBackend
+from sir_convert_a_lot.backends.pdf_open import open_pdf
 from sir_convert_a_lot.backends.table_check import BOX_TOLERANCE, difference
 from sir_convert_a_lot.backends.table_counts import TableCounts
 from sir_convert_a_lot.backends.table_fast_path import CHECK_FIRST, FastPath, FastPredict
 from sir_convert_a_lot.config import MetricsSection
 from sir_convert_a_lot.engine.protocol import Converted, ConvertRequest, WorkerSettings
 from sir_convert_a_lot.engine.worker import _Worker
-from sir_convert_a_lot.intake.preflight import open_pdf
 from sir_convert_a_lot.jobs.endings import _measured
 from sir_convert_a_lot.jobs.outcome import Outcome, Status
 from sir_convert_a_lot.options import ConversionOptions

@@ -41,12 +41,12 @@ from typing import Any
 from harness.configs import write_config
 from harness.pdfs import pdf_bytes
 
+from sir_convert_a_lot import logs
 from sir_convert_a_lot.config import Config, Governance, load
 from sir_convert_a_lot.engine.gpu import GpuProbe
 from sir_convert_a_lot.engine.interface import ProgressSink, WorkerInfo, WorkerMemory
 from sir_convert_a_lot.engine.policy import Decision, RunOn, decide
 from sir_convert_a_lot.engine.protocol import Converted
-from sir_convert_a_lot.ops import logs
 from sir_convert_a_lot.options import ConversionOptions
 from sir_convert_a_lot.versions import component_versions
 from toolkit import start_ready_daemon, tree_cpu_seconds, write_report

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from memory_soak import OFFLINE, document
+from sir_convert_a_lot import logs
 from sir_convert_a_lot.engine import worker
 from sir_convert_a_lot.engine.protocol import (
     Converted,
@@ -50,7 +51,6 @@ from sir_convert_a_lot.engine.protocol import (
     WorkerSettings,
 )
 from sir_convert_a_lot.engine.transports.local import resident_bytes
-from sir_convert_a_lot.ops import logs
 from sir_convert_a_lot.options import ConversionOptions
 from toolkit import write_report
 

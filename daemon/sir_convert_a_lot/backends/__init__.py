@@ -1,8 +1,10 @@
 """Converters behind one interface. The worker picks one by name; the rest of the daemon never
 imports a converter library.
 
-A backend module imports its library only inside its methods, so loading the class to read its
-``capabilities`` costs nothing: the config check and the GPU policy do that in the daemon process.
+A backend module imports its library only inside its methods, so loading its class costs
+nothing. What each backend can do is a row of the root ``capabilities`` table, which the config
+check and the GPU policy read in the daemon process without importing a backend; the class
+carries the same row. ``pdf_open`` parses the file in the worker before a backend sees it.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from sir_convert_a_lot.backends.base import (
     Backend,
     BackendContext,
     BackendResult,
-    Capabilities,
     ProgressCallback,
 )
+from sir_convert_a_lot.capabilities import Capabilities, capabilities_of
 
 if TYPE_CHECKING:
     from sir_convert_a_lot.backends.docling import DoclingBackend
@@ -31,10 +33,6 @@ def backend_class(name: str) -> type[PyMuPDFBackend] | type[DoclingBackend]:
     from sir_convert_a_lot.backends.docling import DoclingBackend
 
     return DoclingBackend
-
-
-def capabilities_of(name: str) -> Capabilities:
-    return backend_class(name).capabilities
 
 
 def create_backend(name: str, context: BackendContext) -> Backend:

@@ -40,8 +40,6 @@ from sir_convert_a_lot.backends import models, ocr_engine
 from sir_convert_a_lot.backends.base import (
     BackendContext,
     BackendResult,
-    Capabilities,
-    Device,
     ProgressCallback,
 )
 from sir_convert_a_lot.backends.batching import BatchLog
@@ -53,11 +51,12 @@ from sir_convert_a_lot.backends.docling_pipeline import (
     pipeline_options,
     tensor_devices,
 )
+from sir_convert_a_lot.backends.file_faults import broken_message
 from sir_convert_a_lot.backends.ocr_pages import needs_ocr
+from sir_convert_a_lot.backends.pdf_open import OpenedPdf, no_page_has_an_area, resource_cycle
 from sir_convert_a_lot.backends.table_tally import CountedTables, TableTally
+from sir_convert_a_lot.capabilities import Capabilities, Device, capabilities_of
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
-from sir_convert_a_lot.intake.file_faults import broken_message
-from sir_convert_a_lot.intake.preflight import OpenedPdf, no_page_has_an_area, resource_cycle
 from sir_convert_a_lot.names import display, is_valid_utf8
 from sir_convert_a_lot.options import ConversionOptions
 
@@ -74,12 +73,7 @@ def _variant(options: ConversionOptions) -> Variant:
 
 class DoclingBackend:
     name = "docling"
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        devices=frozenset({"cuda", "cpu"}),
-        ocr=True,
-        models=frozenset({"layout", "tableformer", "rapidocr"}),
-        formats=frozenset({"markdown", "docling_json"}),
-    )
+    capabilities: ClassVar[Capabilities] = capabilities_of("docling")
 
     def __init__(self, context: BackendContext) -> None:
         self.context = context

@@ -14,7 +14,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sir_convert_a_lot.backends import capabilities_of
+from sir_convert_a_lot.capabilities import capabilities_of
 from sir_convert_a_lot.options import ConversionOptions
 
 LAYOUT = "docling-project--docling-layout-heron"

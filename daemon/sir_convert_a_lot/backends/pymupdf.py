@@ -24,14 +24,13 @@ from sir_convert_a_lot.backends import no_text
 from sir_convert_a_lot.backends.base import (
     BackendContext,
     BackendResult,
-    Capabilities,
-    Device,
     ProgressCallback,
 )
+from sir_convert_a_lot.backends.pdf_open import MUPDF, OpenedPdf
 from sir_convert_a_lot.backends.pictures import PictureSet, render_area
 from sir_convert_a_lot.backends.reading_order import Box, column_order, leading_number
+from sir_convert_a_lot.capabilities import Capabilities, Device, capabilities_of
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
-from sir_convert_a_lot.intake.preflight import MUPDF, OpenedPdf
 from sir_convert_a_lot.options import ConversionOptions
 
 _FURNITURE_CLASSES = frozenset({"page-header", "page-footer"})
@@ -96,7 +95,7 @@ def _collect_pictures(parsed: Any, data: bytes) -> PictureSet:
 
 class PyMuPDFBackend:
     name = "pymupdf"
-    capabilities: ClassVar[Capabilities] = Capabilities(devices=frozenset({"cpu"}), ocr=False)
+    capabilities: ClassVar[Capabilities] = capabilities_of("pymupdf")
 
     def __init__(self, context: BackendContext) -> None:
         self.context = context

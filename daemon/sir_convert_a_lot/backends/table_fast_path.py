@@ -19,10 +19,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from sir_convert_a_lot import logs
 from sir_convert_a_lot.backends import table_guard, tableformer_fast
 from sir_convert_a_lot.backends.table_check import difference, report
 from sir_convert_a_lot.backends.table_counts import TableCounts
-from sir_convert_a_lot.ops import logs
 
 log = logs.get()
 

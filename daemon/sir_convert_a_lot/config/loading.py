@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from sir_convert_a_lot.backends import capabilities_of
+from sir_convert_a_lot.capabilities import capabilities_of
 from sir_convert_a_lot.config.schema import PARTS, PROFILE_KEYS, SCHEMA, Key, keys_of
 from sir_convert_a_lot.config.sections import Config, Governance, default_instance_name
 from sir_convert_a_lot.errors import ConfigError

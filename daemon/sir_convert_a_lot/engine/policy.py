@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sir_convert_a_lot.backends import capabilities_of
+from sir_convert_a_lot.capabilities import capabilities_of
 from sir_convert_a_lot.config import Config, Governance
 from sir_convert_a_lot.engine.gpu import GpuProbe
 from sir_convert_a_lot.errors import ErrorCode, JobFailure

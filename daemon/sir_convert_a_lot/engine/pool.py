@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from sir_convert_a_lot import logs
 from sir_convert_a_lot.config import Config, Governance
 from sir_convert_a_lot.engine.gpu import GpuProbe
 from sir_convert_a_lot.engine.interface import (
@@ -35,7 +36,6 @@ from sir_convert_a_lot.engine.ray_cluster import RayCluster, connect
 from sir_convert_a_lot.engine.supervisor import Engine
 from sir_convert_a_lot.engine.transports.base import Transport
 from sir_convert_a_lot.engine.transports.ray_actor import RayActorTransport
-from sir_convert_a_lot.ops import logs
 from sir_convert_a_lot.options import ConversionOptions
 
 log = logs.get()

@@ -19,9 +19,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from sir_convert_a_lot import logs
 from sir_convert_a_lot.config import EngineSection
 from sir_convert_a_lot.engine.interface import EngineStartError, WorkerInfo, WorkerMemory
-from sir_convert_a_lot.ops import logs
 
 log = logs.get()
 

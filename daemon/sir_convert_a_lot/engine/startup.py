@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from sir_convert_a_lot import logs
 from sir_convert_a_lot.config import Config, Governance
 from sir_convert_a_lot.engine.gpu import (
     DeviceBusy,
@@ -25,7 +26,6 @@ from sir_convert_a_lot.engine.interface import EngineStartError, WorkerInfo
 from sir_convert_a_lot.engine.policy import RunOn, decide
 from sir_convert_a_lot.engine.protocol import Load, Probed, Ready, StartupFailed, WorkerSettings
 from sir_convert_a_lot.engine.transports.base import Transport, TransportClosed
-from sir_convert_a_lot.ops import logs
 from sir_convert_a_lot.options import ConversionOptions
 
 log = logs.get()

@@ -28,8 +28,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+from sir_convert_a_lot import logs
 from sir_convert_a_lot.backends import Backend, BackendContext, create_backend
+from sir_convert_a_lot.backends.file_faults import broken_file
 from sir_convert_a_lot.backends.normalize import normalize
+from sir_convert_a_lot.backends.pdf_open import MUPDF, OpenedPdf, open_pdf, read_source
 from sir_convert_a_lot.engine.gpu import (
     DeviceBusy,
     DeviceLock,
@@ -51,9 +54,6 @@ from sir_convert_a_lot.engine.protocol import (
     WorkerSettings,
 )
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
-from sir_convert_a_lot.intake.file_faults import broken_file
-from sir_convert_a_lot.intake.preflight import MUPDF, OpenedPdf, open_pdf, read_source
-from sir_convert_a_lot.ops import logs
 from sir_convert_a_lot.options import ConversionOptions
 from sir_convert_a_lot.versions import component_versions
 

@@ -7,9 +7,8 @@ of the kernel NFS server (nfsd does not hold the file open across the client's p
 no open at all), nor writers on other hosts of a CIFS or NFS *client* mount; for those the
 stability window, the completeness check below and the verification after conversion remain.
 
-``missing_part`` looks at the bytes: a PDF writer writes the header first and ``%%EOF`` last, so
-an empty file, a head of zeros (a preallocated file whose data has not come), a tail without
-``%%EOF``, or a last ``startxref`` that points past the end or into zeros means the rest is
+``missing_part`` (``source_file``, shared with the claim-time checks) looks at the bytes: a PDF
+writer writes the header first and ``%%EOF`` last, so a file whose ends are not in place is
 still on its way.
 
 ``Arrivals`` turns those looks into a schedule: wait with back-off while the end is missing,
@@ -22,13 +21,13 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import re
 import signal
 import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+
+from sir_convert_a_lot.source_file import Source, missing_part, open_source
 
 _F_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)
 _F_SETSIG = getattr(fcntl, "F_SETSIG", 10)
@@ -36,31 +35,7 @@ _F_SETSIG = getattr(fcntl, "F_SETSIG", 10)
 # opening the file in the instant we hold the lease can never kill the daemon.
 _LEASE_BREAK_SIGNAL = signal.SIGURG
 
-_HEAD_BYTES = 1024
-_TAIL_BYTES = 2048  # where %%EOF must lie: the last kilobyte, with slack for padding after it
-_PDF_MAGIC = b"%PDF-"
-_STARTXREF = re.compile(rb"startxref\s+(\d{1,20})")
-
-# Why a file's bytes look unfinished; also the ``missing`` detail of a ``truncated`` failure.
-EMPTY = "empty_file"
-HEAD_NOT_ARRIVED = "head_not_arrived"
-NO_EOF_MARKER = "no_eof_marker"
-XREF_NOT_ARRIVED = "xref_not_arrived"
-
 WRITER_OPEN = "open_for_writing"
-
-_NO_FOLLOW = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
-
-
-# What the checks look at: a path (tests, one-shot files) or an opener that walks a share by
-# descriptor (the daemon's inbox, where a folder on the way may be swapped for a link).
-Source = Path | Callable[[], int]
-
-
-def _open(source: Source) -> int:
-    if isinstance(source, Path):
-        return os.open(source, _NO_FOLLOW)
-    return source()
 
 
 class LeaseUnavailable(Exception):
@@ -72,7 +47,7 @@ def writer_on_this_host(path: Source) -> bool:
     """True while any process on this host holds ``path`` open for writing. Not a regular file,
     or gone: False (preflight deals with it). Raises LeaseUnavailable when it cannot tell."""
     try:
-        fd = _open(path)
+        fd = open_source(path)
     except (OSError, ValueError):
         return False
     try:
@@ -89,49 +64,6 @@ def writer_on_this_host(path: Source) -> bool:
         return False
     finally:
         os.close(fd)
-
-
-def missing_part(path: Source) -> str | None:
-    """Which part of a PDF has not arrived yet, or None when its ends are in place (or it is not
-    a PDF at all, which preflight reports). Never follows links; unreadable counts as None."""
-    try:
-        fd = _open(path)
-    except (OSError, ValueError):
-        return None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            return None
-        return _missing_in(fd, info.st_size)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
-def _missing_in(fd: int, size: int) -> str | None:
-    if size == 0:
-        return EMPTY
-    head = os.pread(fd, _HEAD_BYTES, 0)
-    if not head.strip(b"\0"):
-        return HEAD_NOT_ARRIVED
-    if _PDF_MAGIC not in head:
-        return None  # not a PDF: nothing to wait for
-    tail_start = max(0, size - _TAIL_BYTES)
-    tail = os.pread(fd, _TAIL_BYTES, tail_start)
-    eof = tail.rfind(b"%%EOF")
-    if eof < 0:
-        return NO_EOF_MARKER
-    offsets = _STARTXREF.findall(tail[:eof])
-    if not offsets:
-        return None  # hand-made files without startxref are complete; the parser rebuilds
-    offset = int(offsets[-1])
-    if offset >= size:
-        return XREF_NOT_ARRIVED
-    landing = os.pread(fd, 32, offset)
-    if not landing.strip(b"\0"):
-        return XREF_NOT_ARRIVED  # a hole: the writer has not filled this part yet
-    return None
 
 
 Clock = Callable[[], float]

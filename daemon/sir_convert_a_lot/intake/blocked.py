@@ -11,11 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sir_convert_a_lot import logs
 from sir_convert_a_lot.intake.watch import Seen
 from sir_convert_a_lot.jobs.job import Job
 from sir_convert_a_lot.jobs.source_blocked import SourceBlocked
 from sir_convert_a_lot.names import display
-from sir_convert_a_lot.ops import logs
 
 log = logs.get()
 

@@ -17,14 +17,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Collection
 
-from sir_convert_a_lot import sharefs
+from sir_convert_a_lot import logs, sharefs
 from sir_convert_a_lot.config import Config
 from sir_convert_a_lot.intake.queue import Intake
 from sir_convert_a_lot.intake.watch import Seen
 from sir_convert_a_lot.jobs.job import Job
 from sir_convert_a_lot.jobs.source_blocked import SourceBlocked
 from sir_convert_a_lot.jobs.spool import Spool
-from sir_convert_a_lot.ops import logs
 
 log = logs.get()
 

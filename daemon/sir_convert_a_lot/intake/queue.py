@@ -14,13 +14,12 @@ import stat
 from collections import deque
 from collections.abc import Callable
 
-from sir_convert_a_lot import sharefs
+from sir_convert_a_lot import logs, sharefs
 from sir_convert_a_lot.config import Config
 from sir_convert_a_lot.intake.arrival import WRITER_OPEN, Arrivals
 from sir_convert_a_lot.intake.blocked import BlockedFiles
 from sir_convert_a_lot.intake.watch import Seen, Stability, look, scan
 from sir_convert_a_lot.names import has_pdf_suffix, is_ignored_path
-from sir_convert_a_lot.ops import logs
 
 log = logs.get()
 

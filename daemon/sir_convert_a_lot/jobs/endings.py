@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sir_convert_a_lot import logs
 from sir_convert_a_lot.backends.batching import summary
 from sir_convert_a_lot.backends.table_counts import TableCounts
 from sir_convert_a_lot.config import Config, Governance
@@ -29,7 +30,6 @@ from sir_convert_a_lot.engine.interface import ConversionEngine
 from sir_convert_a_lot.engine.policy import RunOn
 from sir_convert_a_lot.engine.protocol import Converted
 from sir_convert_a_lot.errors import JobFailure
-from sir_convert_a_lot.intake.preflight import SourceFacts, sha256_of
 from sir_convert_a_lot.jobs.artifacts import listing, render
 from sir_convert_a_lot.jobs.custody import Custody
 from sir_convert_a_lot.jobs.job import Job, Phase
@@ -52,7 +52,7 @@ from sir_convert_a_lot.jobs.publish import (
     write_pictures,
 )
 from sir_convert_a_lot.jobs.sidecar import Execution, SourceInfo, error_document, success_document
-from sir_convert_a_lot.ops import logs
+from sir_convert_a_lot.jobs.source_checks import SourceFacts, sha256_of
 from sir_convert_a_lot.sharefs import ShareDir
 from sir_convert_a_lot.versions import component_versions
 

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sir_convert_a_lot import logs
 from sir_convert_a_lot.backends import no_text
 from sir_convert_a_lot.config import Config, Governance
 from sir_convert_a_lot.engine.interface import (
@@ -40,12 +41,11 @@ from sir_convert_a_lot.engine.interface import (
 from sir_convert_a_lot.engine.policy import Refused, RunOn, stage_refusal
 from sir_convert_a_lot.engine.protocol import Converted, Failed
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
-from sir_convert_a_lot.intake.preflight import inspect_source, sha256_of
 from sir_convert_a_lot.jobs.custody import Custody
 from sir_convert_a_lot.jobs.endings import Attempt, Endings
 from sir_convert_a_lot.jobs.job import Job, Phase
 from sir_convert_a_lot.jobs.outcome import Outcome, Status
-from sir_convert_a_lot.ops import logs
+from sir_convert_a_lot.jobs.source_checks import inspect_source, sha256_of
 
 log = logs.get()
 

@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from sir_convert_a_lot import logs
 from sir_convert_a_lot.config import Config, Governance, Paths
 from sir_convert_a_lot.engine.choose import build_engine
 from sir_convert_a_lot.engine.interface import EngineStartError
@@ -19,7 +20,6 @@ from sir_convert_a_lot.jobs.job import Job, new_job_id
 from sir_convert_a_lot.jobs.lifecycle import JobRunner
 from sir_convert_a_lot.jobs.outcome import Outcome
 from sir_convert_a_lot.jobs.reservations import Reservations
-from sir_convert_a_lot.ops import logs
 from sir_convert_a_lot.options import ConversionOptions
 
 log = logs.get()

@@ -10,10 +10,10 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sir_convert_a_lot import logs
 from sir_convert_a_lot.config import Config, load
 from sir_convert_a_lot.engine.policy import FORBIDDEN_ENV_PREFIX, forbidden_environment
 from sir_convert_a_lot.errors import ConfigError
-from sir_convert_a_lot.ops import logs
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 

@@ -12,10 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from sir_convert_a_lot import __version__
+from sir_convert_a_lot import __version__, logs
 from sir_convert_a_lot.config import DEFAULT_CONFIG_PATH
 from sir_convert_a_lot.errors import ConfigError
-from sir_convert_a_lot.ops import logs
 from sir_convert_a_lot.ops.base import (
     EXIT_FAILURE,
     EXIT_USAGE,

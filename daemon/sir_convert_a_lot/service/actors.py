@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from sir_convert_a_lot.ops import logs
+from sir_convert_a_lot import logs
 
 log = logs.get()
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from sir_convert_a_lot import __version__
+from sir_convert_a_lot import __version__, logs
 from sir_convert_a_lot.config import Config, Governance
 from sir_convert_a_lot.engine.choose import build_engine
 from sir_convert_a_lot.engine.gpu import GpuProbe
@@ -34,13 +34,12 @@ from sir_convert_a_lot.jobs.job import Job
 from sir_convert_a_lot.jobs.lifecycle import DEFER_SECONDS, JobRunner
 from sir_convert_a_lot.jobs.outcome import Outcome, Status
 from sir_convert_a_lot.jobs.spool import Spool
-from sir_convert_a_lot.ops import logs
-from sir_convert_a_lot.ops.systemd import Notifier
 from sir_convert_a_lot.service import reload, startup
 from sir_convert_a_lot.service.events import Done, Event, EventsLost, Hint, Reload, Wake
 from sir_convert_a_lot.service.heartbeat import Activity, Heartbeat
 from sir_convert_a_lot.service.metrics import Metrics, Sample
 from sir_convert_a_lot.service.runners import JobThreads
+from sir_convert_a_lot.systemd import Notifier
 from sir_convert_a_lot.versions import build_id
 
 log = logs.get()

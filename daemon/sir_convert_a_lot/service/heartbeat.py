@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sir_convert_a_lot import __version__
+from sir_convert_a_lot import __version__, logs
 from sir_convert_a_lot.config import Governance
 from sir_convert_a_lot.engine.interface import ConversionEngine
 from sir_convert_a_lot.intake.blocked import BLOCKED_SHOWN
@@ -22,10 +22,9 @@ from sir_convert_a_lot.intake.watch import InboxWatcher
 from sir_convert_a_lot.jobs.job import Job
 from sir_convert_a_lot.jobs.spool import Spool
 from sir_convert_a_lot.names import display
-from sir_convert_a_lot.ops import logs
-from sir_convert_a_lot.ops.systemd import Notifier
 from sir_convert_a_lot.service.actors import ActorView, lease_actors
 from sir_convert_a_lot.service.startup import naming_settings
+from sir_convert_a_lot.systemd import Notifier
 from sir_convert_a_lot.versions import build_id
 
 log = logs.get()

@@ -22,11 +22,11 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.exposition import generate_latest, write_to_textfile
 
+from sir_convert_a_lot import logs
 from sir_convert_a_lot.config import MetricsSection, listen_address
 from sir_convert_a_lot.engine.interface import WorkerMemory
 from sir_convert_a_lot.errors import ConfigError
 from sir_convert_a_lot.jobs.outcome import Outcome, Status
-from sir_convert_a_lot.ops import logs
 
 log = logs.get()
 

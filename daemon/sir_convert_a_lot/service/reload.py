@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sir_convert_a_lot import config as config_module
+from sir_convert_a_lot import logs
 from sir_convert_a_lot.config import Config
 from sir_convert_a_lot.errors import ConfigError
 from sir_convert_a_lot.folders import check_config_permissions
-from sir_convert_a_lot.ops import logs
 
 log = logs.get()
 

@@ -17,10 +17,10 @@ import threading
 import time
 from collections.abc import Callable
 
+from sir_convert_a_lot import logs
 from sir_convert_a_lot.engine.supervisor import EngineStartError
 from sir_convert_a_lot.jobs.job import Job
 from sir_convert_a_lot.jobs.lifecycle import JobRunner
-from sir_convert_a_lot.ops import logs
 from sir_convert_a_lot.service.events import Done, Event, Wake
 from sir_convert_a_lot.service.heartbeat import Activity
 

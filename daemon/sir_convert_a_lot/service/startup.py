@@ -10,7 +10,7 @@ import os
 import socket
 from pathlib import Path
 
-from sir_convert_a_lot import __version__
+from sir_convert_a_lot import __version__, logs
 from sir_convert_a_lot.backends import models
 from sir_convert_a_lot.config import Config, Governance
 from sir_convert_a_lot.engine.policy import OCR_OFF_GPU, ocr_left_on_cpu
@@ -18,7 +18,6 @@ from sir_convert_a_lot.engine.supervisor import WorkerInfo, resident_bytes
 from sir_convert_a_lot.errors import ConfigError
 from sir_convert_a_lot.folders import prepare
 from sir_convert_a_lot.jobs.spool import Spool
-from sir_convert_a_lot.ops import logs
 from sir_convert_a_lot.versions import build_id
 
 log = logs.get()

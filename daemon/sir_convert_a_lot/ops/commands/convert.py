@@ -9,7 +9,6 @@ import stat
 import sys
 from pathlib import Path
 
-from sir_convert_a_lot.intake.preflight import file_kind
 from sir_convert_a_lot.ops.base import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -20,6 +19,7 @@ from sir_convert_a_lot.ops.base import (
     os_problem,
     refuse_environment_unlock,
 )
+from sir_convert_a_lot.source_file import file_kind
 
 
 def _add_arguments(parser: argparse.ArgumentParser, _config_after: argparse.ArgumentParser) -> None:

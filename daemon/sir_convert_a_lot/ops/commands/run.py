@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from sir_convert_a_lot import logs
 from sir_convert_a_lot.config import default_instance_name, instance_name_problem
 from sir_convert_a_lot.folders import check_config_permissions
-from sir_convert_a_lot.ops import logs
 from sir_convert_a_lot.ops.base import (
     Command,
     UsageError,

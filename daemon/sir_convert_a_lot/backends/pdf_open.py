@@ -1,194 +1,31 @@
-"""Checks before any conversion: is this a regular file named .pdf, within limits, and a PDF that
-opens, unencrypted, with pages?
+"""The worker's side of the checks: the PDF parsed with PyMuPDF, unencrypted, with pages within
+the limit and a page tree MuPDF can walk, plus the looks at its resources that docling-parse
+cannot survive (a resource cycle, no page with an area).
 
-Two halves. ``inspect_source`` runs in the supervisor and never parses the file (it only
-``lstat``s it and hashes a regular file it opened without following links). ``open_pdf`` parses
-it with PyMuPDF and runs in the worker process, where a hostile file can only take the worker
-down. MuPDF is not thread-safe and the worker converts several documents at once, so every use of
-it there holds ``MUPDF``.
+This is the untrusted side of the boundary: parsing a hostile file runs only in the worker
+process, where it can take down nothing but the worker. The supervisor's checks, which never
+parse, are ``jobs.source_checks``. MuPDF is not thread-safe and the worker converts several
+documents at once, so every use of it there holds ``MUPDF``.
 """
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import os
 import re
-import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sir_convert_a_lot.backends.file_faults import broken_file
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
-from sir_convert_a_lot.intake.arrival import HEAD_NOT_ARRIVED, NO_EOF_MARKER, missing_part
-from sir_convert_a_lot.intake.file_faults import broken_file
-from sir_convert_a_lot.names import display, has_pdf_suffix
+from sir_convert_a_lot.source_file import MAGIC_WINDOW, PDF_MAGIC, no_pdf_header, open_regular
 
 MUPDF = threading.RLock()  # held around every PyMuPDF call in the worker
-_PDF_MAGIC = b"%PDF-"
-_MAGIC_WINDOW = 1024  # the PDF spec tolerates junk before the header; readers look this far
-
-
-@dataclass(frozen=True)
-class SourceFacts:
-    size_bytes: int
-    sha256: str | None
-
-
-def file_kind(mode: int) -> str:
-    """What a non-regular file is, in words a user knows."""
-    for test, name in (
-        (stat.S_ISLNK, "symbolic link"),
-        (stat.S_ISFIFO, "named pipe (FIFO)"),
-        (stat.S_ISSOCK, "socket"),
-        (stat.S_ISCHR, "character device"),
-        (stat.S_ISBLK, "block device"),
-        (stat.S_ISDIR, "folder"),
-    ):
-        if test(mode):
-            return name
-    return "special file"
-
-
-def open_regular(path: Path) -> int:
-    """Open a file for reading only if it is a regular file, without following a link and
-    without blocking on a FIFO. Returns the descriptor."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
-    try:
-        fd = os.open(path, flags)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise JobFailure(
-                ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-                "The dropped item is a symbolic link; copy the PDF itself into the inbox.",
-                reason="not_a_regular_file",
-                kind="symbolic link",
-            ) from None
-        raise
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        raise _not_regular(mode)
-    return fd
-
-
-def _not_regular(mode: int) -> JobFailure:
-    kind = file_kind(mode)
-    return JobFailure(
-        ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-        f"The dropped item is a {kind}, not a regular file; copy the PDF itself into the inbox.",
-        reason="not_a_regular_file",
-        kind=kind,
-    )
-
-
-def inspect_source(path: Path, original_name: str, max_file_bytes: int) -> SourceFacts:
-    """The checks that need no PDF parser. Raises JobFailure with the specific code."""
-    info = os.lstat(path)
-    if not stat.S_ISREG(info.st_mode):
-        raise _not_regular(info.st_mode)
-    if info.st_nlink > 1:
-        raise JobFailure(
-            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-            "The dropped item is a hard link to a file kept elsewhere; copy the PDF itself into "
-            "the inbox.",
-            reason="hard_link",
-            links=info.st_nlink,
-        )
-    if not has_pdf_suffix(original_name):
-        raise JobFailure(
-            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-            f"Only PDF files are converted; {display(original_name)!r} does not end in .pdf.",
-            reason="not_a_pdf_name",
-        )
-    if info.st_size == 0:
-        raise JobFailure(
-            ErrorCode.PDF_UNREADABLE,
-            "The file is empty (0 bytes); drop it again once it has been written completely.",
-            reason="empty_file",
-        )
-    if info.st_size > max_file_bytes:
-        raise JobFailure(
-            ErrorCode.PAYLOAD_TOO_LARGE,
-            f"The file is {info.st_size} bytes, over this service's limit of "
-            f"{max_file_bytes} bytes; split it or ask the operator to raise the limit.",
-            size_bytes=info.st_size,
-            max_file_bytes=max_file_bytes,
-        )
-    _check_readable(path, info)
-    missing = missing_part(path)
-    if missing is not None:
-        raise _truncated(missing)
-    if not _starts_like_pdf(path):
-        raise _no_pdf_header()
-    return SourceFacts(size_bytes=info.st_size, sha256=sha256_of(path))
-
-
-def _check_readable(path: Path, info: os.stat_result) -> None:
-    """A file whose mode lets only its owner (another user) read it would otherwise fail deep
-    inside the converter with an error about the state folder; say what the user can fix."""
-    try:
-        os.close(open_regular(path))
-    except PermissionError:
-        raise JobFailure(
-            ErrorCode.PDF_UNREADABLE,
-            "The conversion service is not allowed to read this file (only its owner may); "
-            "make it group-readable (chmod g+r, or copy it to the share with default "
-            "permissions) and drop it again.",
-            reason="not_readable_by_service",
-            mode=f"{stat.S_IMODE(info.st_mode):04o}",
-            owner_uid=info.st_uid,
-        ) from None
-
-
-def _starts_like_pdf(path: Path) -> bool:
-    """The cheap header check, done here too so that a non-PDF gets ``pdf_unreadable`` even
-    where the GPU policy would refuse the job before any parser saw it."""
-    fd = open_regular(path)
-    with os.fdopen(fd, "rb") as handle:
-        return _PDF_MAGIC in handle.read(_MAGIC_WINDOW)
-
-
-def _truncated(missing: str) -> JobFailure:
-    """The file's end (or start) never arrived. The daemon only claims such a file after it
-    waited ``watch.incomplete_wait_seconds`` for the rest; ``convert`` reports it at once."""
-    if missing == HEAD_NOT_ARRIVED:
-        what = "it holds only zero bytes where the PDF should begin"
-    elif missing == NO_EOF_MARKER:
-        what = "its end never arrived (there is no %%EOF marker at its end)"
-    else:
-        what = "its cross-reference table never arrived (startxref points at unwritten data)"
-    return JobFailure(
-        ErrorCode.PDF_UNREADABLE,
-        f"The PDF is incomplete: {what}; the copy was interrupted, so drop a complete copy.",
-        reason="truncated",
-        missing=missing,
-    )
-
-
-def _no_pdf_header() -> JobFailure:
-    return JobFailure(
-        ErrorCode.PDF_UNREADABLE,
-        "The file is not a PDF (no %PDF header); check that it was saved or exported as PDF.",
-        reason="no_pdf_header",
-    )
-
-
-def sha256_of(path: Path) -> str | None:
-    """Hash a regular file read without following links; None for anything else."""
-    try:
-        fd = open_regular(path)
-    except (JobFailure, OSError):
-        return None
-    digest = hashlib.sha256()
-    with os.fdopen(fd, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_source(path: Path, max_file_bytes: int) -> bytes:
+    """The bytes the worker parses, read through the same regular-file open as the checks."""
     fd = open_regular(path)
     with os.fdopen(fd, "rb") as handle:
         data = handle.read(max_file_bytes + 1)
@@ -221,8 +58,8 @@ def open_pdf(data: bytes, max_pages: int, name: str = "document.pdf") -> OpenedP
     """Parse with PyMuPDF and apply the PDF-level checks. Raises JobFailure."""
     if not data:
         raise JobFailure(ErrorCode.PDF_UNREADABLE, "The file is empty.", reason="empty_file")
-    if _PDF_MAGIC not in data[:_MAGIC_WINDOW]:
-        raise _no_pdf_header()
+    if PDF_MAGIC not in data[:MAGIC_WINDOW]:
+        raise no_pdf_header()
     with MUPDF:
         return _parse(data, max_pages, name)
 

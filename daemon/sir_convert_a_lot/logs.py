@@ -18,7 +18,7 @@ from typing import Any, TextIO
 import structlog
 
 from sir_convert_a_lot.names import display
-from sir_convert_a_lot.ops.systemd import (
+from sir_convert_a_lot.systemd import (
     JournalWriter,
     encode_journal_entry,
     journal_field_name,
