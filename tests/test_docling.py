@@ -30,6 +30,8 @@ from tests.helpers import (
     wait_for,
     write_config,
 )
+from tests.plugins.scripted_service import scripted_transport
+from tests.plugins.scripted_worker import ScriptedWorker
 
 TABLE_PAGE = SAMPLES / "2305.03393v1-pg9.pdf"
 
@@ -263,7 +265,7 @@ def test_a_second_engine_for_the_same_gpu_refuses_or_waits_and_names_the_holder(
         instance="second-instance",
         lock_folder=locks,
         wait_for_device=False,
-        probe_override=a_gpu,
+        transport=scripted_transport(ScriptedWorker(probe=a_gpu)),
     )
     with pytest.raises(EngineStartError) as refused:
         refusing.start()
@@ -272,7 +274,11 @@ def test_a_second_engine_for_the_same_gpu_refuses_or_waits_and_names_the_holder(
     refusing.stop()
 
     waiting = Engine(
-        config, Governance(), instance="third-instance", lock_folder=locks, probe_override=a_gpu
+        config,
+        Governance(),
+        instance="third-instance",
+        lock_folder=locks,
+        transport=scripted_transport(ScriptedWorker(probe=a_gpu)),
     )
     outcome: list[BaseException] = []
 

@@ -31,6 +31,8 @@ from sir_convert_a_lot.engine.transports.base import Transport, TransportClosed
 from sir_convert_a_lot.options import ConversionOptions
 from sir_convert_a_lot.service.daemon import Service
 from tests.helpers import UNLOCK, copy_sample, load_config, make_pdf, wait_for
+from tests.plugins.scripted_service import scripted_service, scripted_transport
+from tests.plugins.scripted_worker import ScriptedWorker
 
 pytestmark = pytest.mark.slow  # models, workers or Ray: seconds per test
 
@@ -85,7 +87,7 @@ def test_every_job_runs_on_the_thread_that_loaded_and_warmed_the_models(
 def test_a_crashing_worker_raises_and_the_next_job_gets_a_fresh_worker(
     engine: EngineFactory, tmp_path: Path
 ) -> None:
-    worker = engine(fault_injection=("crash:boom.pdf",))
+    worker = engine(transport=scripted_transport(ScriptedWorker({"boom.pdf": "crash"})))
     first_pid = worker.start().pid
     boom = make_pdf(tmp_path / "boom.pdf")
     with pytest.raises(WorkerCrashed) as crashed:
@@ -99,7 +101,7 @@ def test_a_crashing_worker_raises_and_the_next_job_gets_a_fresh_worker(
 
 
 def test_a_conversion_past_its_time_limit_is_killed(engine: EngineFactory, tmp_path: Path) -> None:
-    worker = engine(fault_injection=("hang:stuck.pdf",))
+    worker = engine(transport=scripted_transport(ScriptedWorker({"stuck.pdf": "hang"})))
     worker.start()
     stuck = make_pdf(tmp_path / "stuck.pdf")
     with pytest.raises(WorkerTimedOut) as timed_out:
@@ -117,7 +119,7 @@ def test_a_conversion_past_its_time_limit_is_killed(engine: EngineFactory, tmp_p
 def test_a_converter_exception_fails_the_job_and_keeps_the_worker(
     engine: EngineFactory, tmp_path: Path
 ) -> None:
-    worker = engine(fault_injection=("raise:bug.pdf",))
+    worker = engine(transport=scripted_transport(ScriptedWorker({"bug.pdf": "raise"})))
     info = worker.start()
     bug = make_pdf(tmp_path / "bug.pdf")
     answer = worker.convert("job_bug", str(bug), _options(), CPU, source_name="bug.pdf")
@@ -163,7 +165,7 @@ def test_a_file_that_crashes_the_worker_every_time_fails_with_worker_crashed(
     tmp_path: Path,
 ) -> None:
     config = load_config(tmp_path)
-    service = Service(config, fault_injection=("crash:poison.pdf",), install_signal_handlers=False)
+    service = scripted_service(config, ScriptedWorker({"poison.pdf": "crash"}))
     thread = _run_service(service)
     try:
         make_pdf(tmp_path / "inbox" / "poison.pdf")
@@ -184,7 +186,7 @@ def test_a_file_that_crashes_the_worker_every_time_fails_with_worker_crashed(
 def test_a_timed_out_conversion_fails_the_file_and_the_daemon_carries_on(tmp_path: Path) -> None:
     config = load_config(tmp_path)
     quick = replace(config, defaults=replace(config.defaults, document_timeout_seconds=2))
-    service = Service(quick, fault_injection=("hang:slow.pdf",), install_signal_handlers=False)
+    service = scripted_service(quick, ScriptedWorker({"slow.pdf": "hang"}))
     thread = _run_service(service)
     try:
         make_pdf(tmp_path / "inbox" / "slow.pdf")
@@ -205,7 +207,7 @@ def test_a_conversion_that_outgrows_the_memory_limit_fails_once_and_the_daemon_c
 ) -> None:
     limit = 1024 * 1024 * 1024
     config = load_config(tmp_path, conversion={"max_worker_memory_bytes": limit})
-    service = Service(config, fault_injection=("bloat:greedy.pdf",), install_signal_handlers=False)
+    service = scripted_service(config, ScriptedWorker({"greedy.pdf": "bloat"}))
     thread = _run_service(service)
     try:
         make_pdf(tmp_path / "inbox" / "greedy.pdf")
@@ -226,7 +228,7 @@ def test_a_conversion_that_outgrows_the_memory_limit_fails_once_and_the_daemon_c
 
 def test_stopping_mid_conversion_past_the_grace_returns_the_file_uncounted(tmp_path: Path) -> None:
     config = load_config(tmp_path, service={"stop_grace_seconds": 1})
-    service = Service(config, fault_injection=("hang:long.pdf",), install_signal_handlers=False)
+    service = scripted_service(config, ScriptedWorker({"long.pdf": "hang"}))
     thread = _run_service(service)
     make_pdf(tmp_path / "inbox" / "long.pdf")
     wait_for(lambda: service.activity.job_id is not None, timeout=30)

@@ -242,7 +242,7 @@ def test_a_file_changed_after_its_claim_is_given_back_and_converted_whole(
         return real_inspect(path, name, limit)
 
     monkeypatch.setattr(lifecycle_module, "inspect_source", writer_still_writing)
-    service = Service(load_config(tmp_path), install_signal_handlers=False)
+    service = Service(load_config(tmp_path))
     thread = _start(service)
     try:
         (tmp_path / "inbox" / "growing.pdf").write_bytes(pdf_bytes(pages=1, text="partial"))
@@ -272,7 +272,7 @@ def test_a_full_outbox_keeps_the_file_claimed_and_publishes_once_space_returns(
 
     monkeypatch.setattr(publish_module, "_write_new", maybe_full)
     monkeypatch.setattr(service_module, "DEFER_SECONDS", 0.5)
-    service = Service(load_config(tmp_path), install_signal_handlers=False)
+    service = Service(load_config(tmp_path))
     thread = _start(service)
     try:
         make_pdf(tmp_path / "inbox" / "waiting.pdf")
@@ -304,7 +304,7 @@ def test_an_unwritable_state_folder_leaves_files_in_the_inbox_until_it_recovers(
     monkeypatch.setattr(Spool, "claim", claim)
     monkeypatch.setattr(dispatch_module, "CLAIM_BACKOFF_SECONDS", 0.5)
     config = replace(load_config(tmp_path))
-    service = Service(config, install_signal_handlers=False)
+    service = Service(config)
     thread = _start(service)
     try:
         make_pdf(tmp_path / "inbox" / "patient.pdf")
@@ -392,7 +392,7 @@ def test_a_blocked_file_backs_off_alone_doubling_while_the_others_are_claimed(
         return real_claim(self, relative_path, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Spool, "claim", claim)
-    service = Service(load_config(tmp_path), install_signal_handlers=False)
+    service = Service(load_config(tmp_path))
     thread = _start(service)
     inbox = tmp_path / "inbox"
     try:

@@ -107,6 +107,6 @@ def test_the_no_op_engine_never_reaches_production_config(tmp_path: Path) -> Non
                 names = [module or ""] + [alias.name for alias in node.names]
                 assert not any("loop_ceiling" in name for name in names), path
     # A daemon built from the very config the tool writes runs the supervised worker.
-    service = Service(load_config(tmp_path), install_signal_handlers=False)
+    service = Service(load_config(tmp_path))
     assert isinstance(service.engine, Engine)
     assert service.runner.engine is service.engine

@@ -33,8 +33,9 @@ from sir_convert_a_lot.ops.cli import main
 from sir_convert_a_lot.ops.doctor.gpu import GpuSeen
 from sir_convert_a_lot.ops.doctor.models import models_present
 from sir_convert_a_lot.options import ConversionOptions
-from sir_convert_a_lot.service.daemon import Service
 from tests.helpers import REPO, load_config, write_config
+from tests.plugins.scripted_service import scripted_service
+from tests.plugins.scripted_worker import ScriptedWorker
 
 DEVICE = GpuDevice(0, "Test GPU", "999.1", 80 << 30)
 A_GPU = GpuSeen("ok", DEVICE, None, (), ())
@@ -78,11 +79,8 @@ def test_with_a_gpu_the_start_is_refused_exit_2_models_missing(tmp_path: Path) -
     locks = tmp_path / "run"
     locks.mkdir()
     a_gpu = GpuProbe(True, DEVICE, "ok", "ok", "available")
-    service = Service(
-        _docling_on_the_gpu(tmp_path),
-        probe_override=a_gpu,
-        lock_folder=locks,
-        install_signal_handlers=False,
+    service = scripted_service(
+        _docling_on_the_gpu(tmp_path), ScriptedWorker(probe=a_gpu), lock_folder=locks
     )
     with capture_logs() as logged:
         code = service.run()  # the models are checked before anything touches CUDA
@@ -95,9 +93,7 @@ def test_with_a_gpu_the_start_is_refused_exit_2_models_missing(tmp_path: Path) -
 @pytest.mark.slow
 def test_without_a_gpu_the_start_goes_on_and_says_the_models_are_missing(tmp_path: Path) -> None:
     no_gpu = GpuProbe(False, None, "no usable GPU: test", "nvml_unavailable", "")
-    service = Service(
-        _docling_on_the_gpu(tmp_path), probe_override=no_gpu, install_signal_handlers=False
-    )
+    service = scripted_service(_docling_on_the_gpu(tmp_path), ScriptedWorker(probe=no_gpu))
     with capture_logs() as logged:
         thread = threading.Thread(target=lambda: setattr(service, "code", service.run()))
         thread.start()

@@ -23,6 +23,8 @@ from sir_convert_a_lot.service import heartbeat as heartbeat_module
 from sir_convert_a_lot.service.daemon import Service
 from tests.daemon import Daemon
 from tests.helpers import copy_sample, load_config, make_pdf, wait_for, write_config
+from tests.plugins.scripted_service import scripted_service
+from tests.plugins.scripted_worker import ScriptedWorker
 
 pytestmark = pytest.mark.slow
 
@@ -181,7 +183,7 @@ def test_watchdog_pings_stop_while_a_job_is_stuck_past_its_limit(
     monkeypatch.setattr(endings_module, "write_outputs", hung_outbox)
     config = load_config(tmp_path)
     config = replace(config, defaults=replace(config.defaults, document_timeout_seconds=1))
-    service = Service(config, install_signal_handlers=False)
+    service = Service(config)
     thread = _service_in_thread(service)
     try:
         wait_for(lambda: len(notify.with_key("WATCHDOG")) >= 2, timeout=10)
@@ -206,7 +208,7 @@ def test_watchdog_pings_stop_and_the_daemon_exits_when_the_watcher_dies(
 ) -> None:
     for key, value in _env(notify, watchdog_seconds=0.5).items():
         monkeypatch.setenv(key, value)
-    service = Service(load_config(tmp_path), install_signal_handlers=False)
+    service = Service(load_config(tmp_path))
     thread = _service_in_thread(service)
     wait_for(lambda: len(notify.with_key("WATCHDOG")) >= 2, timeout=10)
     assert service.watcher is not None
@@ -227,7 +229,7 @@ def test_a_clean_stop_logs_no_watchdog_alarm(
     ``journalctl -p warning`` on half of the clean stops."""
     for key, value in _env(notify, watchdog_seconds=0.5).items():
         monkeypatch.setenv(key, value)
-    service = Service(load_config(tmp_path), install_signal_handlers=False)
+    service = Service(load_config(tmp_path))
     real_stop = service.engine.stop
 
     def slow_stop() -> None:
@@ -254,7 +256,7 @@ def test_sigterm_mid_job_returns_it_uncounted_and_a_restart_converts_it_once(
 ) -> None:
     monkeypatch.setenv("NOTIFY_SOCKET", str(notify.path))
     config = load_config(tmp_path, service={"stop_grace_seconds": 1})
-    service = Service(config, fault_injection=("hang:long.pdf",), install_signal_handlers=False)
+    service = scripted_service(config, ScriptedWorker({"long.pdf": "hang"}))
     thread = _service_in_thread(service)
     make_pdf(tmp_path / "inbox" / "long.pdf", pages=2)
     wait_for(lambda: service.activity.job_id is not None, timeout=30)
@@ -263,7 +265,7 @@ def test_sigterm_mid_job_returns_it_uncounted_and_a_restart_converts_it_once(
     assert notify.with_key("STOPPING")
     assert (tmp_path / "inbox" / "long.pdf").exists()
     assert not list((tmp_path / "outbox").iterdir())
-    again = Service(config, install_signal_handlers=False)
+    again = Service(config)
     thread = _service_in_thread(again)
     try:
         wait_for(lambda: (tmp_path / "outbox" / "long.json").exists(), timeout=30)

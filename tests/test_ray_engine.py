@@ -30,6 +30,8 @@ from sir_convert_a_lot.engine.ray_cluster import MARK_VARIABLE
 from sir_convert_a_lot.engine.ray_reaper import marked_processes, reap, with_descendants
 from sir_convert_a_lot.service.daemon import Service
 from tests.helpers import load_config, make_pdf, wait_for, write_config
+from tests.plugins.scripted_service import scripted_service
+from tests.plugins.scripted_worker import ScriptedWorker
 
 pytestmark = pytest.mark.slow  # models, workers or Ray: seconds per test
 
@@ -49,8 +51,10 @@ def no_ray_left_behind() -> Iterator[None]:
     assert wait_for(lambda: not private_ray_processes(), timeout=30), private_ray_processes()
 
 
-def _running(config: Config, **kwargs: Any) -> tuple[Service, threading.Thread]:
-    service = Service(config, install_signal_handlers=False, **kwargs)
+def _running(
+    config: Config, script: ScriptedWorker | None = None
+) -> tuple[Service, threading.Thread]:
+    service = Service(config) if script is None else scripted_service(config, script)
     thread = threading.Thread(target=service.run, daemon=True)
     thread.start()
     assert service.ready.wait(120), "the service did not become ready"
@@ -98,7 +102,7 @@ def test_documents_convert_on_two_actors_and_the_sidecar_says_ray(tmp_path: Path
 
 def test_an_actor_that_dies_on_a_file_takes_the_crash_path(tmp_path: Path) -> None:
     config = load_config(tmp_path, engine=RAY_CPUS)
-    service, thread = _running(config, fault_injection=("crash:poison.pdf",))
+    service, thread = _running(config, ScriptedWorker({"poison.pdf": "crash"}))
     try:
         make_pdf(tmp_path / "inbox" / "poison.pdf")
         wait_for(lambda: (tmp_path / "outbox" / "poison.error.json").exists(), timeout=180)
@@ -120,7 +124,7 @@ def test_an_actor_that_dies_on_a_file_takes_the_crash_path(tmp_path: Path) -> No
 def test_an_actor_killed_mid_job_costs_one_attempt_and_the_job_goes_on(tmp_path: Path) -> None:
     config = load_config(tmp_path, engine=RAY_CPUS)
     quick = replace(config, defaults=replace(config.defaults, document_timeout_seconds=5))
-    service, thread = _running(quick, fault_injection=("hang:stuck.pdf",))
+    service, thread = _running(quick, ScriptedWorker({"stuck.pdf": "hang"}))
     try:
         pool = service.engine
         assert isinstance(pool, EnginePool)
@@ -144,7 +148,7 @@ def test_an_actor_killed_mid_job_costs_one_attempt_and_the_job_goes_on(tmp_path:
 def test_a_document_that_hangs_times_out_inside_its_actor(tmp_path: Path) -> None:
     config = load_config(tmp_path, engine=RAY_CPUS)
     quick = replace(config, defaults=replace(config.defaults, document_timeout_seconds=3))
-    service, thread = _running(quick, fault_injection=("hang:slow.pdf",))
+    service, thread = _running(quick, ScriptedWorker({"slow.pdf": "hang"}))
     try:
         make_pdf(tmp_path / "inbox" / "slow.pdf")
         wait_for(lambda: (tmp_path / "outbox" / "slow.error.json").exists(), timeout=120)
@@ -346,7 +350,7 @@ def test_a_lost_node_s_job_is_converted_once_elsewhere_and_its_actor_returns_wit
 ) -> None:
     engine = {**RAY_CPUS, "ray_address": two_node_cluster.address}
     service, thread = _running(
-        load_config(tmp_path, engine=engine), fault_injection=("slow:long.pdf",)
+        load_config(tmp_path, engine=engine), ScriptedWorker({"long.pdf": "slow"})
     )
     try:
         pool = service.engine

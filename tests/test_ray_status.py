@@ -19,6 +19,8 @@ from sir_convert_a_lot.ops.cli import main
 from sir_convert_a_lot.service.actors import ActorView, lease_actors
 from sir_convert_a_lot.service.daemon import Service
 from tests.helpers import load_config, make_pdf, wait_for
+from tests.plugins.scripted_service import scripted_service
+from tests.plugins.scripted_worker import ScriptedWorker
 
 pytestmark = pytest.mark.slow  # models, workers or Ray: seconds per test
 
@@ -51,7 +53,7 @@ def test_status_lists_each_actor_and_the_job_running_in_it(
 
     config = load_config(tmp_path, engine=RAY_CPUS)
     slow = replace(config, defaults=replace(config.defaults, document_timeout_seconds=120))
-    service = Service(slow, install_signal_handlers=False, fault_injection=("hang:slow.pdf",))
+    service = scripted_service(slow, ScriptedWorker({"slow.pdf": "hang"}))
     thread = threading.Thread(target=service.run, daemon=True)
     thread.start()
     mark = ""
@@ -104,7 +106,7 @@ def test_a_local_engine_instance_has_no_engine_or_actors_in_status(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = load_config(tmp_path)
-    service = Service(config, install_signal_handlers=False)
+    service = Service(config)
     thread = threading.Thread(target=service.run, daemon=True)
     thread.start()
     try:

@@ -41,7 +41,7 @@ class HoldingWorker(ScriptedTransport):
 
 def test_status_shows_every_job_converting_and_pacing_holds_the_pages(tmp_path: Path) -> None:
     config = load_config(tmp_path, gpu={"max_pages_in_flight": 4 * PAGES})
-    service = Service(config, install_signal_handlers=False)
+    service = Service(config)
     workers: list[HoldingWorker] = []
 
     def factory(settings: WorkerSettings) -> Transport:

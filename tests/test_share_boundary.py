@@ -255,7 +255,7 @@ def test_the_running_daemon_moves_nothing_out_of_a_swapped_or_linked_folder(
     service_only = tmp_path / "service-only"
     linked_target = tmp_path / "linked-target"
     make_pdf(linked_target / "from-the-start.pdf")
-    service = Service(config, install_signal_handlers=False)
+    service = Service(config)
     thread = threading.Thread(target=service.run)
     thread.start()
     try:
@@ -320,7 +320,7 @@ def test_a_share_user_swapping_a_folder_for_the_service_users_folder_gets_nothin
     make_pdf(private / "payroll.pdf")
     private.chmod(0o750)
     protected = _tree(private)
-    service = Service(config, install_signal_handlers=False)
+    service = Service(config)
     thread = threading.Thread(target=service.run)
     thread.start()
     share_user = (

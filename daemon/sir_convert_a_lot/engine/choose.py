@@ -4,10 +4,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from sir_convert_a_lot.config import Config, Governance
-from sir_convert_a_lot.engine.gpu import GpuProbe
 from sir_convert_a_lot.engine.interface import ProgressSink
 from sir_convert_a_lot.engine.pool import EnginePool
 from sir_convert_a_lot.engine.supervisor import Engine
@@ -21,28 +18,14 @@ def build_engine(
     *,
     instance: str,
     on_progress: ProgressSink | None = None,
-    lock_folder: Path | None = None,
-    probe_override: GpuProbe | None = None,
-    fault_injection: tuple[str, ...] = (),
     device_wait_seconds: float | None = None,
 ) -> AnyEngine:
     if config.engine.kind == "ray":
-        return EnginePool(
-            config,
-            governance,
-            instance=instance,
-            on_progress=on_progress,
-            probe_override=probe_override,
-            fault_injection=fault_injection,
-            lock_folder=lock_folder,
-        )
+        return EnginePool(config, governance, instance=instance, on_progress=on_progress)
     return Engine(
         config,
         governance,
         instance=instance,
         on_progress=on_progress,
-        lock_folder=lock_folder,
-        probe_override=probe_override,
-        fault_injection=fault_injection,
         device_wait_seconds=device_wait_seconds,
     )

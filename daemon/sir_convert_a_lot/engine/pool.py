@@ -18,11 +18,11 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from sir_convert_a_lot import logs
 from sir_convert_a_lot.config import Config, Governance
+from sir_convert_a_lot.engine import worker
 from sir_convert_a_lot.engine.gpu import GpuProbe
 from sir_convert_a_lot.engine.interface import (
     EngineStartError,
@@ -36,6 +36,7 @@ from sir_convert_a_lot.engine.ray_cluster import RayCluster, connect
 from sir_convert_a_lot.engine.supervisor import Engine
 from sir_convert_a_lot.engine.transports.base import Transport
 from sir_convert_a_lot.engine.transports.ray_actor import RayActorTransport
+from sir_convert_a_lot.engine.worker import WorkerEntry
 from sir_convert_a_lot.options import ConversionOptions
 
 log = logs.get()
@@ -54,17 +55,13 @@ class EnginePool:
         *,
         instance: str,
         on_progress: ProgressSink | None = None,
-        probe_override: GpuProbe | None = None,
-        fault_injection: tuple[str, ...] = (),
-        lock_folder: Path | None = None,
+        serve: WorkerEntry = worker.serve,
     ) -> None:
         self.config = config
-        self.lock_folder = lock_folder  # tests: where the actors take their GPU locks
         self.governance = governance
         self.instance = instance
         self.on_progress = on_progress
-        self.probe_override = probe_override
-        self.fault_injection = fault_injection
+        self.serve = serve  # each actor's worker: the real one but in the tests (WorkerEntry)
         self.cluster: RayCluster | None = None
         self.engines: list[Engine] = []
         self.transports: dict[int, RayActorTransport] = {}  # id(engine) -> its current actor
@@ -190,9 +187,9 @@ class EnginePool:
         engine: Engine | None = None
 
         def transport(settings: WorkerSettings) -> Transport:
-            if self.lock_folder is not None:
-                settings = replace(settings, lock_folder=str(self.lock_folder))
-            made = RayActorTransport(settings, cluster, self.config.engine, self.instance)
+            made = RayActorTransport(
+                settings, cluster, self.config.engine, self.instance, self.serve
+            )
             if engine is not None:
                 self.transports[id(engine)] = made
             return made
@@ -202,8 +199,6 @@ class EnginePool:
             self.governance,
             instance=self.instance,
             on_progress=self.on_progress,
-            probe_override=self.probe_override,
-            fault_injection=self.fault_injection,
             transport=transport,
             locks_device=False,
         )

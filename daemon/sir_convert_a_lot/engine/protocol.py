@@ -37,10 +37,6 @@ class WorkerSettings:
     # Ray actor, on a host the daemon cannot lock for it): the instance named in the lock.
     lock_instance: str = ""
     lock_folder: str = ""  # where that lock lives ("": the host's /run/sir-convert)
-    # Tests only: pretend the probe saw this (a GpuProbe.to_dict()); never set from config.
-    probe_override: dict[str, Any] | None = None
-    # Tests only: code the worker runs at start to simulate faults (e.g. "crash_on:<name>").
-    fault_injection: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -148,9 +148,7 @@ def _hung(doing: str) -> EngineStartError:
     return EngineStartError("worker_start_timeout", f"the worker hung while {doing}")
 
 
-def worker_settings(
-    config: Config, probe_override: GpuProbe | None, fault_injection: tuple[str, ...]
-) -> WorkerSettings:
+def worker_settings(config: Config) -> WorkerSettings:
     """What a worker needs from the config, in a form any transport can carry."""
     return WorkerSettings(
         device_index=config.gpu.device_index,
@@ -162,6 +160,4 @@ def worker_settings(
         table_check_every=config.gpu.table_check_every,
         log_level=config.logging.level,
         log_format=config.logging.format,
-        probe_override=probe_override.to_dict() if probe_override else None,
-        fault_injection=fault_injection,
     )

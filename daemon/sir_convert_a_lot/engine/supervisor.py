@@ -116,15 +116,13 @@ class Engine:
         lock_folder: Any = None,
         wait_for_device: bool = True,
         device_wait_seconds: float | None = None,
-        probe_override: GpuProbe | None = None,
-        fault_injection: tuple[str, ...] = (),
         transport: TransportFactory = LocalProcessTransport,
         locks_device: bool = True,
     ) -> None:
         self.config = config
         self.governance = governance
         self.on_progress = on_progress
-        self.settings = worker_settings(config, probe_override, fault_injection)
+        self.settings = worker_settings(config)
         self.device_lock = DeviceLock(config.gpu.device_index, instance, lock_folder)
         self.wait_for_device = wait_for_device
         self.device_wait_seconds = device_wait_seconds  # None: wait for as long as it takes

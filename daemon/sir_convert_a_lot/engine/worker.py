@@ -18,7 +18,6 @@ import ctypes
 import functools
 import logging
 import os
-import signal
 import socket
 import sys
 import threading
@@ -77,6 +76,16 @@ class Channel(Protocol):
 def serve(channel: Channel, settings: WorkerSettings) -> None:
     """Run the worker's side of the handshake, then answer requests until told to stop."""
     _Worker(channel, settings).serve()
+
+
+WorkerEntry = Callable[[Channel, WorkerSettings], None]
+"""What a worker process or actor runs once its transport is up: ``serve`` above, always, in
+production. It is a parameter of the transports (``LocalProcessTransport``, ``WorkerActor`` and
+``RayActorTransport``, ``EnginePool``) for one reason: it is the engine's only seam for the tests,
+which supply an entry point of their own (``tests/plugins/scripted_worker.py``) that wraps this
+worker and crashes, hangs or outgrows its memory on a scripted file, where a hostile PDF would.
+It must be picklable (it crosses into a spawned process or a Ray actor). No config key and no
+environment variable reaches it: nothing a user sets can load test code into a worker."""
 
 
 class _Worker:
@@ -159,8 +168,6 @@ class _Worker:
             release_freed_memory()
 
     def _probe(self) -> GpuProbe:
-        if self.settings.probe_override is not None:
-            return GpuProbe.from_dict(self.settings.probe_override)
         index = self.settings.device_index
         host_gpu = self.settings.host_gpu
         return probe(host_gpu if host_gpu >= 0 else index, torch_index=index)
@@ -226,7 +233,6 @@ class _Worker:
         pages: int | None = None
         started = time.monotonic()
         try:
-            self._inject_faults(request)
             data = read_source(Path(request.source_path), self.settings.max_file_bytes)
             pdf = open_pdf(data, self.settings.max_pages, Path(request.source_name).name)
             pages = pdf.pages
@@ -277,27 +283,6 @@ class _Worker:
             docling_json=result.docling_json,
             gpu_memory=gpu_memory(self.settings.device_index),
         )
-
-    def _inject_faults(self, request: ConvertRequest) -> None:
-        """Test hooks, reachable only through WorkerSettings built in code."""
-        name = Path(request.source_name).name
-        for fault in self.settings.fault_injection:
-            kind, _, target = fault.partition(":")
-            if target not in (request.job_id, name, "*"):
-                continue
-            if kind == "crash":
-                os.kill(os.getpid(), signal.SIGKILL)
-            elif kind == "hang":
-                time.sleep(3600)
-            elif kind == "slow":  # a long document, as far as the supervisor can tell
-                time.sleep(5)
-            elif kind == "raise":
-                raise RuntimeError("injected fault")
-            elif kind == "bloat":  # grow by 64 MiB every 50 ms, as a runaway conversion would
-                held = []
-                while True:
-                    held.append(bytearray(64 * 1024 * 1024))
-                    time.sleep(0.05)
 
 
 def gpu_memory(index: int) -> tuple[int, int] | None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sir_convert_a_lot import logs
-from sir_convert_a_lot.config import Config, Governance, Paths
+from sir_convert_a_lot.config import Config, Paths
 from sir_convert_a_lot.engine.choose import build_engine
 from sir_convert_a_lot.engine.interface import EngineStartError
 from sir_convert_a_lot.jobs.custody import require_safe_instance
@@ -90,11 +90,10 @@ def convert_files(
     config: Config,
     files: list[Path],
     out_dir: Path,
-    governance: Governance | None = None,
     device_wait_seconds: float | None = None,
 ) -> list[Outcome]:
     """Convert each file into ``out_dir``; one Outcome per file, in order."""
-    governance = governance if governance is not None else config.governance
+    governance = config.governance
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="sir-convert-") as scratch:
         root = Path(scratch)

@@ -17,14 +17,12 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 from sir_convert_a_lot import __version__, logs
-from sir_convert_a_lot.config import Config, Governance
+from sir_convert_a_lot.config import Config
 from sir_convert_a_lot.engine.choose import build_engine
-from sir_convert_a_lot.engine.gpu import GpuProbe
 from sir_convert_a_lot.engine.interface import ConversionEngine, EngineStartError, ProgressSink
 from sir_convert_a_lot.intake.dispatch import Dispatcher
 from sir_convert_a_lot.intake.queue import Intake
@@ -45,6 +43,7 @@ from sir_convert_a_lot.versions import build_id
 log = logs.get()
 
 SETUP_PROBLEMS = frozenset({"models_missing", "device_lock_unavailable"})
+_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 class ShareMissing(Exception):
@@ -53,35 +52,27 @@ class ShareMissing(Exception):
 
 class Service:
     """One daemon instance: owns the parts and the threads, and the main loop that drives
-    intake and dispatch. Other threads talk to the main loop only through ``events``."""
+    intake and dispatch. Other threads talk to the main loop only through ``events``.
+
+    It takes the config and nothing else that production sets. ``engine_factory`` builds the
+    conversion engine around the service's progress sink; left out (as ``sir-convert run``
+    leaves it), the engine is the supervised worker or Ray pool that ``engine.kind`` names. It
+    is a parameter because the engine is the one part that tests and tools put their own in
+    place of (a scripted worker, ``tests/plugins``; a no-op engine, ``tools/loop_ceiling.py``);
+    no config key and no environment variable reaches it."""
 
     def __init__(
         self,
         config: Config,
         *,
-        governance: Governance | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        probe_override: GpuProbe | None = None,
-        fault_injection: tuple[str, ...] = (),
-        lock_folder: Path | None = None,
-        install_signal_handlers: bool = True,
         engine_factory: Callable[[ProgressSink], ConversionEngine] | None = None,
     ) -> None:
         self.config = config
-        # Tests may unlock through this argument; no config key or variable reaches it.
-        self.governance = governance if governance is not None else config.governance
+        self.governance = config.governance  # a reload may not change it (config.reload)
         self.instance = config.instances.name
-        self.clock = clock
+        self.clock: Callable[[], float] = time.monotonic
         self.spool = Spool(config.paths, self.instance)
-        # Tools and tests only (tools/loop_ceiling.py's engine that converts nothing): an
-        # engine built around the progress sink instead of the supervised worker. No config key
-        # or variable reaches it.
-        self.engine: ConversionEngine = (
-            engine_factory(self._on_progress)
-            if engine_factory is not None
-            else self._supervised(lock_folder, probe_override, fault_injection)
-        )
-        self.install_signal_handlers = install_signal_handlers
+        self.engine: ConversionEngine = (engine_factory or self._supervised)(self._on_progress)
         self.events: queue.Queue[Event] = queue.Queue()
         self.state = "starting"  # then "ready"; the heartbeat shows "stopping" on its own
         # Recent endings, for tests and debugging; bounded so a long run does not grow.
@@ -100,8 +91,8 @@ class Service:
             self.runner, self.events, self._heartbeat_wake, self.pages_limit, on_fatal=self._fail
         )
         self._next_takeover = 0.0
-        self.intake = Intake(config, clock, self._heartbeat_wake.set)
-        self.dispatcher = Dispatcher(config, self.intake, self.spool, clock, self._enqueue)
+        self.intake = Intake(config, self.clock, self._heartbeat_wake.set)
+        self.dispatcher = Dispatcher(config, self.intake, self.spool, self.clock, self._enqueue)
         self.dispatcher.pages_limit = self.pages_limit
         self.notifier = Notifier()
         self.metrics = Metrics(config.metrics, self.instance)
@@ -113,21 +104,10 @@ class Service:
             wake=self._heartbeat_wake,
         )
 
-    def _supervised(
-        self,
-        lock_folder: Path | None,
-        probe_override: GpuProbe | None,
-        fault_injection: tuple[str, ...],
-    ) -> ConversionEngine:
+    def _supervised(self, on_progress: ProgressSink) -> ConversionEngine:
         """The engine every daemon runs: supervised workers, as engine.kind says."""
         return build_engine(
-            self.config,
-            self.governance,
-            instance=self.instance,
-            on_progress=self._on_progress,
-            lock_folder=lock_folder,
-            probe_override=probe_override,
-            fault_injection=fault_injection,
+            self.config, self.governance, instance=self.instance, on_progress=on_progress
         )
 
     # -- public -------------------------------------------------------------------------------
@@ -153,8 +133,10 @@ class Service:
         )
         startup.refuse_disagreeing_instances(self.spool, self.config, self.instance)
         self.metrics.start()  # a ConfigError when it cannot listen or write: nothing to stop
-        if self.install_signal_handlers:
-            self._install_signals()
+        with self._signals():
+            return self._start_and_loop()
+
+    def _start_and_loop(self) -> int:
         try:
             self._startup()
         except EngineStartError as exc:
@@ -427,6 +409,24 @@ class Service:
         )
         self.runner.abandon = True
         self.engine.abort()
+
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        """SIGTERM and SIGINT stop the daemon and SIGHUP reloads it, while it runs. Signals are
+        the process's, and Python lets only its main thread take them: a Service run on another
+        thread (as the tests run it) leaves them to the process. The old handlers come back
+        when the run ends."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        saved = {number: signal.getsignal(number) for number in _SIGNALS}
+        self._install_signals()
+        try:
+            yield
+        finally:
+            for number, handler in saved.items():
+                if handler is not None:
+                    signal.signal(number, handler)
 
     def _install_signals(self) -> None:
         def on_term(signum: int, _frame: FrameType | None) -> None:

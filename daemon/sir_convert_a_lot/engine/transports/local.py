@@ -7,7 +7,8 @@ takes only the child down. Messages are the frozen dataclasses of ``protocol``, 
 second from its own thread: a child stuck in native code that holds the GIL stops stamping.
 
 The parent half is ``LocalProcessTransport``; the child half is ``worker_process_main``, which
-makes the process die with the daemon and then serves ``worker.serve`` over the pipe.
+makes the process die with the daemon and then runs the worker's entry point over the pipe:
+``worker.serve``, unless a test hands the transport its own (``worker.WorkerEntry``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 from sir_convert_a_lot.engine import worker
 from sir_convert_a_lot.engine.protocol import WorkerSettings
 from sir_convert_a_lot.engine.transports.base import TransportClosed
+from sir_convert_a_lot.engine.worker import WorkerEntry
 
 _JOIN_SECONDS = 10.0
 
@@ -43,10 +45,12 @@ def resident_bytes(pid: int) -> int | None:
 
 
 class LocalProcessTransport:
-    """One spawned worker process and the parent's end of its pipe."""
+    """One spawned worker process and the parent's end of its pipe. ``serve`` is what the child
+    runs: the real worker (the only one production uses), or the tests' scripted one."""
 
-    def __init__(self, settings: WorkerSettings) -> None:
+    def __init__(self, settings: WorkerSettings, serve: WorkerEntry = worker.serve) -> None:
         self.settings = settings
+        self.serve = serve
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
         self._stamp: Any = None  # multiprocessing.Value("d"): the child's last sign of life
@@ -57,7 +61,7 @@ class LocalProcessTransport:
         self._stamp = context.Value("d", time.monotonic(), lock=False)
         process = context.Process(
             target=worker_process_main,
-            args=(child, self.settings, os.getpid(), self._stamp),
+            args=(child, self.settings, os.getpid(), self._stamp, self.serve),
             name="sca-worker",
             daemon=True,
         )
@@ -132,9 +136,13 @@ class LocalProcessTransport:
 
 
 def worker_process_main(
-    conn: Connection, settings: WorkerSettings, parent_pid: int, stamp: Any = None
+    conn: Connection,
+    settings: WorkerSettings,
+    parent_pid: int,
+    stamp: Any = None,
+    serve: WorkerEntry = worker.serve,
 ) -> None:
-    """Entry point of the worker process."""
+    """Entry point of the worker process: ready it to be a worker, then run ``serve``."""
     _die_with_parent(parent_pid)
     if stamp is not None:
         threading.Thread(target=_beat, args=(stamp,), name="sca-alive", daemon=True).start()
@@ -144,7 +152,7 @@ def worker_process_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     with contextlib.suppress(EOFError, BrokenPipeError, KeyboardInterrupt):
-        worker.serve(conn, settings)
+        serve(conn, settings)
 
 
 _PR_SET_PDEATHSIG = 1

@@ -1,8 +1,9 @@
 """The second transport: the worker as a Ray actor, on whichever node of the cluster has room.
 
-The actor (``WorkerActor``) runs the same ``worker.serve`` as a local worker process, over two
-queues instead of a pipe; it is a process of its own, so a hostile PDF that crashes or hangs
-the converter takes only the actor down. The daemon's half (``RayActorTransport``) is what the
+The actor (``WorkerActor``) runs the same ``worker.serve`` as a local worker process (or the
+same test entry point, ``worker.WorkerEntry``), over two queues instead of a pipe; it is a
+process of its own, so a hostile PDF that crashes or hangs the converter takes only the actor
+down. The daemon's half (``RayActorTransport``) is what the
 supervisor sees: messages go in with ``put`` and come back in lists from ``take``, a call that
 waits up to the supervisor's receive timeout. A document's bytes travel through Ray's object
 store (``ray.put`` on the daemon's host, written to a private folder on the actor's), so the
@@ -36,6 +37,7 @@ from sir_convert_a_lot.engine.protocol import Converted, ConvertRequest, Failed,
 from sir_convert_a_lot.engine.ray_cluster import RayCluster
 from sir_convert_a_lot.engine.transports.base import TransportClosed
 from sir_convert_a_lot.engine.transports.local import resident_bytes
+from sir_convert_a_lot.engine.worker import WorkerEntry
 
 _ENDED = "sca-worker-ended"  # the actor's serve loop returned: no more messages will come
 _RPC_SLACK_SECONDS = 5.0  # over a take's own timeout before the actor counts as silent
@@ -59,15 +61,17 @@ class _QueueChannel:
 
 
 class WorkerActor:
-    """The actor's side: serves the worker on a thread and hands its messages out in batches."""
+    """The actor's side: serves the worker on a thread and hands its messages out in batches.
+    ``serve`` is the worker's entry point: the real worker, or the tests' scripted one."""
 
-    def __init__(self, settings: WorkerSettings) -> None:
+    def __init__(self, settings: WorkerSettings, serve: WorkerEntry = worker.serve) -> None:
         import ray
 
         gpu_ids = ray.get_gpu_ids()
         if gpu_ids:  # Ray made only these visible: the first is cuda:0 in here
             settings = replace(settings, device_index=0, host_gpu=int(gpu_ids[0]))
         self.settings = settings
+        self.serve = serve
         self._inbox: queue.Queue[object] = queue.Queue()
         self._outbox: queue.Queue[object] = queue.Queue()
         self._sources: dict[str, Path] = {}
@@ -77,7 +81,7 @@ class WorkerActor:
     def _serve(self) -> None:
         worker.quiet_libraries(self.settings)
         try:
-            worker.serve(_QueueChannel(self._inbox, self._outbox), self.settings)
+            self.serve(_QueueChannel(self._inbox, self._outbox), self.settings)
         finally:
             self._outbox.put(_ENDED)
 
@@ -133,7 +137,8 @@ def _actor_settings(settings: WorkerSettings, instance: str) -> WorkerSettings:
 
 
 class RayActorTransport:
-    """The daemon's end of one actor (``transports.base.Transport``)."""
+    """The daemon's end of one actor (``transports.base.Transport``); ``serve`` goes to the
+    actor as its worker's entry point."""
 
     def __init__(
         self,
@@ -141,8 +146,10 @@ class RayActorTransport:
         cluster: RayCluster,
         section: EngineSection,
         instance: str,
+        serve: WorkerEntry = worker.serve,
     ) -> None:
         self.settings = _actor_settings(settings, instance)
+        self.serve = serve
         self.cluster = cluster
         self.section = section
         self.where: dict[str, Any] = {}
@@ -170,7 +177,7 @@ class RayActorTransport:
                 max_restarts=0,
                 max_task_retries=0,
             )
-            .remote(self.settings)
+            .remote(self.settings, self.serve)
         )
         self._where = self._actor.where.remote()  # known before the actor can be lost
 
