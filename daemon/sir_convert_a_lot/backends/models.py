@@ -22,7 +22,8 @@ TABLEFORMER = "docling-project--docling-models/model_artifacts/tableformer"
 RAPIDOCR = "RapidOcr"
 
 # The files docling (2.143) asks RapidOCR's registry for with its defaults (language "ch", size
-# "small": PP-OCRv6), per engine; tests/test_ocr_engine.py pins them against docling's resolver.
+# "small": PP-OCRv6), per engine; tests/backends/test_ocr_engine.py pins them against
+# docling's resolver.
 # Both engines share the folder, so their needs are told apart by file.
 RAPIDOCR_FILES: dict[str, tuple[str, ...]] = {
     "onnxruntime": (

@@ -11,9 +11,9 @@ Why 5e-4: docling cuts the table from the page image scaled to 1024 px high, so 
 most 1024 px high, and on ordinary page shapes (up to a landscape A3's 1.41:1) at most ~1450 px
 wide; 5e-4 of that is under 0.75 px, so a difference below the tolerance cannot move a cell's box
 by a whole pixel, and docling's matching of words to cells (by overlap) cannot tell it apart.
-Float reordering moves boxes by about 1e-6 (``tests/test_tableformer_fast.py`` holds the two to
-2e-6 on the stand-in), some 500 times less, while a real fault (a wrong step, a wrong attention,
-another image) moves them by far more than a pixel.
+Float reordering moves boxes by about 1e-6 (``tests/backends/test_tableformer_fast.py`` holds the
+two to 2e-6 on the stand-in), some 500 times less, while a real fault (a wrong step, a wrong
+attention, another image) moves them by far more than a pixel.
 """
 
 from __future__ import annotations

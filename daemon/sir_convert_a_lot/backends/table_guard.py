@@ -13,9 +13,9 @@ image encoder, ``mergebboxes``, ``_init_hidden_state``, the box and class heads)
 predictions alike; ``Tag_Transformer.__init__`` is listed because it decides the decoder
 layers' configuration (post-norm, activation) that the fast path assumes.
 
-To verify a new version: run ``tests/test_tableformer_fast.py`` and the table tests of
-``tests/test_docling_batching.py`` against it, read the diff of the functions below, then add
-its hashes (``source_hashes()``) under its version.
+To verify a new version: run ``tests/backends/test_tableformer_fast.py`` and the table tests of
+``tests/backends/test_docling_batching.py`` against it, read the diff of the functions below,
+then add its hashes (``source_hashes()``) under its version.
 """
 
 from __future__ import annotations

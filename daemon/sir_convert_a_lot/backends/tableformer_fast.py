@@ -12,12 +12,12 @@ a few hundred per slab.
 
 What comes out must be what docling's own ``predict`` gives: the same tags (with the library's
 structure corrections and its rules for which tags get a box and which boxes are merged) and the
-same boxes to float tolerance; ``tests/test_tableformer_fast.py`` pins that against the library
-on stand-in weights. And a table's prediction must not depend on the tables predicted with it,
-or a document's Markdown would change with the documents that shared its model call: each
-table's image is encoded alone, its boxes computed alone, its tags in a lane of a fixed-shape
-slab, so ``predict`` (one table) and every row of ``predict_many`` (any tables, any order) are
-bitwise equal (``tests/test_tableformer_exact.py``). What that costs, on the compute-faithful
+same boxes to float tolerance; ``tests/backends/test_tableformer_fast.py`` pins that against the
+library on stand-in weights. And a table's prediction must not depend on the tables predicted with
+it, or a document's Markdown would change with the documents that shared its model call: each
+table's image is encoded alone, its boxes computed alone, its tags in a lane of a fixed-shape slab,
+so ``predict`` (one table) and every row of ``predict_many`` (any tables, any order) are bitwise
+equal (``tests/backends/test_tableformer_lanes.py``). What that costs, on the compute-faithful
 stand-in, 2 shared CPU cores, 201 tags a table (``tools/table_cost.py``, docs/reference/
 benchmarks.md 5b): docling's ``predict`` 6.47 s a table; before (batched encoder, a shrinking
 batch, not exact) 1.67 s alone and 1.00 s in eights; now 2.25 s alone (a slab of eight with one

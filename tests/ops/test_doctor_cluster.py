@@ -17,8 +17,8 @@ from sir_convert_a_lot.engine.interface import EngineStartError
 from sir_convert_a_lot.ops.cli import main
 from sir_convert_a_lot.ops.doctor import cluster as doctor_cluster
 from tests.helpers import wait_for, write_config
-from tests.test_doctor import _row, _rows
-from tests.test_ray_status import processes_of
+from tests.ops.test_doctor import _row, _rows
+from tests.service.test_actors import processes_of
 
 FOLDERS = ("inbox", "outbox", "state", "failed", "archive")
 RAY_ROWS = ("ray", "ray cluster", "ray GPUs", "ray versions")

@@ -22,9 +22,9 @@ from sir_convert_a_lot.ops.doctor import Check, run_checks
 from sir_convert_a_lot.ops.status import gather_status, render_status, worker_memory_text
 from sir_convert_a_lot.service.metrics import Metrics, Sample
 from tests.daemon import Daemon
+from tests.engine.test_supervisor import CPU, ScriptedTransport, _options
 from tests.helpers import UNLOCK, files_under, load_config, make_pdf, wait_for, write_config
-from tests.test_engine import CPU, ScriptedTransport, _options
-from tests.test_engine_threads import _converted
+from tests.service.test_runners import _converted
 
 
 def _engine(tmp_path: Path, **engine: object) -> tuple[Engine, list[ScriptedTransport]]:
@@ -218,7 +218,7 @@ def test_status_shows_the_worker_beside_its_limits_and_torch_on_a_gpu() -> None:
 def test_ray_actors_are_recycled_the_same_way_and_each_document_ends_once(
     tmp_path: Path,
 ) -> None:
-    from tests.test_ray_engine import RAY_CPUS, _running, _stop, private_ray_processes
+    from tests.engine.test_pool import RAY_CPUS, _running, _stop, private_ray_processes
 
     config = load_config(tmp_path, engine={**RAY_CPUS, "recycle_after_jobs": 2})
     names = [f"doc-{number}.pdf" for number in range(8)]

@@ -14,7 +14,7 @@ from sir_convert_a_lot.backends.pymupdf import PyMuPDFBackend
 from sir_convert_a_lot.backends.reading_order import Box, column_order, leading_number
 from sir_convert_a_lot.options import ConversionOptions, TableMode
 
-SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "corpus_sample"
+SAMPLES = Path(__file__).resolve().parents[2] / "fixtures" / "corpus_sample"
 LEFT, RIGHT = (70.0, 380.0), (410.0, 720.0)
 
 

@@ -17,7 +17,7 @@ from harness.scripted_tables import CELL_TAGS, History, RowScripts
 from torch import Tensor
 
 from sir_convert_a_lot.backends import tableformer_fast, tableformer_lanes
-from tests.test_tableformer_fast import assert_same, load_predictor
+from tests.backends.test_tableformer_fast import assert_same, load_predictor
 
 pytestmark = pytest.mark.slow  # models, workers or Ray: seconds per test
 

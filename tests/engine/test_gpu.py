@@ -26,7 +26,7 @@ from sir_convert_a_lot.engine.gpu import (
     runtime_dir,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 GIB = 1024**3
 
 

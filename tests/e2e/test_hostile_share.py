@@ -5,7 +5,7 @@ FIFOs, file links, chmods, truncations and deletions. Then: no sentinel outside 
 touched, every file owed a result got exactly one, no output was replaced, no two output names
 are alike, nothing was left behind, and the daemon still converts and stops cleanly.
 
-Replay one seed: ``SCA_HOSTILE_SEED=<n> pytest tests/test_hostile_share.py`` (and
+Replay one seed: ``SCA_HOSTILE_SEED=<n> pytest tests/e2e/test_hostile_share.py`` (and
 ``SCA_HOSTILE_SECONDS`` for a longer storm); the test prints the seed and every operation with
 what it met. The operations follow from the seed alone; what each met depends on timing."""
 
@@ -129,8 +129,9 @@ def test_a_hostile_share_user_reaches_nothing_outside_and_loses_nothing(
     owed = [p.owed for p in user.placed]
     report = (
         f"seed {seed} ({mode}; replay: SCA_HOSTILE_SEED={seed} pytest "
-        f"tests/test_hostile_share.py): {len(user.log)} steps, {owed.count('exact')} files owed "
-        f"at their path, {owed.count('once')} owed once after moves, settled in {settled:.1f} s, "
+        f"tests/e2e/test_hostile_share.py): {len(user.log)} steps, "
+        f"{owed.count('exact')} files owed at their path, {owed.count('once')} owed once after "
+        f"moves, settled in {settled:.1f} s, "
         f"{time.monotonic() - started:.0f} s in all; the daemon's errors: {sorted(errors)}\n"
         + "\n".join(user.log)
     )

@@ -1,7 +1,7 @@
 """Pictures (``output.images``) and the extra outputs: what a user finds in the outbox.
 
 The end-to-end tests run the pymupdf backend (its layout model finds the pictures of a PDF made
-here with pymupdf); docling's picture path is in test_docling_outputs.py.
+here with pymupdf); docling's picture path is in test_docling_export.py.
 """
 
 from __future__ import annotations

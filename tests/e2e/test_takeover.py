@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from harness import daemon as harness
 
+from harness import daemon as harness
 from tests.daemon import Daemon
 from tests.helpers import files_under, make_pdf, wait_for, write_config
 

@@ -13,9 +13,9 @@ from sir_convert_a_lot.engine.supervisor import Engine
 from sir_convert_a_lot.engine.transports.base import Transport
 from sir_convert_a_lot.ops.status import gather_status, render_status
 from sir_convert_a_lot.service.daemon import Service
+from tests.engine.test_supervisor import ScriptedTransport
 from tests.helpers import load_config, make_pdf, wait_for
-from tests.test_engine import ScriptedTransport
-from tests.test_engine_threads import _converted
+from tests.service.test_runners import _converted
 
 PAGES = 2
 

@@ -22,8 +22,8 @@ from sir_convert_a_lot.jobs.spool import Spool
 from sir_convert_a_lot.options import ConversionOptions
 from sir_convert_a_lot.service import startup
 from sir_convert_a_lot.sharefs import file_id
+from tests.engine.test_supervisor import CPU, ScriptedTransport
 from tests.helpers import UNLOCK, load_config, make_pdf, wait_for
-from tests.test_engine import CPU, ScriptedTransport
 
 
 class SlowStartTransport(ScriptedTransport):

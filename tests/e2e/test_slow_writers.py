@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pytest
-from harness import samba
 
+from harness import samba
 from tests.daemon import CAP_LEASE, Daemon, can_obey_permissions, run_cli
 from tests.helpers import pdf_bytes, wait_for, write_config
 
