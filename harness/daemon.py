@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.waiting import wait_for
+from sir_convert_a_lot.config import load
 
 # The scripts of the environment this Python runs in (a venv's bin/, where sir-convert is).
 SCRIPTS = Path(sys.executable).parent
@@ -56,7 +57,8 @@ drop_permission_override = dropping(*_PERMISSION_OVERRIDES)
 
 
 class Daemon:
-    """``sir-convert --config CFG run`` in a subprocess with its log in a file."""
+    """``sir-convert --config CFG run`` in a subprocess with its log in a file: the one way the
+    tests and the tools start a daemon."""
 
     def __init__(
         self,
@@ -70,16 +72,23 @@ class Daemon:
         drop_capabilities: tuple[int, ...] = (),
         cwd: Path | None = None,
         bin_dir: Path = SCRIPTS,
+        command: list[str] | None = None,
+        log_path: Path | None = None,
     ) -> None:
         self.config = config
-        self.log_path = config.parent / f"{log_name}-{instance or 'default'}.log"
+        self.instance = instance
+        self.log_path = log_path or config.parent / f"{log_name}-{instance or 'default'}.log"
         self.cwd = cwd if cwd is not None else Path.cwd()
         argv = [str(bin_dir / "sir-convert"), "--config", str(config), "run"]
-        if harness:
+        if command is not None:
+            # A daemon of the caller's own (a tool's no-op engine, another tree's package, the
+            # module where no console script is installed): its whole command line.
+            argv = list(command)
+        elif harness:
             # A module (run with -m from cwd) that wraps the daemon's own functions, then runs
             # its CLI.
             argv = [str(bin_dir / "python"), "-m", *harness, *argv[1:]]
-        if instance:
+        if instance and command is None:
             argv += ["--instance", instance]
         self.argv = argv
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -91,7 +100,10 @@ class Daemon:
         self.process: subprocess.Popen[bytes] | None = None
         self._log_file: Any = None
 
-    def start(self, wait_ready: bool = True, timeout: float = 60) -> Daemon:
+    def start(self, wait_ready: bool = True, timeout: float = 60, by_lease: bool = False) -> Daemon:
+        """Start it; with ``wait_ready``, return once it is ready (models warm, start-up scan
+        done): by its ``daemon_ready`` event, or with ``by_lease`` by its lease saying so, which
+        holds at any log level."""
         self._log_file = self.log_path.open("ab")
         self.process = subprocess.Popen(
             self.argv,
@@ -102,8 +114,55 @@ class Daemon:
             preexec_fn=self.preexec,
         )
         if wait_ready:
-            self.wait_event("daemon_ready", timeout=timeout)
+            try:
+                if by_lease:
+                    self.wait_lease_ready(timeout)
+                else:
+                    self.wait_event("daemon_ready", timeout=timeout)
+            except BaseException:  # a wait cut short (Ctrl-C, SIGTERM) takes the daemon with it
+                self.stop()
+                raise
         return self
+
+    def wait_lease_ready(self, timeout: float) -> None:
+        config = load(self.config)
+        lease = config.paths.state / "instances" / f"{self.instance or config.instances.name}.lease"
+
+        def ready() -> bool:
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(
+                    f"daemon exited ({self.process.returncode}) before it was ready:\n"
+                    + self.log_path.read_text(errors="replace")[-4000:]
+                )
+            try:
+                return bool(json.loads(lease.read_text()).get("state") == "ready")
+            except (OSError, ValueError):
+                return False
+
+        wait_for(ready, timeout=timeout, interval=0.1)
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def poll(self) -> int | None:
+        """The exit code, or None while it runs."""
+        assert self.process is not None
+        return self.process.poll()
+
+    def stop(self, timeout: float = 60) -> int | None:
+        """Asked to stop (SIGTERM), then killed if it has not within ``timeout``; its exit code
+        (None if it never started)."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        return self.wait(30)
 
     def events(self) -> list[dict[str, Any]]:
         if not self.log_path.exists():

@@ -14,6 +14,13 @@ from fixtures.stand_in_models import build_stand_in_models
 from tests.helpers import OFFLINE, SHARED_CORPUS
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """torch runs ldconfig in a subprocess the first time it is imported (its CUDA library
+    finder): imported here, before any test, so that the slow-mark guard below blames a test only
+    for processes it starts, not for being the first to import torch."""
+    import torch  # noqa: F401
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """GPU tests run only where CUDA works; everywhere else they are skipped, saying why."""
     from sir_convert_a_lot.engine.gpu import probe

@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import threading
@@ -26,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from harness.configs import write_config
+from harness.daemon import Daemon
 from harness.pdfs import pdf_bytes
 
 from toolkit import (
-    start_ready_daemon,
-    stop_daemon,
+    READY_TIMEOUT,
     tree_cpu_seconds,
     tree_rss_bytes,
     write_report,
@@ -89,16 +88,17 @@ def run_drain(
     command: list[str] | None = None,
     env: dict[str, str] | None = None,
 ) -> Drain:
-    """Start the daemon (``command`` and ``env`` as for ``start_ready_daemon``), drop every
+    """Start the daemon (``command`` and ``env`` as for ``harness.daemon.Daemon``), drop every
     file at once and sample its memory until all are done; the daemon stops however it ends."""
-    daemon = start_ready_daemon(config, root / "daemon.log", "test-instance", command, env)
+    daemon = Daemon(config, command=command, env=env, log_path=root / "daemon.log")
+    daemon.start(timeout=READY_TIMEOUT, by_lease=True)
     try:
         return _drain(daemon, root, staging, names)
     finally:
-        stop_daemon(daemon)
+        daemon.stop()
 
 
-def _drain(daemon: subprocess.Popen[bytes], root: Path, staging: Path, names: list[str]) -> Drain:
+def _drain(daemon: Daemon, root: Path, staging: Path, names: list[str]) -> Drain:
     done = threading.Event()
     drain = Drain(rss_ready=tree_rss_bytes(daemon.pid), dropped=0.0)
 
@@ -120,8 +120,8 @@ def _drain(daemon: subprocess.Popen[bytes], root: Path, staging: Path, names: li
             drain.first_done = time.monotonic()
         if finished >= len(names):
             break
-        if daemon.poll() is not None:
-            raise SystemExit(f"daemon exited early: {daemon.returncode}")
+        if (code := daemon.poll()) is not None:
+            raise SystemExit(f"daemon exited early: {code}")
         time.sleep(0.2)
     drain.drained = time.monotonic()
     drain.cpu_seconds = tree_cpu_seconds(daemon.pid) - cpu_at_drop

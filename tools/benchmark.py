@@ -21,7 +21,6 @@ import os
 import platform
 import resource
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -34,9 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
+from harness.daemon import Daemon
 
 from sir_convert_a_lot.config import PATH_KEYS
-from toolkit import REPO, exit_on_sigterm, stop_daemon, tree_rss_bytes
+from toolkit import REPO, exit_on_sigterm, tree_rss_bytes
 
 POLL_SECONDS = 0.05
 
@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """One daemon, started on a scratch folder, fed the corpus and stopped; the folder goes with
     it, and so does the daemon when the run fails or is interrupted (Ctrl-C, SIGTERM)."""
     root = Path(tempfile.mkdtemp(prefix="sca-bench-"))
-    process: subprocess.Popen[bytes] | None = None
+    daemon: Daemon | None = None
     exit_on_sigterm()
     try:
         config_path, document = benchmark_config(args.config, root)
@@ -165,27 +165,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit(f"no PDFs under {args.corpus}")
         log_path = root / "daemon.log"
         usage_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        with log_path.open("wb") as log:
-            started = time.monotonic()
-            process = subprocess.Popen(
-                [str(REPO / ".venv" / "bin" / "sir-convert"), "--config", str(config_path), "run"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=_daemon_environment(),
-            )
-            worker = wait_ready(log_path, process, timeout=args.ready_timeout)
-            ready_seconds = time.monotonic() - started
-            sampler = Sampler(process.pid, document.get("gpu", {}).get("device_index", 0))
-            sampler.start()
-            jobs, wall_seconds = run_rounds(args, root, pdfs, process, log_path)
-            sampler.stop()
-            process.send_signal(signal.SIGTERM)
-            exit_code = process.wait(timeout=120)
+        started = time.monotonic()
+        daemon = Daemon(config_path, env=_daemon_environment(), log_path=log_path, cwd=REPO)
+        process = daemon.start(wait_ready=False).process
+        assert process is not None
+        worker = wait_ready(log_path, process, timeout=args.ready_timeout)
+        ready_seconds = time.monotonic() - started
+        sampler = Sampler(process.pid, document.get("gpu", {}).get("device_index", 0))
+        sampler.start()
+        jobs, wall_seconds = run_rounds(args, root, pdfs, process, log_path)
+        sampler.stop()
+        exit_code = daemon.terminate(timeout=120)
         usage_after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if getattr(args, "keep_outbox", None):
             shutil.copytree(root / "outbox", args.keep_outbox, dirs_exist_ok=True)
     finally:
-        stop_daemon(process)
+        if daemon is not None:
+            daemon.stop()
         shutil.rmtree(root, ignore_errors=True)
     timing = (ready_seconds, jobs, sampler, wall_seconds, usage_before, usage_after, exit_code)
     return report(args, document, worker, *timing)

@@ -25,8 +25,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
+from harness.daemon import Daemon
 from harness.pdfs import scanned_pdf_bytes
 from harness.stand_in_models import build_stand_in_models
 
@@ -97,55 +96,18 @@ def write_config(
     return path
 
 
-class Daemon:
-    def __init__(self, config: Path, instance: str) -> None:
-        self.log_path = config.parent / f"{instance}.log"
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sir_convert_a_lot",
-                "--config",
-                str(config),
-                "run",
-                "--instance",
-                instance,
-            ],
-            cwd=REPO,
-            env={**os.environ, **ENV},
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def events(self) -> list[dict[str, Any]]:
-        found = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            if line.startswith("{"):
-                try:
-                    found.append(json.loads(line))
-                except ValueError:
-                    continue
-        return found
-
-    def wait_event(self, name: str, timeout: float) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for event in self.events():
-                if event.get("event") == name:
-                    return event
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.2)
-        tail = self.log_path.read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"no {name} event (exit {self.process.poll()}):\n{tail}")
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        code = self.process.wait(timeout=120)
-        self._log.close()
-        return code
+def start_daemon(config: Path, instance: str) -> Daemon:
+    """The harness's daemon, run as the module: the device's bundle installs no console script."""
+    command = [sys.executable, "-m", "sir_convert_a_lot", "--config", str(config), "run"]
+    daemon = Daemon(
+        config,
+        instance=instance,
+        command=[*command, "--instance", instance],
+        env=ENV,
+        cwd=REPO,
+        log_path=config.parent / f"{instance}.log",
+    )
+    return daemon.start(wait_ready=False)
 
 
 class Utilisation:
@@ -191,10 +153,10 @@ def run_batch_size(
     alone: bool = False,
 ) -> dict[str, Any]:
     config = write_config(root, models, batch, allow_cpu, engine)
-    daemon = Daemon(config, "gpu-check")
+    daemon = start_daemon(config, "gpu-check")
     result: dict[str, Any] = {"batch_size": batch, "engine": engine}
     try:
-        ready = daemon.wait_event("worker_ready", timeout=900)
+        ready = daemon.wait_event("worker_ready", timeout=900)[0]
         result.update(
             loaded=ready.get("loaded"),
             model_load_seconds=ready.get("load_seconds"),
@@ -212,7 +174,7 @@ def run_batch_size(
         jobs = [job_of(root / "outbox", name) for name in names]
         result.update(figures(jobs, wall, utilisation))
     finally:
-        result["exit_code"] = daemon.stop()
+        result["exit_code"] = daemon.stop(timeout=120)
     return result
 
 
@@ -302,14 +264,14 @@ def figures(jobs: list[dict[str, Any]], wall: float, utilisation: list[int]) -> 
 
 def second_instance_waits(config: Path) -> dict[str, Any]:
     """A second instance configured for the same GPU must wait for the device lock."""
-    second = Daemon(config, "gpu-check-second")
+    second = start_daemon(config, "gpu-check-second")
     try:
-        waiting = second.wait_event("device_busy_waiting", timeout=300)
+        waiting = second.wait_event("device_busy_waiting", timeout=300)[0]
         return {"second_instance_waited": True, "holder": waiting.get("holder")}
-    except RuntimeError as exc:
+    except AssertionError as exc:  # it exited, or never waited within the time
         return {"second_instance_waited": False, "problem": str(exc)[-500:]}
     finally:
-        second.stop(signal.SIGKILL)
+        second.kill()
 
 
 def verdict(report: dict[str, Any], allow_cpu: bool) -> list[str]:

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.configs import write_config
+from harness.daemon import Daemon
 from harness.pdfs import pdf_bytes
 
 from sir_convert_a_lot import logs
@@ -49,7 +50,7 @@ from sir_convert_a_lot.engine.policy import Decision, RunOn, decide
 from sir_convert_a_lot.engine.protocol import Converted
 from sir_convert_a_lot.options import ConversionOptions
 from sir_convert_a_lot.versions import component_versions
-from toolkit import start_ready_daemon, tree_cpu_seconds, write_report
+from toolkit import READY_TIMEOUT, tree_cpu_seconds, write_report
 
 INSTANCE = "test-instance"  # the name harness.configs gives
 MARKDOWN = "# Page 1\n\nNothing was converted: the loop-ceiling engine answers at once.\n"
@@ -180,12 +181,12 @@ def run_once(root: Path, files: int, threads: int, args: argparse.Namespace) -> 
     for name in names:
         (staging / name).write_bytes(content)
     command = [sys.executable, str(Path(__file__).resolve()), "serve", "--config", str(config)]
-    daemon = start_ready_daemon(config, root / "daemon.log", INSTANCE, command)
+    daemon = Daemon(config, command=command, log_path=root / "daemon.log")
+    daemon.start(timeout=READY_TIMEOUT, by_lease=True)
     try:
         drain = drop_and_drain(daemon.pid, root, staging, names, daemon.poll)
     finally:
-        daemon.terminate()
-        daemon.wait(60)
+        daemon.stop()
     return summarise(root, names, threads, drain, args.stability_seconds)
 
 

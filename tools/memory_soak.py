@@ -38,9 +38,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.configs import write_config
+from harness.daemon import Daemon
 
 import memory_report
-from toolkit import exit_on_sigterm, start_ready_daemon, stop_daemon
+from toolkit import READY_TIMEOUT, exit_on_sigterm
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 INSTANCE = "test-instance"
@@ -162,7 +163,8 @@ def run_arm(name: str, args: argparse.Namespace, models: Path) -> dict[str, Any]
     samples: list[dict[str, Any]] = []
     stop = threading.Event()
     env = {**os.environ, **OFFLINE}
-    daemon = start_ready_daemon(config, root / "daemon.log", INSTANCE, env=env)
+    daemon = Daemon(config, env=env, log_path=root / "daemon.log")
+    daemon.start(timeout=READY_TIMEOUT, by_lease=True)
     started = time.monotonic()
 
     def sampler() -> None:
@@ -187,7 +189,7 @@ def run_arm(name: str, args: argparse.Namespace, models: Path) -> dict[str, Any]
         flow.drain(timeout=600)
     finally:
         stop.set()
-        stop_daemon(daemon)
+        daemon.stop()
     return analyse(name, root, flow, samples, at_warmup or (0.0, 0), at_end, args, engine)
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import tempfile
 import threading
@@ -23,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.configs import write_config
+from harness.daemon import Daemon
 from harness.pdfs import pdf_bytes
 
-from toolkit import start_ready_daemon
+from toolkit import READY_TIMEOUT
 
 
 def _children(pid: int) -> list[int]:
@@ -73,7 +73,8 @@ def main() -> int:
     )
     staging = root / "staging"
     staging.mkdir()
-    daemon = start_ready_daemon(config, root / "daemon.log", "test-instance")
+    daemon = Daemon(config, log_path=root / "daemon.log")
+    daemon.start(timeout=READY_TIMEOUT, by_lease=True)
     samples: list[dict[str, float]] = []
     done = threading.Event()
     started = time.monotonic()
@@ -90,8 +91,7 @@ def main() -> int:
     time.sleep(2)
     done.set()
     sampler.join()
-    daemon.send_signal(signal.SIGTERM)
-    exit_code = daemon.wait(timeout=120)
+    exit_code = daemon.terminate(timeout=120)
     report = _report(args, root, names, samples, exit_code)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")

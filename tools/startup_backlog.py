@@ -12,11 +12,8 @@ drain itself is tools/backlog.py's subject.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 
 from harness.configs import write_config
+from harness.daemon import Daemon
 from harness.pdfs import pdf_bytes
 
 from toolkit import REPO, write_report
@@ -48,23 +46,17 @@ def main() -> int:
     for index in range(args.files):
         (inbox / f"waiting-{index:05d}.pdf").write_bytes(content)
     log_path = root / "daemon.log"
-    with log_path.open("wb") as log:
+    daemon = Daemon(config, log_path=log_path, bin_dir=VENV_BIN, cwd=REPO)
+    with daemon:
         started = time.time()
-        daemon = subprocess.Popen(
-            [str(VENV_BIN / "sir-convert"), "--config", str(config), "run"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        daemon.start(wait_ready=False)
         events: dict[str, dict[str, object]] = {}
         deadline = time.monotonic() + 600
         while "job_claimed" not in events and time.monotonic() < deadline:
-            for line in log_path.read_text(errors="replace").splitlines():
-                if line.startswith("{"):
-                    event = json.loads(line)
-                    events.setdefault(str(event["event"]), event)
+            for event in daemon.events():
+                events.setdefault(str(event["event"]), event)
             time.sleep(0.05)
-        daemon.send_signal(signal.SIGTERM)
-        exit_code = daemon.wait(timeout=120)
+        exit_code = daemon.terminate(timeout=120)
     worker = events["worker_ready"]
     report = {
         "command": " ".join(["tools/startup_backlog.py", *sys.argv[1:]]),

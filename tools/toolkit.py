@@ -13,10 +13,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -66,46 +64,9 @@ def _tree_sum(pid: int, value: Callable[[list[str]], int]) -> int:
     return total
 
 
-def start_ready_daemon(
-    config: Path,
-    log_path: Path,
-    instance: str,
-    command: list[str] | None = None,
-    env: dict[str, str] | None = None,
-) -> subprocess.Popen[bytes]:
-    """Start ``sir-convert run`` (or ``command``, a daemon of the tool's own) with its output in
-    ``log_path``; return once its lease says ready (models warm, start-up scan done). A wait cut
-    short (Ctrl-C, SIGTERM) takes the daemon with it."""
-    log = log_path.open("wb")
-    sir_convert = [str(REPO / ".venv" / "bin" / "sir-convert"), "--config", str(config), "run"]
-    daemon = subprocess.Popen(
-        command or sir_convert,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    lease = config.parent / "state" / "instances" / f"{instance}.lease"
-    try:
-        while not (lease.exists() and json.loads(lease.read_text()).get("state") == "ready"):
-            if daemon.poll() is not None:
-                raise SystemExit(f"the daemon exited ({daemon.returncode}): see {log_path}")
-            time.sleep(0.1)
-    except BaseException:
-        stop_daemon(daemon)
-        raise
-    return daemon
-
-
-def stop_daemon(process: subprocess.Popen[bytes] | None) -> None:
-    """The daemon gone: asked to stop, then killed if it does not within a minute."""
-    if process is None or process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+# A daemon's models load and warm before it is ready: minutes for the faithful stand-ins on a
+# busy CPU.
+READY_TIMEOUT = 1800.0
 
 
 def exit_on_sigterm() -> None:
