@@ -27,10 +27,11 @@ from sir_convert_a_lot.engine.interface import ConversionEngine, EngineStartErro
 from sir_convert_a_lot.intake.dispatch import Dispatcher
 from sir_convert_a_lot.intake.queue import Intake
 from sir_convert_a_lot.intake.watch import InboxWatcher
+from sir_convert_a_lot.jobs.deferral import Deferrals
 from sir_convert_a_lot.jobs.endings import cleanup_after_restart
 from sir_convert_a_lot.jobs.job import Job
-from sir_convert_a_lot.jobs.lifecycle import DEFER_SECONDS, JobRunner
-from sir_convert_a_lot.jobs.outcome import Outcome, Status
+from sir_convert_a_lot.jobs.lifecycle import JobRunner
+from sir_convert_a_lot.jobs.outcome import Outcome
 from sir_convert_a_lot.jobs.spool import Spool
 from sir_convert_a_lot.service import reload, startup
 from sir_convert_a_lot.service.events import Done, Event, EventsLost, Hint, Reload, Wake
@@ -77,7 +78,7 @@ class Service:
         self.state = "starting"  # then "ready"; the heartbeat shows "stopping" on its own
         # Recent endings, for tests and debugging; bounded so a long run does not grow.
         self.outcomes: deque[Outcome] = deque(maxlen=1000)
-        self.deferred: list[tuple[float, Job, str]] = []  # (next try, job, why)
+        self.deferrals = Deferrals(self.clock)  # jobs that could not even be failed
         self.ready = threading.Event()
         self.stopping = threading.Event()
         self.runner = JobRunner(
@@ -173,6 +174,11 @@ class Service:
     def request_reload(self) -> None:
         """Reload the config file (SIGHUP). Thread-safe; done by the main loop."""
         self.events.put(Reload())
+
+    @property
+    def deferred(self) -> list[tuple[float, Job, str]]:
+        """The deferred jobs: (next try on the service clock, job, why)."""
+        return [(entry.next_try, entry.job, entry.why) for entry in self.deferrals.waiting]
 
     @property
     def in_flight(self) -> int:
@@ -307,9 +313,7 @@ class Service:
         self.threads.done(outcome.job_id)
         self.outcomes.append(outcome)
         self.metrics.finished(outcome)
-        if outcome.status is Status.DEFERRED and outcome.job is not None:
-            why = outcome.code or "deferred"
-            self.deferred.append((self.clock() + DEFER_SECONDS, outcome.job, why))
+        self.deferrals.add(outcome)
         # The job thread woke the heartbeat before this count went down: say it again, or status
         # shows the finished job as queued until the next beat.
         self._heartbeat_wake.set()
@@ -319,9 +323,7 @@ class Service:
 
     def _periodic(self) -> None:
         now = self.clock()
-        due = [job for at, job, _why in self.deferred if at <= now]
-        self.deferred = [entry for entry in self.deferred if entry[0] > now]
-        for job in due:
+        for job in self.deferrals.due():
             self._enqueue(job)
         self.intake.retry_blocked()
         self.intake.rescan_if_due(now)
