@@ -397,18 +397,18 @@ def test_a_blocked_file_backs_off_alone_doubling_while_the_others_are_claimed(
     inbox = tmp_path / "inbox"
     try:
         make_pdf(inbox / "locked" / "stuck.pdf")
-        wait_for(lambda: "locked/stuck.pdf" in service.intake.blocked.entries, timeout=30)
+        wait_for(lambda: "locked/stuck.pdf" in service.intake.files.blocked(), timeout=30)
         make_pdf(inbox / "free.pdf")
         wait_for(lambda: (tmp_path / "outbox" / "free.json").exists(), timeout=30)
-        first = service.intake.blocked.entries["locked/stuck.pdf"]
-        wait_for(lambda: service.intake.blocked.entries["locked/stuck.pdf"].tries >= 3, timeout=30)
-        assert first.since == service.intake.blocked.entries["locked/stuck.pdf"].since
+        first = service.intake.files.blocked()["locked/stuck.pdf"]
+        wait_for(lambda: service.intake.files.blocked()["locked/stuck.pdf"].tries >= 3, timeout=30)
+        assert first.since == service.intake.files.blocked()["locked/stuck.pdf"].since
         assert "1 blocked" in service.heartbeat.status_line()
         assert service.heartbeat.status()["blocked"][0]["source"] == "locked/stuck.pdf"
         assert service.dispatcher.paused_until == 0.0  # the inbox as a whole never paused
         assert (inbox / "locked" / "stuck.pdf").exists()
         (inbox / "locked" / "stuck.pdf").unlink()  # the user takes it away: nothing is blocked
-        wait_for(lambda: not service.intake.blocked.entries, timeout=30)
+        wait_for(lambda: not service.intake.files.blocked(), timeout=30)
         wait_for(lambda: "blocked" not in service.heartbeat.status_line(), timeout=10)
     finally:
         service.request_stop()

@@ -50,8 +50,7 @@ class Paced:
             make_pdf(self.config.paths.inbox / name)
             seen = look(self.config.paths.inbox, name)
             assert seen is not None
-            self.intake.candidates.append(seen)
-            self.intake.queued.add(name)
+            self.intake.files.queue(seen)
         self.claimed: list[Job] = []
         self.pages: dict[str, int | None] = {}
         self.dispatcher = Dispatcher(self.config, self.intake, spool, time.monotonic, self._add)

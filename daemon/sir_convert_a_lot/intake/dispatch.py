@@ -67,7 +67,9 @@ class Dispatcher:
         if self.clock() < self.paused_until:
             return
         limit = self.pages_limit()
-        while may_claim(held(), limit) and self.intake.candidates and not stopping.is_set():
+        while (
+            may_claim(held(), limit) and self.intake.files.has_claimable() and not stopping.is_set()
+        ):
             seen = self.intake.next_candidate()
             if seen is None:
                 return
@@ -89,7 +91,7 @@ class Dispatcher:
                 seen.identity,
             )
         except SourceBlocked as exc:
-            self.intake.blocked.block(current, exc)
+            self.intake.block(current, exc)
             return True
         except sharefs.Swapped as exc:
             # A folder on its way became a link, or another file took its name, since it was
@@ -117,7 +119,7 @@ class Dispatcher:
             self.intake.put_back(seen)
             self.paused_until = self.clock() + CLAIM_BACKOFF_SECONDS
             return False
-        self.intake.blocked.unblock(relative, job)
+        self.intake.claimed(relative, job)
         if job is None:
             log.info("claim_lost", source=relative)
             return True

@@ -267,7 +267,7 @@ class Service:
 
     def _sample(self) -> None:
         """The queue and the worker, for the metrics, as this turn of the loop left them."""
-        waiting = len(self.intake.stability) + len(self.intake.candidates)
+        waiting = self.intake.watching() + self.intake.claimable()
         memory = self.engine.memory()
         self.metrics.sample(
             Sample(
