@@ -159,7 +159,7 @@ class Engine:
         transport = self._transport
         return transport.silent_seconds() if transport is not None else 0.0
 
-    def pages_limit(self, per_worker: int) -> int:
+    def max_pages_in_flight(self, per_worker: int) -> int:
         """Claim pacing: one worker may hold ``per_worker`` pages."""
         return per_worker
 

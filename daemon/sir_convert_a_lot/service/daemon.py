@@ -89,12 +89,16 @@ class Service:
         self.watcher: InboxWatcher | None = None
         self._heartbeat_wake = threading.Event()
         self.threads = JobThreads(
-            self.runner, self.events, self._heartbeat_wake, self.pages_limit, on_fatal=self._fail
+            self.runner,
+            self.events,
+            self._heartbeat_wake,
+            self.max_pages_in_flight,
+            on_fatal=self._fail,
         )
         self._next_takeover = 0.0
         self.intake = Intake(config, self.clock, self._heartbeat_wake.set)
         self.dispatcher = Dispatcher(config, self.intake, self.spool, self.clock, self._enqueue)
-        self.dispatcher.pages_limit = self.pages_limit
+        self.dispatcher.max_pages_in_flight = self.max_pages_in_flight
         self.notifier = Notifier()
         self.metrics = Metrics(config.metrics, self.instance)
         self.heartbeat = Heartbeat(
@@ -113,10 +117,10 @@ class Service:
 
     # -- public -------------------------------------------------------------------------------
 
-    def pages_limit(self) -> int:
+    def max_pages_in_flight(self) -> int:
         """The pages claimed jobs may hold at once: ``gpu.max_pages_in_flight`` in effect, per
         worker of the engine (live: a reload may change it)."""
-        return self.engine.pages_limit(self.config.gpu.pages_in_flight)
+        return self.engine.max_pages_in_flight(self.config.gpu.max_pages_in_flight_in_effect)
 
     def run(self) -> int:
         """Run until stopped. 0 after a clean stop, 1 after a runtime failure; ConfigError
@@ -261,7 +265,7 @@ class Service:
                 return 1
             self.intake.settle_due()
             self._periodic()
-            self.dispatcher.dispatch(self.threads.held, self.stopping)
+            self.dispatcher.dispatch(self.threads.pages_in_flight, self.stopping)
             self._sample()
         return 0
 
