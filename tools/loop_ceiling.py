@@ -91,7 +91,7 @@ class NoOpEngine:
     def memory(self) -> WorkerMemory:
         return WorkerMemory()
 
-    def pages_limit(self, per_worker: int) -> int:
+    def max_pages_in_flight(self, per_worker: int) -> int:
         return per_worker  # one worker, as the local engine
 
     def start(self) -> WorkerInfo:

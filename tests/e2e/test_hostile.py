@@ -17,6 +17,7 @@ import pytest
 
 from sir_convert_a_lot.intake import blocked as blocked_module
 from sir_convert_a_lot.intake import dispatch as dispatch_module
+from sir_convert_a_lot.jobs import deferral
 from sir_convert_a_lot.jobs import lifecycle as lifecycle_module
 from sir_convert_a_lot.jobs import publish as publish_module
 from sir_convert_a_lot.jobs import source_checks as source_checks_module
@@ -25,7 +26,6 @@ from sir_convert_a_lot.jobs.publish import TMP_PREFIX
 from sir_convert_a_lot.jobs.source_blocked import SourceBlocked
 from sir_convert_a_lot.jobs.spool import Spool
 from sir_convert_a_lot.ops.cli import main
-from sir_convert_a_lot.service import daemon as service_module
 from sir_convert_a_lot.service.daemon import Service
 from tests.daemon import Daemon, can_obey_permissions, run_cli
 from tests.helpers import (
@@ -271,7 +271,7 @@ def test_a_full_outbox_keeps_the_file_claimed_and_publishes_once_space_returns(
         real_write(dir_fd, name, content)
 
     monkeypatch.setattr(publish_module, "_write_new", maybe_full)
-    monkeypatch.setattr(service_module, "DEFER_SECONDS", 0.5)
+    monkeypatch.setattr(deferral, "DEFER_SECONDS", 0.5)
     service = Service(load_config(tmp_path))
     thread = _start(service)
     try:
@@ -397,18 +397,18 @@ def test_a_blocked_file_backs_off_alone_doubling_while_the_others_are_claimed(
     inbox = tmp_path / "inbox"
     try:
         make_pdf(inbox / "locked" / "stuck.pdf")
-        wait_for(lambda: "locked/stuck.pdf" in service.intake.blocked.entries, timeout=30)
+        wait_for(lambda: "locked/stuck.pdf" in service.intake.files.blocked(), timeout=30)
         make_pdf(inbox / "free.pdf")
         wait_for(lambda: (tmp_path / "outbox" / "free.json").exists(), timeout=30)
-        first = service.intake.blocked.entries["locked/stuck.pdf"]
-        wait_for(lambda: service.intake.blocked.entries["locked/stuck.pdf"].tries >= 3, timeout=30)
-        assert first.since == service.intake.blocked.entries["locked/stuck.pdf"].since
+        first = service.intake.files.blocked()["locked/stuck.pdf"]
+        wait_for(lambda: service.intake.files.blocked()["locked/stuck.pdf"].tries >= 3, timeout=30)
+        assert first.since == service.intake.files.blocked()["locked/stuck.pdf"].since
         assert "1 blocked" in service.heartbeat.status_line()
         assert service.heartbeat.status()["blocked"][0]["source"] == "locked/stuck.pdf"
         assert service.dispatcher.paused_until == 0.0  # the inbox as a whole never paused
         assert (inbox / "locked" / "stuck.pdf").exists()
         (inbox / "locked" / "stuck.pdf").unlink()  # the user takes it away: nothing is blocked
-        wait_for(lambda: not service.intake.blocked.entries, timeout=30)
+        wait_for(lambda: not service.intake.files.blocked(), timeout=30)
         wait_for(lambda: "blocked" not in service.heartbeat.status_line(), timeout=10)
     finally:
         service.request_stop()

@@ -265,7 +265,7 @@ def test_the_running_daemon_moves_nothing_out_of_a_swapped_or_linked_folder(
         dropped.parent.mkdir()
         dropped_bytes = pdf_bytes(text="dropped by the share user")
         dropped.write_bytes(dropped_bytes)
-        wait_for(lambda: "swap/secret.pdf" in service.intake.stability, timeout=10)
+        wait_for(lambda: "swap/secret.pdf" in service.intake.files, timeout=10)
         _lookalike(dropped, service_only)
         protected = {"service-only": _tree(service_only), "linked": _tree(linked_target)}
         _swap_for_link(inbox / "swap", service_only)

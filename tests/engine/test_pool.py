@@ -97,7 +97,7 @@ def test_documents_convert_on_two_actors_and_the_sidecar_says_ray(tmp_path: Path
         assert sidecar["source"]["pages"] == 2
         assert (tmp_path / "outbox" / f"{name}.md").read_text().strip()
     # Claims were paced over both actors: twice one worker's pages in flight.
-    assert service.pages_limit() == 2 * service.config.gpu.pages_in_flight
+    assert service.max_pages_in_flight() == 2 * service.config.gpu.max_pages_in_flight_in_effect
 
 
 def test_an_actor_that_dies_on_a_file_takes_the_crash_path(tmp_path: Path) -> None:

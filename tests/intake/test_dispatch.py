@@ -50,8 +50,7 @@ class Paced:
             make_pdf(self.config.paths.inbox / name)
             seen = look(self.config.paths.inbox, name)
             assert seen is not None
-            self.intake.candidates.append(seen)
-            self.intake.queued.add(name)
+            self.intake.files.queue(seen)
         self.claimed: list[Job] = []
         self.pages: dict[str, int | None] = {}
         self.dispatcher = Dispatcher(self.config, self.intake, spool, time.monotonic, self._add)
@@ -103,7 +102,7 @@ def test_a_document_larger_than_the_limit_is_claimed_alone(tmp_path: Path) -> No
 def test_the_default_limit_is_two_layout_batches(tmp_path: Path) -> None:
     config = load_config(tmp_path, gpu={"layout_batch_size": 16})
     assert config.gpu.max_pages_in_flight == 0
-    assert config.gpu.pages_in_flight == 32
+    assert config.gpu.max_pages_in_flight_in_effect == 32
 
 
 def test_a_negative_limit_is_refused(tmp_path: Path) -> None:

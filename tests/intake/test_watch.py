@@ -1,4 +1,4 @@
-"""Seeing files: the stability window on an injected clock, and the inbox scan."""
+"""Seeing files: the inbox scan and the watcher."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sir_convert_a_lot.intake.watch import InboxWatcher, Seen, Stability, look, scan
+from sir_convert_a_lot.intake.watch import InboxWatcher, Seen, look, scan
 from tests.helpers import make_pdf
 
 
@@ -24,147 +24,6 @@ def seen(path: str = "a.pdf", size: int = 100, mtime_ns: int = 1, inode: int = 7
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
-
-
-@pytest.fixture
-def stability(clock: FakeClock) -> Stability:
-    return Stability(5.0, clock=lambda: clock.now)
-
-
-# -- Stability --------------------------------------------------------------------------------
-
-
-def test_a_file_that_keeps_growing_is_never_due_or_settled(
-    stability: Stability, clock: FakeClock
-) -> None:
-    for tick in range(40):
-        clock.now = 1000.0 + tick  # one tick a second for 40 s: far past the 5 s window
-        current = seen(size=100 * (tick + 1), mtime_ns=tick)
-        stability.observe(current)
-        assert stability.due() == []
-        assert stability.settle(current) is False
-    assert "a.pdf" in stability
-
-
-def test_a_file_whose_mtime_alone_changes_is_not_stable(
-    stability: Stability, clock: FakeClock
-) -> None:
-    for tick in range(20):
-        clock.now = 1000.0 + tick
-        current = seen(size=100, mtime_ns=tick)  # rewritten in place, same size
-        stability.observe(current)
-        assert stability.settle(current) is False
-
-
-def test_a_file_settles_only_after_a_full_unchanged_window(
-    stability: Stability, clock: FakeClock
-) -> None:
-    stability.observe(seen())
-
-    clock.now = 1004.9
-    stability.observe(seen())  # unchanged: must not restart the window
-    assert stability.due() == []
-    assert stability.settle(seen()) is False
-    assert "a.pdf" in stability
-
-    clock.now = 1005.0
-    assert stability.due() == ["a.pdf"]
-    assert stability.settle(seen()) is True
-    assert "a.pdf" not in stability
-    assert len(stability) == 0
-
-
-def test_a_change_seen_when_settling_restarts_the_window(
-    stability: Stability, clock: FakeClock
-) -> None:
-    stability.observe(seen(size=100))
-    clock.now = 1005.0
-    assert stability.due() == ["a.pdf"]
-
-    assert stability.settle(seen(size=200)) is False
-
-    assert stability.due() == []
-    assert stability.next_deadline() == 1010.0
-    clock.now = 1009.9
-    assert stability.settle(seen(size=200)) is False
-    clock.now = 1010.0
-    assert stability.settle(seen(size=200)) is True
-
-
-def test_a_path_that_was_never_observed_does_not_settle(stability: Stability) -> None:
-    assert stability.settle(seen()) is False
-
-
-def test_next_deadline_is_the_earliest_window_end(stability: Stability, clock: FakeClock) -> None:
-    assert stability.next_deadline() is None
-
-    stability.observe(seen("a.pdf"))
-    clock.now = 1002.0
-    stability.observe(seen("b.pdf"))
-    assert stability.next_deadline() == 1005.0
-
-    clock.now = 1003.0
-    stability.observe(seen("a.pdf", size=101))  # a changed: its window starts again
-    assert stability.next_deadline() == 1007.0
-
-
-def test_due_lists_paths_by_how_long_they_have_been_still(
-    stability: Stability, clock: FakeClock
-) -> None:
-    stability.observe(seen("aaa.pdf"))
-    clock.now = 1001.0
-    stability.observe(seen("zzz.pdf"))
-    clock.now = 1002.0
-    stability.observe(seen("aaa.pdf", size=101))  # aaa changed: now the more recent one
-    clock.now = 1010.0
-
-    assert stability.due() == ["zzz.pdf", "aaa.pdf"]
-
-
-def test_forget_drops_a_path(stability: Stability, clock: FakeClock) -> None:
-    stability.observe(seen("a.pdf"))
-    stability.observe(seen("b.pdf"))
-
-    stability.forget("a.pdf")
-    stability.forget("never-seen.pdf")  # no error
-
-    clock.now = 1010.0
-    assert stability.due() == ["b.pdf"]
-    assert "a.pdf" not in stability
-    assert stability.settle(seen("a.pdf")) is False
-    stability.forget("b.pdf")
-    assert stability.next_deadline() is None
-
-
-def test_a_custom_window_is_honoured(stability: Stability, clock: FakeClock) -> None:
-    stability.observe(seen("quick.pdf"), window=1.0)
-    stability.observe(seen("slow.pdf"), window=30.0)
-    stability.observe(seen("default.pdf"))
-    assert stability.next_deadline() == 1001.0
-
-    clock.now = 1001.0
-    assert stability.due() == ["quick.pdf"]
-    assert stability.settle(seen("quick.pdf")) is True
-
-    clock.now = 1005.0
-    assert stability.due() == ["default.pdf"]
-    assert stability.settle(seen("slow.pdf")) is False
-
-    clock.now = 1030.0
-    assert stability.due() == ["default.pdf", "slow.pdf"]
-
-
-def test_a_custom_window_survives_a_change_seen_when_settling(
-    stability: Stability, clock: FakeClock
-) -> None:
-    stability.observe(seen("slow.pdf"), window=30.0)
-    clock.now = 1030.0
-
-    assert stability.settle(seen("slow.pdf", size=999)) is False
-
-    assert stability.next_deadline() == 1060.0
-    clock.now = 1035.0  # the default window has passed, the custom one has not
-    assert stability.due() == []
 
 
 # -- scan -------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 OCR stage ran elsewhere fails ``gpu_not_available`` naming the stage, and publishes no Markdown;
 only a decision record's ``governance.cpu_stages`` lets a named stage run on the CPU. The
 mismatch is injected here, by an engine of the tests' own: nothing in the product fakes a
-device."""
+device. And the steps the lifecycle's docstring names are the steps it runs."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from sir_convert_a_lot.engine.interface import ConversionEngine
 from sir_convert_a_lot.engine.policy import RunOn, stage_refusal
 from sir_convert_a_lot.engine.protocol import Converted
 from sir_convert_a_lot.errors import ConfigError
+from sir_convert_a_lot.jobs import lifecycle
 from sir_convert_a_lot.jobs.lifecycle import JobRunner
 from sir_convert_a_lot.jobs.outcome import Status
 from sir_convert_a_lot.jobs.spool import Spool
@@ -165,3 +166,15 @@ def test_doctor_says_before_any_job_when_ocr_would_run_off_the_gpu(
     assert bool(rows) is warned
     if warned:
         assert "cpu_stages" in rows[0].fix and 'ocr_backend = "auto"' in rows[0].fix
+
+
+def test_every_step_the_lifecycle_docstring_names_is_a_method_in_the_step_tuple_in_order() -> None:
+    """The module's docstring tells a job's life once; it must not drift from the code."""
+    doc = lifecycle.__doc__
+    assert doc is not None
+    table = doc.split("::\n\n", 1)[1].split("\n\n", 1)[0]
+    # A step's line starts four spaces in; its description's continuation lines go deeper.
+    named = [line.split()[0] for line in table.splitlines() if not line.startswith(" " * 5)]
+    assert named == [step.__name__ for step in JobRunner.STEPS]
+    assert [getattr(JobRunner, name) for name in named] == list(JobRunner.STEPS)
+    assert {"inspect", "convert", "recheck_source", "publish"} <= set(named)

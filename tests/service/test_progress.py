@@ -54,7 +54,7 @@ def test_progress_reaches_the_journal_at_most_every_few_seconds_per_job() -> Non
         cast(JobRunner, runner),
         events,
         threading.Event(),
-        limit=lambda: 8,
+        max_pages_in_flight=lambda: 8,
         on_fatal=lambda _reason: None,
         clock=lambda: now[0],
     )

@@ -67,6 +67,10 @@ class BackendResult:
 
 
 class Backend(Protocol):
+    """A converter the worker runs: its models loaded and warmed once, then one PDF at a time
+    (already opened and checked by ``pdf_open``) to Markdown. Implemented by ``docling`` and
+    ``pymupdf``; ``capabilities`` says what it can do without importing it."""
+
     name: str
     capabilities: ClassVar[Capabilities]
 

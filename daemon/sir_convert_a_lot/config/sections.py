@@ -259,7 +259,7 @@ class GpuSection:
     ] = 0
 
     @property
-    def pages_in_flight(self) -> int:
+    def max_pages_in_flight_in_effect(self) -> int:
         """``max_pages_in_flight`` in effect: its default is two full layout batches."""
         return self.max_pages_in_flight or 2 * self.layout_batch_size
 

@@ -122,7 +122,7 @@ class ConversionEngine(Protocol):
         """The worker's memory and its recycling, cheap enough to ask on every loop turn."""
         ...
 
-    def pages_limit(self, per_worker: int) -> int:
+    def max_pages_in_flight(self, per_worker: int) -> int:
         """The pages the daemon may have in flight when each worker may hold ``per_worker``."""
         ...
 

@@ -8,7 +8,7 @@ crashes counted and the actor replaced. ``EnginePool`` is what the job lifecycle
 hands each document to the live actor with the fewest documents in it; an actor that is gone is
 replaced in the background (``_revive``) while the live ones carry on; an actor due for
 recycling (``engine.recycle``) gets no new document while another can take it. The daemon's
-claim pacing counts pages over all actors (``pages_limit``).
+claim pacing counts pages over all actors (``max_pages_in_flight``).
 
 GPU locks are the actors' own: each takes its host's lock on its GPU before loading onto it.
 """
@@ -108,7 +108,7 @@ class EnginePool:
                 recycles[reason] = recycles.get(reason, 0) + count
         return replace(largest, recycles=recycles)
 
-    def pages_limit(self, per_worker: int) -> int:
+    def max_pages_in_flight(self, per_worker: int) -> int:
         """Claim pacing over the whole pool: each actor may hold ``per_worker`` pages."""
         return per_worker * max(1, len(self.engines))
 

@@ -20,10 +20,10 @@ job lifecycle asks today (``interface.ConversionEngine``). The supervisor's limi
   context) is returned, and the worker is discarded.
 
 A job whose worker is gone has its answer settled at once; the next ``submit`` starts a fresh
-worker. Counting attempts is the caller's job. ``submit(..., alone=True)`` waits until the
-worker is empty and keeps others out until that job is collected: a suspect of a shared crash
-tried again alone crashes only for itself. A worker due for recycling (``recycle``) takes no new
-document; once empty it is shut down and a fresh one loaded, unseen by the jobs.
+worker. Whether a job goes round again is the caller's rule (``jobs.retries``). ``submit(...,
+alone=True)`` waits until the worker is empty and keeps others out until that job is collected:
+a suspect of a shared crash tried alone crashes only for itself. A worker due for recycling
+(``recycle``) takes no new document; once empty it is shut down and a fresh one loaded.
 
 Several threads may ``submit``, ``wait`` and ``convert`` at once (the daemon runs one job thread
 per document in flight). One waiter at a time is the pump: it takes the worker's messages, routes
@@ -92,8 +92,8 @@ class _InFlight:
     """One submitted document, from ``submit`` until its ``wait`` collects the outcome."""
 
     transport: Transport
-    limit: float
-    deadline: float
+    limit: float  # seconds
+    deadline: float  # monotonic
     shared: bool = False  # another document was in the worker beside it at some point
     answer: Converted | Failed | None = None
     error: Exception | None = None
@@ -104,6 +104,8 @@ class _InFlight:
 
 
 class Engine:
+    """One supervised worker behind a ``Transport``, run by the rules in this module's doc."""
+
     kind = "local"  # its workers are child processes of this daemon (transports.local)
 
     def __init__(
@@ -157,7 +159,7 @@ class Engine:
         transport = self._transport
         return transport.silent_seconds() if transport is not None else 0.0
 
-    def pages_limit(self, per_worker: int) -> int:
+    def max_pages_in_flight(self, per_worker: int) -> int:
         """Claim pacing: one worker may hold ``per_worker`` pages."""
         return per_worker
 
@@ -344,7 +346,7 @@ class Engine:
             return False
         if len(self._waiting_on(transport)) == 1:
             self._discard(transport, lambda _job_id, _job: WorkerOverMemory(limit, rss))
-        else:  # no culprit among several: each is tried again alone (the lifecycle)
+        else:  # no culprit among several: each is a shared crash (``jobs.retries``)
             self._discard(transport, self._crashed_with(transport))
         return True
 

@@ -1,4 +1,5 @@
-"""Inbox files the service user cannot move: each waits alone with a growing back-off.
+"""Inbox files the service user cannot move: each waits alone with a growing back-off (the
+file's row in ``intake.inbox_files`` is ``BLOCKED`` meanwhile).
 
 One file in a folder the daemon may not write must not hold up the others, nor flood the log:
 it is logged once per cause, tried again after 10 s, 20 s, ... 10 min, and shown by status.
@@ -7,7 +8,6 @@ it is logged once per cause, tried again after 10 s, 20 s, ... 10 min, and shown
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,61 +55,39 @@ class Blocked:
         }
 
 
-class BlockedFiles:
-    """The blocked files by relative path. Changed by the main thread only; the heartbeat
-    thread reads ``view``, a tuple replaced whole on every change."""
-
-    def __init__(self, clock: Callable[[], float], on_change: Callable[[], None]) -> None:
-        self.clock = clock
-        self.on_change = on_change
-        self.entries: dict[str, Blocked] = {}
-        self.view: tuple[Blocked, ...] = ()
-
-    def block(self, seen: Seen, exc: SourceBlocked) -> None:
-        """One file cannot be moved by the service user: it waits alone, with a growing
-        back-off, and is logged once per cause; every other file is still claimed."""
-        relative = seen.relative_path
-        before = self.entries.get(relative)
-        tries = before.tries + 1 if before else 1
-        delay = blocked_delay(tries)
-        entry = Blocked(
-            seen=seen,
-            errno_name=exc.errno_name,
-            error=exc.error.strerror or str(exc.error),
-            folder=display(str(exc.folder)),
-            fix=exc.fix,
-            since=before.since if before else time.time(),
-            tries=tries,
-            retry_at=self.clock() + delay,
+def blocked_again(seen: Seen, exc: SourceBlocked, before: Blocked | None, now: float) -> Blocked:
+    """The record of a file the service user cannot move (``now``: the service clock), one try
+    on from ``before``; logged once per cause, not at every try."""
+    tries = before.tries + 1 if before else 1
+    delay = blocked_delay(tries)
+    entry = Blocked(
+        seen=seen,
+        errno_name=exc.errno_name,
+        error=exc.error.strerror or str(exc.error),
+        folder=display(str(exc.folder)),
+        fix=exc.fix,
+        since=before.since if before else time.time(),
+        tries=tries,
+        retry_at=now + delay,
+    )
+    if before is None or before.errno_name != entry.errno_name:
+        log.error(
+            "claim_failed",
+            source=seen.relative_path,
+            errno=entry.errno_name,
+            error=entry.error,
+            folder=entry.folder,
+            fix=entry.fix,
+            retry_in_seconds=delay,
+            effect="this file stays in the inbox untouched and is tried again with a "
+            "growing back-off (up to 10 min); the other files are claimed as usual",
         )
-        if before is None or before.errno_name != entry.errno_name:
-            log.error(
-                "claim_failed",
-                source=relative,
-                errno=entry.errno_name,
-                error=entry.error,
-                folder=entry.folder,
-                fix=entry.fix,
-                retry_in_seconds=delay,
-                effect="this file stays in the inbox untouched and is tried again with a "
-                "growing back-off (up to 10 min); the other files are claimed as usual",
-            )
-        self.entries[relative] = entry
-        self._publish()
+    return entry
 
-    def unblock(self, relative: str, job: Job | None) -> None:
-        """The file was claimed (or lost to another instance): it is no longer blocked."""
-        if self.entries.pop(relative, None) is None:
-            return
+
+def say_unblocked(relative: str, job: Job | None = None, gone: bool = False) -> None:
+    """A blocked file was claimed (or lost to another instance), or left the inbox."""
+    if gone:
+        log.info("claim_unblocked", source=relative, reason="the file left the inbox")
+    else:
         log.info("claim_unblocked", source=relative, job_id=job.job_id if job else None)
-        self._publish()
-
-    def left_inbox(self, relative: str) -> None:
-        """The file is gone from the inbox: nothing is blocked any more."""
-        if self.entries.pop(relative, None) is not None:
-            log.info("claim_unblocked", source=relative, reason="the file left the inbox")
-            self._publish()
-
-    def _publish(self) -> None:
-        self.view = tuple(self.entries.values())
-        self.on_change()

@@ -30,14 +30,14 @@ log = logs.get()
 CLAIM_BACKOFF_SECONDS = 10.0  # after a failed claim (state folder unwritable, full)
 
 
-def may_claim(held: Collection[int | None], max_pages: int) -> bool:
+def may_claim(pages_in_flight: Collection[int | None], max_pages_in_flight: int) -> bool:
     """Whether one more job may be claimed, given the pages each claimed, unfinished job holds
-    (None: not known yet): always with none held; never while a count is unknown; else while
-    they hold fewer than ``max_pages`` pages together."""
-    if not held:
+    (None: not known yet): always with none in flight; never while a count is unknown; else
+    while they hold fewer than ``max_pages_in_flight`` pages together."""
+    if not pages_in_flight:
         return True
-    known = [pages for pages in held if pages is not None]
-    return len(known) == len(held) and sum(known) < max_pages
+    known = [pages for pages in pages_in_flight if pages is not None]
+    return len(known) == len(pages_in_flight) and sum(known) < max_pages_in_flight
 
 
 class Dispatcher:
@@ -50,24 +50,32 @@ class Dispatcher:
         spool: Spool,
         clock: Callable[[], float],
         enqueue: Callable[[Job], None],
-        pages_limit: Callable[[], int] | None = None,
+        max_pages_in_flight: Callable[[], int] | None = None,
     ) -> None:
         self.config = config
         # the pages in flight allowed (default: gpu.max_pages_in_flight in effect, live)
-        self.pages_limit = pages_limit or (lambda: self.config.gpu.pages_in_flight)
+        self.max_pages_in_flight = max_pages_in_flight or (
+            lambda: self.config.gpu.max_pages_in_flight_in_effect
+        )
         self.intake = intake
         self.spool = spool
         self.clock = clock
         self.enqueue = enqueue
         self.paused_until = 0.0  # the service clock
 
-    def dispatch(self, held: Callable[[], list[int | None]], stopping: threading.Event) -> None:
-        """Claim candidates while the pacing rule allows (``held``: the pages each claimed,
-        unfinished job holds, None while unknown) and not stopping."""
+    def dispatch(
+        self, pages_in_flight: Callable[[], list[int | None]], stopping: threading.Event
+    ) -> None:
+        """Claim candidates while the pacing rule allows (``pages_in_flight``: the pages each
+        claimed, unfinished job holds, None while unknown) and not stopping."""
         if self.clock() < self.paused_until:
             return
-        limit = self.pages_limit()
-        while may_claim(held(), limit) and self.intake.candidates and not stopping.is_set():
+        most = self.max_pages_in_flight()
+        while (
+            may_claim(pages_in_flight(), most)
+            and self.intake.files.has_claimable()
+            and not stopping.is_set()
+        ):
             seen = self.intake.next_candidate()
             if seen is None:
                 return
@@ -89,7 +97,7 @@ class Dispatcher:
                 seen.identity,
             )
         except SourceBlocked as exc:
-            self.intake.blocked.block(current, exc)
+            self.intake.block(current, exc)
             return True
         except sharefs.Swapped as exc:
             # A folder on its way became a link, or another file took its name, since it was
@@ -117,7 +125,7 @@ class Dispatcher:
             self.intake.put_back(seen)
             self.paused_until = self.clock() + CLAIM_BACKOFF_SECONDS
             return False
-        self.intake.blocked.unblock(relative, job)
+        self.intake.claimed(relative, job)
         if job is None:
             log.info("claim_lost", source=relative)
             return True

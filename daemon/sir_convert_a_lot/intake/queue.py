@@ -1,9 +1,10 @@
-"""From watch hints to files ready for a claim: the stability window, the arrival checks and the
-queue of candidates, all on the main thread.
+"""From watch hints to files ready for a claim, all on the main thread: every file's state is a
+row of one table (``intake.inbox_files``: settling, incomplete, blocked, claimable), moved on
+by the looks taken here.
 
-A hint (a watcher event or a scan) makes a file watched; once its size and mtime hold still for
-the window and it has arrived (no writer on this host, a PDF's ends present), it becomes a
-candidate. Dispatch takes candidates from the front and checks them once more before claiming.
+A hint (a watcher event or a scan) makes a file seen; once its size and mtime hold still for
+the window and it has arrived (no writer on this host, a PDF's ends present), it is claimable.
+Dispatch takes claimable files in line and checks them once more before claiming.
 """
 
 from __future__ import annotations
@@ -11,22 +12,24 @@ from __future__ import annotations
 import functools
 import os
 import stat
-from collections import deque
 from collections.abc import Callable
 
 from sir_convert_a_lot import logs, sharefs
 from sir_convert_a_lot.config import Config
 from sir_convert_a_lot.intake.arrival import WRITER_OPEN, Arrivals
-from sir_convert_a_lot.intake.blocked import BlockedFiles
-from sir_convert_a_lot.intake.watch import Seen, Stability, look, scan
+from sir_convert_a_lot.intake.blocked import blocked_again, say_unblocked
+from sir_convert_a_lot.intake.inbox_files import FileState, InboxFiles
+from sir_convert_a_lot.intake.watch import Seen, look, scan
+from sir_convert_a_lot.jobs.job import Job
+from sir_convert_a_lot.jobs.source_blocked import SourceBlocked
 from sir_convert_a_lot.names import has_pdf_suffix, is_ignored_path
 
 log = logs.get()
 
 
 class Intake:
-    """The inbox as the daemon knows it: watched files, arriving files, candidates, blocked
-    files. ``on_change`` wakes the heartbeat so that status shows a change without delay."""
+    """The inbox as the daemon knows it (``files``, one row per file) and the looks that move
+    each file on. ``on_change`` wakes the heartbeat so that status shows a change at once."""
 
     def __init__(
         self, config: Config, clock: Callable[[], float], on_change: Callable[[], None]
@@ -34,20 +37,17 @@ class Intake:
         self.config = config
         self.clock = clock
         self.on_change = on_change
-        self.stability = Stability(config.watch.stability_seconds, clock)
+        self.files = InboxFiles(config.watch.stability_seconds, clock)
         self.arrivals = Arrivals(
             config.watch.stability_seconds, config.watch.incomplete_wait_seconds, clock
         )
-        self.blocked = BlockedFiles(clock, on_change)
-        self.candidates: deque[Seen] = deque()
-        self.queued: set[str] = set()  # the relative paths in ``candidates``
         self.next_rescan = 0.0
         self._lease_problem_reported = False
 
     def use(self, config: Config) -> None:
         """A reloaded config: new windows apply to the next observation."""
         self.config = config
-        self.stability.window = config.watch.stability_seconds
+        self.files.window = config.watch.stability_seconds
         self.arrivals.window = config.watch.stability_seconds
         self.arrivals.incomplete_wait = config.watch.incomplete_wait_seconds
 
@@ -89,17 +89,20 @@ class Intake:
         self.forget(relative)
 
     def forget(self, relative: str) -> None:
-        self.stability.forget(relative)
         self.arrivals.forget(relative)
-        self.blocked.left_inbox(relative)
+        if self.files.forget(relative) is not None:
+            say_unblocked(relative, gone=True)
+            self.on_change()
 
     def observe(self, seen: Seen) -> None:
-        if seen.relative_path in self.queued:
-            return
-        blocked = self.blocked.entries.get(seen.relative_path)
-        if blocked is not None and self.clock() < blocked.retry_at:
-            return  # waits out its back-off; the others go on
-        self.stability.observe(seen)
+        self.files.observe(seen)
+
+    def watching(self) -> int:
+        """Files settling or waiting to arrive, for status and the metrics."""
+        return self.files.count(FileState.SETTLING, FileState.INCOMPLETE)
+
+    def claimable(self) -> int:
+        return self.files.count(FileState.CLAIMABLE)
 
     def scan_all(self) -> int:
         """Observe every file in the inbox; the count, for the start-up log."""
@@ -122,7 +125,7 @@ class Intake:
 
     def next_deadline(self) -> float:
         """The service clock at which intake next has work without a hint."""
-        stable_at = self.stability.next_deadline()
+        stable_at = self.files.next_deadline()
         return self.next_rescan if stable_at is None else min(self.next_rescan, stable_at)
 
     # -- settling -----------------------------------------------------------------------------
@@ -131,16 +134,15 @@ class Intake:
         """Files whose stability window is over become candidates once they have arrived."""
         inbox = self.config.paths.inbox
         arriving = self.arrivals.waiting()
-        for relative in self.stability.due():
+        for relative in self.files.due():
             seen = look(inbox, relative)
             if seen is None:
                 self.gone(relative)
                 continue
-            if not self.stability.settle(seen):
+            if not self.files.settle(seen):
                 continue
             if self._has_arrived(seen):
-                self.candidates.append(seen)
-                self.queued.add(relative)
+                self.files.queue(seen)
         if self.arrivals.waiting() != arriving:
             self.on_change()  # status shows what is arriving without a lease's delay
 
@@ -173,7 +175,7 @@ class Intake:
                 seconds=round(held),
                 effect="still waiting: a process on this host keeps the file open for writing",
             )
-        self.stability.observe(seen, verdict.wait_seconds)
+        self.files.wait(seen, verdict.wait_seconds)
         return False
 
     def _opener(self, relative: str) -> Callable[[], int]:
@@ -208,29 +210,35 @@ class Intake:
     def retry_blocked(self) -> None:
         """Blocked files whose back-off is over go through the stability window again, like
         any file seen anew (observing an unchanged file again does not restart its window)."""
-        now = self.clock()
-        for relative, entry in list(self.blocked.entries.items()):
-            if entry.retry_at > now or relative in self.queued:
-                continue
+        for relative in self.files.unblocked_due():
             current = look(self.config.paths.inbox, relative)
             if current is None:
                 self.forget(relative)
                 continue
-            self.stability.observe(current)
+            self.files.observe(current)
 
     # -- the candidates, for dispatch ---------------------------------------------------------
 
     def next_candidate(self) -> Seen | None:
-        if not self.candidates:
-            return None
-        seen = self.candidates.popleft()
-        self.queued.discard(seen.relative_path)
-        return seen
+        return self.files.take()
 
     def put_back(self, seen: Seen) -> None:
         """A candidate that could not be claimed for a reason not its own goes first next time."""
-        self.candidates.appendleft(seen)
-        self.queued.add(seen.relative_path)
+        self.files.put_back(seen)
+
+    def block(self, seen: Seen, exc: SourceBlocked) -> None:
+        """The service user cannot move (claim) the file: it waits alone, with a growing
+        back-off, and is logged once per cause; every other file is still claimed."""
+        row = self.files.get(seen.relative_path)
+        before = row.blocked if row is not None else None
+        self.files.block(seen, blocked_again(seen, exc, before, self.clock()))
+        self.on_change()
+
+    def claimed(self, relative: str, job: Job | None) -> None:
+        """The file was claimed (``job``), or lost to another instance (None)."""
+        if self.files.claimed(relative) is not None:
+            say_unblocked(relative, job)
+            self.on_change()
 
     def still_settled(self, seen: Seen) -> Seen | None:
         """The candidate as it is now, when it is still what settled and no writer holds it;
@@ -248,12 +256,12 @@ class Intake:
                 effect="the file seen is not taken; the one there now is watched anew",
             )
         if current.state != seen.state:
-            self.stability.observe(current)
+            self.files.observe(current)
             return None
         if current.is_regular and self.arrivals.writer_holds(self._opener(relative)):
             # Opened for writing again since it settled: back to waiting.
             self._log_waiting(relative, WRITER_OPEN, current.size)
-            self.stability.observe(current)
+            self.files.observe(current)
             return None
         self.arrivals.forget(relative)
         return current

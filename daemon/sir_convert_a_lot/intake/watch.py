@@ -1,4 +1,5 @@
-"""Seeing files: the inbox scan, the watchdog observer, and the stability window.
+"""Seeing files: the inbox scan and the watchdog observer (the stability window is a file's
+``SETTLING`` row in ``intake.inbox_files``).
 
 Events are hints; the directory listing is the truth. The observer only tells the service which
 path to look at again; a full scan at start and a periodic rescan find whatever events missed
@@ -10,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import stat
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +22,6 @@ from watchdog.observers.polling import PollingObserverVFS
 
 from sir_convert_a_lot import sharefs
 from sir_convert_a_lot.names import is_ignored_name, is_ignored_path
-
-Clock = Callable[[], float]
 
 
 @dataclass(frozen=True)
@@ -74,65 +72,6 @@ def scan(inbox: Path, ignore: tuple[str, ...], below: str = "") -> Iterator[Seen
 
     for entry in sharefs.scan(inbox, skip, below):
         yield Seen.of(entry.relative, entry.info)
-
-
-@dataclass
-class _Pending:
-    state: tuple[int, int, sharefs.FileId]
-    since: float
-    window: float
-
-
-class Stability:
-    """Tracks entries until size and mtime have held still for their window.
-
-    ``observe`` records what a look saw; ``due`` returns the paths whose window has passed since
-    the last change (to be looked at once more before they count as stable). The clock is
-    injected so tests need not sleep."""
-
-    def __init__(self, window: float, clock: Clock = time.monotonic) -> None:
-        self.window = window
-        self.clock = clock
-        self._pending: dict[str, _Pending] = {}
-
-    def __len__(self) -> int:
-        return len(self._pending)
-
-    def __contains__(self, relative_path: object) -> bool:
-        return relative_path in self._pending
-
-    def observe(self, seen: Seen, window: float | None = None) -> None:
-        now = self.clock()
-        current = self._pending.get(seen.relative_path)
-        wanted = self.window if window is None else window
-        if current is None or current.state != seen.state:
-            self._pending[seen.relative_path] = _Pending(seen.state, now, wanted)
-
-    def forget(self, relative_path: str) -> None:
-        self._pending.pop(relative_path, None)
-
-    def due(self) -> list[str]:
-        now = self.clock()
-        ready = [(p.since, path) for path, p in self._pending.items() if now - p.since >= p.window]
-        return [path for _since, path in sorted(ready)]
-
-    def settle(self, seen: Seen) -> bool:
-        """Look again at a due path: True (and forgotten) when unchanged for its window."""
-        current = self._pending.get(seen.relative_path)
-        if current is None:
-            return False
-        unchanged = current.state == seen.state
-        if unchanged and self.clock() - current.since >= current.window:
-            del self._pending[seen.relative_path]
-            return True
-        if not unchanged:
-            self.observe(seen, current.window)
-        return False
-
-    def next_deadline(self) -> float | None:
-        if not self._pending:
-            return None
-        return min(p.since + p.window for p in self._pending.values())
 
 
 Hint = Callable[[str, bool], None]  # (absolute path, is_folder)

@@ -18,16 +18,14 @@ import hashlib
 import os
 import socket
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sir_convert_a_lot import logs
 from sir_convert_a_lot.backends.batching import summary
 from sir_convert_a_lot.backends.table_counts import TableCounts
 from sir_convert_a_lot.config import Config, Governance
 from sir_convert_a_lot.engine.interface import ConversionEngine
-from sir_convert_a_lot.engine.policy import RunOn
 from sir_convert_a_lot.engine.protocol import Converted
 from sir_convert_a_lot.errors import JobFailure
 from sir_convert_a_lot.jobs.artifacts import listing, render
@@ -56,26 +54,20 @@ from sir_convert_a_lot.jobs.source_checks import SourceFacts, sha256_of
 from sir_convert_a_lot.sharefs import ShareDir
 from sir_convert_a_lot.versions import component_versions
 
+if TYPE_CHECKING:
+    from sir_convert_a_lot.jobs.lifecycle import Attempt
+
 log = logs.get()
 
 _NAME_TRIES = 5  # final placement found a name taken: choose again, this many times at most
 
 
-@dataclass
-class Attempt:
-    """One pass of a job through the lifecycle: what each step found, for the next."""
-
-    job: Job
-    started: float
-    bound: Any  # the structlog logger bound to this job
-    facts: SourceFacts | None = None
-    decision: RunOn | None = None
-    timings: dict[str, float] | None = None
-    pages: int | None = None
-    alone: bool = False  # convert with no other document in the worker (after a shared crash)
-
-
 class Endings:
+    """What a job leaves behind: its outputs published (``succeed``, ``fail``), its original
+    given back (``give_back``), or a committed publish finished after a restart
+    (``dispose_after_restart``). The one place outputs are written; see the module's
+    docstring for the order that makes a crash at any point recoverable."""
+
     def __init__(
         self,
         config: Config,

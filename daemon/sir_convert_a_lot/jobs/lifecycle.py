@@ -1,22 +1,26 @@
 """A claimed job's whole life, decided in one place: ``JobRunner.run`` loops until the job
 reaches a terminal ``Outcome``.
 
-One attempt is a pipeline of steps over an ``Attempt``; each step either lets the job go on or
-ends the attempt::
+One attempt is a pipeline of steps over an ``Attempt``, ``JobRunner.STEPS`` in this order; each
+step either lets the job go on (None) or ends the attempt::
 
     give_back_if_stopping  the service is stopping: the original goes back, uncounted
-    dispose_after_restart  outputs already out before a crash: only move the original
+    dispose_after_restart  outputs already committed before a crash or a takeover: only place
+                           them and move the original (``jobs.endings``)
     refuse_past_attempts   started max_attempts times and never finished: worker_crashed
-    inspect                still the file that was claimed, and a PDF we can read
+    inspect                still the file that was claimed, and a file we may convert
     decide                 the GPU-first lock (``engine.policy``), asked through the engine
-    convert                the worker converts; a crash with attempts left tries again, and
-                           a job whose worker was stopped for a neighbour, or went down with
-                           others in it, tries again uncounted (then alone)
-    recheck_source         the bytes must not have moved under the converter
+    convert                the worker converts (an attempt is counted); when the worker is
+                           stopped or crashes, ``jobs.retries`` says whether the job fails or
+                           goes round again (``TryAgain``), and whether alone
+    recheck_source         the claim still holds: the bytes did not move under the converter,
+                           and no other instance took the job over
     publish                Markdown and sidecar, or the error envelope (``jobs.endings``)
 
-The lifecycle never touches the inbox except to give a job back (stop, or a file still being
-written), and never decides policy itself.
+A ``TryAgain`` is not an outcome: ``run`` reloads the job's record and starts the next attempt.
+A fault of the lifecycle itself fails the job ``conversion_internal_error``, or, when even that
+cannot be written, defers it (``jobs.deferral``). The lifecycle never touches the inbox except
+to give a job back (stopping, or a file that changed), and never decides policy itself.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from sir_convert_a_lot import logs
 from sir_convert_a_lot.backends import no_text
@@ -42,28 +46,40 @@ from sir_convert_a_lot.engine.policy import Refused, RunOn, stage_refusal
 from sir_convert_a_lot.engine.protocol import Converted, Failed
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
 from sir_convert_a_lot.jobs.custody import Custody
-from sir_convert_a_lot.jobs.endings import Attempt, Endings
+from sir_convert_a_lot.jobs.deferral import defer
+from sir_convert_a_lot.jobs.endings import Endings
 from sir_convert_a_lot.jobs.job import Job, Phase
 from sir_convert_a_lot.jobs.outcome import Outcome, Status
-from sir_convert_a_lot.jobs.source_checks import inspect_source, sha256_of
+from sir_convert_a_lot.jobs.retries import RetryRules, TryAgain
+from sir_convert_a_lot.jobs.source_checks import SourceFacts, inspect_source, sha256_of
 
 log = logs.get()
 
-DEFER_SECONDS = 60.0  # a job that could not even be failed waits this long before a new try
+
+@dataclass
+class Attempt:
+    """One pass of a job through the steps: what each step found, for the next."""
+
+    job: Job
+    started: float
+    bound: Any  # the structlog logger bound to this job
+    facts: SourceFacts | None = None  # inspect
+    decision: RunOn | None = None  # decide
+    answer: Converted | Failed | None = None  # convert
+    timings: dict[str, float] | None = None  # what the worker measured, for a failure's record
+    pages: int | None = None
+    alone: bool = False  # convert with no other document in the worker (after a shared failure)
 
 
-@dataclass(frozen=True)
-class TryAgain:
-    """The worker crashed with attempts left: the same job goes round once more (``alone``:
-    with no other document in the worker)."""
-
-    alone: bool = False
-
-
-Step = Callable[[Attempt], "Outcome | TryAgain | None"]
+Step = Callable[["JobRunner", Attempt], "Outcome | TryAgain | None"]
 
 
 class JobRunner:
+    """Carries claimed jobs to their outcomes, one ``run`` per job; several job threads share
+    one runner. It owns the steps; the endings (``jobs.endings``) write what a job leaves, the
+    retry rules (``jobs.retries``) say when it goes round again, and ``custody`` says where its
+    original is. ``abandon`` is set by the service when its stop grace ran out."""
+
     def __init__(
         self,
         config: Config,
@@ -79,6 +95,7 @@ class JobRunner:
         self.stopping = stopping or threading.Event()
         self.abandon = False  # set by the service when the stop grace ran out
         self.endings = Endings(config, governance, custody, engine, clock)
+        self.retries = RetryRules(custody, lambda: self.config.retry.max_attempts)
 
     @property
     def config(self) -> Config:
@@ -119,41 +136,27 @@ class JobRunner:
         return Attempt(job=job, started=self.clock(), bound=bound, alone=alone)
 
     def _attempt(self, attempt: Attempt) -> Outcome | TryAgain:
-        steps: tuple[Step, ...] = (
-            self._give_back_if_stopping,
-            self.endings.dispose_after_restart,
-            self._refuse_past_attempts,
-            self._inspect,
-            self._decide,
-            self._convert,
-        )
-        for step in steps:
-            ended = step(attempt)
+        for step in self.STEPS:
+            ended = step(self, attempt)
             if ended is not None:
                 return ended
-        raise AssertionError("the convert step always ends the attempt")
+        raise AssertionError("the publish step always ends the attempt")
 
-    # -- the steps ----------------------------------------------------------------------------
+    # -- the steps, in order ------------------------------------------------------------------
 
-    def _give_back_if_stopping(self, attempt: Attempt) -> Outcome | None:
+    def give_back_if_stopping(self, attempt: Attempt) -> Outcome | None:
         if not self.stopping.is_set():
             return None
         return self.endings.give_back(attempt, "stopping")
 
-    def _refuse_past_attempts(self, attempt: Attempt) -> Outcome | None:
-        job = attempt.job
-        if job.attempts < self.config.retry.max_attempts:
-            return None
-        failure = JobFailure(
-            ErrorCode.WORKER_CRASHED,
-            f"Conversion was started {job.attempts} times and never finished (the worker or "
-            "the daemon stopped each time); the file can be retried.",
-            attempts=job.attempts,
-            max_attempts=self.config.retry.max_attempts,
-        )
-        return self.endings.fail(attempt, failure)
+    def dispose_after_restart(self, attempt: Attempt) -> Outcome | None:
+        return self.endings.dispose_after_restart(attempt)
 
-    def _inspect(self, attempt: Attempt) -> Outcome | None:
+    def refuse_past_attempts(self, attempt: Attempt) -> Outcome | None:
+        failure = self.retries.past_attempts(attempt.job)
+        return None if failure is None else self.endings.fail(attempt, failure)
+
+    def inspect(self, attempt: Attempt) -> Outcome | None:
         job = attempt.job
         try:
             facts = inspect_source(
@@ -169,14 +172,14 @@ class JobRunner:
         attempt.facts = facts
         return None
 
-    def _decide(self, attempt: Attempt) -> Outcome | None:
+    def decide(self, attempt: Attempt) -> Outcome | None:
         decision = self.engine.decide(attempt.job.options)
         if isinstance(decision, Refused):
             return self.endings.fail(attempt, decision.as_failure())
         attempt.decision = decision
         return None
 
-    def _convert(self, attempt: Attempt) -> Outcome | TryAgain:
+    def convert(self, attempt: Attempt) -> Outcome | TryAgain | None:
         decision = attempt.decision
         assert decision is not None
         job = attempt.job = self.custody.begin_attempt(attempt.job)
@@ -187,7 +190,7 @@ class JobRunner:
             backend=job.options.backend,
         )
         try:
-            answer = self.engine.convert(
+            attempt.answer = self.engine.convert(
                 job.job_id,
                 str(self.custody.source_path(job)),
                 job.options,
@@ -198,59 +201,19 @@ class JobRunner:
         except (WorkerTimedOut, WorkerOverMemory) as stopped:
             if self.abandon:
                 return self.endings.give_back(attempt, "stopped_during_conversion")
-            if isinstance(stopped, WorkerTimedOut) and stopped.shared and not attempt.alone:
-                return self._after_shared_timeout(attempt)
-            return self.endings.fail(attempt, _stopped_by_a_limit(stopped))
-        except WorkerCrashed as crash:
-            return self._after_crash(attempt, crash)
-        return self._publish(attempt, answer, decision)
-
-    def _after_shared_timeout(self, attempt: Attempt) -> TryAgain:
-        """Past its limit while other documents shared the worker: part of its time was theirs.
-        It goes round again alone with its attempt given back; a timeout alone is its own."""
-        job = attempt.job
-        attempt.job = self.custody.update(job, attempts=max(0, job.attempts - 1))
-        attempt.bound.info(
-            "conversion_timeout_shared",
-            effect="tried again at once, alone",
-            attempt_counted=False,
-        )
-        return TryAgain(alone=True)
-
-    def _after_crash(self, attempt: Attempt, crash: WorkerCrashed) -> Outcome | TryAgain:
-        job = attempt.job
-        if self.abandon:
-            return self.endings.give_back(attempt, "stopped_during_conversion")
-        if crash.innocent or crash.shared:
-            # The worker was stopped for a neighbour (a timeout, a restart), or went down with
-            # several documents in it: this job goes round again with the attempt it was
-            # charged given back, after a shared crash alone (where a crash is its own), so that
-            # a neighbour's faults never bring it to worker_crashed.
-            attempt.job = self.custody.update(job, attempts=max(0, job.attempts - 1))
-            attempt.bound.info(
-                "worker_stopped_for_another_job" if crash.innocent else "worker_crashed_shared",
-                exitcode=crash.exitcode,
-                effect="tried again at once, alone" if crash.shared else "tried again at once",
-                attempt_counted=False,
+            return self._next(
+                attempt, *self.retries.after_stopped(job, attempt.bound, attempt.alone, stopped)
             )
-            return TryAgain(alone=crash.shared)
-        attempt.bound.warning("worker_crashed", attempt=job.attempts, exitcode=crash.exitcode)
-        if job.attempts < self.config.retry.max_attempts:
-            return TryAgain()
-        failure = JobFailure(
-            ErrorCode.WORKER_CRASHED,
-            f"The converter crashed on this file {job.attempts} times; it was set aside "
-            "and can be retried.",
-            attempts=job.attempts,
-            exitcode=crash.exitcode,
-        )
-        return self.endings.fail(attempt, failure)
-
-    def _publish(self, attempt: Attempt, answer: Converted | Failed, decision: RunOn) -> Outcome:
-        """Publish what the worker answered, unless the claim no longer holds."""
-        job = attempt.job
+        except WorkerCrashed as crash:
+            if self.abandon:
+                return self.endings.give_back(attempt, "stopped_during_conversion")
+            return self._next(attempt, *self.retries.after_crash(job, attempt.bound, crash))
         if self.abandon:
             return self.endings.give_back(attempt, "stopped_during_conversion")
+        return None
+
+    def recheck_source(self, attempt: Attempt) -> Outcome | None:
+        job = attempt.job
         changed = self._change_since_claim(job, sha256_of(self.custody.source_path(job)))
         if changed:
             # Nothing is published from bytes that moved under the converter: the file waits
@@ -258,6 +221,11 @@ class JobRunner:
             return self.endings.give_back(attempt, "source_changed_during_conversion", **changed)
         if not self.custody.still_mine(job):
             return self._lease_lost(job, None)
+        return None
+
+    def publish(self, attempt: Attempt) -> Outcome:
+        answer, decision = attempt.answer, attempt.decision
+        assert answer is not None and decision is not None
         if isinstance(answer, Failed):
             attempt.timings, attempt.pages = answer.timings_ms, answer.pages
             failure = JobFailure(ErrorCode(answer.code), answer.message, **answer.details)
@@ -278,6 +246,24 @@ class JobRunner:
                 fix=no_text.FIX,
             )
         return outcome
+
+    STEPS: ClassVar[tuple[Step, ...]] = (
+        give_back_if_stopping,
+        dispose_after_restart,
+        refuse_past_attempts,
+        inspect,
+        decide,
+        convert,
+        recheck_source,
+        publish,
+    )
+
+    def _next(
+        self, attempt: Attempt, job: Job, verdict: JobFailure | TryAgain
+    ) -> Outcome | TryAgain:
+        """Apply a retry rule's verdict: fail the job now, or let it go round again."""
+        attempt.job = job
+        return self.endings.fail(attempt, verdict) if isinstance(verdict, JobFailure) else verdict
 
     # -- when the lifecycle itself fails ------------------------------------------------------
 
@@ -311,7 +297,7 @@ class JobRunner:
             # The outputs are out: only moving the original failed (archive/ or failed/ is not
             # writable). Failing the job now would publish a contradicting error envelope.
             effect = "the outputs are published; the original stays claimed until it can move"
-            return _defer(current, "job_disposal_deferred", error, effect)
+            return defer(current, "job_disposal_deferred", error, effect)
         log.error(
             "job_error_unexpected",
             job_id=job.job_id,
@@ -330,7 +316,7 @@ class JobRunner:
             return self.endings.fail(self._begin(current), failure)
         except Exception as second:  # noqa: BLE001 - e.g. the outbox itself is unwritable
             effect = "the file stays claimed and is tried again later"
-            return _defer(current, "job_deferred", second, effect)
+            return defer(current, "job_deferred", second, effect)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -352,38 +338,3 @@ class JobRunner:
         if now == then:
             return {}
         return {"at_claim": then, "now": now}
-
-
-def _defer(job: Job, event: str, error: Exception, effect: str) -> Outcome:
-    log.error(
-        event,
-        job_id=job.job_id,
-        source=job.relative_path,
-        error=f"{type(error).__name__}: {error}",
-        retry_in_seconds=DEFER_SECONDS,
-        effect=effect,
-    )
-    return Outcome(
-        job.job_id, Status.DEFERRED, f"{event}: {type(error).__name__}: {error}", job=job
-    )
-
-
-def _stopped_by_a_limit(stopped: WorkerTimedOut | WorkerOverMemory) -> JobFailure:
-    """The supervisor stopped the worker at a limit: the job fails now rather than being tried
-    again at once, since the same file would only hit the same limit."""
-    if isinstance(stopped, WorkerTimedOut):
-        return JobFailure(
-            ErrorCode.CONVERSION_TIMEOUT,
-            f"The conversion took longer than its limit of {stopped.seconds:g} seconds and "
-            "was stopped; it can be retried, or the limit raised for large files.",
-            timeout_seconds=stopped.seconds,
-        )
-    return JobFailure(
-        ErrorCode.WORKER_CRASHED,
-        "The converter needed more than this service's memory limit of "
-        f"{stopped.limit_bytes // (1024 * 1024)} MiB for this file and was stopped; split "
-        "the file, or ask the operator to raise the limit.",
-        reason="memory_limit_exceeded",
-        max_worker_memory_bytes=stopped.limit_bytes,
-        worker_memory_bytes=stopped.rss_bytes,
-    )

@@ -27,10 +27,11 @@ from sir_convert_a_lot.engine.interface import ConversionEngine, EngineStartErro
 from sir_convert_a_lot.intake.dispatch import Dispatcher
 from sir_convert_a_lot.intake.queue import Intake
 from sir_convert_a_lot.intake.watch import InboxWatcher
+from sir_convert_a_lot.jobs.deferral import Deferrals
 from sir_convert_a_lot.jobs.endings import cleanup_after_restart
 from sir_convert_a_lot.jobs.job import Job
-from sir_convert_a_lot.jobs.lifecycle import DEFER_SECONDS, JobRunner
-from sir_convert_a_lot.jobs.outcome import Outcome, Status
+from sir_convert_a_lot.jobs.lifecycle import JobRunner
+from sir_convert_a_lot.jobs.outcome import Outcome
 from sir_convert_a_lot.jobs.spool import Spool
 from sir_convert_a_lot.service import reload, startup
 from sir_convert_a_lot.service.events import Done, Event, EventsLost, Hint, Reload, Wake
@@ -77,7 +78,7 @@ class Service:
         self.state = "starting"  # then "ready"; the heartbeat shows "stopping" on its own
         # Recent endings, for tests and debugging; bounded so a long run does not grow.
         self.outcomes: deque[Outcome] = deque(maxlen=1000)
-        self.deferred: list[tuple[float, Job, str]] = []  # (next try, job, why)
+        self.deferrals = Deferrals(self.clock)  # jobs that could not even be failed
         self.ready = threading.Event()
         self.stopping = threading.Event()
         self.runner = JobRunner(
@@ -88,12 +89,16 @@ class Service:
         self.watcher: InboxWatcher | None = None
         self._heartbeat_wake = threading.Event()
         self.threads = JobThreads(
-            self.runner, self.events, self._heartbeat_wake, self.pages_limit, on_fatal=self._fail
+            self.runner,
+            self.events,
+            self._heartbeat_wake,
+            self.max_pages_in_flight,
+            on_fatal=self._fail,
         )
         self._next_takeover = 0.0
         self.intake = Intake(config, self.clock, self._heartbeat_wake.set)
         self.dispatcher = Dispatcher(config, self.intake, self.spool, self.clock, self._enqueue)
-        self.dispatcher.pages_limit = self.pages_limit
+        self.dispatcher.max_pages_in_flight = self.max_pages_in_flight
         self.notifier = Notifier()
         self.metrics = Metrics(config.metrics, self.instance)
         self.heartbeat = Heartbeat(
@@ -112,10 +117,10 @@ class Service:
 
     # -- public -------------------------------------------------------------------------------
 
-    def pages_limit(self) -> int:
+    def max_pages_in_flight(self) -> int:
         """The pages claimed jobs may hold at once: ``gpu.max_pages_in_flight`` in effect, per
         worker of the engine (live: a reload may change it)."""
-        return self.engine.pages_limit(self.config.gpu.pages_in_flight)
+        return self.engine.max_pages_in_flight(self.config.gpu.max_pages_in_flight_in_effect)
 
     def run(self) -> int:
         """Run until stopped. 0 after a clean stop, 1 after a runtime failure; ConfigError
@@ -173,6 +178,11 @@ class Service:
     def request_reload(self) -> None:
         """Reload the config file (SIGHUP). Thread-safe; done by the main loop."""
         self.events.put(Reload())
+
+    @property
+    def deferred(self) -> list[tuple[float, Job, str]]:
+        """The deferred jobs: (next try on the service clock, job, why)."""
+        return [(entry.next_try, entry.job, entry.why) for entry in self.deferrals.waiting]
 
     @property
     def in_flight(self) -> int:
@@ -255,13 +265,13 @@ class Service:
                 return 1
             self.intake.settle_due()
             self._periodic()
-            self.dispatcher.dispatch(self.threads.held, self.stopping)
+            self.dispatcher.dispatch(self.threads.pages_in_flight, self.stopping)
             self._sample()
         return 0
 
     def _sample(self) -> None:
         """The queue and the worker, for the metrics, as this turn of the loop left them."""
-        waiting = len(self.intake.stability) + len(self.intake.candidates)
+        waiting = self.intake.watching() + self.intake.claimable()
         memory = self.engine.memory()
         self.metrics.sample(
             Sample(
@@ -307,9 +317,7 @@ class Service:
         self.threads.done(outcome.job_id)
         self.outcomes.append(outcome)
         self.metrics.finished(outcome)
-        if outcome.status is Status.DEFERRED and outcome.job is not None:
-            why = outcome.code or "deferred"
-            self.deferred.append((self.clock() + DEFER_SECONDS, outcome.job, why))
+        self.deferrals.add(outcome)
         # The job thread woke the heartbeat before this count went down: say it again, or status
         # shows the finished job as queued until the next beat.
         self._heartbeat_wake.set()
@@ -319,9 +327,7 @@ class Service:
 
     def _periodic(self) -> None:
         now = self.clock()
-        due = [job for at, job, _why in self.deferred if at <= now]
-        self.deferred = [entry for entry in self.deferred if entry[0] > now]
-        for job in due:
+        for job in self.deferrals.due():
             self._enqueue(job)
         self.intake.retry_blocked()
         self.intake.rescan_if_due(now)

@@ -138,7 +138,7 @@ class Heartbeat:
                 doing += f" and {len(converting) - STATUS_LINE_JOBS} more"
         if queued:
             doing += f", {queued} queued"
-        blocked = self.service.intake.blocked.view
+        blocked = self.service.intake.files.blocked_view
         if blocked:
             doing += f", {len(blocked)} blocked (see sir-convert status)"
         info = self.service.engine.info
@@ -157,7 +157,7 @@ class Heartbeat:
         first = converting[0] if converting else Activity()
         probe = service.engine.probe
         intake = service.intake
-        blocked = intake.blocked.view
+        blocked = intake.files.blocked_view
         status: dict[str, Any] = {
             "state": "stopping" if service.stopping.is_set() else service.state,
             "activity": "converting" if converting else "idle",
@@ -167,7 +167,7 @@ class Heartbeat:
             "pages": first.pages,
             "jobs": [_job(activity) for activity in converting],
             "queued": self._queued(converting),
-            "watching": len(intake.stability),
+            "watching": intake.watching(),
             "arriving": [
                 {"source": display(path), "waiting_for": reason}
                 for path, reason in sorted(intake.arrivals.waiting().items())[:STATUS_ARRIVING]
@@ -224,7 +224,7 @@ class Heartbeat:
     def _queued(self, converting: list[Activity]) -> int:
         """Candidates and claimed jobs waiting, the jobs converting not counted."""
         waiting = max(0, self.service.in_flight - len(converting))
-        return len(self.service.intake.candidates) + waiting
+        return self.service.intake.claimable() + waiting
 
     # -- the thread ---------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ The main loop hands each claimed (or recovered, or taken-over) job to ``add`` an
 job's ``Done`` event is handled, calls ``done``. Threads are started as jobs need them, up to
 the smaller of ``gpu.max_pages_in_flight`` (in effect) and ``MAX_THREADS``, and then wait for the
 next job; a job beyond them waits in the queue. What each thread converts (``converting``) and
-the pages each claimed job holds (``held``, from the worker's progress) are read by the
+the pages each claimed job holds (``pages_in_flight``, from the worker's progress) are read by the
 heartbeat and by dispatch's pacing. The worker's progress also goes to the journal as
 ``job_progress``, at most once per ``PROGRESS_LOG_SECONDS`` per job.
 """
@@ -43,20 +43,22 @@ class JobThreads:
         runner: JobRunner,
         events: queue.Queue[Event],
         wake: threading.Event,
-        limit: Callable[[], int],
+        max_pages_in_flight: Callable[[], int],
         on_fatal: Callable[[str], None],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.runner = runner
         self.events = events
         self.wake = wake  # the heartbeat's: what status shows has changed
-        self.limit = limit  # gpu.max_pages_in_flight in effect (live)
+        self.max_pages_in_flight = max_pages_in_flight  # in effect, read live
         self.on_fatal = on_fatal
         self.clock = clock
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
-        self._held: dict[str, int | None] = {}  # claimed, unfinished job -> its pages, if known
+        self._pages_in_flight: dict[
+            str, int | None
+        ] = {}  # claimed, unfinished job -> its pages, if known
         self._converting: dict[str, Activity] = {}
         self._reported: dict[str, float] = {}  # converting job -> when progress was last logged
 
@@ -65,8 +67,10 @@ class JobThreads:
     def add(self, job: Job) -> None:
         """A claimed job: it holds an unknown number of pages until the worker says."""
         with self._lock:
-            self._held[job.job_id] = None
-            wanted = min(len(self._held), max(1, self.limit()), MAX_THREADS)
+            self._pages_in_flight[job.job_id] = None
+            wanted = min(
+                len(self._pages_in_flight), max(1, self.max_pages_in_flight()), MAX_THREADS
+            )
         self._queue.put(job)
         if len(self._threads) < wanted:
             number = len(self._threads) + 1
@@ -77,7 +81,7 @@ class JobThreads:
     def done(self, job_id: str) -> None:
         """The job ended (or was deferred, or given back): its pages are free."""
         with self._lock:
-            self._held.pop(job_id, None)
+            self._pages_in_flight.pop(job_id, None)
 
     def stop(self, deadline: float, give_up: Callable[[list[str]], None]) -> None:
         """No new job starts; jobs still queued are given back by their threads (the service
@@ -98,12 +102,12 @@ class JobThreads:
     def count(self) -> int:
         """Jobs claimed and not done: queued for a thread or converting."""
         with self._lock:
-            return len(self._held)
+            return len(self._pages_in_flight)
 
-    def held(self) -> list[int | None]:
+    def pages_in_flight(self) -> list[int | None]:
         """The pages each claimed, unfinished job holds; None where the worker has not said."""
         with self._lock:
-            return list(self._held.values())
+            return list(self._pages_in_flight.values())
 
     def converting(self) -> list[Activity]:
         """A copy of what each thread converts, in the order they started."""
@@ -125,9 +129,9 @@ class JobThreads:
                 if now - self._reported.get(job_id, activity.started) >= PROGRESS_LOG_SECONDS:
                     self._reported[job_id] = now
                     report = Activity(**vars(activity))
-            newly_known = job_id in self._held and self._held[job_id] is None
-            if job_id in self._held:
-                self._held[job_id] = pages
+            newly_known = job_id in self._pages_in_flight and self._pages_in_flight[job_id] is None
+            if job_id in self._pages_in_flight:
+                self._pages_in_flight[job_id] = pages
         self.wake.set()
         if newly_known:
             self.events.put(Wake())  # dispatch may claim again: the pacing rule looks now
