@@ -61,6 +61,11 @@ class Dispatcher:
         self.enqueue = enqueue
         self.paused_until = 0.0  # the service clock
 
+    def reconfigure(self, config: Config) -> None:
+        """A reloaded config: the next claim uses its profiles and options (and its pages limit,
+        which ``pages_limit`` reads live)."""
+        self.config = config
+
     def dispatch(self, held: Callable[[], list[int | None]], stopping: threading.Event) -> None:
         """Claim candidates while the pacing rule allows (``held``: the pages each claimed,
         unfinished job holds, None while unknown) and not stopping."""
