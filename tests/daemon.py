@@ -7,7 +7,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from harness import daemon as harness
 from harness.daemon import (
     CAP_LEASE,
     can_obey_permissions,
@@ -15,6 +14,7 @@ from harness.daemon import (
     dropping,
 )
 
+from harness import daemon as harness
 from tests.helpers import REPO, VENV_BIN
 
 __all__ = [

@@ -30,10 +30,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from harness import samba
 from harness.configs import write_config
 from harness.daemon import Daemon
 
+from harness import samba
 from toolkit import REPO, write_report
 
 PAGES = 12

@@ -261,7 +261,7 @@ def test_a_job_that_waited_for_a_fresh_worker_is_not_taken_for_stuck() -> None:
     beat = Heartbeat(
         lambda: snapshot,
         engine=SimpleNamespace(silent_seconds=lambda: 0.0),
-        spool=None,  # type: ignore[arg-type]
+        instances=None,  # type: ignore[arg-type]
         notifier=None,  # type: ignore[arg-type]
         lease_seconds=5,
         wake=threading.Event(),

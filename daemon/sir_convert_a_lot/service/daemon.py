@@ -91,7 +91,7 @@ class Service:
         self._next_takeover = 0.0
         self.intake = Intake(config, self.clock, self._heartbeat_wake.set)
         self.dispatcher = Dispatcher(
-            config, self.intake, self.spool, self.clock, self._enqueue, self.pages_limit
+            config, self.intake, self.spool.claims, self.clock, self._enqueue, self.pages_limit
         )
         # Every part that reads the config, told of a reload in this order (``_reload``).
         self.reconfigurable: tuple[Reconfigurable, ...] = (
@@ -106,7 +106,7 @@ class Service:
         self.heartbeat = Heartbeat(
             self.snapshot,
             engine=self.engine,
-            spool=self.spool,
+            instances=self.spool.instances,
             notifier=self.notifier,
             lease_seconds=config.instances.lease_seconds,
             wake=self._heartbeat_wake,
@@ -222,9 +222,9 @@ class Service:
 
     def _recover_jobs(self) -> None:
         """Jobs left by this instance's last run, and by dead instances, queue up first."""
-        recovered = self.spool.recover()
-        taken = self.spool.take_over_dead(self.config.instances.lease_seconds)
-        self.spool.drop_orphan_reservations()
+        recovered = self.spool.records.recover()
+        taken = self.spool.instances.take_over_dead(self.config.instances.lease_seconds)
+        self.spool.records.drop_orphan_reservations()
         for job in recovered + taken:
             cleanup_after_restart(self.config, job)
             self._enqueue(job)
@@ -351,11 +351,11 @@ class Service:
         self.intake.rescan_if_due(now)
         if now >= self._next_takeover:
             self._next_takeover = now + self.config.instances.lease_seconds / 2
-            for job in self.spool.take_over_dead(self.config.instances.lease_seconds):
+            for job in self.spool.instances.take_over_dead(self.config.instances.lease_seconds):
                 log.warning("job_taken_over", job_id=job.job_id, source=job.relative_path)
                 cleanup_after_restart(self.config, job)
                 self._enqueue(job)
-            self.spool.drop_orphan_reservations()
+            self.spool.records.drop_orphan_reservations()
 
     def _hint(self, path: str, is_folder: bool) -> None:
         """Called on the watcher's thread: the main loop looks at the path."""
@@ -403,12 +403,12 @@ class Service:
         self.metrics.stop()
         self.heartbeat.stop()
         try:
-            self.spool.record_stop(
+            self.spool.instances.record_stop(
                 {"version": __version__, "build": build_id(), "started_at": self.started_at}
             )
         except OSError as exc:
             log.warning("stop_note_failed", error=str(exc), effect="status cannot say when")
-        self.spool.remove_lease()
+        self.spool.instances.remove_lease()
         log.info("daemon_stopped")
 
     def _count_last_endings(self) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 from sir_convert_a_lot import __version__, logs
 from sir_convert_a_lot.engine.interface import ConversionEngine
 from sir_convert_a_lot.intake.blocked import BLOCKED_SHOWN
-from sir_convert_a_lot.jobs.spool import Spool
+from sir_convert_a_lot.jobs.leases import Instances
 from sir_convert_a_lot.names import display
 from sir_convert_a_lot.service.actors import ActorView, lease_actors
 from sir_convert_a_lot.service.snapshot import Activity, ServiceSnapshot
@@ -42,7 +42,7 @@ class Heartbeat:
         snapshot: Callable[[], ServiceSnapshot],
         *,
         engine: ConversionEngine,
-        spool: Spool,
+        instances: Instances,
         notifier: Notifier,
         lease_seconds: float,
         wake: threading.Event,
@@ -50,7 +50,7 @@ class Heartbeat:
     ) -> None:
         self.snapshot = snapshot
         self.engine = engine
-        self.spool = spool
+        self.instances = instances  # where the lease goes
         self.notifier = notifier
         self.lease_seconds = lease_seconds
         self.wake = wake
@@ -206,7 +206,7 @@ class Heartbeat:
             snap = self.snapshot()
             if due:
                 try:
-                    self.spool.heartbeat(self.status(snap))
+                    self.instances.heartbeat(self.status(snap))
                 except OSError as exc:
                     log.error("heartbeat_failed", error=str(exc))
                 next_lease = now + max(0.5, self.lease_seconds / 4)
