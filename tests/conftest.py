@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures.stand_in_models import build_stand_in_models
 
+from fixtures.stand_in_models import build_stand_in_models
 from tests.helpers import OFFLINE, SHARED_CORPUS
 
 

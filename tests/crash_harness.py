@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sir_convert_a_lot.engine import supervisor
-from sir_convert_a_lot.jobs import endings, publish, spool
+from sir_convert_a_lot.jobs import claims, endings, publish, spool
 from sir_convert_a_lot.jobs.job import Phase
 from sir_convert_a_lot.ops.cli import main
 
@@ -77,7 +77,7 @@ def _after_first_picture_temporary() -> None:
 
 
 POINTS: dict[str, Callable[[], None]] = {
-    "after_claim": lambda: _after(spool.Spool, "claim"),
+    "after_claim": lambda: _after(claims.Claims, "claim"),
     "after_attempt_started": lambda: _after(spool.Spool, "begin_attempt"),
     "before_sidecar": lambda: _between_markdown_and_sidecar(write_sidecar_tmp=False),
     "sidecar_tmp_written": lambda: _between_markdown_and_sidecar(write_sidecar_tmp=True),
@@ -130,7 +130,7 @@ def _stop_after(owner: Any, name: str) -> None:
 
 
 STAGES: dict[str, Callable[[], None]] = {
-    "queued": lambda: _stop_after(spool.Spool, "claim"),
+    "queued": lambda: _stop_after(claims.Claims, "claim"),
     "converting": lambda: _stop_after(supervisor.Engine, "convert"),
     "after_stem_chosen": lambda: _stop_after(endings.Endings, "_named"),
     "before_commit": lambda: _stop_around_commit(after=False),

@@ -14,7 +14,6 @@ from harness.daemon import (
     drop_permission_override,
     dropping,
 )
-
 from tests.helpers import REPO, VENV_BIN
 
 __all__ = [

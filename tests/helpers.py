@@ -12,7 +12,6 @@ from typing import Any
 from harness.configs import config_document, load_config, write_config
 from harness.pdfs import make_pdf, pdf_bytes
 from harness.waiting import wait_for
-
 from sir_convert_a_lot.config import Governance
 
 __all__ = [

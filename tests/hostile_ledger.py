@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from harness.pdfs import pdf_bytes
-
 from tests.hostile_calls import sha256
 from tests.hostile_share import Placed
 

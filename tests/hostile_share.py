@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.pdfs import pdf_bytes
-
 from tests import hostile_calls as calls
 from tests.hostile_calls import sha256
 

@@ -27,7 +27,6 @@ from typing import Any
 from harness.configs import write_config
 from harness.daemon import Daemon
 from harness.pdfs import pdf_bytes
-
 from toolkit import (
     READY_TIMEOUT,
     tree_cpu_seconds,

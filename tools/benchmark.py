@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
-from harness.daemon import Daemon
 
+from harness.daemon import Daemon
 from sir_convert_a_lot.config import PATH_KEYS
 from toolkit import REPO, exit_on_sigterm, tree_rss_bytes
 

@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
+
+import gpu_tables
 from harness.daemon import Daemon
 from harness.pdfs import scanned_pdf_bytes
 from harness.stand_in_models import build_stand_in_models
-
-import gpu_tables
 from sir_convert_a_lot import config as config_module
 from sir_convert_a_lot.engine.gpu import probe
 from toolkit import REPO

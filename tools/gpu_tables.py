@@ -73,8 +73,8 @@ def tf32(on: bool) -> Iterator[None]:
 def compare(models: Path, device: str) -> dict[str, Any]:
     """On the CPU, fewer and shorter tables and TF32 off only (it is a GPU switch)."""
     import torch
-    from harness.scripted_tables import scripted_model
 
+    from harness.scripted_tables import scripted_model
     from sir_convert_a_lot.backends import tableformer_fast
 
     predictor = load_predictor(models, device)

@@ -41,7 +41,6 @@ from typing import Any
 from harness.configs import write_config
 from harness.daemon import Daemon
 from harness.pdfs import pdf_bytes
-
 from sir_convert_a_lot import logs
 from sir_convert_a_lot.config import Config, Governance, load
 from sir_convert_a_lot.engine.gpu import GpuProbe

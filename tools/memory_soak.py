@@ -37,10 +37,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import memory_report
 from harness.configs import write_config
 from harness.daemon import Daemon
-
-import memory_report
 from toolkit import READY_TIMEOUT, exit_on_sigterm
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}

@@ -24,9 +24,9 @@ import tomllib
 from pathlib import Path
 
 import tomli_w
-from harness.stand_in_models import build_stand_in_models
 
 import benchmark
+from harness.stand_in_models import build_stand_in_models
 from toolkit import REPO, write_report
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}

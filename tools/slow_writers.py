@@ -33,7 +33,6 @@ from typing import Any, BinaryIO
 from harness import samba
 from harness.configs import write_config
 from harness.daemon import Daemon
-
 from toolkit import REPO, write_report
 
 PAGES = 12

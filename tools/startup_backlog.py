@@ -23,7 +23,6 @@ from pathlib import Path
 from harness.configs import write_config
 from harness.daemon import Daemon
 from harness.pdfs import pdf_bytes
-
 from toolkit import REPO, write_report
 
 VENV_BIN = REPO / ".venv" / "bin"

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures.stand_in_models import build_stand_in_models
 
+from fixtures.stand_in_models import build_stand_in_models
 from sir_convert_a_lot.backends.base import BackendContext, BackendResult
 from sir_convert_a_lot.backends.docling import DoclingBackend
 from sir_convert_a_lot.backends.pdf_open import open_pdf

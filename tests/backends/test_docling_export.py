@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness.pdfs import pdf_with_pictures
 
+from harness.pdfs import pdf_with_pictures
 from sir_convert_a_lot.backends.base import BackendContext
 from sir_convert_a_lot.backends.docling import DoclingBackend
 from sir_convert_a_lot.backends.docling_export import export_document, take_pictures

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness.pdfs import scanned_pdf_bytes
 
+from harness.pdfs import scanned_pdf_bytes
 from sir_convert_a_lot.backends import ocr_engine
 from sir_convert_a_lot.backends.base import BackendContext, BackendResult
 from sir_convert_a_lot.backends.docling import DoclingBackend

@@ -16,8 +16,8 @@ from typing import Any
 from urllib.parse import unquote
 
 import pytest
-from harness.pdfs import pdf_with_pictures
 
+from harness.pdfs import pdf_with_pictures
 from sir_convert_a_lot.backends.pictures import PictureSet, png_of
 from sir_convert_a_lot.engine.protocol import Converted
 from sir_convert_a_lot.jobs.artifacts import listing, render

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from harness.scripted_tables import CELL_TAGS, History, RowScripts
 from torch import Tensor
 
+from harness.scripted_tables import CELL_TAGS, History, RowScripts
 from sir_convert_a_lot.backends import tableformer_fast, tableformer_lanes
 from tests.backends.test_tableformer_fast import assert_same, load_predictor
 

@@ -21,10 +21,10 @@ from sir_convert_a_lot.jobs import deferral
 from sir_convert_a_lot.jobs import lifecycle as lifecycle_module
 from sir_convert_a_lot.jobs import publish as publish_module
 from sir_convert_a_lot.jobs import source_checks as source_checks_module
+from sir_convert_a_lot.jobs.claims import Claims
 from sir_convert_a_lot.jobs.outcome import Status
 from sir_convert_a_lot.jobs.publish import TMP_PREFIX
 from sir_convert_a_lot.jobs.source_blocked import SourceBlocked
-from sir_convert_a_lot.jobs.spool import Spool
 from sir_convert_a_lot.ops.cli import main
 from sir_convert_a_lot.service.daemon import Service
 from tests.daemon import Daemon, can_obey_permissions, run_cli
@@ -294,14 +294,14 @@ def test_an_unwritable_state_folder_leaves_files_in_the_inbox_until_it_recovers(
 ) -> None:
     broken = threading.Event()
     broken.set()
-    real_claim = Spool.claim
+    real_claim = Claims.claim
 
-    def claim(self: Spool, *args: object, **kwargs: object) -> object:
+    def claim(self: Claims, *args: object, **kwargs: object) -> object:
         if broken.is_set():
             raise PermissionError(errno.EACCES, "Permission denied", str(self.state))
         return real_claim(self, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(Spool, "claim", claim)
+    monkeypatch.setattr(Claims, "claim", claim)
     monkeypatch.setattr(dispatch_module, "CLAIM_BACKOFF_SECONDS", 0.5)
     config = replace(load_config(tmp_path))
     service = Service(config)
@@ -383,15 +383,15 @@ def test_a_blocked_file_backs_off_alone_doubling_while_the_others_are_claimed(
         600.0,
     ]
     monkeypatch.setattr(blocked_module, "BLOCKED_FIRST_SECONDS", 0.3)
-    real_claim = Spool.claim
+    real_claim = Claims.claim
 
-    def claim(self: Spool, relative_path: str, *args: object, **kwargs: object) -> object:
+    def claim(self: Claims, relative_path: str, *args: object, **kwargs: object) -> object:
         if relative_path == "locked/stuck.pdf":
             denied = PermissionError(errno.EACCES, "Permission denied")
             raise SourceBlocked(relative_path, self.paths.inbox / "locked", denied)
         return real_claim(self, relative_path, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(Spool, "claim", claim)
+    monkeypatch.setattr(Claims, "claim", claim)
     service = Service(load_config(tmp_path))
     thread = _start(service)
     inbox = tmp_path / "inbox"

@@ -137,7 +137,7 @@ class Claims:
         self.intake = Intake(self.config, lambda: self.clock[0], lambda: None)
         self.claimed: list[Job] = []
         self.dispatcher = Dispatcher(
-            self.config, self.intake, self.spool, lambda: self.clock[0], self.claimed.append
+            self.config, self.intake, self.spool.claims, lambda: self.clock[0], self.claimed.append
         )
 
     def see_all(self) -> int:
@@ -209,7 +209,7 @@ def test_a_job_given_back_never_goes_through_a_swapped_folder(tmp_path: Path) ->
     outside.mkdir()
     _swap_for_link(inbox / "sub", outside)
 
-    back = claims.spool.return_to_inbox(job)
+    back = claims.spool.disposal.return_to_inbox(job)
 
     assert back == inbox / "a.pdf"  # the inbox itself, never the link's target
     assert list(outside.iterdir()) == []
@@ -228,8 +228,8 @@ def test_archive_and_failed_folders_are_made_without_group_write_under_umask_000
         claims.settle_and_claim()
         claims.settle_and_claim()
         first, second = claims.claimed
-        claims.spool.archive(first, "archive")
-        claims.spool.fail(second, {"code": "pdf_unreadable", "message": "x"}, None)
+        claims.spool.disposal.archive(first, "archive")
+        claims.spool.disposal.fail(second, {"code": "pdf_unreadable", "message": "x"}, None)
     finally:
         os.umask(old)
     paths = claims.config.paths
@@ -365,7 +365,7 @@ def test_an_instance_that_names_outputs_otherwise_than_a_live_one_refuses_to_sta
     config = load_config(tmp_path)
     spool = Spool(config.paths, "gpu-host-b")
     startup.prepare_folders(config, spool)
-    spool.heartbeat({"naming": {"output.on_collision": "replace"}})  # alive, just now
+    spool.instances.heartbeat({"naming": {"output.on_collision": "replace"}})  # alive, just now
 
     code = main(["--config", str(write_config(tmp_path)), "run"])
 

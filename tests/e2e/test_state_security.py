@@ -145,11 +145,11 @@ def test_every_folder_and_record_the_spool_creates_is_private_under_umask_0002(
         spool = Spool(config.paths, "test-instance")
         spool.ensure_layout()
         seen = file_id(make_pdf(config.paths.inbox / "team" / "a.pdf").stat())
-        job = spool.claim("team/a.pdf", None, ConversionOptions(), 1, 1, seen)
+        job = spool.claims.claim("team/a.pdf", None, ConversionOptions(), 1, 1, seen)
         assert job is not None
         assert spool.reservations.reserve("team", "a", job.job_id)
-        spool.heartbeat({"state": "idle"})
-        spool.fail(job, {"code": "pdf_unreadable", "message": "x"}, None)
+        spool.instances.heartbeat({"state": "idle"})
+        spool.disposal.fail(job, {"code": "pdf_unreadable", "message": "x"}, None)
     finally:
         os.umask(old)
     modes = _modes(config.paths.state)
@@ -228,14 +228,14 @@ def test_a_forged_job_record_is_quarantined_and_never_followed(
     spool = Spool(config.paths, "test-instance")
     spool.ensure_layout()
     seen = file_id(make_pdf(config.paths.inbox / "a.pdf").stat())
-    job = spool.claim("a.pdf", None, ConversionOptions(), 1, 1, seen)
+    job = spool.claims.claim("a.pdf", None, ConversionOptions(), 1, 1, seen)
     assert job is not None
     folder = spool.job_folder(job)
     record = json.loads((folder / RECORD).read_text())
     record[key] = base64.b64encode(value.encode()).decode()
     write_json_atomic(folder / RECORD, record)
 
-    assert spool.recover() == []
+    assert spool.records.recover() == []
 
     assert files_under(config.paths.failed) == [f"_unrecoverable/{job.job_id}.bin"]
     assert not (tmp_path.parent / "outside.pdf").exists()

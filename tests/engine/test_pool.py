@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness.daemon import Daemon
 
+from harness.daemon import Daemon
 from sir_convert_a_lot.config import Config
 from sir_convert_a_lot.engine.pool import EnginePool
 from sir_convert_a_lot.engine.ray_cluster import MARK_VARIABLE

@@ -250,20 +250,18 @@ def test_a_job_that_waited_for_a_fresh_worker_is_not_taken_for_stuck() -> None:
     supervisor counts it: a wait for a recycled worker to load is not time past the limit."""
     from types import SimpleNamespace
 
-    from sir_convert_a_lot.service.heartbeat import OVERDUE_GRACE_SECONDS, Activity, Heartbeat
+    from sir_convert_a_lot.service.heartbeat import OVERDUE_GRACE_SECONDS, Heartbeat
+    from sir_convert_a_lot.service.snapshot import Activity, ServiceSnapshot
 
     now = time.monotonic()
     limit = 60.0
     waited = Activity("job_a", "a.pdf", started=now - limit - OVERDUE_GRACE_SECONDS - 30)
     waited.limit_seconds = limit
-    service = SimpleNamespace(
-        watcher=None,
-        engine=SimpleNamespace(silent_seconds=lambda: 0.0),
-        converting=lambda: [waited],
-    )
+    snapshot = ServiceSnapshot(None, None, 0.0, converting=(waited,))  # type: ignore[arg-type]
     beat = Heartbeat(
-        service,
-        spool=None,  # type: ignore[arg-type]
+        lambda: snapshot,
+        engine=SimpleNamespace(silent_seconds=lambda: 0.0),
+        instances=None,  # type: ignore[arg-type]
         notifier=None,  # type: ignore[arg-type]
         lease_seconds=5,
         wake=threading.Event(),

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from harness import faithful_models as fm
 from harness.stand_in_models import (
     LAYOUT_DIR,
     LAYOUT_LABELS,
@@ -18,8 +20,6 @@ from harness.stand_in_models import (
     build_stand_in_models,
     main,
 )
-
-from harness import faithful_models as fm
 
 
 def test_the_layout_config_is_heron_as_published() -> None:

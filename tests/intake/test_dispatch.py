@@ -53,7 +53,9 @@ class Paced:
             self.intake.files.queue(seen)
         self.claimed: list[Job] = []
         self.pages: dict[str, int | None] = {}
-        self.dispatcher = Dispatcher(self.config, self.intake, spool, time.monotonic, self._add)
+        self.dispatcher = Dispatcher(
+            self.config, self.intake, spool.claims, time.monotonic, self._add
+        )
 
     def _add(self, job: Job) -> None:
         self.claimed.append(job)

@@ -62,7 +62,7 @@ def _run(tmp_path: Path, governance: Governance, stage_devices: dict[str, str]) 
     spool = Spool(config.paths, config.instances.name)
     startup.prepare_folders(config, spool)
     info = make_pdf(config.paths.inbox / "scan.pdf").stat()
-    job = spool.claim(
+    job = spool.claims.claim(
         "scan.pdf", None, config.defaults, info.st_size, info.st_mtime_ns, file_id(info)
     )
     assert job is not None

@@ -68,7 +68,7 @@ def drop(paths: Paths, relative: str, content: bytes | None = None) -> Path:
 
 def claim(spool: Spool, paths: Paths, relative: str) -> Job:
     info = os.lstat(paths.inbox / relative)
-    job = spool.claim(relative, None, OPTIONS, info.st_size, info.st_mtime_ns, file_id(info))
+    job = spool.claims.claim(relative, None, OPTIONS, info.st_size, info.st_mtime_ns, file_id(info))
     assert job is not None
     return job
 
@@ -132,7 +132,9 @@ def test_claim_moves_the_file_and_records_its_exact_relative_path(
     info = os.lstat(original)
     spool = started(paths, ME, clock=lambda: 1234.5)
 
-    job = spool.claim(relative, "scans", OPTIONS, info.st_size, info.st_mtime_ns, file_id(info))
+    job = spool.claims.claim(
+        relative, "scans", OPTIONS, info.st_size, info.st_mtime_ns, file_id(info)
+    )
 
     assert job is not None
     folder = paths.state / "claimed" / ME / job.job_id
@@ -156,7 +158,7 @@ def test_claim_moves_the_file_and_records_its_exact_relative_path(
 def test_claim_of_a_vanished_file_returns_none_and_leaves_nothing(paths: Paths) -> None:
     spool = started(paths, ME)
 
-    assert spool.claim("gone.pdf", None, OPTIONS, 10, 0, (0, 0)) is None
+    assert spool.claims.claim("gone.pdf", None, OPTIONS, 10, 0, (0, 0)) is None
 
     assert job_folders(paths.state / "tmp") == []
     assert job_folders(paths.state / "claimed") == []
@@ -167,8 +169,8 @@ def test_two_instances_claiming_one_file_only_one_gets_it(paths: Paths) -> None:
     first, second = started(paths, "host-a-gpu0"), started(paths, "host-b-gpu0")
 
     seen = file_id(os.lstat(paths.inbox / "a.pdf"))
-    won = first.claim("a.pdf", None, OPTIONS, 1, 0, seen)
-    lost = second.claim("a.pdf", None, OPTIONS, 1, 0, seen)
+    won = first.claims.claim("a.pdf", None, OPTIONS, 1, 0, seen)
+    lost = second.claims.claim("a.pdf", None, OPTIONS, 1, 0, seen)
 
     assert won is not None
     assert lost is None
@@ -197,7 +199,7 @@ def crash_claim_at_rename(
     with monkeypatch.context() as patch:
         patch.setattr(os, "rename", dying_rename)
         with pytest.raises(Crash):
-            started(paths, ME).claim(
+            started(paths, ME).claims.claim(
                 relative, None, OPTIONS, info.st_size, info.st_mtime_ns, file_id(info)
             )
 
@@ -211,7 +213,7 @@ def test_crash_before_the_inbox_rename_discards_the_half_claim(
     [building] = job_folders(paths.state / "tmp")
     assert sorted(os.listdir(paths.state / "tmp" / building)) == [RECORD]
 
-    assert started(paths, ME).recover() == []
+    assert started(paths, ME).records.recover() == []
 
     assert job_folders(paths.state / "tmp") == []
     assert job_folders(paths.state / "claimed") == []
@@ -227,7 +229,7 @@ def test_crash_before_the_folder_rename_completes_the_claim(
     [building] = job_folders(paths.state / "tmp")
     assert sorted(os.listdir(paths.state / "tmp" / building)) == [RECORD, SOURCE]
 
-    recovered = started(paths, ME).recover()
+    recovered = started(paths, ME).records.recover()
 
     assert [job.relative_path for job in recovered] == [relative]
     job_id = building.split("/")[1]
@@ -240,7 +242,7 @@ def test_crash_before_the_folder_rename_completes_the_claim(
 def test_an_empty_building_folder_is_discarded(paths: Paths) -> None:
     (paths.state / "tmp" / ME / new_job_id()).mkdir(parents=True)
 
-    assert started(paths, ME).recover() == []
+    assert started(paths, ME).records.recover() == []
     assert job_folders(paths.state / "tmp") == []
 
 
@@ -273,7 +275,7 @@ def test_a_building_folder_with_record_and_source_is_moved_to_claimed(paths: Pat
     job = _job("a/b.pdf")
     _plant(paths.state / "tmp", job, b"pdf")
 
-    assert started(paths, ME).recover() == [job]
+    assert started(paths, ME).records.recover() == [job]
 
     assert (paths.state / "claimed" / ME / job.job_id / SOURCE).read_bytes() == b"pdf"
     assert job_folders(paths.state / "tmp") == []
@@ -283,7 +285,7 @@ def test_a_claimed_folder_whose_source_is_gone_is_removed(paths: Paths) -> None:
     job = _job("a.pdf")
     _plant(paths.state / "claimed", job, None)
 
-    assert started(paths, ME).recover() == []
+    assert started(paths, ME).records.recover() == []
     assert job_folders(paths.state / "claimed") == []
 
 
@@ -299,7 +301,7 @@ def test_a_damaged_record_quarantines_the_source_never_deleting_it(
     job = _job("a.pdf")
     _plant(paths.state / stage, job, b"the only copy", record=record)
 
-    assert started(paths, ME).recover() == []
+    assert started(paths, ME).records.recover() == []
 
     assert job_folders(paths.state / "claimed") == []
     assert job_folders(paths.state / "tmp") == []
@@ -313,7 +315,7 @@ def test_recover_returns_jobs_oldest_first_with_their_records(paths: Paths) -> N
     for job in (newer, older):
         _plant(paths.state / "claimed", job, b"pdf")
 
-    assert started(paths, ME).recover() == [older, newer]
+    assert started(paths, ME).records.recover() == [older, newer]
 
 
 def test_a_crash_inside_move_no_replace_keeps_the_inbox_copy(paths: Paths) -> None:
@@ -326,7 +328,7 @@ def test_a_crash_inside_move_no_replace_keeps_the_inbox_copy(paths: Paths) -> No
     write_json_atomic(folder / RECORD, job.to_record())
     os.link(original, folder / SOURCE)
 
-    assert started(paths, ME).recover() == []
+    assert started(paths, ME).records.recover() == []
 
     assert not folder.exists()
     assert original.read_bytes() == content
@@ -338,7 +340,7 @@ def test_a_different_file_now_at_the_inbox_name_does_not_drop_the_job(paths: Pat
     job = _job("a.pdf")
     _plant(paths.state / "claimed", job, b"the claimed original")
 
-    assert started(paths, ME).recover() == [job]
+    assert started(paths, ME).records.recover() == [job]
     assert (paths.state / "claimed" / ME / job.job_id / SOURCE).read_bytes() == (
         b"the claimed original"
     )
@@ -352,12 +354,12 @@ def test_begin_attempt_counts_and_persists(paths: Paths) -> None:
     spool = started(paths, ME)
     job = claim(spool, paths, "a.pdf")
 
-    first = spool.begin_attempt(job)
-    second = spool.begin_attempt(first)
+    first = spool.records.begin_attempt(job)
+    second = spool.records.begin_attempt(first)
 
     assert (first.attempts, second.attempts) == (1, 2)
-    assert spool.reload(job) == second
-    assert [j.attempts for j in started(paths, ME).recover()] == [2]
+    assert spool.records.reload(job) == second
+    assert [j.attempts for j in started(paths, ME).records.recover()] == [2]
 
 
 def test_update_persists_the_chosen_output_stem(paths: Paths) -> None:
@@ -366,9 +368,9 @@ def test_update_persists_the_chosen_output_stem(paths: Paths) -> None:
     job = claim(spool, paths, "a.pdf")
     stem = os.fsdecode(b"r\xe9sum\xe9 (2)")
 
-    spool.update(job, output_stem=stem)
+    spool.records.update(job, output_stem=stem)
 
-    [recovered] = started(paths, ME).recover()
+    [recovered] = started(paths, ME).records.recover()
     assert recovered.output_stem == stem
 
 
@@ -381,7 +383,7 @@ def test_return_to_inbox_restores_the_relative_folder(paths: Paths) -> None:
     job = claim(spool, paths, "team/scans/a.pdf")
     (paths.inbox / "team" / "scans").rmdir()  # a user tidied up meanwhile
 
-    target = spool.return_to_inbox(job)
+    target = spool.disposal.return_to_inbox(job)
 
     assert target == paths.inbox / "team" / "scans" / "a.pdf"
     assert target.read_bytes() == content
@@ -394,7 +396,7 @@ def test_return_to_inbox_never_overwrites_a_new_file_at_the_same_name(paths: Pat
     job = claim(spool, paths, "sub/a.pdf")
     drop(paths, "sub/a.pdf", b"a newer upload")
 
-    target = spool.return_to_inbox(job)
+    target = spool.disposal.return_to_inbox(job)
 
     assert target == paths.inbox / "sub" / "a (2).pdf"
     assert target.read_bytes() == content
@@ -409,7 +411,7 @@ def test_return_to_inbox_keeps_both_even_for_a_name_of_the_longest_length(paths:
     job = claim(spool, paths, name)
     drop(paths, name, b"a newer upload")
 
-    target = spool.return_to_inbox(job)
+    target = spool.disposal.return_to_inbox(job)
 
     assert target.parent == paths.inbox
     assert target.name.endswith(" (2).pdf")
@@ -423,7 +425,7 @@ def test_archive_mirrors_the_relative_folder(paths: Paths) -> None:
     spool = started(paths, ME)
     job = claim(spool, paths, "team/a.pdf")
 
-    target = spool.archive(job, "archive")
+    target = spool.disposal.archive(job, "archive")
 
     assert target == paths.archive / "team" / "a.pdf"
     assert target.read_bytes() == content
@@ -437,7 +439,7 @@ def test_archive_never_overwrites_an_archived_file(paths: Paths) -> None:
     spool = started(paths, ME)
     job = claim(spool, paths, "team/a.pdf")
 
-    target = spool.archive(job, "archive")
+    target = spool.disposal.archive(job, "archive")
 
     assert target == paths.archive / "team" / "a (2).pdf"
     assert target.read_bytes() == content
@@ -450,7 +452,7 @@ def test_archive_in_delete_mode_removes_the_original_only(paths: Paths) -> None:
     spool = started(paths, ME)
     job = claim(spool, paths, "team/a.pdf")
 
-    assert spool.archive(job, "delete") is None
+    assert spool.disposal.archive(job, "delete") is None
 
     assert files_under(paths.archive) == []
     assert job_folders(paths.state / "claimed") == []
@@ -470,7 +472,7 @@ def test_deleting_an_original_another_instance_took_over_is_not_a_success(
     os.rename(spool.job_folder(job), taken_over / job.job_id)
 
     with pytest.raises(FileNotFoundError):
-        spool.archive(job, "delete")
+        spool.disposal.archive(job, "delete")
 
 
 def test_fail_moves_the_original_and_writes_a_failure_record(paths: Paths) -> None:
@@ -484,7 +486,7 @@ def test_fail_moves_the_original_and_writes_a_failure_record(paths: Paths) -> No
     error_json = paths.outbox / "team" / "résumé.error.json"
     error = {"code": "pdf_unreadable", "message": "The file is empty."}
 
-    target = spool.fail(job, error, error_json)
+    target = spool.disposal.fail(job, error, error_json)
 
     assert target == paths.failed / "team" / os.fsdecode(b"r\xe9sum\xe9 (2).pdf")
     assert target.read_bytes() == content
@@ -497,7 +499,7 @@ def test_fail_moves_the_original_and_writes_a_failure_record(paths: Paths) -> No
     assert base64.b64decode(record["relative_path_b64"]) == os.fsencode(relative)
     assert base64.b64decode(record["failed_path_b64"]) == b"team/r\xe9sum\xe9 (2).pdf"
     assert base64.b64decode(record["error_json_b64"]) == os.fsencode("team/résumé.error.json")
-    assert [r["job_id"] for r in spool.failure_records()] == [job.job_id]
+    assert [r["job_id"] for r in spool.disposal.failure_records()] == [job.job_id]
 
 
 # -- leases and takeover ----------------------------------------------------------------------
@@ -506,13 +508,13 @@ def test_fail_moves_the_original_and_writes_a_failure_record(paths: Paths) -> No
 def test_heartbeat_writes_the_lease(paths: Paths) -> None:
     spool = started(paths, ME, clock=lambda: 42.0)
 
-    spool.heartbeat({"state": "idle", "queued": 0})
+    spool.instances.heartbeat({"state": "idle", "queued": 0})
 
     lease = read_json(paths.state / "instances" / f"{ME}.lease")
     assert lease["instance"] == ME
     assert lease["heartbeat_at"] == 42.0
     assert (lease["state"], lease["queued"]) == ("idle", 0)
-    assert [item.instance for item in spool.leases()] == [ME]
+    assert [item.instance for item in spool.instances.leases()] == [ME]
 
 
 def test_a_stop_note_outlives_the_lease_and_the_newest_comes_first(paths: Paths) -> None:
@@ -521,12 +523,12 @@ def test_a_stop_note_outlives_the_lease_and_the_newest_comes_first(paths: Paths)
         started(paths, ME, clock=lambda: 20.0),
     )
     for spool in (early, late):
-        spool.heartbeat({"state": "idle"})
-        spool.record_stop({"version": "9.9"})
-        spool.remove_lease()
+        spool.instances.heartbeat({"state": "idle"})
+        spool.instances.record_stop({"version": "9.9"})
+        spool.instances.remove_lease()
 
-    assert late.leases() == []
-    notes = late.stops()
+    assert late.instances.leases() == []
+    notes = late.instances.stops()
     assert [(n["instance"], n["stopped_at"], n["version"]) for n in notes] == [
         (ME, 20.0, "9.9"),
         ("early", 10.0, "9.9"),
@@ -535,7 +537,7 @@ def test_a_stop_note_outlives_the_lease_and_the_newest_comes_first(paths: Paths)
 
 def _dead_instance_with_jobs(paths: Paths, name: str, relatives: list[str]) -> list[Job]:
     dead = started(paths, name)
-    dead.heartbeat({"state": "converting"})
+    dead.instances.heartbeat({"state": "converting"})
     jobs = []
     for relative in relatives:
         drop(paths, relative)
@@ -547,9 +549,9 @@ def _dead_instance_with_jobs(paths: Paths, name: str, relatives: list[str]) -> l
 def test_take_over_moves_a_dead_instances_jobs_into_ours(paths: Paths) -> None:
     [job] = _dead_instance_with_jobs(paths, "host-b-gpu0", ["sub/a.pdf"])
     me = started(paths, ME)
-    me.heartbeat({"state": "idle"})
+    me.instances.heartbeat({"state": "idle"})
 
-    taken = me.take_over_dead(lease_seconds=60)
+    taken = me.instances.take_over_dead(lease_seconds=60)
 
     assert [(t.job_id, t.relative_path, t.instance) for t in taken] == [
         (job.job_id, "sub/a.pdf", ME)
@@ -560,30 +562,30 @@ def test_take_over_moves_a_dead_instances_jobs_into_ours(paths: Paths) -> None:
 
 def test_take_over_leaves_a_live_instances_jobs_alone(paths: Paths) -> None:
     live = started(paths, "host-c-gpu0")
-    live.heartbeat({"state": "converting"})
+    live.instances.heartbeat({"state": "converting"})
     drop(paths, "a.pdf")
     job = claim(live, paths, "a.pdf")
     me = started(paths, ME)
-    me.heartbeat({"state": "idle"})
+    me.instances.heartbeat({"state": "idle"})
 
-    assert me.take_over_dead(lease_seconds=60) == []
+    assert me.instances.take_over_dead(lease_seconds=60) == []
 
     assert job_folders(paths.state / "claimed") == [f"host-c-gpu0/{job.job_id}"]
-    assert live.still_mine(job)
+    assert live.records.still_mine(job)
 
 
 def test_a_taken_over_job_is_no_longer_the_dead_instances(paths: Paths) -> None:
     dead = started(paths, "host-b-gpu0")
-    dead.heartbeat({})
+    dead.instances.heartbeat({})
     drop(paths, "a.pdf")
     job = claim(dead, paths, "a.pdf")
     age_lease(dead, 600)
     me = started(paths, ME)
-    me.heartbeat({})
+    me.instances.heartbeat({})
 
-    me.take_over_dead(lease_seconds=60)
+    me.instances.take_over_dead(lease_seconds=60)
 
-    assert not dead.still_mine(job)
+    assert not dead.records.still_mine(job)
 
 
 def test_take_over_completes_a_dead_instances_half_claim(paths: Paths) -> None:
@@ -591,13 +593,13 @@ def test_take_over_completes_a_dead_instances_half_claim(paths: Paths) -> None:
     half = _job("b.pdf", instance="host-b-gpu0")
     _plant(paths.state / "tmp", half, b"arrived")
     me = started(paths, ME)
-    me.heartbeat({})
+    me.instances.heartbeat({})
 
-    me.take_over_dead(lease_seconds=60)
+    me.instances.take_over_dead(lease_seconds=60)
 
     assert job_folders(paths.state / "tmp") == []
     assert (paths.state / "claimed" / ME / half.job_id / SOURCE).read_bytes() == b"arrived"
-    assert {job.relative_path for job in me.recover()} == {"a.pdf", "b.pdf"}
+    assert {job.relative_path for job in me.records.recover()} == {"a.pdf", "b.pdf"}
 
 
 def test_racing_takeovers_of_one_dead_job_only_one_wins(
@@ -605,8 +607,8 @@ def test_racing_takeovers_of_one_dead_job_only_one_wins(
 ) -> None:
     [job] = _dead_instance_with_jobs(paths, "host-b-gpu0", ["a.pdf"])
     first, second = started(paths, "host-c-gpu0"), started(paths, "host-d-gpu0")
-    first.heartbeat({})
-    second.heartbeat({})
+    first.instances.heartbeat({})
+    second.instances.heartbeat({})
     dead_folder = paths.state / "claimed" / "host-b-gpu0" / job.job_id
     real_rename = os.rename
     results: dict[str, list[Job]] = {}
@@ -615,11 +617,11 @@ def test_racing_takeovers_of_one_dead_job_only_one_wins(
         # The second instance has listed the job; the first moves it just before its rename.
         if Path(str(src)) == dead_folder and "first" not in results:
             monkeypatch.setattr(os, "rename", real_rename)
-            results["first"] = first.take_over_dead(lease_seconds=60)
+            results["first"] = first.instances.take_over_dead(lease_seconds=60)
         real_rename(src, dst, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(os, "rename", interleaved_rename)
-    results["second"] = second.take_over_dead(lease_seconds=60)
+    results["second"] = second.instances.take_over_dead(lease_seconds=60)
 
     assert [t.job_id for t in results["first"]] == [job.job_id]
     assert results["second"] == []
@@ -631,13 +633,15 @@ def test_concurrent_takeovers_share_out_every_job_exactly_once(paths: Paths) -> 
     jobs = _dead_instance_with_jobs(paths, "host-b-gpu0", [f"f{n:02}.pdf" for n in range(30)])
     rivals = [started(paths, f"host-{name}-gpu0") for name in "cdef"]
     for rival in rivals:
-        rival.heartbeat({})
+        rival.instances.heartbeat({})
     start = threading.Barrier(len(rivals))
     taken: dict[str, list[str]] = {}
 
     def run(rival: Spool) -> None:
         start.wait()
-        taken[rival.instance] = [job.job_id for job in rival.take_over_dead(lease_seconds=60)]
+        taken[rival.instance] = [
+            job.job_id for job in rival.instances.take_over_dead(lease_seconds=60)
+        ]
 
     threads = [threading.Thread(target=run, args=(rival,)) for rival in rivals]
     for thread in threads:
@@ -689,7 +693,7 @@ def test_drop_orphan_reservations_keeps_those_of_live_jobs(paths: Paths) -> None
     spool.reservations.reserve(folder, "b", building.job_id)
     spool.reservations.reserve(folder, "c", new_job_id())
 
-    assert spool.drop_orphan_reservations() == 1
+    assert spool.records.drop_orphan_reservations() == 1
 
     assert spool.reservations.reserve(folder, "a", "job_other") is False
     assert spool.reservations.reserve(folder, "b", "job_other") is False

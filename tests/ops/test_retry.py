@@ -34,9 +34,9 @@ def _failed(tmp_path: Path) -> tuple[Path, Config]:
     spool.ensure_layout()
     for name, code in FAILURES.items():
         seen = file_id(make_pdf(config.paths.inbox / "team" / name).stat())
-        job = spool.claim(f"team/{name}", None, ConversionOptions(), 1, 1, seen)
+        job = spool.claims.claim(f"team/{name}", None, ConversionOptions(), 1, 1, seen)
         assert job is not None
-        spool.fail(job, {"code": code, "message": "test"}, None)
+        spool.disposal.fail(job, {"code": code, "message": "test"}, None)
     assert len(files_under(config.paths.failed)) == len(FAILURES)
     return config_path, config
 

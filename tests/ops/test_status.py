@@ -84,10 +84,10 @@ def test_status_shows_each_instances_build_and_the_one_installed_here(
     paths = load_config(tmp_path).paths
     prepare(paths)
     Spool(paths, instance="gpu-old").ensure_layout()
-    Spool(paths, instance="gpu-old").heartbeat(
+    Spool(paths, instance="gpu-old").instances.heartbeat(
         {"state": "ready", "version": "0.1.0", "build": "0123456789ab"}
     )
-    Spool(paths, instance="gpu-older").heartbeat({"state": "ready", "version": "0.1.0"})
+    Spool(paths, instance="gpu-older").instances.heartbeat({"state": "ready", "version": "0.1.0"})
 
     assert main(["--config", str(config), "status"]) == 0
 

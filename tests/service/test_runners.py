@@ -170,7 +170,7 @@ def test_the_innocent_bystander_of_a_timeout_goes_round_again_uncounted(tmp_path
     for name, job_config in (("slow", slow_config), ("bystander", config)):
         source = make_pdf(config.paths.inbox / f"{name}.pdf")
         info = source.stat()
-        job = spool.claim(
+        job = spool.claims.claim(
             f"{name}.pdf", None, job_config.defaults, info.st_size, info.st_mtime_ns, file_id(info)
         )
         assert job is not None
@@ -222,7 +222,7 @@ class _OneAttemptRunner:
     def start(self, name: str, options: ConversionOptions) -> threading.Thread:
         """Claim ``<name>.pdf`` from the inbox and run it on a thread of its own."""
         info = make_pdf(self.config.paths.inbox / f"{name}.pdf").stat()
-        job = self.spool.claim(
+        job = self.spool.claims.claim(
             f"{name}.pdf", None, options, info.st_size, info.st_mtime_ns, file_id(info)
         )
         assert job is not None
@@ -368,14 +368,16 @@ def test_a_job_taken_over_while_queued_is_forgotten_with_lease_lost_not_deferred
     stale = Spool(config.paths, config.instances.name)
     startup.prepare_folders(config, stale)
     info = make_pdf(config.paths.inbox / "a.pdf").stat()
-    job = stale.claim("a.pdf", None, config.defaults, info.st_size, info.st_mtime_ns, file_id(info))
+    job = stale.claims.claim(
+        "a.pdf", None, config.defaults, info.st_size, info.st_mtime_ns, file_id(info)
+    )
     assert job is not None
     live = Spool(config.paths, "live-instance")
     live.ensure_layout()
     stale.lease_path.unlink(missing_ok=True)
     old = time.time() - 3600
     os.utime(stale.my_claims, (old, old))
-    [taken] = live.take_over_dead(lease_seconds=5)
+    [taken] = live.instances.take_over_dead(lease_seconds=5)
     try:
         with capture_logs() as logged:
             outcome = JobRunner(config, UNLOCK, stale, engine).run(job)

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from fixtures.stand_in_models import build_stand_in_models
 from harness.pdfs import make_pdf
-
 from tests.helpers import REPO, load_config
 
 sys.path.insert(0, str(REPO / "tools"))

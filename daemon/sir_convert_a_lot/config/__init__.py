@@ -12,6 +12,7 @@ from sir_convert_a_lot.config.loading import load, parse
 from sir_convert_a_lot.config.reload import (
     LIVE_KEYS,
     LIVE_PROFILE_FIELDS,
+    Reconfigurable,
     changed_keys,
     flatten,
     not_live,
@@ -66,6 +67,7 @@ __all__ = [
     "MetricsSection",
     "OutputSection",
     "Paths",
+    "Reconfigurable",
     "RetrySection",
     "ServiceSection",
     "WatchSection",

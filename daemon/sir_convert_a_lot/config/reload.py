@@ -1,4 +1,5 @@
-"""What a reload (SIGHUP) may change: the keys declared ``live``, compared as ``section.key``.
+"""What a reload (SIGHUP) may change: the keys declared ``live``, compared as ``section.key``,
+and how a running component takes the new config (``Reconfigurable``).
 
 Everything else (folders, the instance, the GPU and its models, governance, which models are
 loaded) needs a restart, so a reload that changes one of them is refused as a whole.
@@ -6,7 +7,7 @@ loaded) needs a restart, so a reload that changes one of them is refused as a wh
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from sir_convert_a_lot.config.schema import PARTS, PROFILE_KEYS, SCHEMA, keys_of, to_document
 from sir_convert_a_lot.config.sections import Config
@@ -18,6 +19,15 @@ LIVE_KEYS: Final = frozenset(
     if key.live
 )
 LIVE_PROFILE_FIELDS: Final = frozenset(name for name, key in PROFILE_KEYS.items() if key.live)
+
+
+class Reconfigurable(Protocol):
+    """A running component that reads the config. A reload hands the new config to every one of
+    them through this one method, in one list (``service.daemon``), so that no component's
+    settings are set from outside and none is forgotten; only live keys differ from the old."""
+
+    def reconfigure(self, config: Config) -> None:
+        """Take ``config`` for whatever the component does next."""
 
 
 def flatten(config: Config) -> dict[str, Any]:

@@ -21,9 +21,9 @@ from sir_convert_a_lot import logs, sharefs
 from sir_convert_a_lot.config import Config
 from sir_convert_a_lot.intake.queue import Intake
 from sir_convert_a_lot.intake.watch import Seen
+from sir_convert_a_lot.jobs.claims import Claims
 from sir_convert_a_lot.jobs.job import Job
 from sir_convert_a_lot.jobs.source_blocked import SourceBlocked
-from sir_convert_a_lot.jobs.spool import Spool
 
 log = logs.get()
 
@@ -47,7 +47,7 @@ class Dispatcher:
         self,
         config: Config,
         intake: Intake,
-        spool: Spool,
+        claims: Claims,
         clock: Callable[[], float],
         enqueue: Callable[[Job], None],
         max_pages_in_flight: Callable[[], int] | None = None,
@@ -58,10 +58,15 @@ class Dispatcher:
             lambda: self.config.gpu.max_pages_in_flight_in_effect
         )
         self.intake = intake
-        self.spool = spool
+        self.claims = claims
         self.clock = clock
         self.enqueue = enqueue
         self.paused_until = 0.0  # the service clock
+
+    def reconfigure(self, config: Config) -> None:
+        """A reloaded config: the next claim uses its profiles and options (and its pages limit,
+        which ``max_pages_in_flight`` reads live)."""
+        self.config = config
 
     def dispatch(
         self, pages_in_flight: Callable[[], list[int | None]], stopping: threading.Event
@@ -88,7 +93,7 @@ class Dispatcher:
         relative = seen.relative_path
         profile = self.config.profile_of(tuple(relative.split("/")))
         try:
-            job = self.spool.claim(
+            job = self.claims.claim(
                 relative,
                 profile,
                 self.config.options_for(profile),

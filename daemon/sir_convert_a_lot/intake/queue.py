@@ -44,7 +44,7 @@ class Intake:
         self.next_rescan = 0.0
         self._lease_problem_reported = False
 
-    def use(self, config: Config) -> None:
+    def reconfigure(self, config: Config) -> None:
         """A reloaded config: new windows apply to the next observation."""
         self.config = config
         self.files.window = config.watch.stability_seconds

@@ -84,6 +84,10 @@ class Endings:
         self._versions: dict[str, str] | None = None
         self._committed: set[str] = set()  # jobs whose outputs this instance committed
 
+    def reconfigure(self, config: Config) -> None:
+        """A reloaded config: the next ending uses its output settings."""
+        self.config = config
+
     @property
     def versions(self) -> dict[str, str]:
         if self.engine.info is not None:

@@ -101,10 +101,9 @@ class JobRunner:
     def config(self) -> Config:
         return self.endings.config
 
-    @config.setter
-    def config(self, config: Config) -> None:
+    def reconfigure(self, config: Config) -> None:
         """A reload hands over the new settings; the next job uses them."""
-        self.endings.config = config
+        self.endings.reconfigure(config)
 
     # -- the loop -----------------------------------------------------------------------------
 

@@ -72,7 +72,7 @@ def retry(config: Config, selection: RetrySelection) -> list[Retried]:
     refuse_other_users(config.paths.state)
     refuse_untrusted_state(config.paths.state, spool.failures_root)
     results: list[Retried] = []
-    for record in spool.failure_records():
+    for record in spool.disposal.failure_records():
         try:
             relative = decode_from_record(record["relative_path_b64"])
             failed_rel = decode_from_record(record["failed_path_b64"])

@@ -67,7 +67,7 @@ def _instances(
     """Every instance with a lease, and the blocked files the live ones report."""
     instances = []
     blocked: list[dict[str, Any]] = []
-    for lease in sorted(spool.leases(), key=lambda lease: lease.instance):
+    for lease in sorted(spool.instances.leases(), key=lambda lease: lease.instance):
         data = dict(lease.data)
         live = lease.age_seconds <= lease_seconds
         if live:
@@ -133,13 +133,13 @@ def _stopped(spool: Spool, with_lease: set[str]) -> list[dict[str, Any]]:
             "build": note.get("build"),
             "stopped_at": note.get("stopped_at"),
         }
-        for note in spool.stops()
+        for note in spool.instances.stops()
         if note.get("instance") not in with_lease
     ]
 
 
 def _recent_failures(spool: Spool) -> list[dict[str, Any]]:
-    failures = spool.failure_records()
+    failures = spool.disposal.failure_records()
     return [
         {
             "job_id": record.get("job_id"),

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import queue
-import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from types import FrameType
+from collections.abc import Callable
 
 from sir_convert_a_lot import __version__, logs
-from sir_convert_a_lot.config import Config
+from sir_convert_a_lot.config import Config, Reconfigurable
 from sir_convert_a_lot.engine.choose import build_engine
 from sir_convert_a_lot.engine.interface import ConversionEngine, EngineStartError, ProgressSink
 from sir_convert_a_lot.intake.dispatch import Dispatcher
@@ -33,18 +31,18 @@ from sir_convert_a_lot.jobs.job import Job
 from sir_convert_a_lot.jobs.lifecycle import JobRunner
 from sir_convert_a_lot.jobs.outcome import Outcome
 from sir_convert_a_lot.jobs.spool import Spool
-from sir_convert_a_lot.service import reload, startup
+from sir_convert_a_lot.service import reload, signals, startup
 from sir_convert_a_lot.service.events import Done, Event, EventsLost, Hint, Reload, Wake
-from sir_convert_a_lot.service.heartbeat import Activity, Heartbeat
+from sir_convert_a_lot.service.heartbeat import Heartbeat
 from sir_convert_a_lot.service.metrics import Metrics, Sample
 from sir_convert_a_lot.service.runners import JobThreads
+from sir_convert_a_lot.service.snapshot import Activity, Board, ServiceSnapshot, published
 from sir_convert_a_lot.systemd import Notifier
 from sir_convert_a_lot.versions import build_id
 
 log = logs.get()
 
 SETUP_PROBLEMS = frozenset({"models_missing", "device_lock_unavailable"})
-_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 class ShareMissing(Exception):
@@ -97,16 +95,26 @@ class Service:
         )
         self._next_takeover = 0.0
         self.intake = Intake(config, self.clock, self._heartbeat_wake.set)
-        self.dispatcher = Dispatcher(config, self.intake, self.spool, self.clock, self._enqueue)
-        self.dispatcher.max_pages_in_flight = self.max_pages_in_flight
+        claims, limit = self.spool.claims, self.max_pages_in_flight
+        self.dispatcher = Dispatcher(config, self.intake, claims, self.clock, self._enqueue, limit)
+        # Every part that reads the config, told of a reload in this order (``_reload``).
+        self.reconfigurable: tuple[Reconfigurable, ...] = (
+            self.runner,
+            self.intake,
+            self.dispatcher,
+        )
         self.notifier = Notifier()
         self.metrics = Metrics(config.metrics, self.instance)
+        first = ServiceSnapshot(config, self.governance, self.started_at)
+        self.board = Board(first, self._heartbeat_wake)  # the main thread's view, for status
         self.heartbeat = Heartbeat(
-            self,
-            spool=self.spool,
+            self.snapshot,
+            engine=self.engine,
+            instances=self.spool.instances,
             notifier=self.notifier,
             lease_seconds=config.instances.lease_seconds,
             wake=self._heartbeat_wake,
+            clock=self.clock,
         )
 
     def _supervised(self, on_progress: ProgressSink) -> ConversionEngine:
@@ -138,7 +146,7 @@ class Service:
         )
         startup.refuse_disagreeing_instances(self.spool, self.config, self.instance)
         self.metrics.start()  # a ConfigError when it cannot listen or write: nothing to stop
-        with self._signals():
+        with signals.handled(stop=self.request_stop, reload=self.request_reload):
             return self._start_and_loop()
 
     def _start_and_loop(self) -> int:
@@ -179,6 +187,13 @@ class Service:
         """Reload the config file (SIGHUP). Thread-safe; done by the main loop."""
         self.events.put(Reload())
 
+    def snapshot(self) -> ServiceSnapshot:
+        """The service now, for the heartbeat (thread-safe)."""
+        threads = self.threads
+        return self.board.take(
+            threads.converting, threads.count, ready=self.ready, stopping=self.stopping
+        )
+
     @property
     def deferred(self) -> list[tuple[float, Job, str]]:
         """The deferred jobs: (next try on the service clock, job, why)."""
@@ -216,9 +231,9 @@ class Service:
 
     def _recover_jobs(self) -> None:
         """Jobs left by this instance's last run, and by dead instances, queue up first."""
-        recovered = self.spool.recover()
-        taken = self.spool.take_over_dead(self.config.instances.lease_seconds)
-        self.spool.drop_orphan_reservations()
+        recovered = self.spool.records.recover()
+        taken = self.spool.instances.take_over_dead(self.config.instances.lease_seconds)
+        self.spool.records.drop_orphan_reservations()
         for job in recovered + taken:
             cleanup_after_restart(self.config, job)
             self._enqueue(job)
@@ -240,6 +255,7 @@ class Service:
         self.intake.next_rescan = now + config.watch.rescan_interval_seconds
         self._next_takeover = now + config.instances.lease_seconds / 2
         self.state = "ready"
+        self._publish()
         self.ready.set()
         self._heartbeat_wake.set()
         log.info("daemon_ready", waiting_in_inbox=found, jobs_queued=self.in_flight)
@@ -266,8 +282,15 @@ class Service:
             self.intake.settle_due()
             self._periodic()
             self.dispatcher.dispatch(self.threads.pages_in_flight, self.stopping)
+            self._publish()
             self._sample()
         return 0
+
+    def _publish(self) -> None:
+        """What status shows of the main thread's state, handed to the heartbeat."""
+        board, intake = self.board, self.intake
+        shown = published(board.shown, self.state, self.watcher, intake, self.deferred, self.config)
+        board.publish(shown)
 
     def _sample(self) -> None:
         """The queue and the worker, for the metrics, as this turn of the loop left them."""
@@ -333,11 +356,11 @@ class Service:
         self.intake.rescan_if_due(now)
         if now >= self._next_takeover:
             self._next_takeover = now + self.config.instances.lease_seconds / 2
-            for job in self.spool.take_over_dead(self.config.instances.lease_seconds):
+            for job in self.spool.instances.take_over_dead(self.config.instances.lease_seconds):
                 log.warning("job_taken_over", job_id=job.job_id, source=job.relative_path)
                 cleanup_after_restart(self.config, job)
                 self._enqueue(job)
-            self.spool.drop_orphan_reservations()
+            self.spool.records.drop_orphan_reservations()
 
     def _hint(self, path: str, is_folder: bool) -> None:
         """Called on the watcher's thread: the main loop looks at the path."""
@@ -349,9 +372,9 @@ class Service:
             reloaded = reload.read_again(self.config)
             if reloaded is not None:
                 self.config = reloaded.config
-                self.runner.config = reloaded.config
-                self.intake.use(reloaded.config)
-                self.dispatcher.config = reloaded.config
+                for part in self.reconfigurable:
+                    part.reconfigure(reloaded.config)
+                self._publish()
                 reloaded.announce()
         finally:
             self.notifier.ready(self.heartbeat.status_line())
@@ -385,12 +408,12 @@ class Service:
         self.metrics.stop()
         self.heartbeat.stop()
         try:
-            self.spool.record_stop(
+            self.spool.instances.record_stop(
                 {"version": __version__, "build": build_id(), "started_at": self.started_at}
             )
         except OSError as exc:
             log.warning("stop_note_failed", error=str(exc), effect="status cannot say when")
-        self.spool.remove_lease()
+        self.spool.instances.remove_lease()
         log.info("daemon_stopped")
 
     def _count_last_endings(self) -> None:
@@ -415,33 +438,3 @@ class Service:
         )
         self.runner.abandon = True
         self.engine.abort()
-
-    @contextlib.contextmanager
-    def _signals(self) -> Iterator[None]:
-        """SIGTERM and SIGINT stop the daemon and SIGHUP reloads it, while it runs. Signals are
-        the process's, and Python lets only its main thread take them: a Service run on another
-        thread (as the tests run it) leaves them to the process. The old handlers come back
-        when the run ends."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        saved = {number: signal.getsignal(number) for number in _SIGNALS}
-        self._install_signals()
-        try:
-            yield
-        finally:
-            for number, handler in saved.items():
-                if handler is not None:
-                    signal.signal(number, handler)
-
-    def _install_signals(self) -> None:
-        def on_term(signum: int, _frame: FrameType | None) -> None:
-            # Never touch locks inside a signal handler: hand the work to a thread.
-            threading.Thread(target=self.request_stop, name="sca-signal").start()
-
-        def on_hup(signum: int, _frame: FrameType | None) -> None:
-            threading.Thread(target=self.request_reload, name="sca-signal").start()
-
-        signal.signal(signal.SIGTERM, on_term)
-        signal.signal(signal.SIGINT, on_term)
-        signal.signal(signal.SIGHUP, on_hup)

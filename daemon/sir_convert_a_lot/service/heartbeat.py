@@ -10,19 +10,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from sir_convert_a_lot import __version__, logs
-from sir_convert_a_lot.config import Governance
 from sir_convert_a_lot.engine.interface import ConversionEngine
 from sir_convert_a_lot.intake.blocked import BLOCKED_SHOWN
-from sir_convert_a_lot.intake.queue import Intake
-from sir_convert_a_lot.intake.watch import InboxWatcher
-from sir_convert_a_lot.jobs.job import Job
-from sir_convert_a_lot.jobs.spool import Spool
+from sir_convert_a_lot.jobs.leases import Instances
 from sir_convert_a_lot.names import display
 from sir_convert_a_lot.service.actors import ActorView, lease_actors
+from sir_convert_a_lot.service.snapshot import Activity, ServiceSnapshot
 from sir_convert_a_lot.service.startup import naming_settings
 from sir_convert_a_lot.systemd import Notifier
 from sir_convert_a_lot.versions import build_id
@@ -31,77 +27,34 @@ log = logs.get()
 
 WORKER_SILENCE_SECONDS = 30.0  # a worker silent this long is stuck (native code holding the GIL)
 OVERDUE_GRACE_SECONDS = 60.0  # a job this far past its limit means the daemon itself is stuck
-STATUS_ARRIVING = 20  # files still arriving (and deferred jobs) that status lists by name
-
-
 STATUS_LINE_JOBS = 3  # jobs the STATUS= line names; the rest are counted
 
 
-@dataclass
-class Activity:
-    """What one job thread is converting (``service.runners``); the heartbeat reads copies."""
-
-    job_id: str | None = None
-    source: str | None = None
-    page: int = 0
-    pages: int = 0
-    started: float = 0.0  # monotonic
-    started_at: float = 0.0  # wall clock, for status read on another host
-    limit_seconds: float = 0.0
-    # monotonic: when the worker took the document (its first progress), where the supervisor's
-    # limit starts; before, the job may wait (for an empty worker, or a recycled one to load)
-    limit_from: float = 0.0
-
-
-class ServiceState(Protocol):
-    """What the heartbeat reads of the running service (``Service`` is the one implementation).
-    ``converting`` is a copy taken under the job threads' lock, and the main thread replaces
-    ``deferred`` whole, so each read sees one consistent value."""
-
-    @property
-    def state(self) -> str: ...
-    def converting(self) -> list[Activity]: ...
-    @property
-    def in_flight(self) -> int: ...
-    @property
-    def deferred(self) -> list[tuple[float, Job, str]]: ...
-    @property
-    def watcher(self) -> InboxWatcher | None: ...
-    @property
-    def intake(self) -> Intake: ...
-    @property
-    def engine(self) -> ConversionEngine: ...
-    @property
-    def governance(self) -> Governance: ...
-    @property
-    def started_at(self) -> float: ...
-    @property
-    def clock(self) -> Callable[[], float]: ...
-    @property
-    def ready(self) -> threading.Event: ...
-    @property
-    def stopping(self) -> threading.Event: ...
-
-
 class Heartbeat:
-    """The heartbeat thread, and the status, STATUS= line and health it reports. ``wake``
-    makes it write the lease and STATUS= now, not at the next beat; the service sets it
-    whenever something that status shows has changed."""
+    """The heartbeat thread, and the status, STATUS= line and health it reports. It reads the
+    service only through ``snapshot`` (one ``ServiceSnapshot`` per beat, built by the service)
+    and the engine through its own thread-safe interface. ``wake`` makes it write the lease and
+    STATUS= now, not at the next beat; the service sets it whenever something that status
+    shows has changed."""
 
     def __init__(
         self,
-        service: ServiceState,
+        snapshot: Callable[[], ServiceSnapshot],
         *,
-        spool: Spool,
+        engine: ConversionEngine,
+        instances: Instances,
         notifier: Notifier,
         lease_seconds: float,
         wake: threading.Event,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.service = service
-        self.spool = spool
+        self.snapshot = snapshot
+        self.engine = engine
+        self.instances = instances  # where the lease goes
         self.notifier = notifier
         self.lease_seconds = lease_seconds
         self.wake = wake
+        self.clock = clock  # the service's: deferred and blocked entries are timed by it
         self._finished = False
         self._thread: threading.Thread | None = None
         self._last_status_line = ""
@@ -110,26 +63,27 @@ class Heartbeat:
 
     # -- what it reports ----------------------------------------------------------------------
 
-    def health_problem(self) -> str | None:
+    def health_problem(self, snap: ServiceSnapshot | None = None) -> str | None:
         """Why the daemon should not tell systemd it is well, or None when it is."""
-        service = self.service
-        if service.watcher is not None and not service.watcher.alive():
+        snap = snap or self.snapshot()
+        if snap.watcher is not None and not snap.watcher.alive():
             return "the inbox watcher is not running"
-        silent = service.engine.silent_seconds()
+        silent = self.engine.silent_seconds()
         if silent > WORKER_SILENCE_SECONDS:
             return f"the worker process has not answered for {silent:.0f} s"
-        for activity in service.converting():
+        for activity in snap.converting:
             since = activity.limit_from or activity.started
             overdue = time.monotonic() - since - activity.limit_seconds
             if activity.started and overdue > OVERDUE_GRACE_SECONDS:
                 return f"job {activity.job_id} is {overdue:.0f} s past its time limit"
         return None
 
-    def status_line(self) -> str:
+    def status_line(self, snap: ServiceSnapshot | None = None) -> str:
         """What systemd shows in ``systemctl status``: idle, or converting X (page n/m), Y
         (page n/m) and N more."""
-        converting = self.service.converting()
-        queued = self._queued(converting)
+        snap = snap or self.snapshot()
+        converting = snap.converting
+        queued = _queued(snap)
         doing = "idle"
         if converting:
             named = [_shown(activity) for activity in converting[:STATUS_LINE_JOBS]]
@@ -138,71 +92,68 @@ class Heartbeat:
                 doing += f" and {len(converting) - STATUS_LINE_JOBS} more"
         if queued:
             doing += f", {queued} queued"
-        blocked = self.service.intake.files.blocked_view
-        if blocked:
-            doing += f", {len(blocked)} blocked (see sir-convert status)"
-        info = self.service.engine.info
+        if snap.blocked:
+            doing += f", {len(snap.blocked)} blocked (see sir-convert status)"
+        info = self.engine.info
         if info is not None and not info.loaded:
             return f"no GPU: jobs fail with gpu_not_available; {doing}"
         return doing
 
-    def status(self) -> dict[str, Any]:
+    def status(self, snap: ServiceSnapshot | None = None) -> dict[str, Any]:
         """The status part of the lease: what ``sir-convert status`` shows of a running daemon.
         ``jobs`` lists every job converting; ``job_id``, ``source``, ``page`` and ``pages`` are
         the first of them (the longest running), as before several ran at once; each job says
         since when (``started_at``, wall clock) and for how long (``seconds``) it has run. With the
         Ray engine, ``engine`` says so and ``actors`` lists each actor and the jobs in it."""
-        service = self.service
-        converting = service.converting()
+        snap = snap or self.snapshot()
+        converting = list(snap.converting)
         first = converting[0] if converting else Activity()
-        probe = service.engine.probe
-        intake = service.intake
-        blocked = intake.files.blocked_view
+        probe = self.engine.probe
+        now = self.clock()
         status: dict[str, Any] = {
-            "state": "stopping" if service.stopping.is_set() else service.state,
+            "state": "stopping" if snap.stopping else snap.state,
             "activity": "converting" if converting else "idle",
             "job_id": first.job_id,
             "source": first.source,
             "page": first.page,
             "pages": first.pages,
             "jobs": [_job(activity) for activity in converting],
-            "queued": self._queued(converting),
-            "watching": intake.watching(),
+            "queued": _queued(snap),
+            "watching": snap.watching,
             "arriving": [
-                {"source": display(path), "waiting_for": reason}
-                for path, reason in sorted(intake.arrivals.waiting().items())[:STATUS_ARRIVING]
+                {"source": display(path), "waiting_for": reason} for path, reason in snap.arriving
             ],
-            "arriving_count": len(intake.arrivals),
+            "arriving_count": snap.arriving_count,
             "deferred": [
                 {
                     "source": display(job.relative_path),
                     "job_id": job.job_id,
                     "why": why,
-                    "retry_in_seconds": round(max(0.0, at - service.clock())),
+                    "retry_in_seconds": round(max(0.0, at - now)),
                 }
-                for at, job, why in service.deferred[:STATUS_ARRIVING]
+                for at, job, why in snap.deferred
             ],
-            "blocked_count": len(blocked),
-            "blocked": [entry.to_dict(service.clock()) for entry in blocked[:BLOCKED_SHOWN]],
+            "blocked_count": len(snap.blocked),
+            "blocked": [entry.to_dict(now) for entry in snap.blocked[:BLOCKED_SHOWN]],
             "gpu": probe.to_dict() if probe else None,
-            "lock": service.governance.lock,
-            "cpu_stages": list(service.governance.cpu_stages),
-            "started_at": service.started_at,
+            "lock": snap.governance.lock,
+            "cpu_stages": list(snap.governance.cpu_stages),
+            "started_at": snap.started_at,
             "version": __version__,
-            "naming": naming_settings(intake.config),
+            "naming": naming_settings(snap.config),
             "build": build_id(),
-            "worker": self._worker(),
+            "worker": self._worker(snap),
         }
-        if service.engine.kind == "ray":
+        if self.engine.kind == "ray":
             status["engine"] = "ray"
             status["actors"] = lease_actors(self._actor_view().snapshot(), converting)
         return status
 
-    def _worker(self) -> dict[str, Any]:
+    def _worker(self, snap: ServiceSnapshot) -> dict[str, Any]:
         """The worker's memory next to the limits that act on it (with Ray, the actor nearest
         them): ``sir-convert status`` and ``doctor`` show it."""
-        memory = self.service.engine.memory()
-        config = self.service.intake.config
+        memory = self.engine.memory()
+        config = snap.config
         return {
             "memory_bytes": memory.rss_bytes,
             "max_worker_memory_bytes": config.conversion.max_worker_memory_bytes,
@@ -217,14 +168,9 @@ class Heartbeat:
     def _actor_view(self) -> ActorView:
         """The Ray engine's actors, found out off this thread (``service.actors``)."""
         if self._actors is None:
-            workers = getattr(self.service.engine, "workers", None)
+            workers = getattr(self.engine, "workers", None)
             self._actors = ActorView(workers if callable(workers) else list)
         return self._actors
-
-    def _queued(self, converting: list[Activity]) -> int:
-        """Candidates and claimed jobs waiting, the jobs converting not counted."""
-        waiting = max(0, self.service.in_flight - len(converting))
-        return self.service.intake.claimable() + waiting
 
     # -- the thread ---------------------------------------------------------------------------
 
@@ -254,42 +200,49 @@ class Heartbeat:
         woken = True
         while not self._finished:
             now = time.monotonic()
-            if now >= next_lease or woken:
-                # Cleared before the status is read: a wake during the write is not lost.
-                self.wake.clear()
+            due = now >= next_lease or woken
+            if due:
+                self.wake.clear()  # before the snapshot: a wake during the write is not lost
+            snap = self.snapshot()
+            if due:
                 try:
-                    self.spool.heartbeat(self.status())
+                    self.instances.heartbeat(self.status(snap))
                 except OSError as exc:
                     log.error("heartbeat_failed", error=str(exc))
                 next_lease = now + max(0.5, self.lease_seconds / 4)
-            self._tell_systemd()
+            self._tell_systemd(snap)
             woken = self.wake.wait(min(interval, 1.0))
 
-    def _tell_systemd(self) -> None:
+    def _tell_systemd(self, snap: ServiceSnapshot) -> None:
         if not self.notifier.enabled:
             return
-        if self.service.ready.is_set() and not self.service.stopping.is_set():
-            line = self.status_line()
+        if snap.ready and not snap.stopping:
+            line = self.status_line(snap)
             if line != self._last_status_line:
                 self._last_status_line = line
                 self.notifier.status(line)
         if self.notifier.watchdog_seconds is None:
             return
-        problem = self.health_problem()
+        problem = self.health_problem(snap)
         if problem is None:
             self.notifier.watchdog()
         elif problem != self._watchdog_withheld:
-            self._say_withheld(problem)
+            self._say_withheld(problem, snap.stopping)
         self._watchdog_withheld = problem
 
-    def _say_withheld(self, problem: str) -> None:
+    def _say_withheld(self, problem: str, stopping: bool) -> None:
         """An alarm only while running: after SIGTERM (STOPPING=1) the watcher is stopped on
         purpose and systemd is already stopping us, so no restart follows and an error would be
         a false alarm in ``journalctl -p warning``."""
-        if self.service.stopping.is_set():
+        if stopping:
             log.info("watchdog_withheld", reason=problem, effect="none: the service is stopping")
         else:
             log.error("watchdog_withheld", reason=problem, effect="systemd will restart us")
+
+
+def _queued(snap: ServiceSnapshot) -> int:
+    """Candidates and claimed jobs waiting, the jobs converting not counted."""
+    return snap.candidates + max(0, snap.in_flight - len(snap.converting))
 
 
 def _job(activity: Activity) -> dict[str, Any]:

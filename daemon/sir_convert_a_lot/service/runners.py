@@ -22,7 +22,7 @@ from sir_convert_a_lot.engine.supervisor import EngineStartError
 from sir_convert_a_lot.jobs.job import Job
 from sir_convert_a_lot.jobs.lifecycle import JobRunner
 from sir_convert_a_lot.service.events import Done, Event, Wake
-from sir_convert_a_lot.service.heartbeat import Activity
+from sir_convert_a_lot.service.snapshot import Activity
 
 log = logs.get()
 

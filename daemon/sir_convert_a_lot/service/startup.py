@@ -50,7 +50,7 @@ def prepare_folders(config: Config, spool: Spool) -> None:
 
 def refuse_duplicate_instance(spool: Spool, instance: str, lease_seconds: float) -> None:
     """ConfigError when a live daemon already holds this instance name's lease."""
-    for lease in spool.leases():
+    for lease in spool.instances.leases():
         if lease.instance != instance or lease.age_seconds > lease_seconds:
             continue
         host, pid = lease.data.get("host"), lease.data.get("pid")
@@ -74,7 +74,7 @@ def refuse_disagreeing_instances(spool: Spool, config: Config, instance: str) ->
     """ConfigError naming the setting and the other instance when a live instance on this
     state folder (this share) decides output names otherwise."""
     mine = naming_settings(config)
-    for lease in spool.leases():
+    for lease in spool.instances.leases():
         if lease.instance == instance or lease.age_seconds > config.instances.lease_seconds:
             continue
         theirs = lease.data.get("naming")

@@ -54,7 +54,7 @@ def worker_memory(config: Config) -> Iterator[Check]:
 def _running_worker(config: Config) -> dict[str, object] | None:
     """What this instance's live lease says of its worker, if it runs and says so."""
     spool = Spool(config.paths, instance="doctor")
-    for lease in spool.leases():
+    for lease in spool.instances.leases():
         live = lease.age_seconds <= config.instances.lease_seconds
         worker = lease.data.get("worker")
         if lease.instance == config.instances.name and live and isinstance(worker, dict):

@@ -1,0 +1,101 @@
+"""The service's own wiring, without starting it: what a reload (SIGHUP) reaches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, cast
+
+from sir_convert_a_lot.engine.interface import ConversionEngine, ProgressSink
+from sir_convert_a_lot.jobs.job import Job
+from sir_convert_a_lot.jobs.outcome import Outcome, Status
+from sir_convert_a_lot.service.daemon import Service
+from tests.helpers import load_config, write_config
+
+
+class _IdleEngine:
+    """Just enough of an engine for a service that is built but never started."""
+
+    kind = "local"
+    info = None
+    probe = None
+    starts = 0
+
+    def max_pages_in_flight(self, per_worker: int) -> int:
+        return 2 * per_worker  # two workers: the pacing scales with them
+
+    def silent_seconds(self) -> float:
+        return 0.0
+
+    def memory(self) -> Any:
+        from sir_convert_a_lot.engine.interface import WorkerMemory
+
+        return WorkerMemory()
+
+
+def _service(tmp_path: Path, **sections: dict[str, Any]) -> Service:
+    def engine(_on_progress: ProgressSink) -> ConversionEngine:
+        return cast(ConversionEngine, _IdleEngine())
+
+    return Service(load_config(tmp_path, **sections), engine_factory=engine)
+
+
+def test_a_reload_reaches_every_part_that_reads_the_config(tmp_path: Path) -> None:
+    service = _service(tmp_path, gpu={"max_pages_in_flight": 8})
+    # the engine's limit, given at construction
+    assert service.dispatcher.max_pages_in_flight() == 16
+    write_config(
+        tmp_path,
+        gpu={"max_pages_in_flight": 3},
+        watch={"stability_seconds": 0.3},
+        retry={"max_attempts": 5},
+    )
+    service._reload()
+    new = service.config
+    assert new.gpu.max_pages_in_flight == 3
+    assert [part.config for part in service.reconfigurable] == [new] * 3  # type: ignore[attr-defined]
+    assert service.runner.config.retry.max_attempts == 5
+    assert service.intake.files.window == 0.3
+    assert service.dispatcher.max_pages_in_flight() == 6
+    assert service.threads.max_pages_in_flight() == 6
+
+
+def test_a_refused_reload_changes_no_part(tmp_path: Path) -> None:
+    service = _service(tmp_path)
+    old = service.config
+    write_config(
+        tmp_path, watch={"stability_seconds": 0.3}, paths={"outbox": str(tmp_path / "elsewhere")}
+    )
+    service._reload()  # the outbox needs a restart: the whole reload is refused
+    assert service.config is old
+    assert all(part.config is old for part in service.reconfigurable)  # type: ignore[attr-defined]
+    assert service.intake.files.window == old.watch.stability_seconds
+
+
+def test_the_heartbeat_shows_what_the_main_thread_published_and_is_woken_by_a_change(
+    tmp_path: Path,
+) -> None:
+    """The heartbeat's thread never reads the main thread's lists while they change: it shows
+    the view the main thread last published, which wakes it when something differs."""
+    service = _service(tmp_path)
+    job = Job("job_a", "late.pdf", None, service.config.defaults, 0.0, 1, 1, "test")
+    service.deferrals.add(Outcome(job.job_id, Status.DEFERRED, "output_unwritable", job=job))
+    assert service.heartbeat.status()["deferred"] == []  # not published yet
+    service._heartbeat_wake.clear()
+    service._publish()
+    assert service._heartbeat_wake.is_set()
+    [deferred] = service.heartbeat.status()["deferred"]
+    assert deferred["source"] == "late.pdf" and deferred["why"] == "output_unwritable"
+    assert 58 <= deferred["retry_in_seconds"] <= 60
+    service._heartbeat_wake.clear()
+    service._publish()  # nothing changed: no wake, no extra lease write
+    assert not service._heartbeat_wake.is_set()
+
+
+def test_the_snapshot_says_at_once_that_the_service_stops(tmp_path: Path) -> None:
+    """Stopping is shown from the moment it is asked, not from the main thread's next turn."""
+    service = _service(tmp_path)
+    assert service.heartbeat.status()["state"] == "starting"
+    service.request_stop()
+    snap = service.snapshot()
+    assert snap.stopping and not snap.ready and snap.in_flight == 0
+    assert service.heartbeat.status(snap)["state"] == "stopping"
