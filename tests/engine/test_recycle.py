@@ -232,7 +232,13 @@ def test_ray_actors_are_recycled_the_same_way_and_each_document_ends_once(
             timeout=240,
         )
         wait_for(lambda: sum(service.engine.memory().recycles.values()) >= 2, timeout=60)
-        workers = service.engine.workers()  # type: ignore[attr-defined]
+
+        def settled() -> list[dict[str, Any]] | None:
+            """Every actor alive: one found due by the last documents may still be reloading."""
+            found: list[dict[str, Any]] = service.engine.workers()  # type: ignore[attr-defined]
+            return found if found and all(w["alive"] for w in found) else None
+
+        workers = wait_for(settled, timeout=120)
     finally:
         _stop(service, thread)
     assert sorted(files_under(tmp_path / "archive")) == names

@@ -227,7 +227,9 @@ class Heartbeat:
         if problem is None:
             self.notifier.watchdog()
         elif problem != self._watchdog_withheld:
-            self._say_withheld(problem, snap.stopping)
+            # The watcher was asked now, after the snapshot: a stop begun in between stopped it,
+            # so ask again whether the service stops before calling it an alarm.
+            self._say_withheld(problem, snap.stopping or self.snapshot().stopping)
         self._watchdog_withheld = problem
 
     def _say_withheld(self, problem: str, stopping: bool) -> None:
