@@ -16,6 +16,8 @@ class ErrorCode(StrEnum):
     VALIDATION_ERROR = "validation_error"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     PDF_UNREADABLE = "pdf_unreadable"
+    # The same as pdf_unreadable for the other formats: empty, corrupt or truncated.
+    DOCUMENT_UNREADABLE = "document_unreadable"
     PDF_ENCRYPTED = "pdf_encrypted"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     TOO_MANY_PAGES = "too_many_pages"
