@@ -130,7 +130,10 @@ def test_a_backend_that_cannot_read_the_format_is_named(tmp_path: Path) -> None:
         "backend": "pymupdf",
         "format": "docx",
     }
-    assert "pymupdf backend" in failure.message and "reads only PDF" in failure.message
+    assert failure.message == (
+        "The pymupdf backend that converts this folder reads only PDF; save 'letter.docx' as "
+        "PDF, or ask the operator to use the docling backend here."
+    )
 
 
 # -- the bytes: what the name says? -----------------------------------------------------------

@@ -87,11 +87,12 @@ def accepted_format(name: str, accepted: Collection[str], backend: str) -> Docum
         raise _not_accepted(name, found, accepted)
     reads = capabilities_of(backend).reads
     if found.name not in reads:
-        readable = ", ".join(BY_NAME[f].label for f in sorted(reads))
+        readable = " or ".join(f.label for f in FORMATS if f.name in reads)
         raise JobFailure(
             ErrorCode.UNSUPPORTED_MEDIA_TYPE,
             f"The {backend} backend that converts this folder reads only {readable}; save "
-            f"{display(name)!r} as that, or ask the operator to use the docling backend here.",
+            f"{display(name)!r} as {readable}, or ask the operator to use the docling backend "
+            "here.",
             reason="backend_cannot_read",
             backend=backend,
             format=found.name,
