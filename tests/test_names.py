@@ -14,7 +14,6 @@ from sir_convert_a_lot.names import (
     decode_from_record,
     display,
     encode_for_record,
-    has_pdf_suffix,
     is_ignored_name,
     is_ignored_path,
     is_valid_utf8,
@@ -224,21 +223,3 @@ def test_collision_key_never_fails_on_non_utf8_names() -> None:
 )
 def test_split_suffix(name: str, expected: tuple[str, str]) -> None:
     assert split_suffix(name) == expected
-
-
-@pytest.mark.parametrize(
-    ("name", "expected"),
-    [
-        ("report.pdf", True),
-        ("a.PDF", True),
-        ("a.Pdf", True),
-        (NON_UTF8, True),
-        ("noext", False),
-        (".pdf", False),
-        ("report.pdf.txt", False),
-        ("reportpdf", False),
-        ("report.pdfx", False),
-    ],
-)
-def test_has_pdf_suffix(name: str, expected: bool) -> None:
-    assert has_pdf_suffix(name) is expected

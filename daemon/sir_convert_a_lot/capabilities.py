@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from sir_convert_a_lot.formats import FORMAT_NAMES, FormatName
 from sir_convert_a_lot.options import BackendName
 
 Device = Literal["cuda", "cpu"]
@@ -20,8 +21,8 @@ ModelFamily = Literal["layout", "tableformer", "rapidocr"]
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a backend can do: where it runs, whether it reads scans, which models it loads and
-    which outputs it writes."""
+    """What a backend can do: where it runs, whether it reads scans, which models it loads,
+    which outputs it writes and which document formats it reads."""
 
     devices: frozenset[Device]
     ocr: bool
@@ -29,6 +30,8 @@ class Capabilities:
     models: frozenset[ModelFamily] = frozenset()
     # The ``output.formats`` it can write (every backend writes Markdown).
     formats: frozenset[str] = frozenset({"markdown"})
+    # The ``conversion.formats`` it reads; a file of another fails ``unsupported_media_type``.
+    reads: frozenset[FormatName] = frozenset({"pdf"})
 
     @property
     def gpu(self) -> bool:
@@ -41,6 +44,7 @@ CAPABILITIES: Final[Mapping[BackendName, Capabilities]] = {
         ocr=True,
         models=frozenset({"layout", "tableformer", "rapidocr"}),
         formats=frozenset({"markdown", "docling_json"}),
+        reads=frozenset(FORMAT_NAMES),
     ),
     "pymupdf": Capabilities(devices=frozenset({"cpu"}), ocr=False),
 }

@@ -115,7 +115,3 @@ def shorten(name: str, max_bytes: int) -> str:
     if is_valid_utf8(name):
         return cut.decode("utf-8", errors="ignore")
     return os.fsdecode(cut)
-
-
-def has_pdf_suffix(name: str) -> bool:
-    return split_suffix(name)[1].lower() == ".pdf"

@@ -19,11 +19,14 @@ Check = Callable[[Any], "str | None"]
 @dataclass(frozen=True)
 class Setting:
     """A key's declaration, carried in its field's type: ``Annotated[float, Setting(...)]``.
-    ``live``: a reload (SIGHUP) may change it."""
+    ``live``: a reload (SIGHUP) may change it. ``key``: its TOML key, where that differs from
+    the field's name (``conversion.formats`` is ``ConversionOptions.accepted_formats``, since
+    ``formats`` there means the outputs)."""
 
     check: Check | None = None
     doc: str = ""
     live: bool = False
+    key: str = ""
 
 
 def declaration(hint: Any) -> tuple[Any, Setting]:

@@ -1,15 +1,16 @@
-"""A dropped file looked at without a PDF parser: is it a regular file, does it start like a PDF,
-have both its ends arrived?
+"""A dropped file looked at without a parser: is it a regular file, have all its parts arrived?
 
 Both sides of the trust boundary need these looks, so they sit below both: the supervisor's
 intake asks whether a file has finished arriving, its claim-time checks refuse links, special
-files and truncated PDFs (``jobs.source_checks``), and the worker reads the bytes it parses
-through the same regular-file open (``backends.pdf_open``). Nothing here parses a PDF.
+files and truncated documents (``jobs.source_checks``), and the worker reads the bytes it parses
+through the same regular-file open (``backends.pdf_open``). Nothing here parses a document.
 
-``missing_part`` looks at the bytes: a PDF writer writes the header first and ``%%EOF`` last, so
-an empty file, a head of zeros (a preallocated file whose data has not come), a tail without
-``%%EOF``, or a last ``startxref`` that points past the end or into zeros means the rest is
-still on its way.
+``missing_part`` looks at the bytes of the format the file's name promises, when they begin like
+it: an empty file or a head of zeros (a preallocated file whose data has not come) has not
+arrived, whatever its format. A PDF writer writes the header first and ``%%EOF`` last, so a tail
+without ``%%EOF``, or a last ``startxref`` that points past the end or into zeros, means the rest
+is still on its way; the other formats have their own ends (``completeness``). Bytes of another
+format than the name's have nothing to wait for: the claim-time checks refuse them at once.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
+from sir_convert_a_lot import sniff
+from sir_convert_a_lot.completeness import missing_in
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
+from sir_convert_a_lot.formats import Content, content_of_name
 
-PDF_MAGIC = b"%PDF-"
-MAGIC_WINDOW = 1024  # the PDF spec tolerates junk before the header; readers look this far
-_HEAD_BYTES = 1024
+PDF_MAGIC = sniff.PDF_MAGIC
+MAGIC_WINDOW = sniff.PDF_WINDOW
 _TAIL_BYTES = 2048  # where %%EOF must lie: the last kilobyte, with slack for padding after it
 _STARTXREF = re.compile(rb"startxref\s+(\d{1,20})")
 
@@ -50,9 +53,13 @@ def open_source(source: Source) -> int:
     return source()
 
 
-def missing_part(path: Source) -> str | None:
-    """Which part of a PDF has not arrived yet, or None when its ends are in place (or it is not
-    a PDF at all, which the claim-time checks report). Never follows links; unreadable is None."""
+def missing_part(path: Source, name: str | None = None) -> str | None:
+    """Which part of the document has not arrived yet, or None when it is whole (or its bytes
+    are not the format its name promises, which the claim-time checks report). ``name``: the
+    file's name as dropped (a path's own name when not given; without one, the bytes alone
+    decide which check applies). Never follows links; unreadable is None."""
+    if name is None and isinstance(path, Path):
+        name = path.name
     try:
         fd = open_source(path)
     except (OSError, ValueError):
@@ -61,21 +68,28 @@ def missing_part(path: Source) -> str | None:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             return None
-        return _missing_in(fd, info.st_size)
+        return _missing_in(fd, info.st_size, None if name is None else content_of_name(name))
     except OSError:
         return None
     finally:
         os.close(fd)
 
 
-def _missing_in(fd: int, size: int) -> str | None:
+def _missing_in(fd: int, size: int, promised: Content | None) -> str | None:
     if size == 0:
         return EMPTY
-    head = os.pread(fd, _HEAD_BYTES, 0)
-    if not head.strip(b"\0"):
+    head = os.pread(fd, sniff.HEAD_BYTES, 0)
+    if not head[:MAGIC_WINDOW].strip(b"\0"):
         return HEAD_NOT_ARRIVED
-    if PDF_MAGIC not in head:
-        return None  # not a PDF: nothing to wait for
+    found = sniff.content_of_head(head, promised)
+    if promised is not None and not sniff.fits(promised, found):
+        return None  # another format than the name's: refused at the claim, nothing to wait for
+    if found != "pdf":
+        return missing_in(fd, size, head, found) if found != "unknown" else None
+    return _pdf_missing(fd, size)
+
+
+def _pdf_missing(fd: int, size: int) -> str | None:
     tail_start = max(0, size - _TAIL_BYTES)
     tail = os.pread(fd, _TAIL_BYTES, tail_start)
     eof = tail.rfind(b"%%EOF")
@@ -129,11 +143,11 @@ def open_regular(path: Path) -> int:
     return fd
 
 
-def not_regular(mode: int) -> JobFailure:
+def not_regular(mode: int, what: str = "PDF") -> JobFailure:
     kind = file_kind(mode)
     return JobFailure(
         ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-        f"The dropped item is a {kind}, not a regular file; copy the PDF itself into the inbox.",
+        f"The dropped item is a {kind}, not a regular file; copy the {what} itself into the inbox.",
         reason="not_a_regular_file",
         kind=kind,
     )

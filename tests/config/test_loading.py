@@ -18,6 +18,7 @@ import tomli_w
 from sir_convert_a_lot import config as config_module
 from sir_convert_a_lot.config import SCHEMA, Config, Governance, parse, render_default
 from sir_convert_a_lot.errors import ConfigError
+from sir_convert_a_lot.formats import FORMAT_NAMES
 from sir_convert_a_lot.ops.cli import main
 from tests.helpers import config_document, write_config
 
@@ -159,6 +160,12 @@ BAD_VALUES: list[tuple[str, str, Any]] = [
     ("instance-a-path", "instances.name", "../../etc/evil"),
     ("instance-hidden", "instances.name", ".lease"),
     ("instance-too-long", "instances.name", "g" * 101),
+    ("unknown-format", "conversion.formats", ["pdf", "pages"]),
+    ("no-format", "conversion.formats", []),
+    ("format-twice", "conversion.formats", ["pdf", "pdf"]),
+    ("format-not-a-name", "conversion.formats", ["pdf", 1]),
+    ("formats-not-a-list", "conversion.formats", "pdf"),
+    ("profile-unknown-format", "profiles.scans.formats", ["zip"]),
 ]
 
 
@@ -457,6 +464,31 @@ def test_profiles_override_only_the_keys_they_set(tmp_path: Path) -> None:
     assert config.options_for(None) == defaults
 
 
+def test_every_format_is_accepted_unless_the_config_narrows_it(tmp_path: Path) -> None:
+    document = _gpu_document(
+        tmp_path, profiles={"scans": {"formats": ["pdf", "image"]}, "mail": {"ocr_mode": "off"}}
+    )
+    config = _parse(document, tmp_path)
+    assert config.defaults.accepted_formats == FORMAT_NAMES
+    assert config.options_for("scans").accepted_formats == ("pdf", "image")
+    assert config.options_for("mail").accepted_formats == FORMAT_NAMES
+    narrowed = _parse(_gpu_document(tmp_path, conversion={"formats": ["docx", "pdf"]}), tmp_path)
+    assert narrowed.options_for(None).accepted_formats == ("docx", "pdf")
+
+
+def test_an_unknown_format_is_refused_naming_the_key_and_the_known_ones(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _parse(_gpu_document(tmp_path, conversion={"formats": ["pdf", "pages"]}), tmp_path)
+    assert str(caught.value).startswith(
+        'conversion.formats: unknown format "pages"; known: pdf, image, docx, pptx,'
+    )
+
+
+def test_init_config_writes_every_format(tmp_path: Path) -> None:
+    written = tomllib.loads(render_default(tmp_path))
+    assert written["conversion"]["formats"] == list(FORMAT_NAMES)
+
+
 @pytest.mark.parametrize(
     ("parts", "expected"),
     [
@@ -545,6 +577,7 @@ def _one_line(err: str) -> str:
         ({"output": {"colision": "suffix"}}, "output.colision"),
         ({"conversion": {"acceleration_policy": "gpu_required"}}, "conversion.acceleration_policy"),
         ({"governance": {"decision_record": ""}}, "governance.decision_record"),
+        ({"conversion": {"formats": ["pdf", "pages"]}}, "conversion.formats"),
     ],
 )
 def test_status_with_a_bad_config_exits_2_with_one_line_naming_the_key(

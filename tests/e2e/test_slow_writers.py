@@ -20,6 +20,7 @@ from typing import BinaryIO
 import pytest
 
 from harness import samba
+from harness.format_samples import docx_bytes
 from tests.daemon import CAP_LEASE, Daemon, can_obey_permissions, run_cli
 from tests.helpers import pdf_bytes, wait_for, write_config
 
@@ -120,6 +121,42 @@ def test_a_writer_that_pauses_longer_than_every_window_gets_the_complete_convers
     waited = [e["event"] for e in daemon.events() if e.get("source") == "report.pdf"]
     assert ("waiting_for_writer" if keep_open else "waiting_for_end_of_file") in waited
     assert waited.count("job_claimed") == 1
+
+
+def test_a_word_document_written_with_a_pause_is_claimed_only_once_whole(tmp_path: Path) -> None:
+    """A DOCX, cut in the middle of its compressed parts, paused for ten stability windows: the
+    daemon waits for the ZIP's end record and claims the whole file, once. (Whether it converts
+    is the worker's business; what is asserted is what was claimed.)"""
+    config = write_config(tmp_path, watch={"stability_seconds": 0.3, "incomplete_wait_seconds": 30})
+    data = docx_bytes("A paragraph written slowly.", paragraphs=400)
+    half = len(data) // 2
+    target = tmp_path / "inbox" / "letter.docx"
+    with Daemon(config).start() as daemon:
+        with target.open("wb") as handle:
+            handle.write(data[:half])
+        paused = time.monotonic()
+        waiting = wait_for(
+            lambda: (
+                "arriving: letter.docx (its end has not arrived)"
+                in run_cli("status", config=config).stdout
+            ),
+            timeout=10,
+        )
+        time.sleep(max(0.0, 3.0 - (time.monotonic() - paused)))  # ten stability windows
+        assert waiting and _finished(tmp_path / "outbox", "letter") is None
+        with target.open("ab") as handle:
+            handle.write(data[half:])
+        done = wait_for(lambda: _finished(tmp_path / "outbox", "letter"), timeout=60)
+        daemon.terminate()
+    source = json.loads(done.read_text())["source"]
+    assert (source["size_bytes"], source["sha256"]) == (
+        len(data),
+        hashlib.sha256(data).hexdigest(),
+    )
+    events = [e for e in daemon.events() if e.get("source") == "letter.docx"]
+    waited = [e for e in events if e["event"] == "waiting_for_end_of_file"]
+    assert waited and waited[0]["missing"] == "zip_end_not_arrived"
+    assert [e["event"] for e in events].count("job_claimed") == 1
 
 
 def test_a_writer_that_never_finishes_ends_truncated_after_the_limit(tmp_path: Path) -> None:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.format_samples import docx_bytes
+from sir_convert_a_lot import zipdir
 from sir_convert_a_lot.errors import JobFailure
 from sir_convert_a_lot.intake.arrival import (
     WRITER_OPEN,
@@ -200,7 +202,7 @@ def _arrivals(
         limit,
         clock,
         writer_check=lambda _path: writer[0],
-        bytes_check=lambda _path: missing[0],
+        bytes_check=lambda _path, _name: missing[0],
     )
 
 
@@ -263,8 +265,30 @@ def test_when_the_kernel_cannot_tell_the_bytes_still_decide() -> None:
         raise LeaseUnavailable("EACCES")
 
     missing: list[str | None] = [NO_EOF_MARKER]
-    arrivals = Arrivals(5.0, 600, Clock(), writer_check=no_lease, bytes_check=lambda _: missing[0])
+    arrivals = Arrivals(
+        5.0, 600, Clock(), writer_check=no_lease, bytes_check=lambda _p, _n: missing[0]
+    )
     assert not arrivals.judge("a.pdf", Path("a.pdf"), 1, 1).claim
     assert arrivals.lease_problem == "EACCES"
     missing[0] = None
     assert arrivals.judge("a.pdf", Path("a.pdf"), 2, 2).claim
+
+
+def test_a_document_s_own_end_is_waited_for_by_the_name_it_was_dropped_under(
+    tmp_path: Path,
+) -> None:
+    """The inbox is opened by descriptor (no path to read a name from): the relative path says
+    which format's end to wait for."""
+    data = docx_bytes()
+    path = tmp_path / "in" / "letter.docx"
+    path.parent.mkdir()
+    path.write_bytes(data[: len(data) // 2])
+    arrivals = Arrivals(5.0, 600, Clock(), writer_check=lambda _path: False)
+
+    def opener() -> int:
+        return os.open(path, os.O_RDONLY)
+
+    verdict = arrivals.judge("in/letter.docx", opener, 1, 1)
+    assert (verdict.claim, verdict.reason) == (False, zipdir.NO_END)
+    path.write_bytes(data)
+    assert arrivals.judge("in/letter.docx", opener, 2, 2).claim

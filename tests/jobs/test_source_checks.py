@@ -116,7 +116,7 @@ def test_inspect_source_refuses_a_real_pdf_without_a_pdf_name(tmp_path: Path) ->
         inspect_source(path, "x.txt", LIMIT)
 
     assert caught.value.code is ErrorCode.UNSUPPORTED_MEDIA_TYPE
-    assert caught.value.details["reason"] == "not_a_pdf_name"
+    assert caught.value.details["reason"] == "format_not_accepted"  # "not_a_pdf_name" before 25
     assert "x.txt" in caught.value.message
 
 

@@ -71,6 +71,20 @@ def test_a_refused_reload_changes_no_part(tmp_path: Path) -> None:
     assert service.intake.files.window == old.watch.stability_seconds
 
 
+def test_a_reload_may_change_the_accepted_formats_but_not_to_an_unknown_one(
+    tmp_path: Path,
+) -> None:
+    service = _service(tmp_path)
+    write_config(tmp_path, conversion={"formats": ["pdf", "docx"]})
+    service._reload()
+    narrowed = service.config
+    assert narrowed.defaults.accepted_formats == ("pdf", "docx")
+    write_config(tmp_path, conversion={"formats": ["pdf", "pages"]})
+    service._reload()  # refused: the config before it stays
+    assert service.config is narrowed
+    assert all(part.config is narrowed for part in service.reconfigurable)  # type: ignore[attr-defined]
+
+
 def test_the_heartbeat_shows_what_the_main_thread_published_and_is_woken_by_a_change(
     tmp_path: Path,
 ) -> None:

@@ -82,7 +82,7 @@ def _value(key: Key, value: Any, base_dir: Path) -> Any:
 def _build(cls: type[Any], table: Mapping[str, Any], base_dir: Path) -> Any:
     """One section's dataclass from its checked table (``[conversion]`` feeds two)."""
     keys = keys_of(cls)
-    return cls(**{name: _value(key, table[name], base_dir) for name, key in keys.items()})
+    return cls(**{key.attribute: _value(key, table[name], base_dir) for name, key in keys.items()})
 
 
 def parse(data: Mapping[str, Any], *, base_dir: Path, source: Path | None = None) -> Config:
@@ -126,7 +126,12 @@ def _read_profiles(raw_profiles: Any, defaults: ConversionOptions) -> dict[str, 
         if not profile_name or profile_name.startswith(".") or "/" in profile_name:
             raise ConfigError(f"{where}: a profile name must be a plain folder name")
         overrides = _read_section(where, raw, PROFILE_KEYS, fill=False)
-        profiles[profile_name] = defaults.with_overrides(overrides)
+        profiles[profile_name] = defaults.with_overrides(
+            {
+                PROFILE_KEYS[k].attribute: _value(PROFILE_KEYS[k], v, Path())
+                for k, v in overrides.items()
+            }
+        )
         _check_backend_combination(where, profiles[profile_name])
     return profiles
 

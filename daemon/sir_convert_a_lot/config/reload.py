@@ -35,11 +35,14 @@ def flatten(config: Config) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for part in PARTS:
         section = getattr(config, part.attribute)
-        for key in keys_of(part.cls):
-            flat[f"{part.section}.{key}"] = to_document(getattr(section, key))
-    for name, options in config.profiles.items():
+        for name, key in keys_of(part.cls).items():
+            flat[f"{part.section}.{name}"] = to_document(getattr(section, key.attribute))
+    for profile, options in config.profiles.items():
         flat.update(
-            {f"profiles.{name}.{k}": v for k, v in options.to_dict().items() if k in PROFILE_KEYS}
+            {
+                f"profiles.{profile}.{name}": to_document(getattr(options, key.attribute))
+                for name, key in PROFILE_KEYS.items()
+            }
         )
     return flat
 

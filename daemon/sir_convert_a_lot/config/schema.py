@@ -30,6 +30,7 @@ class Key:
     live: bool = False
     # How the checked TOML value becomes the field's: decided once, from the field's type.
     shape: Shape = "as_is"
+    attribute: str = ""  # the field that holds it (its TOML name may differ: ``Setting.key``)
 
 
 @dataclass(frozen=True)
@@ -59,15 +60,20 @@ def to_document(value: Any) -> Any:
     return value
 
 
-def _key(hint: Any, field: Field[Any]) -> Key:
+def _key(hint: Any, field: Field[Any]) -> tuple[str, Key]:
+    """The field's TOML key and its declaration."""
     value_type, declared = declaration(hint)
     default = to_document(field.default if field.default is not MISSING else None)
+    types: tuple[type, ...] = (list,)
+    shape: Shape = "list"
+    check = declared.check
     if get_origin(value_type) is Literal:
-        return Key((str,), default, one_of(*get_args(value_type)), declared.doc, declared.live)
-    if get_origin(value_type) is tuple:
-        return Key((list,), default, declared.check, declared.doc, declared.live, "list")
-    shape: Shape = "folder" if value_type is Path else "number" if value_type is float else "as_is"
-    return Key(_TOML_TYPES[value_type], default, declared.check, declared.doc, declared.live, shape)
+        types, check, shape = (str,), one_of(*get_args(value_type)), "as_is"
+    elif get_origin(value_type) is not tuple:
+        types = _TOML_TYPES[value_type]
+        shape = "folder" if value_type is Path else "number" if value_type is float else "as_is"
+    key = Key(types, default, check, declared.doc, declared.live, shape, field.name)
+    return declared.key or field.name, key
 
 
 _KEYS: dict[type[Any], dict[str, Key]] = {}
@@ -78,11 +84,11 @@ def keys_of(cls: type[Any]) -> dict[str, Key]:
     that ``[output]`` sets (``FROM_OUTPUT``) is no key of ``[conversion]`` or a profile."""
     if cls not in _KEYS:
         hints = get_type_hints(cls, include_extras=True)
-        _KEYS[cls] = {
-            field.name: _key(hints[field.name], field)
+        _KEYS[cls] = dict(
+            _key(hints[field.name], field)
             for field in fields(cls)
             if not field.metadata.get(FROM_OUTPUT)
-        }
+        )
     return _KEYS[cls]
 
 

@@ -1,4 +1,4 @@
-"""Has a dropped file finished arriving? Two cheap looks, neither of which parses the PDF.
+"""Has a dropped file finished arriving? Two cheap looks, neither of which parses the document.
 
 ``writer_on_this_host`` asks the kernel whether any process on this host still holds the file
 open for writing: a read lease (``F_SETLEASE F_RDLCK``) cannot be taken while one does. Samba's
@@ -7,9 +7,10 @@ of the kernel NFS server (nfsd does not hold the file open across the client's p
 no open at all), nor writers on other hosts of a CIFS or NFS *client* mount; for those the
 stability window, the completeness check below and the verification after conversion remain.
 
-``missing_part`` (``source_file``, shared with the claim-time checks) looks at the bytes: a PDF
-writer writes the header first and ``%%EOF`` last, so a file whose ends are not in place is
-still on its way.
+``missing_part`` (``source_file``, shared with the claim-time checks) looks at the bytes of the
+format the name promises: a PDF writer writes the header first and ``%%EOF`` last, a ZIP writer
+its directory last, a PNG its ``IEND``, so a file whose ends are not in place is still on its
+way.
 
 ``Arrivals`` turns those looks into a schedule: wait with back-off while the end is missing,
 give up after ``watch.incomplete_wait_seconds`` without change (the file then fails as
@@ -109,7 +110,7 @@ class Arrivals:
         incomplete_wait: float,
         clock: Clock = time.monotonic,
         writer_check: Callable[[Source], bool] = writer_on_this_host,
-        bytes_check: Callable[[Source], str | None] = missing_part,
+        bytes_check: Callable[[Source, str], str | None] = missing_part,
     ) -> None:
         self.window = window
         self.incomplete_wait = incomplete_wait
@@ -142,7 +143,7 @@ class Arrivals:
     def judge(self, relative_path: str, path: Source, size: int, mtime_ns: int) -> Verdict:
         if self.writer_holds(path):
             return self._wait(relative_path, size, mtime_ns, WRITER_OPEN, limit=None)
-        missing = self.bytes_check(path)
+        missing = self.bytes_check(path, os.path.basename(relative_path))
         if missing is None:
             self._waiting.pop(relative_path, None)
             return Verdict(claim=True)

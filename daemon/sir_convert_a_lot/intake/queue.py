@@ -3,7 +3,8 @@ row of one table (``intake.inbox_files``: settling, incomplete, blocked, claimab
 by the looks taken here.
 
 A hint (a watcher event or a scan) makes a file seen; once its size and mtime hold still for
-the window and it has arrived (no writer on this host, a PDF's ends present), it is claimable.
+the window and it has arrived (no writer on this host, a document's ends present), it is
+claimable.
 Dispatch takes claimable files in line and checks them once more before claiming.
 """
 
@@ -16,13 +17,14 @@ from collections.abc import Callable
 
 from sir_convert_a_lot import logs, sharefs
 from sir_convert_a_lot.config import Config
+from sir_convert_a_lot.formats import format_of_name
 from sir_convert_a_lot.intake.arrival import WRITER_OPEN, Arrivals
 from sir_convert_a_lot.intake.blocked import blocked_again, say_unblocked
 from sir_convert_a_lot.intake.inbox_files import FileState, InboxFiles
 from sir_convert_a_lot.intake.watch import Seen, look, scan
 from sir_convert_a_lot.jobs.job import Job
 from sir_convert_a_lot.jobs.source_blocked import SourceBlocked
-from sir_convert_a_lot.names import has_pdf_suffix, is_ignored_path
+from sir_convert_a_lot.names import is_ignored_path
 
 log = logs.get()
 
@@ -148,10 +150,10 @@ class Intake:
 
     def _has_arrived(self, seen: Seen) -> bool:
         """A stable file is claimed once no writer on this host holds it open and its bytes look
-        complete; until then it waits (with back-off), and a PDF whose end never comes is
+        complete; until then it waits (with back-off), and a document whose end never comes is
         claimed after ``watch.incomplete_wait_seconds`` so that it fails as truncated."""
         relative = seen.relative_path
-        if not seen.is_regular or not has_pdf_suffix(relative):
+        if not seen.is_regular or format_of_name(relative) is None:
             return True  # preflight refuses it with its own code; nothing to wait for
         verdict = self.arrivals.judge(relative, self._opener(relative), seen.size, seen.mtime_ns)
         self._report_lease_problem()
@@ -161,7 +163,7 @@ class Intake:
                 source=relative,
                 missing=verdict.reason,
                 waited_seconds=round(verdict.waited_seconds, 1),
-                effect="claimed now, to fail as pdf_unreadable (truncated)",
+                effect="claimed now, to fail as truncated (pdf_unreadable or document_unreadable)",
             )
         if verdict.claim:
             return True

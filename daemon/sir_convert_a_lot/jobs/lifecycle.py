@@ -159,7 +159,10 @@ class JobRunner:
         job = attempt.job
         try:
             facts = inspect_source(
-                self.custody.source_path(job), job.name, self.config.conversion.max_file_bytes
+                self.custody.source_path(job),
+                job.name,
+                self.config.conversion.max_file_bytes,
+                job.options,
             )
         except JobFailure as rejected:
             return self.endings.fail(attempt, rejected)

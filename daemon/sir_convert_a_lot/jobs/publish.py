@@ -121,7 +121,8 @@ def choose_stem(
 
 
 def base_stem(source_name: str, longest: str = ERROR) -> str:
-    """The source's name without ``.pdf``, shortened so every output name fits on disk."""
+    """The source's name without its suffix (``.pdf``, ``.docx``, ...), shortened so every output
+    name fits on disk."""
     room = max(len(ERROR), len(longest)) + _NUMBER_ROOM
     return shorten(split_suffix(source_name)[0], NAME_MAX - room)
 

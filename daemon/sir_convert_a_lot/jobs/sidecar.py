@@ -119,7 +119,7 @@ def success_document(
                 "ocr_enabled": ocr_enabled,
                 "table_mode": options.table_mode,
                 "normalize": options.normalize,
-                "options": options.to_dict(),
+                "options": options.effective(),
                 "options_fingerprint": options.fingerprint(),
             },
             "warnings": warnings,

@@ -214,6 +214,13 @@ _WAITING_FOR = {
     "head_not_arrived": "only zeros so far",
     "no_eof_marker": "its end has not arrived",
     "xref_not_arrived": "its cross-reference table has not arrived",
+    "zip_end_not_arrived": "its end has not arrived",
+    "zip_directory_not_arrived": "its table of contents has not arrived",
+    "png_end_not_arrived": "its end has not arrived",
+    "jpeg_end_not_arrived": "its end has not arrived",
+    "tiff_ifd_not_arrived": "one of its pages has not arrived",
+    "tiff_data_not_arrived": "the pixels of one of its pages have not arrived",
+    "shorter_than_declared": "it is shorter than its header says",
 }
 
 
