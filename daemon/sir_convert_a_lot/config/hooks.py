@@ -1,0 +1,76 @@
+"""``[hooks]``: an executable run after each published result (off by default).
+
+A hook runs as the service user with the config's authority, so its path is checked as strictly
+as the config file itself: an absolute path to an executable regular file that neither group
+nor others may write. The check runs wherever the config is read, so a bad hook refuses the
+start (exit 2, naming the key) and a reload that names one keeps the old config.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from sir_convert_a_lot.setting import Setting, at_least, between
+
+
+def hook_problem(value: Any) -> str | None:
+    """Why ``value`` cannot name a hook (None when it can, or when it is empty: no hook)."""
+    if value == "":
+        return None
+    if not value.startswith("/"):
+        return "must be an absolute path to an executable file (empty: no hook)"
+    try:
+        info = os.stat(value)
+    except OSError as exc:
+        return f"cannot be found or read ({exc.strerror}); name an executable file, or empty it"
+    if not stat.S_ISREG(info.st_mode) or not os.access(value, os.X_OK):
+        return f"is not an executable file; fix with: chmod 755 {value} (or empty the key)"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return (
+            "is writable by group or others, who could then run their own code as the service "
+            f"user; fix with: chmod go-w {value}"
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class HooksSection:
+    """What runs after a sidecar or an error envelope is published (``service.hooks``)."""
+
+    on_success: Annotated[
+        str,
+        Setting(
+            hook_problem,
+            doc="an executable run after a sidecar is published, with its path as the one "
+            "argument; empty: none",
+            live=True,
+        ),
+    ] = ""
+    on_failure: Annotated[
+        str,
+        Setting(
+            hook_problem,
+            doc="an executable run after an error envelope is published, with its path as the "
+            "one argument; empty: none",
+            live=True,
+        ),
+    ] = ""
+    timeout_seconds: Annotated[
+        float,
+        Setting(
+            at_least(1),
+            doc="a hook still running after this long is killed, with its process group",
+            live=True,
+        ),
+    ] = 60
+    max_running: Annotated[
+        int,
+        Setting(
+            between(1, 64),
+            doc="hooks that run at once; more wait in a queue (never the conversions)",
+            live=True,
+        ),
+    ] = 4
