@@ -35,8 +35,9 @@ def test_hooks_are_off_by_default(tmp_path: Path) -> None:
         ("missing", None, "cannot be found or read"),
         ("plain.sh", 0o644, "is not an executable file; fix with: chmod 755"),
         ("folder", None, "is not an executable file"),
-        ("shared.sh", 0o775, "writable by group or others"),
+        ("shared.sh", 0o775, "shared.sh is writable by group or others"),
         ("open.sh", 0o757, "fix with: chmod go-w"),
+        ("share/hook.sh", 0o755, "share is writable by group or others"),
     ],
 )
 def test_a_hook_that_is_no_safe_executable_is_refused_naming_the_key(
@@ -47,6 +48,10 @@ def test_a_hook_that_is_no_safe_executable_is_refused_naming_the_key(
         value = "hooks/notify.sh"
     elif name == "folder":
         (tmp_path / name).mkdir()
+    elif name.startswith("share/"):  # a folder share users write: they could swap the hook
+        (tmp_path / "share").mkdir(mode=0o775)
+        (tmp_path / "share").chmod(0o2775)
+        _script(tmp_path / name, mode or 0o755)
     elif mode is not None:
         _script(tmp_path / name, mode)
     for key in ("on_success", "on_failure"):
@@ -68,6 +73,24 @@ def test_the_timeout_and_the_pool_have_floors(
 ) -> None:
     with pytest.raises(ConfigError, match=f"^{key}: must be"):
         load(write_config(tmp_path, hooks=values))
+
+
+def test_a_hook_in_a_sticky_folder_or_through_a_link_is_checked_where_it_lies(
+    tmp_path: Path,
+) -> None:
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)  # like /tmp: nobody replaces another's entry
+    hook = _script(sticky / "hook.sh")
+    assert load(write_config(tmp_path, hooks={"on_success": str(hook)})).hooks.on_success
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    target = _script(shared / "real.sh")
+    link = tmp_path / "link.sh"
+    link.symlink_to(target)
+    with pytest.raises(ConfigError, match="shared is writable by group or others"):
+        load(write_config(tmp_path, hooks={"on_success": str(link)}))
 
 
 def test_run_with_a_bad_hook_exits_2_before_starting_naming_the_key(

@@ -10,13 +10,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
-from sir_convert_a_lot.config import Config, HooksSection
+from sir_convert_a_lot.config import Config, HooksSection, MetricsSection
 from sir_convert_a_lot.jobs.outcome import Outcome, Status
 from sir_convert_a_lot.jobs.publish import ERROR, MARKDOWN, SIDECAR
 from sir_convert_a_lot.service.hook_process import Call, Ran
 from sir_convert_a_lot.service.hooks import Hooks
+from sir_convert_a_lot.service.metrics import Metrics
 from tests.helpers import load_config, wait_for
 
 OUT = Path("/srv/out")
@@ -193,3 +195,22 @@ def test_a_stop_waits_at_most_the_timeout_for_the_hooks_and_drops_what_it_cannot
     assert all(e["reason"] == "stopping" for e in logged if e["event"] == "hook_dropped")
     assert len(stand.calls) + len(dropped) == 5
     assert counted.count("dropped") == len(dropped) and len(counted) == 5
+
+
+def test_the_metrics_count_every_hook_and_each_failure_by_reason() -> None:
+    metrics = Metrics(MetricsSection(), "host-gpu0")
+    for failure in (None, "timeout", "exit", None, "dropped", "timeout"):
+        metrics.hook_ended(failure)
+    samples = {
+        (sample.name, sample.labels.get("reason")): sample.value
+        for family in text_string_to_metric_families(metrics.render().decode())
+        for sample in family.samples
+        if sample.name.startswith("sir_convert_hook") and sample.name.endswith("_total")
+    }
+    assert samples == {
+        ("sir_convert_hooks_total", None): 6,
+        ("sir_convert_hook_failures_total", "exit"): 1,
+        ("sir_convert_hook_failures_total", "timeout"): 2,
+        ("sir_convert_hook_failures_total", "spawn"): 0,
+        ("sir_convert_hook_failures_total", "dropped"): 1,
+    }

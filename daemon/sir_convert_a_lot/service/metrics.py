@@ -114,17 +114,7 @@ class Metrics:
             "layout_batch_mean_pages", "Mean pages per layout model call since the daemon started"
         )
         self._layout_totals = [0.0, 0.0]  # calls, pages
-        self._tables = self._table_counters()
-        self._hooks = self._counter("hooks", "Hooks that ended: ran, failed or dropped")
-        self._hook_failures = Counter(
-            "sir_convert_hook_failures",
-            "Hooks that failed, by reason: exit (not 0), timeout (killed), spawn (could not "
-            "start) or dropped (never run: the queue was full or the daemon stopped)",
-            ("daemon", "reason"),
-            registry=self.registry,
-        )
-        for reason in HOOK_FAILURES:
-            self._hook_failures.labels(daemon, reason)  # 0 from the start
+        self._tables, self._hooks = self._table_counters(), self._hook_counters()
         self._starts_seen = 1  # the first start is not a restart
         self._server: tuple[WSGIServer, threading.Thread] | None = None
         self._writer: threading.Thread | None = None
@@ -152,6 +142,20 @@ class Metrics:
                 "Checked tables whose two predictions differed (the fast path is off after one)",
             ),
         }
+
+    def _hook_counters(self) -> dict[str, Counter]:
+        """Hooks that ended, and those that failed by reason (``service.hooks``)."""
+        failed = Counter(
+            "sir_convert_hook_failures",
+            "Hooks that failed, by reason: exit (not 0), timeout (killed), spawn (could not "
+            "start) or dropped (never run: the queue was full or the daemon stopped)",
+            ("daemon", "reason"),
+            registry=self.registry,
+        )
+        for reason in HOOK_FAILURES:
+            failed.labels(self._daemon, reason)  # 0 from the start
+        ended = self._counter("hooks", "Hooks that ended: ran, failed or dropped")
+        return {"ended": ended, "failed": failed}
 
     def _memory_gauges(self) -> dict[str, Gauge]:
         """The worker's memory beside its limits: what status and doctor show too."""
@@ -203,9 +207,9 @@ class Metrics:
 
     def hook_ended(self, failure: str | None) -> None:
         """One hook's end (called by the hook threads): None when it ran and exited 0."""
-        self._hooks.inc()
+        self._hooks["ended"].inc()
         if failure is not None:
-            self._hook_failures.labels(self._daemon, failure).inc()
+            self._hooks["failed"].labels(self._daemon, failure).inc()
 
     def sample(self, sample: Sample) -> None:
         self._waiting.set(sample.waiting)
