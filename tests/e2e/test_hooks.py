@@ -170,3 +170,37 @@ def test_no_hook_outlives_the_daemon(tmp_path: Path) -> None:
     assert timed_out["timeout_seconds"] == 3
     # The hook and the child it started were killed before the daemon exited.
     wait_for(lambda: all(_gone(int(pid)) for pid in running), 5)
+
+
+@pytest.mark.parametrize(
+    ("point", "drop", "published", "outcome"),
+    [
+        ("before_archive", "report.pdf", "report.json", "succeeded"),
+        ("before_fail_disposal", "not_a_pdf.pdf", "not_a_pdf.error.json", "failed"),
+    ],
+)
+def test_a_job_a_crash_left_published_runs_its_hook_once_the_restart_finishes_it(
+    tmp_path: Path, point: str, drop: str, published: str, outcome: str
+) -> None:
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    hook = _hook(
+        tmp_path / "hooks",
+        "record.sh",
+        f'echo "$1 $SIR_CONVERT_OUTCOME" >> "{calls}/$SIR_CONVERT_JOB_ID"\n',
+    )
+    config = write_config(tmp_path, hooks={"on_success": hook, "on_failure": hook})
+    inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+    with Daemon(config, crash_at=point, log_name="crashing").start() as crashing:
+        if drop == "report.pdf":
+            make_pdf(inbox / drop)
+        else:
+            copy_sample(drop, inbox)
+        assert crashing.wait(timeout=60) == -9  # killed with its output out, its job unended
+    assert (outbox / published).exists() and list(calls.iterdir()) == []
+    with Daemon(config).start() as daemon:
+        [ran] = daemon.wait_event("hook_ran")
+        assert daemon.terminate() == 0
+    job_id = _json(outbox / published)["job_id"]
+    assert ran["job_id"] == job_id
+    assert (calls / job_id).read_text() == f"{outbox / published} {outcome}\n"
