@@ -148,3 +148,18 @@ def test_the_uninstall_leaves_no_user_group_or_folder_of_the_install_behind() ->
         if installed.startswith("cp systemd/"):
             target = installed.split()[-1]
             assert gone(target), f"{target} (copied at install) is never removed"
+
+
+def test_the_hooks_sandbox_notes_name_what_the_unit_lets_a_hook_write() -> None:
+    # A hook runs inside the unit: the guide must say where it may write as the unit says it.
+    unit = (SYSTEMD / "sir-convert@.service").read_text(encoding="utf-8")
+    writable = [
+        path
+        for line in unit.splitlines()
+        if line.startswith("ReadWritePaths=")
+        for path in line.partition("=")[2].split()
+    ]
+    hooks = _section("Hooks")
+    assert writable and [path for path in writable if path not in hooks] == []
+    for setting in ("ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes"):
+        assert setting in unit and setting in hooks

@@ -48,11 +48,14 @@ def test_a_reload_reaches_every_part_that_reads_the_config(tmp_path: Path) -> No
         gpu={"max_pages_in_flight": 3},
         watch={"stability_seconds": 0.3},
         retry={"max_attempts": 5},
+        hooks={"timeout_seconds": 5},
     )
     service._reload()
     new = service.config
     assert new.gpu.max_pages_in_flight == 3
-    assert [part.config for part in service.reconfigurable] == [new] * 3  # type: ignore[attr-defined]
+    parts = service.reconfigurable
+    assert [part.config for part in parts] == [new] * len(parts)  # type: ignore[attr-defined]
+    assert service.hooks in parts and service.hooks.section.timeout_seconds == 5
     assert service.runner.config.retry.max_attempts == 5
     assert service.intake.files.window == 0.3
     assert service.dispatcher.max_pages_in_flight() == 6

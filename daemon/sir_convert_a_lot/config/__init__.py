@@ -8,6 +8,7 @@ a ``Config``; ``document`` writes init-config's file; ``reload`` says what SIGHU
 from __future__ import annotations
 
 from sir_convert_a_lot.config.document import default_document, render_default
+from sir_convert_a_lot.config.hooks import HooksSection
 from sir_convert_a_lot.config.loading import load, parse
 from sir_convert_a_lot.config.reload import (
     LIVE_KEYS,
@@ -61,6 +62,7 @@ __all__ = [
     "EngineSection",
     "Governance",
     "GpuSection",
+    "HooksSection",
     "InstancesSection",
     "Key",
     "LoggingSection",

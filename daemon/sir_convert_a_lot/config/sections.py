@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
+from sir_convert_a_lot.config.hooks import HooksSection
 from sir_convert_a_lot.options import OUTPUT_FORMATS, ConversionOptions, ImagesMode, OutputFormat
 from sir_convert_a_lot.setting import Setting, at_least, between, non_empty
 
@@ -409,6 +410,7 @@ class Config:
     profiles: Mapping[str, ConversionOptions]
     metrics: MetricsSection = field(default_factory=MetricsSection)
     engine: EngineSection = field(default_factory=EngineSection)
+    hooks: HooksSection = field(default_factory=HooksSection)
     source: Path | None = field(default=None, compare=False)
     source_has_instance_name: bool = field(default=False, compare=False)
 

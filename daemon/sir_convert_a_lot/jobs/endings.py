@@ -221,12 +221,16 @@ class Endings:
         job = attempt.job
         if job.phase is Phase.CLAIMED:
             return None
-        self._finish(output_folder(self.config.paths.outbox, job.folder_parts), job)
+        folder = output_folder(self.config.paths.outbox, job.folder_parts)
+        self._finish(folder, job)
+        # What was published, for the hooks (the sidecar or the envelope is always committed).
+        kind = SIDECAR if job.phase is Phase.PUBLISHED else ERROR
+        outputs = {kind: folder / (job.output_stem + kind)} if job.output_stem else {}
         if job.phase is Phase.PUBLISHED:
             attempt.bound.info("job_disposed_after_restart")
-            return Outcome(job.job_id, Status.SUCCEEDED)
+            return Outcome(job.job_id, Status.SUCCEEDED, outputs=outputs)
         attempt.bound.info("job_failed_disposed_after_restart")
-        return Outcome(job.job_id, Status.FAILED, job.outcome.get("code"))
+        return Outcome(job.job_id, Status.FAILED, job.outcome.get("code"), outputs)
 
     def forget(self, job: Job) -> bool:
         """Another instance took ``job`` over: a stage this one never committed is litter.

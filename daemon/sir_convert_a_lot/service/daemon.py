@@ -34,6 +34,7 @@ from sir_convert_a_lot.jobs.spool import Spool
 from sir_convert_a_lot.service import reload, signals, startup
 from sir_convert_a_lot.service.events import Done, Event, EventsLost, Hint, Reload, Wake
 from sir_convert_a_lot.service.heartbeat import Heartbeat
+from sir_convert_a_lot.service.hooks import Hooks
 from sir_convert_a_lot.service.metrics import Metrics, Sample
 from sir_convert_a_lot.service.runners import JobThreads
 from sir_convert_a_lot.service.snapshot import Activity, Board, ServiceSnapshot, published
@@ -97,14 +98,16 @@ class Service:
         self.intake = Intake(config, self.clock, self._heartbeat_wake.set)
         claims, limit = self.spool.claims, self.max_pages_in_flight
         self.dispatcher = Dispatcher(config, self.intake, claims, self.clock, self._enqueue, limit)
+        self.notifier = Notifier()
+        self.metrics = Metrics(config.metrics, self.instance)
+        self.hooks = Hooks(config, self.metrics.hook_ended)  # after each published ending
         # Every part that reads the config, told of a reload in this order (``_reload``).
         self.reconfigurable: tuple[Reconfigurable, ...] = (
             self.runner,
             self.intake,
             self.dispatcher,
+            self.hooks,
         )
-        self.notifier = Notifier()
-        self.metrics = Metrics(config.metrics, self.instance)
         first = ServiceSnapshot(config, self.governance, self.started_at)
         self.board = Board(first, self._heartbeat_wake)  # the main thread's view, for status
         self.heartbeat = Heartbeat(
@@ -340,6 +343,7 @@ class Service:
         self.threads.done(outcome.job_id)
         self.outcomes.append(outcome)
         self.metrics.finished(outcome)
+        self.hooks.published(outcome)
         self.deferrals.add(outcome)
         # The job thread woke the heartbeat before this count went down: say it again, or status
         # shows the finished job as queued until the next beat.
@@ -405,6 +409,7 @@ class Service:
             with contextlib.suppress(Exception):
                 self.watcher.stop()
         self.engine.stop()
+        self.hooks.stop()  # before the metrics' last textfile, which counts them
         self.metrics.stop()
         self.heartbeat.stop()
         try:
@@ -426,6 +431,7 @@ class Service:
                 break
             if isinstance(event, Done):
                 self.metrics.finished(event.outcome)
+                self.hooks.published(event.outcome)
         self._sample()
 
     def _give_up_on(self, job_ids: list[str]) -> None:

@@ -39,6 +39,9 @@ SECONDS_BUCKETS: Final = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 
 (``document_timeout_seconds`` 7200) two hours."""
 
 
+HOOK_FAILURES: Final = ("exit", "timeout", "spawn", "dropped")
+
+
 @dataclass(frozen=True)
 class Sample:
     """The service's queue and worker as the main loop sees them on one turn."""
@@ -54,7 +57,8 @@ class Sample:
 
 class Metrics:
     """The daemon's registry and its two outlets. ``finished`` and ``sample`` are called by the
-    main thread; the HTTP server and the textfile thread only read the registry."""
+    main thread, ``hook_ended`` by the hook threads (prometheus_client's metrics take their own
+    locks); the HTTP server and the textfile thread only read the registry."""
 
     def __init__(self, section: MetricsSection, daemon: str) -> None:
         self.section = section
@@ -110,7 +114,7 @@ class Metrics:
             "layout_batch_mean_pages", "Mean pages per layout model call since the daemon started"
         )
         self._layout_totals = [0.0, 0.0]  # calls, pages
-        self._tables = self._table_counters()
+        self._tables, self._hooks = self._table_counters(), self._hook_counters()
         self._starts_seen = 1  # the first start is not a restart
         self._server: tuple[WSGIServer, threading.Thread] | None = None
         self._writer: threading.Thread | None = None
@@ -138,6 +142,20 @@ class Metrics:
                 "Checked tables whose two predictions differed (the fast path is off after one)",
             ),
         }
+
+    def _hook_counters(self) -> dict[str, Counter]:
+        """Hooks that ended, and those that failed by reason (``service.hooks``)."""
+        failed = Counter(
+            "sir_convert_hook_failures",
+            "Hooks that failed, by reason: exit (not 0), timeout (killed), spawn (could not "
+            "start) or dropped (never run: the queue was full or the daemon stopped)",
+            ("daemon", "reason"),
+            registry=self.registry,
+        )
+        for reason in HOOK_FAILURES:
+            failed.labels(self._daemon, reason)  # 0 from the start
+        ended = self._counter("hooks", "Hooks that ended: ran, failed or dropped")
+        return {"ended": ended, "failed": failed}
 
     def _memory_gauges(self) -> dict[str, Gauge]:
         """The worker's memory beside its limits: what status and doctor show too."""
@@ -186,6 +204,12 @@ class Metrics:
             self._layout_totals[0] += measured.layout_calls
             self._layout_totals[1] += measured.layout_pages
             self._layout_mean.set(self._layout_totals[1] / self._layout_totals[0])
+
+    def hook_ended(self, failure: str | None) -> None:
+        """One hook's end (called by the hook threads): None when it ran and exited 0."""
+        self._hooks["ended"].inc()
+        if failure is not None:
+            self._hooks["failed"].labels(self._daemon, failure).inc()
 
     def sample(self, sample: Sample) -> None:
         self._waiting.set(sample.waiting)
