@@ -276,7 +276,10 @@ class Recycler:
             with self.settled:
                 self._retiring = False
                 self.settled.notify_all()
-        if reason is not None and not self.slot.stopped:
+        if self.slot.stopped:  # a stop that looked at the workers just before the switch
+            self.slot.retire(fresh)
+            return
+        if reason is not None:
             with self.policy.lock:
                 jobs, rss = self.policy.before_jobs, self.policy.before_rss
             self._log(reason, jobs, rss, old, info, overlap=True, ready=ready - asked, asked=asked)
