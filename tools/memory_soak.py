@@ -15,7 +15,8 @@ pages, every page with a heading, a paragraph and a ruled table of random figure
 document different. Every ``--sample-seconds`` (15) it samples the resident memory of the
 daemon, of its worker (the largest process under it) and of all its processes together, with
 the documents converted so far. After the flow: files lost (dropped, no sidecar or error
-envelope) or doubled, attempts over one, recycles from the journal, and on a GPU torch's
+envelope) or doubled, attempts over one, recycles from the journal (with their mean load and
+warm-up, time to the replacement's ready and overlap of the two workers), and on a GPU torch's
 allocated and reserved memory after each job (the sidecars' ``execution.device``). The report
 (``memory_report``) fits the slope of the total against documents after ``--warmup-minutes``,
 compares the peak after ``--baseline-minutes`` with the peak before, compares throughput
@@ -34,6 +35,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,10 @@ from toolkit import READY_TIMEOUT, exit_on_sigterm
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 INSTANCE = "test-instance"
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 2) if values else None
 
 
 def document(rng: random.Random, number: int) -> bytes:
@@ -133,6 +139,7 @@ def sample(pid: int, t: float, documents: int) -> dict[str, Any]:
     worker = max(below, key=lambda p: table[p][1], default=0)
     return {
         "t": round(t, 1),
+        "wall": round(time.time(), 1),
         "documents": documents,
         "daemon_rss": table.get(pid, (0, 0))[1],
         "worker_rss": table[worker][1] if worker else 0,
@@ -230,11 +237,9 @@ def analyse(
         "pages": sum(s["source"]["pages"] for s in sidecars),
         "per_minute": round((at_end[1] - at_warmup[1]) / minutes, 2),
         "recycles": len(recycled),
-        "recycle_seconds_mean": round(
-            sum(e["load_seconds"] + e["warm_seconds"] for e in recycled) / len(recycled), 2
-        )
-        if recycled
-        else None,
+        "recycle_seconds_mean": _mean([e["load_seconds"] + e["warm_seconds"] for e in recycled]),
+        "ready_seconds_mean": _mean([e.get("ready_seconds", 0.0) for e in recycled]),
+        "overlap_seconds_mean": _mean([e.get("overlap_seconds", 0.0) for e in recycled]),
         "fit_tree": memory_report.fit(
             [s["documents"] for s in later], [s["tree_rss"] for s in later]
         ),
@@ -242,10 +247,25 @@ def analyse(
             [s["documents"] for s in later], [s["worker_rss"] for s in later]
         ),
         "peaks_tree": memory_report.peaks(samples, "tree_rss", args.baseline_minutes * 60),
+        "peaks_tree_outside_overlaps": memory_report.peaks(
+            memory_report.outside(samples, _overlaps(recycled)),
+            "tree_rss",
+            args.baseline_minutes * 60,
+        ),
         "peaks_worker": memory_report.peaks(samples, "worker_rss", args.baseline_minutes * 60),
         "gpu": _gpu(sidecars),
         "samples": samples,
     }
+
+
+def _overlaps(recycled: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    """When each recycle's two workers were both up: ``overlap_seconds`` up to its journal line,
+    which is written once the old worker is gone (a few seconds' slack each side)."""
+    windows = []
+    for event in recycled:
+        end = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
+        windows.append((end - event.get("overlap_seconds", 0.0) - 5.0, end + 5.0))
+    return windows
 
 
 def _events(log: Path) -> list[dict[str, Any]]:

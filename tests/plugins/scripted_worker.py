@@ -12,6 +12,9 @@ where the converter would take the file:
 - ``raise``: the converter raises ``RuntimeError``, a bug and not the file's fault;
 - ``bloat``: the worker grows by 64 MiB every 50 ms, as a runaway conversion would, until killed.
 
+And at its start: ``load_seconds`` more to load its models (a slow model load), and a load that
+fails (``StartupFailed``) while the file ``fail_load_if`` names exists.
+
 This module runs inside the worker process or Ray actor, so it imports only the worker's side.
 """
 
@@ -29,6 +32,7 @@ from sir_convert_a_lot.backends import Backend
 from sir_convert_a_lot.engine import worker
 from sir_convert_a_lot.engine.gpu import GpuProbe
 from sir_convert_a_lot.engine.protocol import Converted, ConvertRequest, Failed, WorkerSettings
+from sir_convert_a_lot.errors import ErrorCode, JobFailure
 
 Fault = Literal["crash", "hang", "slow", "raise", "bloat"]
 
@@ -43,6 +47,8 @@ class ScriptedWorker:
 
     faults: dict[str, Fault] = field(default_factory=dict)
     probe: GpuProbe | None = None
+    load_seconds: float = 0.0
+    fail_load_if: str = ""  # a path: while it exists, the load fails
 
     def __call__(self, channel: worker.Channel, settings: WorkerSettings) -> None:
         _Scripted(channel, settings, self).serve()
@@ -60,6 +66,15 @@ class _Scripted(worker._Worker):
 
     def _probe(self) -> GpuProbe:
         return self.script.probe if self.script.probe is not None else super()._probe()
+
+    def _load(self, plan: tuple[tuple[str, str], ...]) -> tuple[float, float]:
+        if self.script.fail_load_if and Path(self.script.fail_load_if).exists():
+            raise JobFailure(
+                ErrorCode.CONVERSION_INTERNAL_ERROR, "a scripted load failure", reason="scripted"
+            )
+        time.sleep(self.script.load_seconds)
+        load_seconds, warm_seconds = super()._load(plan)
+        return load_seconds + self.script.load_seconds, warm_seconds
 
     def _convert(self, request: ConvertRequest) -> Converted | Failed:
         self._document.name = Path(request.source_name).name

@@ -72,6 +72,15 @@ def test_peaks_compare_the_first_minutes_with_the_rest() -> None:
     }
 
 
+def test_the_peak_outside_overlaps_leaves_out_the_samples_with_two_workers_up() -> None:
+    samples = [{"wall": w, "tree_rss": rss} for w, rss in ((10, 1e9), (20, 2e9), (30, 1.05e9))]
+    assert memory_report.outside(samples, [(15.0, 25.0)]) == [samples[0], samples[2]]
+    on = {**_arm(0, 90, 200), "peaks_tree_outside_overlaps": {"over_percent": 5.0}}
+    verdict = memory_report.acceptance({"on": on})
+    assert not verdict["on_peak_within_10_percent"]
+    assert verdict["on_peak_within_10_percent_outside_overlaps"]
+
+
 def test_the_plot_is_a_png_with_both_arms(tmp_path: Path) -> None:
     from PIL import Image
 

@@ -376,7 +376,7 @@ class EngineSection:
             doc="documents a worker converts before it is replaced by a fresh one, between jobs "
             "(bounds the slow growth of a long-lived worker's memory). 0: never",
         ),
-    ] = 2000
+    ] = 500
     recycle_above_bytes: Annotated[
         int,
         Setting(

@@ -7,7 +7,9 @@ crashes counted and the actor replaced. ``EnginePool`` is what the job lifecycle
 ``engine.workers`` actors (0: one per ``engine.gpus_per_worker`` GPUs the cluster has), and
 hands each document to the live actor with the fewest documents in it; an actor that is gone is
 replaced in the background (``_revive``) while the live ones carry on; an actor due for
-recycling (``engine.recycle``) gets no new document while another can take it. The daemon's
+recycling (``engine.recycle``) gets no new document while another can take it. Actors are
+recycled drained, not overlapped: a replacement started beside a due actor would need the Ray
+resources (a whole GPU) and the host's GPU lock that the due actor still holds. The daemon's
 claim pacing counts pages over all actors (``max_pages_in_flight``).
 
 GPU locks are the actors' own: each takes its host's lock on its GPU before loading onto it.
@@ -201,6 +203,7 @@ class EnginePool:
             on_progress=self.on_progress,
             transport=transport,
             locks_device=False,
+            overlap=False,  # a replacement beside it would need a second actor's GPU: drained
         )
         engine.kind = self.kind
         return engine

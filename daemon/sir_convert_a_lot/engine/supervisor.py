@@ -1,7 +1,7 @@
 """The conversion engine as the supervisor sees it: the lock policy, the device lock, and one
-supervised worker that it starts, times out, kills and restarts. The worker is reached only
-through a ``Transport`` (``transports.local``, a spawned process and a pipe, by default), so
-every rule below holds whatever carries the messages.
+supervised worker (two while a recycle overlaps) that it starts, times out, kills and
+restarts. The worker is reached only through a ``Transport`` (``transports.local``, a spawned
+process and a pipe, by default), so every rule below holds whatever carries the messages.
 
 Documents go in with ``submit`` and come back with ``wait``, paired by job id; several may be in
 flight, and answers may come in any order. ``convert`` is the two back to back, which is all the
@@ -23,15 +23,16 @@ A job whose worker is gone has its answer settled at once; the next ``submit`` s
 worker. Whether a job goes round again is the caller's rule (``jobs.retries``). ``submit(...,
 alone=True)`` waits until the worker is empty and keeps others out until that job is collected:
 a suspect of a shared crash tried alone crashes only for itself. A worker due for recycling
-(``recycle``) takes no new document; once empty it is shut down and a fresh one loaded.
+is replaced by ``recycle``: beside it, then retired (overlapped), or after it (drained).
 
 Several threads may ``submit``, ``wait`` and ``convert`` at once (the daemon runs one job thread
-per document in flight). One waiter at a time is the pump: it takes the worker's messages, routes
-each to its job, and enforces the limits; the other waiters sleep on a condition variable until
-a message was routed or the pump hands over (after each step of at most 0.25 s, so a waiter
-whose job settled leaves at once and another may pump). Starting a worker happens under its own
-lock, so two threads submitting together start one worker. ``abort`` and ``stop`` may come from
-any thread; every job they end is settled and its waiter woken.
+per document in flight). One waiter at a time is the pump: it takes the messages of every worker
+holding documents (two while a recycle overlaps), routes each to its job, and enforces the
+limits; the other waiters sleep on a condition variable until a message was routed or the pump
+hands over (after each step of at most 0.25 s, so a waiter whose job settled leaves at once).
+Starting a worker happens under its own lock, so two threads submitting together start one
+worker. ``abort`` and ``stop`` may come from any thread; every job they end is settled and
+its waiter woken.
 """
 
 from __future__ import annotations
@@ -39,11 +40,10 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from sir_convert_a_lot.config import Config, Governance
+from sir_convert_a_lot.engine.docket import Docket, ErrorFor, InFlight, bystanders
 from sir_convert_a_lot.engine.gpu import DeviceLock, GpuProbe
 from sir_convert_a_lot.engine.interface import (
     EngineStartError,
@@ -55,13 +55,7 @@ from sir_convert_a_lot.engine.interface import (
     WorkerTimedOut,
 )
 from sir_convert_a_lot.engine.policy import Decision, RunOn, decide
-from sir_convert_a_lot.engine.protocol import (
-    Converted,
-    ConvertRequest,
-    Failed,
-    Progress,
-    Shutdown,
-)
+from sir_convert_a_lot.engine.protocol import Converted, ConvertRequest, Failed, Progress, Shutdown
 from sir_convert_a_lot.engine.recycle import Recycler, Recycling
 from sir_convert_a_lot.engine.startup import handshake, load_plan, lock_device, worker_settings
 from sir_convert_a_lot.engine.transports.base import Transport, TransportClosed, TransportFactory
@@ -84,24 +78,6 @@ _MEMORY_CHECK_SECONDS = 0.25
 _EXIT_WAIT_SECONDS = 5.0  # for a worker whose channel closed to finish dying
 _STOP_WAIT_SECONDS = 10.0  # for a worker told to shut down
 
-ErrorFor = Callable[[str, "_InFlight"], Exception]
-
-
-@dataclass
-class _InFlight:
-    """One submitted document, from ``submit`` until its ``wait`` collects the outcome."""
-
-    transport: Transport
-    limit: float  # seconds
-    deadline: float  # monotonic
-    shared: bool = False  # another document was in the worker beside it at some point
-    answer: Converted | Failed | None = None
-    error: Exception | None = None
-
-    @property
-    def settled(self) -> bool:
-        return self.answer is not None or self.error is not None
-
 
 class Engine:
     """One supervised worker behind a ``Transport``, run by the rules in this module's doc."""
@@ -120,6 +96,7 @@ class Engine:
         device_wait_seconds: float | None = None,
         transport: TransportFactory = LocalProcessTransport,
         locks_device: bool = True,
+        overlap: bool = True,
     ) -> None:
         self.config = config
         self.governance = governance
@@ -132,18 +109,22 @@ class Engine:
         self.locks_device = locks_device  # False: the worker takes its own host's lock
         self.info: WorkerInfo | None = None
         self.starts = 0
-        self._transport: Transport | None = None
-        self._in_flight: dict[str, _InFlight] = {}
+        self._transport: Transport | None = None  # the worker documents go to
+        self._loading: Transport | None = None  # a recycle's replacement, loading beside it
+        self._retiring: Transport | None = None  # a recycled worker finishing its documents
+        self._docket = Docket()
+        self._in_flight = self._docket.jobs
         self._next_memory_check = 0.0
-        # Guards _in_flight and the settling of jobs; waiters sleep on it.
-        self._settled = threading.Condition(threading.RLock())
+        self._settled = self._docket.settled  # guards _in_flight; waiters sleep on it
         self._pumping = False  # a waiter is taking the worker's messages
         self._alone: str | None = None  # a job submitted alone, until it is collected
         self._starting = threading.RLock()  # one worker start at a time
         self._sending = threading.Lock()  # a pipe's messages must not interleave
         self.stopped = False
         self._recycling = Recycling.of(config.engine)
-        self._recycler = Recycler(self._recycling, self, self._starting, self._settled)
+        self._recycler = Recycler(
+            self._recycling, self, self._starting, self._docket, overlap=overlap
+        )
 
     @property
     def probe(self) -> GpuProbe | None:
@@ -155,9 +136,8 @@ class Engine:
         return transport is not None and transport.alive()
 
     def silent_seconds(self) -> float:
-        """How long the worker has shown no sign of life (0 when none runs: a job starts one)."""
-        transport = self._transport
-        return transport.silent_seconds() if transport is not None else 0.0
+        """How long a worker has shown no sign of life (0 when none runs: a job starts one)."""
+        return max((transport.silent_seconds() for transport in self._workers()), default=0.0)
 
     def max_pages_in_flight(self, per_worker: int) -> int:
         """Claim pacing: one worker may hold ``per_worker`` pages."""
@@ -179,13 +159,16 @@ class Engine:
             self._transport = transport
             self._recycling.started(transport)
             self.starts += 1
-            option_sets = [self.config.defaults, *self.config.profiles.values()]
             try:
-                self.info = handshake(transport, option_sets, self.governance, self._lock_device)
+                self.info = self._handshake(transport)
             except EngineStartError:
                 self._discard(transport)
                 raise
             return self.info
+
+    def _handshake(self, transport: Transport) -> WorkerInfo:
+        option_sets = [self.config.defaults, *self.config.profiles.values()]
+        return handshake(transport, option_sets, self.governance, self._lock_device)
 
     def _lock_device(self) -> None:
         if not self.locks_device:
@@ -233,12 +216,8 @@ class Engine:
             transport = self._transport
             assert transport is not None
             limit = float(options.document_timeout_seconds)
-            with self._settled:
-                job = _InFlight(transport, limit, time.monotonic() + limit)
-                for other in self._waiting_on(transport).values():
-                    other.shared = job.shared = True
-                self._in_flight[job_id] = job
-                self._next_memory_check = 0.0
+            self._docket.add(job_id, transport, limit)
+            self._next_memory_check = 0.0
         try:
             with self._sending:
                 transport.send(
@@ -264,7 +243,7 @@ class Engine:
                     break
                 self._pumping = True
             try:
-                self._supervise(job.transport)
+                self._supervise()
             finally:
                 with self._settled:
                     self._pumping = False
@@ -285,22 +264,29 @@ class Engine:
                 while self._in_flight:
                     self._settled.wait()
 
-    def _supervise(self, transport: Transport) -> None:
-        """One step: enforce the deadlines and the memory limit, then take at most one message."""
+    def _supervise(self) -> None:
+        """One step over each worker holding documents: enforce the deadlines and the memory
+        limit (on the clock: progress messages must not skip it), take at most one message."""
+        held = self._docket.workers()
+        memory = time.monotonic() >= self._next_memory_check
+        if memory:
+            self._next_memory_check = time.monotonic() + _MEMORY_CHECK_SECONDS
+        for transport in held:
+            self._step(transport, memory, _MEMORY_CHECK_SECONDS / len(held))
+
+    def _step(self, transport: Transport, memory: bool, longest: float) -> None:
         now = time.monotonic()
-        waiting = self._waiting_on(transport)
+        waiting = self._docket.waiting_on(transport)
         if not waiting:
             return  # settled from another thread (stop, abort) since the waiter looked
         deadline = min(job.deadline for job in waiting.values())
         if deadline <= now:
             self._time_out(transport, now)
             return
-        if now >= self._next_memory_check:  # on the clock: progress messages must not skip it
-            self._next_memory_check = now + _MEMORY_CHECK_SECONDS
-            if self._over_memory(transport):
-                return
+        if memory and self._over_memory(transport):
+            return
         try:
-            message = transport.receive(min(deadline - now, _MEMORY_CHECK_SECONDS))
+            message = transport.receive(min(deadline - now, longest))
         except TransportClosed:
             self._lose(transport, exit_wait=_EXIT_WAIT_SECONDS)
             return
@@ -321,14 +307,15 @@ class Engine:
             job.answer = message
             self._settled.notify_all()
         gpu = message.gpu_memory if isinstance(message, Converted) else None
-        self._recycling.answered(transport, transport.resident_bytes(), gpu)
+        if self._recycling.answered(transport, transport.resident_bytes(), gpu):
+            self._recycler.wake()  # due with this answer
         if isinstance(message, Failed) and message.details.get("restart_worker"):
             self._discard(transport)  # a CUDA error may have poisoned the context: start afresh
 
     # -- when the worker must go ----------------------------------------------------------------
 
     def _time_out(self, transport: Transport, now: float) -> None:
-        def error_for(_job_id: str, job: _InFlight) -> Exception:
+        def error_for(_job_id: str, job: InFlight) -> Exception:
             if job.deadline <= now:
                 return WorkerTimedOut(job.limit, shared=job.shared)
             return WorkerCrashed(transport.exit_code(), innocent=True)
@@ -344,7 +331,7 @@ class Engine:
         rss = transport.resident_bytes()
         if rss is None or rss <= limit:
             return False
-        if len(self._waiting_on(transport)) == 1:
+        if len(self._docket.waiting_on(transport)) == 1:
             self._discard(transport, lambda _job_id, _job: WorkerOverMemory(limit, rss))
         else:  # no culprit among several: each is a shared crash (``jobs.retries``)
             self._discard(transport, self._crashed_with(transport))
@@ -358,19 +345,11 @@ class Engine:
     def _crashed_with(self, transport: Transport) -> ErrorFor:
         """The verdict for jobs in a worker that went down: crashed, and ``shared`` when more
         than one was in it (the culprit cannot be told)."""
-        shared = len(self._waiting_on(transport)) > 1
+        shared = len(self._docket.waiting_on(transport)) > 1
         innocent = transport.lost_with_node()
         return lambda _job_id, _job: WorkerCrashed(
             transport.exit_code(), shared=shared and not innocent, innocent=innocent
         )
-
-    def _waiting_on(self, transport: Transport) -> dict[str, _InFlight]:
-        with self._settled:
-            return {
-                job_id: job
-                for job_id, job in self._in_flight.items()
-                if job.transport is transport and not job.settled
-            }
 
     def _discard(self, transport: Transport, error_for: ErrorFor | None = None) -> None:
         """Close the transport and settle every job still waiting on it: with ``error_for``'s
@@ -378,13 +357,7 @@ class Engine:
         transport.close()
         if self._transport is transport:
             self._transport = None
-        with self._settled:
-            for job_id, job in self._waiting_on(transport).items():
-                if error_for is not None:
-                    job.error = error_for(job_id, job)
-                else:
-                    job.error = WorkerCrashed(transport.exit_code(), innocent=True)
-            self._settled.notify_all()
+        self._docket.settle(transport, error_for or bystanders(transport))
 
     def _discard_current(self) -> None:
         """Before a fresh start: a live worker's jobs are innocent bystanders of the restart; a
@@ -414,17 +387,44 @@ class Engine:
         """For the recycler (``recycle.Slot``): the transport documents go to now."""
         return self._transport
 
-    def holds(self, worker: object) -> bool:
-        """For the recycler: whether a document submitted to ``worker`` is not yet collected."""
-        with self._settled:
-            return any(job.transport is worker for job in self._in_flight.values())
-
     def replace(self, worker: object) -> tuple[WorkerInfo | None, WorkerInfo]:
         """For the recycler, under the start lock: shut ``worker`` down, start a fresh one."""
         old = self.info
         assert worker is self._transport and self._transport is not None
         self._shut_down(self._transport)
         return old, self.start()
+
+    def launch(self) -> tuple[Transport, WorkerInfo]:
+        """For the recycler: a fresh worker beside the current one, loaded and warm (the device
+        lock is this engine's, already held); documents go on to the current one meanwhile."""
+        transport = self._loading = self.transport_factory(self.settings)
+        try:
+            transport.start()
+            return transport, self._handshake(transport)
+        except BaseException:
+            transport.close()
+            raise
+        finally:
+            self._loading = None
+
+    def adopt(self, transport: Transport, info: WorkerInfo) -> WorkerInfo | None:
+        """For the recycler, under the start lock: documents go to ``transport`` from now on;
+        the worker they went to retires, finishing what it holds. Its info."""
+        old, self._retiring = self.info, self._transport
+        self._transport, self.info = transport, info
+        self._recycling.started(transport)
+        self.starts += 1
+        return old
+
+    def retire(self, transport: Transport) -> None:
+        """For the recycler: shut down a worker no document goes to any more."""
+        self._shut_down(transport)
+        if self._retiring is transport:
+            self._retiring = None
+
+    def _workers(self) -> list[Transport]:
+        """The workers that may hold documents: the current one and a retiring one."""
+        return [t for t in (self._transport, self._retiring) if t is not None]
 
     def _shut_down(self, transport: Transport) -> None:
         """Ask the worker to end, give it a while, then make sure it is gone."""
@@ -437,14 +437,14 @@ class Engine:
     # -- from outside -----------------------------------------------------------------------------
 
     def abort(self) -> None:
-        """Kill the worker from any thread; the thread inside convert() sees WorkerCrashed."""
-        transport = self._transport
-        if transport is not None:
+        """Kill the workers from any thread; the threads inside convert() see WorkerCrashed."""
+        for transport in self._workers():
             transport.kill()
 
     def stop(self) -> None:
         self.stopped = True
-        transport = self._transport
-        if transport is not None:
+        if (loading := self._loading) is not None:
+            loading.kill()
+        for transport in self._workers():
             self._shut_down(transport)
         self.device_lock.release()
