@@ -52,7 +52,7 @@ def _stopped() -> Iterator[None]:
 
 
 def _engine(
-    tmp_path: Path, *, overlap: bool = True, **engine: object
+    tmp_path: Path, *, overlap: bool | None = True, **engine: object
 ) -> tuple[Engine, list[ScriptedTransport]]:
     made: list[ScriptedTransport] = []
 
@@ -93,11 +93,17 @@ def test_a_worker_is_replaced_after_its_jobs_and_the_next_document_goes_to_the_f
     assert engine.memory().recycles == {"jobs": 1} and engine.memory().jobs == 1
 
 
+@pytest.mark.parametrize(
+    ("overlap", "engine_keys"),
+    [(None, {}), (False, {"recycle_overlap": True})],
+    ids=["the-default", "a-ray-actor"],
+)
 def test_drained_documents_in_a_due_worker_finish_there_and_a_new_one_waits_for_the_fresh_one(
-    tmp_path: Path,
+    tmp_path: Path, overlap: bool | None, engine_keys: dict[str, object]
 ) -> None:
-    """How a Ray actor is recycled (``overlap=False``): its replacement needs what it holds."""
-    engine, made = _engine(tmp_path, overlap=False, recycle_after_jobs=1)
+    """The default (``engine.recycle_overlap = false``), and always a Ray actor's recycle
+    (``overlap=False``: its replacement needs what it holds)."""
+    engine, made = _engine(tmp_path, overlap=overlap, recycle_after_jobs=1, **engine_keys)
     engine.submit("job_a", "/a.pdf", _options(), CPU)
     engine.submit("job_b", "/b.pdf", _options(), CPU)  # both in the first worker
     made[0].inbox.append(_converted("job_a"))
@@ -161,7 +167,7 @@ def _loading(
         made.append(LoadingTransport(settings, loaded[-1], len(made) in (fails or set())))
         return made[-1]
 
-    config = load_config(tmp_path, engine=dict(engine))
+    config = load_config(tmp_path, engine={**engine, "recycle_overlap": True})
     built = Engine(config, UNLOCK, instance="recycle", transport=factory)
     _ENGINES.append(built)
     built.start()
@@ -292,7 +298,7 @@ def test_an_old_worker_that_crashes_while_it_finishes_takes_only_its_own_documen
 
 def _processes(tmp_path: Path, script: ScriptedWorker, **engine: object) -> Engine:
     """An engine of worker processes running ``script``, started."""
-    config = load_config(tmp_path, engine=dict(engine))
+    config = load_config(tmp_path, engine={**engine, "recycle_overlap": True})
     built = Engine(
         config, config.governance, instance="recycle", transport=scripted_transport(script)
     )
@@ -414,12 +420,14 @@ def test_recycles_are_counted_by_reason_and_not_as_restarts(tmp_path: Path) -> N
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("overlap", [False, True], ids=["drained", "overlapped"])
 def test_documents_keep_arriving_while_the_worker_is_recycled_and_each_ends_once(
-    tmp_path: Path,
+    tmp_path: Path, overlap: bool
 ) -> None:
     every = 3
     names: list[str] = []
-    config = write_config(tmp_path, engine={"recycle_after_jobs": every})
+    engine = {"recycle_after_jobs": every, "recycle_overlap": overlap}
+    config = write_config(tmp_path, engine=engine)
     with Daemon(config).start() as daemon:
         # A steady flow until two recycles are over: documents arrive while workers load,
         # overlap and retire.
@@ -444,8 +452,8 @@ def test_documents_keep_arriving_while_the_worker_is_recycled_and_each_ends_once
         json.loads((tmp_path / "outbox" / n.replace(".pdf", ".json")).read_text()) for n in names
     ]
     assert {s["execution"]["attempt"] for s in sidecars} == {1}  # no attempt charged
-    assert {(e["reason"], e["overlap"]) for e in recycled} == {("jobs", True)}
-    # Due at its third answer, a worker goes on converting while its replacement loads.
+    assert {(e["reason"], e["overlap"]) for e in recycled} == {("jobs", overlap)}
+    # Due at its third answer; overlapped, it goes on converting while its replacement loads.
     assert all(e["jobs"] >= every for e in recycled)
     assert sum(e["jobs"] for e in recycled) <= len(names)
     assert len({s["execution"]["worker"]["pid"] for s in sidecars}) > 1  # several workers

@@ -385,6 +385,13 @@ class EngineSection:
             "one, between jobs; set it below conversion.max_worker_memory_bytes. 0: never",
         ),
     ] = 0
+    recycle_overlap: Annotated[
+        bool,
+        Setting(
+            doc="true: the replacement loads beside the due worker (no wait, one more worker's "
+            "memory for the load); false: the due worker drains, then the fresh one loads",
+        ),
+    ] = False
 
 
 # Names the TOML table of a Config attribute that does not share its name: [conversion] feeds

@@ -161,7 +161,6 @@ class Recycler:
         slot: Slot,
         starting: threading.RLock,
         docket: Docket,
-        *,
         overlap: bool = True,
     ) -> None:
         self.policy = policy

@@ -96,7 +96,7 @@ class Engine:
         device_wait_seconds: float | None = None,
         transport: TransportFactory = LocalProcessTransport,
         locks_device: bool = True,
-        overlap: bool = True,
+        overlap: bool | None = None,  # None: engine.recycle_overlap
     ) -> None:
         self.config = config
         self.governance = governance
@@ -122,9 +122,8 @@ class Engine:
         self._sending = threading.Lock()  # a pipe's messages must not interleave
         self.stopped = False
         self._recycling = Recycling.of(config.engine)
-        self._recycler = Recycler(
-            self._recycling, self, self._starting, self._docket, overlap=overlap
-        )
+        overlaps = config.engine.recycle_overlap if overlap is None else overlap
+        self._recycler = Recycler(self._recycling, self, self._starting, self._docket, overlaps)
 
     @property
     def probe(self) -> GpuProbe | None:
