@@ -13,7 +13,7 @@ import zipfile
 from collections.abc import Callable
 from email.message import EmailMessage
 
-SECRET_TEXT = "SECRET-8c1f0d7e-only-in-a-local-file"
+LOCAL_FILE_TEXT = "SECRET-8c1f0d7e-only-in-a-local-file"
 """What a hostile document tries to pull into its Markdown from a local file."""
 
 

@@ -25,8 +25,8 @@ from tests.documents import (
     odf_bytes,
     png_claiming,
     pptx_bytes,
-    zip_bomb,
     xlsx_bytes,
+    zip_bomb,
     zip_of,
 )
 from tests.helpers import pdf_bytes

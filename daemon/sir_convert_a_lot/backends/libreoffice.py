@@ -21,7 +21,10 @@ from sir_convert_a_lot.formats import FORMATS, DocumentFormat
 MISSING: Final = "LibreOffice (soffice)"
 MACOS_SOFFICE: Final = "/Applications/LibreOffice.app/Contents/MacOS/soffice"
 LEGACY: Final = tuple(f for f in FORMATS if f.legacy)
-INSTALL_HINT: Final = "install LibreOffice (Debian: apt-get install libreoffice-core)"
+INSTALL_HINT: Final = (
+    "install LibreOffice (Debian: apt-get install libreoffice-writer-nogui "
+    "libreoffice-calc-nogui libreoffice-impress-nogui)"
+)
 
 
 def command(environ: dict[str, str] | None = None) -> str | None:
@@ -29,8 +32,8 @@ def command(environ: dict[str, str] | None = None) -> str | None:
     env = os.environ if environ is None else environ
     return (
         env.get("DOCLING_LIBREOFFICE_CMD")
-        or shutil.which("libreoffice")
-        or shutil.which("soffice")
+        or shutil.which("libreoffice", path=env.get("PATH"))
+        or shutil.which("soffice", path=env.get("PATH"))
         or (MACOS_SOFFICE if Path(MACOS_SOFFICE).is_file() else None)
     )
 
