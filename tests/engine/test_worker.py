@@ -4,7 +4,7 @@ goes on serving, and, on this host without a GPU, a DOCX under the GPU-first loc
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -65,19 +65,24 @@ def _convert(
 
 
 @pytest.mark.parametrize(
-    ("name", "data", "reason", "code"),
+    ("name", "make", "reason", "code"),
     [
-        ("bomb.docx", zip_bomb(docx_bytes()), "unpacked_too_large", "payload_too_large"),
-        ("broken.docx", docx_bytes()[:2000], "no_end_of_archive", "document_unreadable"),
-        ("bomb.png", png_claiming(100_000, 100_000), "image_too_large", "payload_too_large"),
-        ("cut.png", image_bytes("PNG")[:300], "image_unreadable", "document_unreadable"),
-        ("empty.pptx", b"", "empty_file", "document_unreadable"),
+        ("bomb.docx", lambda: zip_bomb(docx_bytes()), "unpacked_too_large", "payload_too_large"),
+        ("broken.docx", lambda: docx_bytes()[:2000], "no_end_of_archive", "document_unreadable"),
+        ("bomb.png", lambda: png_claiming(10**5, 10**5), "image_too_large", "payload_too_large"),
+        ("cut.png", lambda: image_bytes("PNG")[:300], "image_unreadable", "document_unreadable"),
+        ("empty.pptx", lambda: b"", "empty_file", "document_unreadable"),
     ],
 )
 def test_a_hostile_file_fails_with_its_own_error_before_any_model_is_needed(
-    worker: _Worker, tmp_path: Path, name: str, data: bytes, reason: str, code: str
+    worker: _Worker,
+    tmp_path: Path,
+    name: str,
+    make: Callable[[], bytes],
+    reason: str,
+    code: str,
 ) -> None:
-    answer = _convert(worker, tmp_path, name, data, device="cuda")
+    answer = _convert(worker, tmp_path, name, make(), device="cuda")
     assert isinstance(answer, Failed)
     assert (answer.code, answer.details["reason"]) == (code, reason)
     assert worker.backends == {}  # nothing was loaded for it

@@ -12,7 +12,6 @@ fault. Shared by the GPU backend (``backends.docling``) and the model-free one
 from __future__ import annotations
 
 import io
-import sys
 from pathlib import PurePath
 from typing import Any
 
@@ -39,12 +38,8 @@ def convert_stream(
             progress(int(event.completed_pages), int(total))
 
     stream = DocumentStream(name=stream_name, stream=io.BytesIO(data))
-    return converter.convert(
-        stream,
-        raises_on_error=False,
-        progress_callback=on_progress,
-        max_num_pages=sys.maxsize if max_pages is None else max_pages,
-    )
+    limit = {} if max_pages is None else {"max_num_pages": max_pages}  # a PDF's is checked before
+    return converter.convert(stream, raises_on_error=False, progress_callback=on_progress, **limit)
 
 
 def errors_of(result: Any) -> tuple[list[Any], list[str]]:

@@ -4,7 +4,8 @@ The format comes from the file's name; the supervisor has already checked that t
 like it (``jobs.source_checks``). Each format gets the looks that make a hostile or broken file
 fail here, with its own error, rather than deep inside a converter: a PDF ``pdf_open``'s, an
 image ``image_open``'s (pages counted from the headers, no pixel decoded but the first page's),
-a ZIP-based office file or e-book ``zip_open``'s (its unpacked size, every member's checksum),
+a ZIP-based office file or e-book ``zip_open``'s (its unpacked size, every member's checksum,
+no XML entity declared),
 and a legacy binary format whether LibreOffice is there to read it (``libreoffice``). A name
 without a known suffix is a PDF, as it always was.
 

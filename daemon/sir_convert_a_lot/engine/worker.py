@@ -254,22 +254,23 @@ class _Worker:
             )
         return self._backend(request.options.backend, request.device)
 
+    def _open(self, request: ConvertRequest) -> Opened:
+        """The request's file, read through the regular-file open and opened by its format."""
+        data = read_source(Path(request.source_path), self.settings.max_file_bytes)
+        name = Path(request.source_name).name
+        opened = open_document(data, name, self.settings.max_pages, self.settings.max_file_bytes)
+        if isinstance(opened, OpenedPdf):
+            with MUPDF:
+                opened.document.close()
+        return opened
+
     def _convert(self, request: ConvertRequest) -> Converted | Failed:
         timings: dict[str, float] = {}
         pages: int | None = None
         started = time.monotonic()
         try:
-            data = read_source(Path(request.source_path), self.settings.max_file_bytes)
-            opened = open_document(
-                data,
-                Path(request.source_name).name,
-                self.settings.max_pages,
-                self.settings.max_file_bytes,
-            )
+            opened = self._open(request)
             pages = opened.pages
-            if isinstance(opened, OpenedPdf):
-                with MUPDF:
-                    opened.document.close()
             self.send(Progress(request.job_id, 0, pages))  # its size, for the claim pacing
             timings["preflight_ms"] = _ms_since(started)
             backend = self._backend_for(opened, request)
