@@ -106,8 +106,8 @@ class NoOpEngine:
         )
         return self.info
 
-    def decide(self, options: ConversionOptions) -> Decision:
-        return decide(options, NO_GPU, self.governance)
+    def decide(self, options: ConversionOptions, source_name: str = "") -> Decision:
+        return decide(options, NO_GPU, self.governance, source_name=source_name)
 
     def convert(
         self,

@@ -13,7 +13,13 @@ import pytest
 from sir_convert_a_lot import logs
 from sir_convert_a_lot.config import Governance
 from sir_convert_a_lot.engine.gpu import GpuDevice, GpuProbe
-from sir_convert_a_lot.engine.policy import Refused, RunOn, decide, forbidden_environment
+from sir_convert_a_lot.engine.policy import (
+    Refused,
+    RunOn,
+    decide,
+    forbidden_environment,
+    stage_refusal,
+)
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
 from sir_convert_a_lot.ops.cli import main
 from sir_convert_a_lot.options import AccelerationPolicy, BackendStrategy, ConversionOptions
@@ -177,6 +183,38 @@ def test_the_environment_cannot_unlock_a_decision(monkeypatch: pytest.MonkeyPatc
     assert cpu_only.code == ErrorCode.GPU_NOT_AVAILABLE
     assert isinstance(prefer, Refused)
     assert prefer.code == ErrorCode.GPU_NOT_AVAILABLE
+
+
+# --- formats that run no model ----------------------------------------------------------------
+
+MODEL_FREE_NAMES = ["letter.docx", "Deck.PPTX", "sub/dir/book.xlsx", "page.html", "mail.eml"]
+
+
+@pytest.mark.parametrize(("policy", "probe", "gov", "backend"), [case.values[:4] for case in CASES])
+def test_a_format_that_runs_no_model_runs_on_no_device_under_every_policy_and_lock(
+    policy: AccelerationPolicy, probe: str, gov: str, backend: BackendStrategy
+) -> None:
+    options = ConversionOptions(backend_strategy=backend, acceleration_policy=policy)
+
+    for name in MODEL_FREE_NAMES:
+        assert decide(options, PROBES[probe], GOVERNANCE[gov], source_name=name) == RunOn("none")
+
+
+@pytest.mark.parametrize("name", ["scan.png", "scan.TIFF", "report.pdf", "no-suffix", ""])
+def test_pdfs_images_and_unknown_names_keep_the_lock_s_rules(name: str) -> None:
+    locked = decide(ConversionOptions(), PROBES["no_gpu"], Governance(), source_name=name)
+    on_gpu = decide(ConversionOptions(), PROBES["gpu"], Governance(), source_name=name)
+
+    assert isinstance(locked, Refused) and locked.code is ErrorCode.GPU_NOT_AVAILABLE
+    assert on_gpu == RunOn("cuda")
+
+
+def test_a_job_decided_to_run_no_model_passes_the_stage_check_only_with_no_stage() -> None:
+    assert stage_refusal(RunOn("none"), {}, Governance()) is None
+    refused = stage_refusal(RunOn("none"), {"layout": "cpu"}, GOVERNANCE["both_with_record"])
+    assert isinstance(refused, Refused) and refused.code is ErrorCode.GPU_NOT_AVAILABLE
+    assert refused.details["reason"] == "stage_without_device"
+    assert refused.details["stage"] == "layout"
 
 
 # --- forbidden environment variables ----------------------------------------------------------

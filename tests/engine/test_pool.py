@@ -434,3 +434,26 @@ def test_auto_with_no_cluster_or_a_stale_one_fails_the_start_at_once(
         connect(auto)
     assert stale.value.reason == "ray_unreachable"
     assert time.monotonic() - started < 15  # Ray alone retries for minutes
+
+
+def test_an_actor_converts_a_docx_from_its_own_copy_of_the_file(tmp_path: Path) -> None:
+    """The worker reads a file's format from the name it is sent, never from where the bytes
+    lie (the actor's copy, which keeps the suffix too), so an actor converts every format. A
+    DOCX runs no model: no device, whatever the lock."""
+    from sir_convert_a_lot.engine.policy import RunOn
+    from sir_convert_a_lot.engine.protocol import Converted
+    from tests.documents import docx_bytes
+
+    config = load_config(tmp_path, engine={**RAY_CPUS, "workers": 1})
+    pool = EnginePool(config, config.governance, instance="ray-docx")
+    try:
+        pool.start()
+        decision = pool.decide(config.defaults, "sub/letter.docx")
+        assert decision == RunOn("none")
+        source = tmp_path / "claimed-letter"  # the claimed file's name says nothing
+        source.write_bytes(docx_bytes(text="Read on an actor."))
+        answer = pool.convert("job_1", str(source), config.defaults, decision, "sub/letter.docx")
+    finally:
+        pool.stop()
+    assert isinstance(answer, Converted), answer
+    assert "Read on an actor." in answer.markdown and answer.acceleration_used == "none"

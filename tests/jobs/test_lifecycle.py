@@ -47,7 +47,7 @@ class _GpuEngine:
     def __init__(self, stage_devices: dict[str, str]) -> None:
         self.stage_devices = stage_devices
 
-    def decide(self, options: ConversionOptions) -> RunOn:
+    def decide(self, options: ConversionOptions, source_name: str = "") -> RunOn:
         return ON_GPU
 
     def convert(self, job_id: str, source: str, options: Any, decision: Any, **_: Any) -> Any:

@@ -469,3 +469,21 @@ def test_a_failed_folder_the_share_may_write_fails_doctor(
     assert code == 1
     assert row["status"] == "FAIL" and "writable by group or others" in row["detail"], row
     assert row["fix"] == f"chmod go-w {tmp_path / 'srv' / 'failed'}"
+
+
+def test_the_legacy_formats_row_says_what_is_missing_and_where_libreoffice_is(
+    tmp_path: Path,
+) -> None:
+    config = load_config(tmp_path)
+    empty = tmp_path / "no-tools"
+    empty.mkdir()
+    row = _check(doctor.run_checks(config, {"PATH": str(empty)}, deep_gpu=False), "legacy formats")
+    assert row.status == doctor.WARN
+    assert "LibreOffice (soffice) is not installed" in row.detail
+    assert ".doc, .ppt, .xls, .rtf" in row.detail and "converter_missing" in row.detail
+    assert "apt-get install" in row.fix and "conversion.formats" in row.fix
+    soffice = empty / "soffice"
+    soffice.write_text("#!/bin/sh\n")
+    soffice.chmod(0o755)
+    row = _check(doctor.run_checks(config, {"PATH": str(empty)}, deep_gpu=False), "legacy formats")
+    assert row.status == doctor.OK and str(soffice) in row.detail

@@ -5,14 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import ClassVar, Literal, Protocol
 
+from sir_convert_a_lot.backends.document_open import Opened
 from sir_convert_a_lot.backends.pdf_open import OpenedPdf
 from sir_convert_a_lot.backends.table_counts import TableCounts
 from sir_convert_a_lot.capabilities import Capabilities, Device
 from sir_convert_a_lot.options import ConversionOptions
 
 ProgressCallback = Callable[[int, int], None]
+
+Acceleration = Literal["cuda", "cpu", "none"]
+"""What ran a job's models: ``"cuda"`` (its layout model ran on the GPU), ``"cpu"``, or ``"none"``
+for a format that runs no model at all (office files, markup, e-mail: contract section 4)."""
 
 
 @dataclass(frozen=True)
@@ -38,7 +43,7 @@ class BackendResult:
 
     markdown: str
     backend_used: str
-    acceleration_used: Device
+    acceleration_used: Acceleration
     ocr_enabled: bool
     warnings: tuple[str, ...] = ()
     peak_gpu_memory_bytes: int | None = None
@@ -64,12 +69,16 @@ class BackendResult:
     # ``output.formats`` with docling_json: the DoclingDocument as JSON (its picture URIs are
     # ``link_prefix + name`` too).
     docling_json: bytes | None = None
+    # The pages the converter counted where opening the file could not (docling's slides of a
+    # presentation, sheets of a workbook); None: the opened document's count stands.
+    page_count: int | None = None
 
 
 class Backend(Protocol):
-    """A converter the worker runs: its models loaded and warmed once, then one PDF at a time
-    (already opened and checked by ``pdf_open``) to Markdown. Implemented by ``docling`` and
-    ``pymupdf``; ``capabilities`` says what it can do without importing it."""
+    """A converter the worker runs: its models loaded and warmed once, then one document at a
+    time (already opened and checked by ``document_open``) to Markdown. Implemented by
+    ``docling``, ``pymupdf`` (PDFs only) and ``model_free`` (the formats that run no model);
+    ``capabilities`` says what it can do without importing it."""
 
     name: str
     capabilities: ClassVar[Capabilities]
@@ -82,6 +91,6 @@ class Backend(Protocol):
         """Run a small page through the loaded models so the first real job is not slow."""
 
     def convert(
-        self, pdf: OpenedPdf, options: ConversionOptions, progress: ProgressCallback
+        self, document: Opened, options: ConversionOptions, progress: ProgressCallback
     ) -> BackendResult:
-        """Convert a preflighted PDF. Raises JobFailure for known failures."""
+        """Convert a preflighted document. Raises JobFailure for known failures."""

@@ -1,5 +1,9 @@
 """The GPU engine: docling's standard PDF pipeline, with every model call on one thread.
 
+It reads PDFs and images through that one pipeline (an image's frames are its pages), and the
+formats that run no model through docling's own readers (``backends.model_free``): each variant's
+converter has options for every format of ``formats`` (``backends.docling_formats``).
+
 docling's pipeline runs its stages (parsing, layout, OCR, tables, assembly) on threads of its own,
 per document. Its three model stages (layout, TableFormer, OCR) are wrapped in
 ``coalesce.SharedModel``: their calls, from every document in flight, queue for the worker's one
@@ -13,7 +17,10 @@ Options map as follows:
   to the PDF's own text cells).
 - ``ocr_mode``: ``off`` (no OCR), ``force`` (full-page OCR on every page), ``auto`` (one pass;
   full-page OCR on the pages that need it, decided page by page by ``backends.ocr_pages``:
-  scans, never born-digital pages; warning ``docling_auto_ocr_pages:<k>/<n>``). OCR is RapidOCR,
+  scans, never born-digital pages; warning ``docling_auto_ocr_pages:<k>/<n>``). An image's page
+  has no text but by OCR: under ``auto`` every one is a scan (no text cells, one bitmap over the
+  whole page), so each is read; under ``off`` an image converts as under ``force``, so that it
+  still gives its text. OCR is RapidOCR,
   by default (``gpu.ocr_backend = "auto"``) with its torch engine on the GPU and its ONNX engine
   on the CPU (``backends.models.ocr_engine``); its models are built while the worker loads.
 - TableFormer runs with ``backends.tableformer_fast``'s prediction: the same tags and boxes as
@@ -30,10 +37,9 @@ Options map as follows:
 
 from __future__ import annotations
 
-import io
 import itertools
 import threading
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from sir_convert_a_lot.backends import models, ocr_engine
@@ -45,19 +51,28 @@ from sir_convert_a_lot.backends.base import (
 from sir_convert_a_lot.backends.batching import BatchLog
 from sir_convert_a_lot.backends.coalesce import Coalescer, SharedModel
 from sir_convert_a_lot.backends.docling_export import export_document
+from sir_convert_a_lot.backends.docling_formats import allowed, converter_options
 from sir_convert_a_lot.backends.docling_pipeline import (
     initialize_pipeline,
     pipeline_class,
     pipeline_options,
     tensor_devices,
 )
+from sir_convert_a_lot.backends.docling_run import (
+    convert_stream,
+    errors_of,
+    input_rejected,
+    name_after_file,
+    read_as_other,
+)
+from sir_convert_a_lot.backends.document_open import Opened, OpenedDocument
 from sir_convert_a_lot.backends.file_faults import broken_message
+from sir_convert_a_lot.backends.model_free import convert_model_free
 from sir_convert_a_lot.backends.ocr_pages import needs_ocr
 from sir_convert_a_lot.backends.pdf_open import OpenedPdf, no_page_has_an_area, resource_cycle
 from sir_convert_a_lot.backends.table_tally import CountedTables, TableTally
 from sir_convert_a_lot.capabilities import Capabilities, Device, capabilities_of
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
-from sir_convert_a_lot.names import display, is_valid_utf8
 from sir_convert_a_lot.options import ConversionOptions
 
 if TYPE_CHECKING:
@@ -67,8 +82,12 @@ Variant = tuple[str, str, bool]
 """What a converter is built for: (table_mode, ocr_mode, pictures kept as images)."""
 
 
-def _variant(options: ConversionOptions) -> Variant:
-    return (options.table_mode, options.ocr_mode, options.images != "placeholder")
+def _variant(options: ConversionOptions, document: Opened | None = None) -> Variant:
+    """The variant a document converts with: an image is read by OCR even under ``off``."""
+    ocr_mode = options.ocr_mode
+    if ocr_mode == "off" and isinstance(document, OpenedDocument) and document.models:
+        ocr_mode = "force"
+    return (options.table_mode, ocr_mode, options.images != "placeholder")
 
 
 class DoclingBackend:
@@ -156,18 +175,14 @@ class DoclingBackend:
         return self._converters[key]
 
     def _build_converter(self, key: Variant) -> Any:
-        from docling.datamodel.base_models import InputFormat
-        from docling.document_converter import DocumentConverter, PdfFormatOption
+        from docling.document_converter import DocumentConverter
 
         if self._pipeline_cls is None:
             self._pipeline_cls = pipeline_class()
         options = pipeline_options(self.context, *key)
         return DocumentConverter(
-            format_options={
-                InputFormat.PDF: PdfFormatOption(
-                    pipeline_cls=self._pipeline_cls, pipeline_options=options
-                )
-            }
+            allowed_formats=allowed(),
+            format_options=converter_options(self._pipeline_cls, options),
         )
 
     def _stage_devices(self, pipeline: Any) -> dict[str, Device]:
@@ -201,18 +216,32 @@ class DoclingBackend:
     # -- converting ---------------------------------------------------------------------------
 
     def convert(
-        self, pdf: OpenedPdf, options: ConversionOptions, progress: ProgressCallback
+        self, document: Opened, options: ConversionOptions, progress: ProgressCallback
     ) -> BackendResult:
-        _refuse_resource_cycles(pdf)
-        _refuse_sizeless_pages(pdf)
-        name = self._new_name()
+        if isinstance(document, OpenedPdf):
+            _refuse_resource_cycles(document)
+            _refuse_sizeless_pages(document)
+        elif not document.models:  # read by docling's model-free readers, no model runs
+            converter = self._converter(_variant(options))
+            name = self._new_name(document.suffix)
+            return convert_model_free(converter, document, options, progress, name)
+        return self._convert_pages(document, options, progress)
+
+    def _convert_pages(
+        self,
+        pdf: OpenedPdf | OpenedDocument,
+        options: ConversionOptions,
+        progress: ProgressCallback,
+    ) -> BackendResult:
+        """A PDF's or an image's pages through the pipeline and its shared models."""
+        name = self._new_name(pdf.suffix if isinstance(pdf, OpenedDocument) else ".pdf")
         self._begin()
         try:
-            key = _variant(options)
+            key = _variant(options, pdf)
             warnings: list[str] = []
             self._coalescer.expect(name, _stage_pages(pdf.pages, ocr=key[1] != "off"))
             document = self._run(self._converter(key), pdf, name, progress, warnings)
-            _name_after_file(document, pdf.name)
+            name_after_file(document, pdf.name)
             exported = export_document(document, options.images, options.formats)
             warnings.extend(exported.warnings)
             calls = self._batches.take(name)
@@ -242,9 +271,10 @@ class DoclingBackend:
             model_thread_id=self._model_thread_id(),
         )
 
-    def _new_name(self) -> str:
-        """A stream name unique among the documents in flight: it tells their model calls apart."""
-        return f"document-{next(self._names)}.pdf"
+    def _new_name(self, suffix: str = ".pdf") -> str:
+        """A stream name unique among the documents in flight: it tells their model calls apart.
+        It ends in the file's own suffix, which docling reads the format from."""
+        return f"document-{next(self._names)}{suffix}"
 
     def _begin(self) -> None:
         with self._active_lock:
@@ -263,30 +293,25 @@ class DoclingBackend:
     def _run(
         self,
         converter: Any,
-        pdf: OpenedPdf,
+        pdf: OpenedPdf | OpenedDocument,
         name: str,
         progress: ProgressCallback,
         warnings: list[str] | None = None,
     ) -> Any:
-        from docling.datamodel.base_models import ConversionStatus, DocumentStream
+        from docling.datamodel.base_models import ConversionStatus
 
-        def on_progress(event: Any) -> None:
-            total = getattr(event, "total_pages", None)
-            if total:
-                progress(int(event.completed_pages), int(total))
-
-        stream = DocumentStream(name=name, stream=io.BytesIO(pdf.data))
-        result = converter.convert(stream, raises_on_error=False, progress_callback=on_progress)
-        items = list(result.errors or [])
-        errors = [str(getattr(e, "error_message", e)) for e in items]
+        result = convert_stream(converter, pdf.data, name, progress)
+        if isinstance(pdf, OpenedDocument) and (other := read_as_other(result, pdf.format)):
+            raise other
+        items, errors = errors_of(result)
         if result.status == ConversionStatus.SUCCESS:
             return result.document
         if result.status == ConversionStatus.PARTIAL_SUCCESS and result.document is not None:
             if warnings is not None:
                 warnings.append(f"docling_partial_success:{len(errors)}")
             return result.document
-        if _input_rejected(items):
-            raise _unparsable(errors)
+        if input_rejected(items):
+            raise _unparsable(errors, pdf)
         raise self._failure(errors)
 
     def _failure(self, errors: list[str]) -> JobFailure:
@@ -367,33 +392,18 @@ def _refuse_sizeless_pages(pdf: OpenedPdf) -> None:
         )
 
 
-def _name_after_file(document: Any, file_name: str) -> None:
-    """Name the document after its file, as docling names a file it reads from disk (``name``
-    its stem, ``origin.filename`` the file name), not after the stream name that kept its model
-    calls apart: that one counts the documents the worker converted before, so the lossless
-    JSON would depend on its neighbours. A name that is not UTF-8 is written readably."""
-    shown = PurePath(file_name if is_valid_utf8(file_name) else display(file_name))
-    document.name = shown.stem
-    if getattr(document, "origin", None) is not None:
-        document.origin.filename = shown.name
+_name_after_file = name_after_file  # the name tests/backends/test_docling_export.py knows
 
 
-def _input_rejected(items: list[Any]) -> bool:
-    """docling's own verdict that its PDF parser (docling-parse) could not read the bytes: an
-    invalid input document (component ``user_input``, category ``backend_failure``, raised as
-    ``DocumentLoadError``), which docling keeps apart from pipeline faults and missing
-    dependencies. The same parser read the warm-up page when the worker started, so this is
-    the file, not the installation."""
-    from docling.datamodel.base_models import DoclingComponentType, FailureCategory
-
-    return bool(items) and all(
-        getattr(item, "component_type", None) == DoclingComponentType.USER_INPUT
-        and getattr(item, "category", None) == FailureCategory.BACKEND_FAILURE
-        for item in items
-    )
-
-
-def _unparsable(errors: list[str]) -> JobFailure:
+def _unparsable(errors: list[str], document: OpenedPdf | OpenedDocument) -> JobFailure:
+    if isinstance(document, OpenedDocument):  # an image Pillow opened but docling cannot
+        return JobFailure(
+            ErrorCode.DOCUMENT_UNREADABLE,
+            "The image is damaged and cannot be read; save or scan it again.",
+            reason="parse_failed",
+            parser="docling",
+            parser_message=" | ".join(errors)[:300],
+        )
     return JobFailure(
         ErrorCode.PDF_UNREADABLE,
         broken_message("internal structure"),

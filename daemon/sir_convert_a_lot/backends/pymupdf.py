@@ -8,6 +8,9 @@ classic path, which it used to select, silently drops text on pages with vector-
 backgrounds (9 of the 34 scored corpus PDFs lost over a fifth of their letters and digits) and
 was not faster; the sidecar says so with a warning.
 
+It reads PDFs only: an image (a scan) needs OCR, so it fails ``validation_error`` here, saying
+to use docling; the formats that run no model never come here (``backends.model_free``).
+
 With ``output.images`` other than ``placeholder``, each block the layout model labelled a picture
 is rendered from a fresh copy of the PDF (its area at ``pictures.PICTURE_DPI``) and linked from
 the Markdown (``backends.pictures``). ``output.formats`` can only be ``["markdown"]`` here.
@@ -26,6 +29,7 @@ from sir_convert_a_lot.backends.base import (
     BackendResult,
     ProgressCallback,
 )
+from sir_convert_a_lot.backends.document_open import Opened, OpenedDocument
 from sir_convert_a_lot.backends.pdf_open import MUPDF, OpenedPdf
 from sir_convert_a_lot.backends.pictures import PictureSet, render_area
 from sir_convert_a_lot.backends.reading_order import Box, column_order, leading_number
@@ -120,8 +124,11 @@ class PyMuPDFBackend:
         self.context.model_thread.submit(self._markdown, sample).result()
 
     def convert(
-        self, pdf: OpenedPdf, options: ConversionOptions, progress: ProgressCallback
+        self, document: Opened, options: ConversionOptions, progress: ProgressCallback
     ) -> BackendResult:
+        if not isinstance(document, OpenedPdf):
+            raise pdf_only(document)
+        pdf = document
         progress(0, pdf.pages)
         pages, furniture, tables, pictures, textless, thread_id = self.context.model_thread.submit(
             self._pages_on_thread, pdf, options.images != "placeholder"
@@ -201,3 +208,14 @@ class PyMuPDFBackend:
         ):
             text = self._layout_markdown(document, use_ocr=False, force_ocr=False)
         return str(text)
+
+
+def pdf_only(document: OpenedDocument) -> JobFailure:
+    return JobFailure(
+        ErrorCode.VALIDATION_ERROR,
+        f"The pymupdf backend reads PDFs only, not a {document.format.label}; drop it into a "
+        "folder whose profile uses the docling backend.",
+        reason="backend_reads_pdf_only",
+        backend="pymupdf",
+        format=document.format.name,
+    )

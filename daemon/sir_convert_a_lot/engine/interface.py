@@ -128,7 +128,9 @@ class ConversionEngine(Protocol):
 
     def start(self) -> WorkerInfo: ...
 
-    def decide(self, options: ConversionOptions) -> Decision: ...
+    def decide(self, options: ConversionOptions, source_name: str = "") -> Decision:
+        """Where a job on the file ``source_name`` (its inbox-relative name) runs, or why not."""
+        ...
 
     def convert(
         self,

@@ -4,6 +4,11 @@ While the lock holds, a job runs on the GPU or fails with ``gpu_not_available``:
 behaves exactly like ``gpu_required`` and ``cpu_only`` is refused even with a GPU present. Only a
 governance unlock with a decision record (checked when the config loads) opens the CPU paths.
 Nothing here reads the environment: no variable can switch a CPU fallback on.
+
+The lock is about where models run. A format that runs none (office files, markup, e-mail:
+``formats``) needs no device at all: it runs ``"none"`` under every policy and every lock, on a
+host with or without a GPU, and says ``acceleration_used: "none"`` (contract section 4). PDFs
+and images keep the rules above.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from sir_convert_a_lot.capabilities import capabilities_of
 from sir_convert_a_lot.config import Config, Governance
 from sir_convert_a_lot.engine.gpu import GpuProbe
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
+from sir_convert_a_lot.formats import runs_models
 from sir_convert_a_lot.options import ConversionOptions
 
 
@@ -22,7 +28,7 @@ from sir_convert_a_lot.options import ConversionOptions
 class RunOn:
     """Run the job on ``device``; ``warnings`` go into the sidecar."""
 
-    device: Literal["cuda", "cpu"]
+    device: Literal["cuda", "cpu", "none"]  # "none": the file's format runs no model
     warnings: tuple[str, ...] = ()
 
 
@@ -39,7 +45,13 @@ class Refused:
 Decision = RunOn | Refused
 
 
-def decide(options: ConversionOptions, probe: GpuProbe, governance: Governance) -> Decision:
+def decide(
+    options: ConversionOptions, probe: GpuProbe, governance: Governance, *, source_name: str = ""
+) -> Decision:
+    """Where a job runs. A file whose format runs no model (``formats.runs_models`` of its
+    name; a name without a known suffix runs them, as a PDF) needs no GPU whatever the policy."""
+    if not runs_models(source_name):
+        return RunOn("none")
     policy = options.acceleration_policy
     backend = options.backend
     gpu = probe.cuda_available
@@ -95,7 +107,16 @@ def stage_refusal(
 ) -> Refused | None:
     """The lock holds per stage: a job decided for the GPU in which a model stage ran anywhere
     else fails, unless the decision record names that stage in ``governance.cpu_stages``. A
-    stage that silently fell to the CPU must not publish ``succeeded`` under ``gpu_first``."""
+    stage that silently fell to the CPU must not publish ``succeeded`` under ``gpu_first``; nor
+    may any model stage run in a job decided to run none."""
+    if decision.device == "none" and stage_devices:
+        stage, device = sorted(stage_devices.items())[0]
+        return Refused(
+            ErrorCode.GPU_NOT_AVAILABLE,
+            f"The job was decided to run no model, but its {stage} stage ran on {device}; "
+            "nothing is published from it.",
+            {"reason": "stage_without_device", "stage": stage, "device": device},
+        )
     if decision.device != "cuda" or governance.lock != "gpu_first":
         return None
     for stage, device in sorted(stage_devices.items()):

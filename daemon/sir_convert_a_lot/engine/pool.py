@@ -208,11 +208,11 @@ class EnginePool:
         engine.kind = self.kind
         return engine
 
-    def decide(self, options: ConversionOptions) -> Decision:
+    def decide(self, options: ConversionOptions, source_name: str = "") -> Decision:
         with self._starting:
             if self.info is None:
                 self.start()
-        return self._choose().decide(options)
+        return self._choose().decide(options, source_name)
 
     def convert(
         self,

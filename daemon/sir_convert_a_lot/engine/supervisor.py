@@ -142,12 +142,12 @@ class Engine:
         """Claim pacing: one worker may hold ``per_worker`` pages."""
         return per_worker
 
-    def decide(self, options: ConversionOptions) -> Decision:
+    def decide(self, options: ConversionOptions, source_name: str = "") -> Decision:
         with self._starting:
             if self.info is None:
                 self.start()
         assert self.info is not None
-        return decide(options, self.info.probe, self.governance)
+        return decide(options, self.info.probe, self.governance, source_name=source_name)
 
     def start(self) -> WorkerInfo:
         """Start a worker and wait until its models are loaded and warm."""

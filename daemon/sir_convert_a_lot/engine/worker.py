@@ -4,12 +4,18 @@ It speaks ``protocol`` over a ``Channel`` (anything with ``send`` and ``recv``) 
 of what carries the messages: the local transport runs it in a spawned child over a pipe
 (``transports.local``); a Ray actor can run the same ``serve`` over queues. Whatever hosts it
 should isolate it, so that a converter that hangs in native code, exhausts memory or crashes the
-interpreter on a hostile PDF takes only the worker down. Every model load, warm-up inference and
+interpreter on a hostile file takes only the worker down. Every model load, warm-up inference and
 job inference runs on the single ``sca-cuda`` thread (the backends submit their model calls
 there), so all GPU calls of all jobs happen on one CUDA thread. The thread that calls ``serve``
 reads requests and starts a thread per document, which answers it when done: several documents
 convert at once, and their model calls meet on the one thread, where docling's are merged into
 full batches (``backends.coalesce``). How many are in flight is the supervisor's to bound.
+
+A file is opened by the format its name says (``backends.document_open``). PDFs and images go to
+the backend the job asks for; a format that runs no model (office files, markup, e-mail) always
+goes to the model-free backend (``backends.model_free``), which loads nothing and runs on the
+document's own thread: such a job never waits for a model to load and needs no GPU, so a worker
+that loaded no backend at all (no usable GPU under the lock) still converts it.
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ from typing import Protocol, TypeVar
 
 from sir_convert_a_lot import logs
 from sir_convert_a_lot.backends import Backend, BackendContext, create_backend
+from sir_convert_a_lot.backends.document_open import Opened, OpenedDocument, open_document
 from sir_convert_a_lot.backends.file_faults import broken_file
+from sir_convert_a_lot.backends.model_free import ModelFreeBackend
 from sir_convert_a_lot.backends.normalize import normalize
 from sir_convert_a_lot.backends.pdf_open import MUPDF, OpenedPdf, open_pdf, read_source
 from sir_convert_a_lot.engine.gpu import (
@@ -95,6 +103,7 @@ class _Worker:
         self._send_lock = threading.Lock()
         self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sca-cuda")
         self.backends: dict[tuple[str, str], Backend] = {}
+        self.model_free = ModelFreeBackend()  # the formats that run no model, on any host
         self._backends_lock = threading.Lock()
         self.option_sets: tuple[ConversionOptions, ...] = ()
         self.device: dict[str, object] | None = None  # the GPU the probe saw
@@ -228,25 +237,50 @@ class _Worker:
             self.backends[key] = backend
         return self.backends[key]
 
+    def _backend_for(self, opened: Opened, request: ConvertRequest) -> Backend:
+        """The model-free backend for a format that runs no model; else the job's own, on the
+        device it was decided for. A job decided to run no model (``"none"``) whose file runs
+        models never gets a device here: the supervisor and this worker disagree on its format."""
+        if isinstance(opened, OpenedDocument) and not opened.models:
+            return self.model_free
+        if request.device not in ("cuda", "cpu"):
+            raise JobFailure(
+                ErrorCode.GPU_NOT_AVAILABLE,
+                "The job was decided to run no model, but its file runs models; it can be "
+                "retried, and the operator finds the details in the log.",
+                reason="no_device_decided",
+                decided=request.device,
+                format=opened.format.name if isinstance(opened, OpenedDocument) else "pdf",
+            )
+        return self._backend(request.options.backend, request.device)
+
+    def _open(self, request: ConvertRequest) -> Opened:
+        """The request's file, read through the regular-file open and opened by its format."""
+        data = read_source(Path(request.source_path), self.settings.max_file_bytes)
+        name = Path(request.source_name).name
+        opened = open_document(data, name, self.settings.max_pages, self.settings.max_file_bytes)
+        if isinstance(opened, OpenedPdf):
+            with MUPDF:
+                opened.document.close()
+        return opened
+
     def _convert(self, request: ConvertRequest) -> Converted | Failed:
         timings: dict[str, float] = {}
         pages: int | None = None
         started = time.monotonic()
         try:
-            data = read_source(Path(request.source_path), self.settings.max_file_bytes)
-            pdf = open_pdf(data, self.settings.max_pages, Path(request.source_name).name)
-            pages = pdf.pages
-            with MUPDF:
-                pdf.document.close()
+            opened = self._open(request)
+            pages = opened.pages
             self.send(Progress(request.job_id, 0, pages))  # its size, for the claim pacing
             timings["preflight_ms"] = _ms_since(started)
-            backend = self._backend(request.options.backend, request.device)
+            backend = self._backend_for(opened, request)
             convert_started = time.monotonic()
 
             def progress(page: int, total: int) -> None:
                 self.send(Progress(request.job_id, page, total))
 
-            result = backend.convert(pdf, request.options, progress)
+            result = backend.convert(opened, request.options, progress)
+            pages = result.page_count or pages
             timings["convert_ms"] = _ms_since(convert_started)
             normalize_started = time.monotonic()
             normalized = normalize(
@@ -265,11 +299,11 @@ class _Worker:
         return Converted(
             job_id=request.job_id,
             markdown=normalized.markdown,
-            pages=pdf.pages,
+            pages=pages,
             backend_used=result.backend_used,
             acceleration_used=result.acceleration_used,
             ocr_enabled=result.ocr_enabled,
-            warnings=pdf.warnings + result.warnings + normalized.warnings,
+            warnings=opened.warnings + result.warnings + normalized.warnings,
             timings_ms=timings,
             thread_id=result.model_thread_id or threading.get_ident(),
             peak_gpu_memory_bytes=result.peak_gpu_memory_bytes,

@@ -175,7 +175,7 @@ class JobRunner:
         return None
 
     def decide(self, attempt: Attempt) -> Outcome | None:
-        decision = self.engine.decide(attempt.job.options)
+        decision = self.engine.decide(attempt.job.options, attempt.job.name)
         if isinstance(decision, Refused):
             return self.endings.fail(attempt, decision.as_failure())
         attempt.decision = decision

@@ -148,7 +148,8 @@ def report_worker(info: WorkerInfo, config: Config, governance: Governance) -> N
             "no_backend_can_run",
             reason=info.probe.reason,
             lock=governance.lock,
-            effect="every job fails with gpu_not_available until a GPU is usable",
+            effect="every PDF and image fails gpu_not_available until a GPU is usable (formats "
+            "that run no model, such as office files, still convert)",
         )
     _unloaded_models_missing(info, config)
 

@@ -8,6 +8,7 @@ supervisor sees: messages go in with ``put`` and come back in lists from ``take`
 waits up to the supervisor's receive timeout. A document's bytes travel through Ray's object
 store (``ray.put`` on the daemon's host, written to a private folder on the actor's), so the
 actor's node needs no view of the share; it answers with the Markdown and metadata as messages.
+The copy keeps the file's suffix (``.docx``, ``.png``), for any format of ``conversion.formats``.
 
 An actor sees only its own GPU, as ``cuda:0``; its host index (from Ray) is what the probe asks
 NVML about and what the actor's host-local GPU lock is taken on (``WorkerSettings.host_gpu``).
@@ -38,6 +39,8 @@ from sir_convert_a_lot.engine.ray_cluster import RayCluster
 from sir_convert_a_lot.engine.transports.base import TransportClosed
 from sir_convert_a_lot.engine.transports.local import resident_bytes
 from sir_convert_a_lot.engine.worker import WorkerEntry
+from sir_convert_a_lot.formats import BY_SUFFIX
+from sir_convert_a_lot.names import split_suffix
 
 _ENDED = "sca-worker-ended"  # the actor's serve loop returned: no more messages will come
 _RPC_SLACK_SECONDS = 5.0  # over a take's own timeout before the actor counts as silent
@@ -99,7 +102,7 @@ class WorkerActor:
         self._inbox.put(message)
 
     def put_document(self, request: ConvertRequest, data: bytes) -> None:
-        path = self._folder / f"{request.job_id}.pdf"
+        path = self._folder / f"{request.job_id}{_suffix(request.source_name)}"
         path.write_bytes(data)
         self._sources[request.job_id] = path
         self._inbox.put(replace(request, source_path=str(path)))
@@ -120,6 +123,13 @@ class WorkerActor:
         if _ENDED in messages:
             shutil.rmtree(self._folder, ignore_errors=True)
         return messages, resident_bytes(os.getpid())
+
+
+def _suffix(source_name: str) -> str:
+    """The file's own suffix when the format table knows it (``.docx``, ``.png``), else
+    ``.pdf``: the copy keeps what the file is, never a name the sender chose."""
+    suffix = split_suffix(Path(source_name).name)[1].lower()
+    return suffix if suffix in BY_SUFFIX else ".pdf"
 
 
 _ACTOR_CLASS: dict[int, Any] = {}  # the remote class, made once per Ray module

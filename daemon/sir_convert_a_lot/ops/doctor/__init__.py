@@ -2,15 +2,15 @@
 as a table of OK / WARN / FAIL, each problem with the command or change that fixes it. The
 checks are grouped by what they look at: ``safety`` (the lock and who may write what),
 ``storage`` (folders, layout, limits, disk), ``gpu`` (the device and the backends it allows),
-``models``, ``memory`` (the worker's memory beside its limits), and ``cluster`` (the Ray
-cluster, with ``engine.kind = "ray"``)."""
+``models``, ``formats`` (LibreOffice for the legacy formats), ``memory`` (the worker's memory
+beside its limits), and ``cluster`` (the Ray cluster, with ``engine.kind = "ray"``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
 from sir_convert_a_lot.config import Config
-from sir_convert_a_lot.ops.doctor import cluster, gpu, memory, models, safety, storage
+from sir_convert_a_lot.ops.doctor import cluster, formats, gpu, memory, models, safety, storage
 from sir_convert_a_lot.ops.doctor.report import FAIL, OK, WARN, Check, render
 
 __all__ = ["FAIL", "OK", "WARN", "Check", "render", "run_checks"]
@@ -28,6 +28,7 @@ def run_checks(config: Config, environ: dict[str, str], deep_gpu: bool = True) -
         ("GPU", lambda: gpu.device(config, seen)),
         ("models", lambda: models.models_present(config, environ, seen)),
         ("backends", lambda: gpu.backends(config, seen)),
+        ("legacy formats", lambda: formats.legacy_formats(environ)),
         ("inotify limits", lambda: storage.inotify_limits(config)),
         ("free disk", lambda: storage.free_disk(config)),
         ("worker memory", lambda: memory.worker_memory(config)),

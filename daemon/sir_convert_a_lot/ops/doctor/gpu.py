@@ -139,12 +139,13 @@ def _refusal_detail(where: str, reason: str, gpu: GpuSeen) -> str:
     if reason == "cpu_only_locked":
         return (
             f'{where}.acceleration_policy = "cpu_only" while the GPU-first lock holds: '
-            "every file fails gpu_not_available"
+            "every PDF and image fails gpu_not_available"
         )
     if reason == "no_cuda_device":
         return (
             f"no usable GPU ({gpu.reason}) and the GPU-first lock allows no CPU conversion: "
-            "every file fails gpu_not_available"
+            "every PDF and image fails gpu_not_available (office files, markup and e-mail run no "
+            "model and still convert)"
         )
     return f"{where}: every file is refused ({reason})"
 
