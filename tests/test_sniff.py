@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from harness.format_samples import (
+from harness.documents import (
     OLE_MAGIC,
     docx_bytes,
+    epub_bytes,
     image_bytes,
-    packaged_bytes,
+    odf_bytes,
     pptx_bytes,
     xlsx_bytes,
     zip_bytes,
@@ -57,10 +58,10 @@ def test_each_format_is_known_by_its_bytes(tmp_path: Path, content: str) -> None
         ("docx", docx_bytes),
         ("xlsx", xlsx_bytes),
         ("pptx", pptx_bytes),
-        ("odt", lambda: packaged_bytes("odt")),
-        ("ods", lambda: packaged_bytes("ods")),
-        ("odp", lambda: packaged_bytes("odp")),
-        ("epub", lambda: packaged_bytes("epub")),
+        ("odt", lambda: odf_bytes("text")),
+        ("ods", lambda: odf_bytes("spreadsheet")),
+        ("odp", lambda: odf_bytes("presentation")),
+        ("epub", epub_bytes),
     ],
 )
 def test_a_zip_says_which_document_it_holds(

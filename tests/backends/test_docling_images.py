@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
+from harness.documents import docx_bytes, image_bytes
 from sir_convert_a_lot.backends.base import BackendContext, BackendResult
 from sir_convert_a_lot.backends.docling import DoclingBackend
 from sir_convert_a_lot.backends.docling_pipeline import pipeline_options
 from sir_convert_a_lot.backends.document_open import Opened, open_document
 from sir_convert_a_lot.options import ConversionOptions
-from tests.documents import docx_bytes, image_bytes
 from tests.helpers import pdf_bytes
 
 pytestmark = [pytest.mark.usefixtures("offline"), pytest.mark.slow]  # models: seconds per test

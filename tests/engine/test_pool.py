@@ -440,9 +440,9 @@ def test_an_actor_converts_a_docx_from_its_own_copy_of_the_file(tmp_path: Path) 
     """The worker reads a file's format from the name it is sent, never from where the bytes
     lie (the actor's copy, which keeps the suffix too), so an actor converts every format. A
     DOCX runs no model: no device, whatever the lock."""
+    from harness.documents import docx_bytes
     from sir_convert_a_lot.engine.policy import RunOn
     from sir_convert_a_lot.engine.protocol import Converted
-    from tests.documents import docx_bytes
 
     config = load_config(tmp_path, engine={**RAY_CPUS, "workers": 1})
     pool = EnginePool(config, config.governance, instance="ray-docx")

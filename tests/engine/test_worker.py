@@ -9,6 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from harness.documents import (
+    docx_bytes,
+    image_bytes,
+    png_claiming,
+    pptx_bytes,
+    rewrite_member,
+    tiff_chain,
+    zip_bomb,
+)
 from sir_convert_a_lot.engine.policy import Refused, RunOn
 from sir_convert_a_lot.engine.protocol import (
     Converted,
@@ -20,15 +29,6 @@ from sir_convert_a_lot.engine.protocol import (
 from sir_convert_a_lot.engine.supervisor import Engine
 from sir_convert_a_lot.engine.worker import _Worker
 from sir_convert_a_lot.options import ConversionOptions
-from tests.documents import (
-    docx_bytes,
-    image_bytes,
-    many_page_tiff,
-    png_claiming,
-    pptx_bytes,
-    rewrite_member,
-    zip_bomb,
-)
 from tests.helpers import load_config
 
 MAX_BYTES = 50 * 1024 * 1024
@@ -89,7 +89,7 @@ def test_a_hostile_file_fails_with_its_own_error_before_any_model_is_needed(
 
 
 def test_a_ten_thousand_page_tiff_fails_too_many_pages(worker: _Worker, tmp_path: Path) -> None:
-    answer = _convert(worker, tmp_path, "scan.tif", many_page_tiff(10_000), device="cuda")
+    answer = _convert(worker, tmp_path, "scan.tif", tiff_chain(10_000), device="cuda")
     assert isinstance(answer, Failed) and answer.code == "too_many_pages"
     assert answer.details["max_pages"] == 2000
 

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from harness.format_samples import (
+from harness.documents import (
     OLE_MAGIC,
     docx_bytes,
+    epub_bytes,
     image_bytes,
-    packaged_bytes,
+    odf_bytes,
     pptx_bytes,
     xlsx_bytes,
     zip_bytes,
@@ -51,8 +52,8 @@ GOOD: dict[str, Callable[[], bytes]] = {
     "letter.docx": docx_bytes,
     "sheet.xlsx": xlsx_bytes,
     "talk.pptx": pptx_bytes,
-    "text.odt": lambda: packaged_bytes("odt"),
-    "book.epub": lambda: packaged_bytes("epub"),
+    "text.odt": lambda: odf_bytes("text"),
+    "book.epub": epub_bytes,
     "page.html": lambda: b"<html><body><p>Hi</p></body></html>",
     "notes.md": lambda: "# Caf\u00e9\n".encode(),
     "mail.eml": lambda: b"From: a@example.org\r\nSubject: hi\r\n\r\nBody\r\n",
