@@ -262,6 +262,31 @@ def png_claiming(width: int, height: int) -> bytes:
     )
 
 
+# -- one whole sample of each ---------------------------------------------------------------
+
+SAMPLES: dict[str, Callable[[], bytes]] = {
+    "png": lambda: image_bytes("png"),
+    "jpeg": lambda: image_bytes("jpeg"),
+    "tiff": lambda: image_bytes("tiff"),
+    "bmp": lambda: image_bytes("bmp"),
+    "webp": lambda: image_bytes("webp"),
+    "ole": lambda: OLE_MAGIC + bytes(504),
+    "rtf": lambda: b"{\\rtf1\\ansi Hello.}",
+    "docx": docx_bytes,
+    "xlsx": xlsx_bytes,
+    "pptx": pptx_bytes,
+    "odt": lambda: odf_bytes("text"),
+    "ods": lambda: odf_bytes("spreadsheet"),
+    "odp": lambda: odf_bytes("presentation"),
+    "epub": epub_bytes,
+}
+"""A whole file of each content ``sniff`` tells by its bytes (a ZIP by the document it holds),
+but PDF (``harness.pdfs``) and text, keyed by the name ``sniff`` gives it."""
+
+ZIPPED = ("docx", "xlsx", "pptx", "odt", "ods", "odp", "epub")
+"""The keys of ``SAMPLES`` that are ZIPs."""
+
+
 # -- ZIPs and ZIP surgery ----------------------------------------------------------------------
 
 
