@@ -11,7 +11,7 @@ from typing import Any
 
 from harness.configs import config_document, load_config, write_config
 from harness.pdfs import make_pdf, pdf_bytes
-from harness.waiting import wait_for
+from harness.waiting import ended, wait_for
 from sir_convert_a_lot.config import Governance
 
 __all__ = [
@@ -22,10 +22,12 @@ __all__ = [
     "VENV_BIN",
     "config_document",
     "copy_sample",
+    "ended",
     "files_under",
     "load_config",
     "make_pdf",
     "pdf_bytes",
+    "shell_hook",
     "wait_for",
     "write_config",
 ]
@@ -73,3 +75,11 @@ def docling_config(
         "governance": FALLBACK,
         "gpu": {"models_path": str(models), "layout_batch_size": batch, "table_batch_size": batch},
     }
+
+
+def shell_hook(path: Path, body: str) -> str:
+    """An executable ``/bin/sh`` script at ``path`` running ``body``, for ``hooks.*``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\n" + body, encoding="utf-8")
+    path.chmod(0o755)
+    return str(path)
