@@ -18,8 +18,10 @@ __all__ = [
     "REPO",
     "SAMPLES",
     "SHARED_CORPUS",
+    "SHIPPED",
     "UNLOCK",
     "VENV_BIN",
+    "Sink",
     "config_document",
     "copy_sample",
     "ended",
@@ -54,6 +56,32 @@ def files_under(root: Path) -> list[str]:
         for name in files:
             found.append(os.path.relpath(os.path.join(folder, name), root))
     return sorted(found)
+
+
+SHIPPED: dict[str, dict[str, Any]] = {
+    "conversion": {
+        "backend_strategy": "auto",
+        "ocr_mode": "auto",
+        "acceleration_policy": "gpu_required",
+    },
+    "governance": {"allow_cpu_only": False, "decision_record": ""},
+}
+"""Config sections that put back what the test configs lift: the shipped conversion defaults
+and the GPU lock, for what a host without a GPU does out of the box."""
+
+
+class Sink:
+    """The supervisor's end of a worker's pipe, for a worker driven by hand: keeps what it is
+    sent; the worker never hears from it."""
+
+    def __init__(self) -> None:
+        self.sent: list[object] = []
+
+    def send(self, obj: object) -> None:
+        self.sent.append(obj)
+
+    def recv(self) -> object:
+        raise EOFError
 
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}  # no model hub here
