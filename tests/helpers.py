@@ -11,21 +11,25 @@ from typing import Any
 
 from harness.configs import config_document, load_config, write_config
 from harness.pdfs import make_pdf, pdf_bytes
-from harness.waiting import wait_for
+from harness.waiting import ended, wait_for
 from sir_convert_a_lot.config import Governance
 
 __all__ = [
     "REPO",
     "SAMPLES",
     "SHARED_CORPUS",
+    "SHIPPED",
     "UNLOCK",
     "VENV_BIN",
+    "Sink",
     "config_document",
     "copy_sample",
+    "ended",
     "files_under",
     "load_config",
     "make_pdf",
     "pdf_bytes",
+    "shell_hook",
     "wait_for",
     "write_config",
 ]
@@ -54,6 +58,32 @@ def files_under(root: Path) -> list[str]:
     return sorted(found)
 
 
+SHIPPED: dict[str, dict[str, Any]] = {
+    "conversion": {
+        "backend_strategy": "auto",
+        "ocr_mode": "auto",
+        "acceleration_policy": "gpu_required",
+    },
+    "governance": {"allow_cpu_only": False, "decision_record": ""},
+}
+"""Config sections that put back what the test configs lift: the shipped conversion defaults
+and the GPU lock, for what a host without a GPU does out of the box."""
+
+
+class Sink:
+    """The supervisor's end of a worker's pipe, for a worker driven by hand: keeps what it is
+    sent; the worker never hears from it."""
+
+    def __init__(self) -> None:
+        self.sent: list[object] = []
+
+    def send(self, obj: object) -> None:
+        self.sent.append(obj)
+
+    def recv(self) -> object:
+        raise EOFError
+
+
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}  # no model hub here
 FALLBACK = {"allow_cpu_only": False, "allow_cpu_fallback": True}  # the governed CPU fallback
 
@@ -73,3 +103,11 @@ def docling_config(
         "governance": FALLBACK,
         "gpu": {"models_path": str(models), "layout_batch_size": batch, "table_batch_size": batch},
     }
+
+
+def shell_hook(path: Path, body: str) -> str:
+    """An executable ``/bin/sh`` script at ``path`` running ``body``, for ``hooks.*``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\n" + body, encoding="utf-8")
+    path.chmod(0o755)
+    return str(path)

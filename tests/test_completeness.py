@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from harness.format_samples import (
+from harness.documents import (
     OLE_MAGIC,
     docx_bytes,
+    epub_bytes,
     image_bytes,
-    packaged_bytes,
+    odf_bytes,
     xlsx_bytes,
     zip_bytes,
 )
@@ -35,8 +36,8 @@ ZIP_ENDS = {zipdir.NO_END, zipdir.DIRECTORY_NOT_ARRIVED}
 CASES: dict[str, tuple[Callable[[], bytes], set[str]]] = {
     "report.docx": (docx_bytes, ZIP_ENDS),
     "sheet.xlsx": (xlsx_bytes, ZIP_ENDS),
-    "text.odt": (lambda: packaged_bytes("odt"), ZIP_ENDS),
-    "book.epub": (lambda: packaged_bytes("epub"), ZIP_ENDS),
+    "text.odt": (lambda: odf_bytes("text"), ZIP_ENDS),
+    "book.epub": (epub_bytes, ZIP_ENDS),
     "scan.png": (lambda: image_bytes("png", size=(300, 200)), {PNG_END_NOT_ARRIVED}),
     "photo.jpg": (lambda: image_bytes("jpeg", size=(300, 200)), {JPEG_END_NOT_ARRIVED}),
     "fax.tif": (

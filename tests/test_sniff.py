@@ -10,15 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.format_samples import (
-    OLE_MAGIC,
-    docx_bytes,
-    image_bytes,
-    packaged_bytes,
-    pptx_bytes,
-    xlsx_bytes,
-    zip_bytes,
-)
+from harness.documents import SAMPLES, ZIPPED, docx_bytes, image_bytes, zip_bytes
 from harness.pdfs import pdf_bytes
 from sir_convert_a_lot.sniff import Identity, content_of_head, fits, identify
 
@@ -35,14 +27,8 @@ def _identify(tmp_path: Path, data: bytes, promised: str | None = None) -> Ident
 
 MAKERS: dict[str, Callable[[], bytes]] = {
     "pdf": pdf_bytes,
-    "png": lambda: image_bytes("png"),
-    "jpeg": lambda: image_bytes("jpeg"),
-    "tiff": lambda: image_bytes("tiff"),
-    "bmp": lambda: image_bytes("bmp"),
-    "webp": lambda: image_bytes("webp"),
-    "ole": lambda: OLE_MAGIC + bytes(504),
-    "rtf": lambda: b"{\\rtf1\\ansi Hello.}",
     "text": lambda: b"# A heading\n\nSome *Markdown*.\n",
+    **{content: make for content, make in SAMPLES.items() if content not in ZIPPED},
 }
 
 
@@ -51,22 +37,9 @@ def test_each_format_is_known_by_its_bytes(tmp_path: Path, content: str) -> None
     assert _identify(tmp_path, MAKERS[content]()).content == content
 
 
-@pytest.mark.parametrize(
-    ("kind", "make"),
-    [
-        ("docx", docx_bytes),
-        ("xlsx", xlsx_bytes),
-        ("pptx", pptx_bytes),
-        ("odt", lambda: packaged_bytes("odt")),
-        ("ods", lambda: packaged_bytes("ods")),
-        ("odp", lambda: packaged_bytes("odp")),
-        ("epub", lambda: packaged_bytes("epub")),
-    ],
-)
-def test_a_zip_says_which_document_it_holds(
-    tmp_path: Path, kind: str, make: Callable[[], bytes]
-) -> None:
-    found = _identify(tmp_path, make())
+@pytest.mark.parametrize("kind", ZIPPED)
+def test_a_zip_says_which_document_it_holds(tmp_path: Path, kind: str) -> None:
+    found = _identify(tmp_path, SAMPLES[kind]())
     assert (found.content, found.kind) == ("zip", kind)
 
 

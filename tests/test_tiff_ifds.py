@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from harness.format_samples import tiff_chain
+from harness.documents import tiff_chain
 from sir_convert_a_lot.source_file import missing_part
 from sir_convert_a_lot.tiff_ifds import DATA_NOT_ARRIVED, IFD_NOT_ARRIVED
 

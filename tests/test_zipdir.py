@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.format_samples import zip_bytes
+from harness.documents import zip_bytes
 from sir_convert_a_lot import zipdir
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import inspect
 import re
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from sir_convert_a_lot.engine.policy import RunOn
 from sir_convert_a_lot.engine.protocol import Converted
 from sir_convert_a_lot.engine.supervisor import Engine
 from sir_convert_a_lot.options import ConversionOptions
+from tests.backends.together import convert_together
 from tests.helpers import OFFLINE, REPO, SAMPLES, docling_config, load_config, pdf_bytes
 
 pytestmark = pytest.mark.slow  # models, workers or Ray: seconds per test
@@ -51,24 +51,6 @@ def _one_page_pdfs(count: int) -> list[bytes]:
     return [pdf_bytes(text=f"Document number {n}: a short paragraph.") for n in range(count)]
 
 
-def _convert_together(backend: DoclingBackend, documents: list[bytes]) -> list[BackendResult]:
-    results: list[Any] = [None] * len(documents)
-    start = threading.Barrier(len(documents))
-
-    def convert(index: int) -> None:
-        pdf = open_pdf(documents[index], max_pages=10)
-        start.wait()
-        results[index] = backend.convert(pdf, OPTIONS, lambda _page, _pages: None)
-
-    threads = [threading.Thread(target=convert, args=(n,)) for n in range(len(documents))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=240)
-    assert all(isinstance(result, BackendResult) for result in results)
-    return results
-
-
 @pytest.mark.slow
 def test_concurrent_documents_share_layout_calls_and_each_converts_as_it_does_alone(
     backend: DoclingBackend, monkeypatch: pytest.MonkeyPatch
@@ -80,7 +62,7 @@ def test_concurrent_documents_share_layout_calls_and_each_converts_as_it_does_al
     ]
     assert all(r.batches["layout"] == ((1, 1),) for r in alone)  # one page, one call, alone
     monkeypatch.setattr(backend._coalescer, "_gather", 60.0)  # wait for all four, however slow
-    together = _convert_together(backend, documents)
+    together = convert_together(backend, [(data, "document.pdf") for data in documents], OPTIONS)
     for by_itself, shared in zip(alone, together, strict=True):
         assert shared.markdown == by_itself.markdown
         assert shared.stage_devices == by_itself.stage_devices

@@ -4,7 +4,6 @@ through the same backend's converters. (RapidOCR's ONNX models are real ones, so
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from io import BytesIO
@@ -13,12 +12,13 @@ from typing import Any
 
 import pytest
 
-from sir_convert_a_lot.backends.base import BackendContext, BackendResult
+from harness.documents import docx_bytes, image_bytes
+from sir_convert_a_lot.backends.base import BackendContext
 from sir_convert_a_lot.backends.docling import DoclingBackend
 from sir_convert_a_lot.backends.docling_pipeline import pipeline_options
 from sir_convert_a_lot.backends.document_open import Opened, open_document
 from sir_convert_a_lot.options import ConversionOptions
-from tests.documents import docx_bytes, image_bytes
+from tests.backends.together import convert_together
 from tests.helpers import pdf_bytes
 
 pytestmark = [pytest.mark.usefixtures("offline"), pytest.mark.slow]  # models: seconds per test
@@ -62,22 +62,7 @@ def test_an_image_and_a_pdf_converted_together_share_a_layout_call_of_one_pipeli
     backend, _context = loaded
     documents = [(image_bytes("PNG"), "scan.png"), (pdf_bytes(text="Born digital."), "a.pdf")]
     monkeypatch.setattr(backend._coalescer, "_gather", 60.0)  # wait for both, however slow
-    results: list[Any] = [None, None]
-    start = threading.Barrier(2)
-
-    def convert(index: int) -> None:
-        data, name = documents[index]
-        opened = _open(data, name)
-        start.wait()
-        results[index] = backend.convert(opened, AUTO, lambda _p, _t: None)
-
-    threads = [threading.Thread(target=convert, args=(n,)) for n in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=240)
-    image, pdf = results
-    assert isinstance(image, BackendResult) and isinstance(pdf, BackendResult)
+    image, pdf = convert_together(backend, documents, AUTO)
     assert image.batches["layout"] == ((1, 2),) == pdf.batches["layout"]  # one call, both pages
     converters = [backend._converters[key] for key in backend._converters if key[1] == "auto"]
     assert [len(c.initialized_pipelines) for c in converters] == [1]  # the one pipeline

@@ -10,25 +10,25 @@ from pathlib import Path
 
 import pytest
 
-from sir_convert_a_lot.backends import image_open, libreoffice, zip_open
-from sir_convert_a_lot.backends.document_open import OpenedDocument, open_document
-from sir_convert_a_lot.backends.pdf_open import OpenedPdf
-from sir_convert_a_lot.errors import ErrorCode, JobFailure
-from tests.documents import (
+from harness.documents import (
     docx_bytes,
     epub_bytes,
     external_entity,
     image_bytes,
     inject,
     laughs,
-    many_page_tiff,
     odf_bytes,
     png_claiming,
     pptx_bytes,
+    tiff_chain,
     xlsx_bytes,
     zip_bomb,
-    zip_of,
+    zip_bytes,
 )
+from sir_convert_a_lot.backends import image_open, libreoffice, zip_open
+from sir_convert_a_lot.backends.document_open import OpenedDocument, open_document
+from sir_convert_a_lot.backends.pdf_open import OpenedPdf
+from sir_convert_a_lot.errors import ErrorCode, JobFailure
 from tests.helpers import pdf_bytes
 
 MAX_PAGES = 2000
@@ -99,13 +99,13 @@ def test_a_multi_page_tiff_has_a_page_per_frame() -> None:
 
 
 def test_a_ten_thousand_page_tiff_fails_too_many_pages_after_reading_the_limits_headers() -> None:
-    data = many_page_tiff(10_000)
+    data = tiff_chain(10_000)
     started = time.monotonic()
     failure = _failure(data, "scan.tif")
     assert failure.code is ErrorCode.TOO_MANY_PAGES
     assert failure.details == {"pages_over": MAX_PAGES, "max_pages": MAX_PAGES}
     assert time.monotonic() - started < 5.0  # Pillow's n_frames alone takes ~4 s for all 10,000
-    assert _open(many_page_tiff(300), "scan.tif", max_pages=300).pages == 300
+    assert _open(tiff_chain(300), "scan.tif", max_pages=300).pages == 300
 
 
 def test_an_image_whose_header_claims_too_many_pixels_is_refused_before_decoding() -> None:
@@ -162,7 +162,7 @@ def test_a_zip_bomb_docx_fails_payload_too_large_without_unpacking() -> None:
 
 def test_a_zip_whose_members_claim_less_than_they_hold_is_unreadable() -> None:
     """zipfile unpacks no more of a member than its entry declares, then fails its checksum."""
-    honest = zip_of({"word/document.xml": b"x" * 100_000})
+    honest = zip_bytes({"word/document.xml": b"x" * 100_000})
     lying = bytearray(honest)
     entry = lying.rfind(b"PK\x01\x02")
     lying[entry + 24 : entry + 28] = (10).to_bytes(4, "little")  # uncompressed size: 10 bytes
@@ -172,7 +172,7 @@ def test_a_zip_whose_members_claim_less_than_they_hold_is_unreadable() -> None:
 
 
 def test_too_many_members_fail_before_the_directory_is_read() -> None:
-    archive = zip_of({f"m{n}": b"" for n in range(zip_open.MAX_MEMBERS + 1)})
+    archive = zip_bytes({f"m{n}": b"" for n in range(zip_open.MAX_MEMBERS + 1)})
     failure = _failure(archive, "many.xlsx")
     assert failure.code is ErrorCode.PAYLOAD_TOO_LARGE
     assert failure.details["reason"] == "too_many_members"

@@ -14,14 +14,7 @@ from typing import Any
 
 import pytest
 
-from sir_convert_a_lot.backends.base import BackendResult
-from sir_convert_a_lot.backends.document_open import OpenedDocument, open_document
-from sir_convert_a_lot.backends.model_free import ModelFreeBackend
-from sir_convert_a_lot.errors import ErrorCode, JobFailure
-from sir_convert_a_lot.formats import format_of_name
-from sir_convert_a_lot.names import split_suffix
-from sir_convert_a_lot.options import ConversionOptions
-from tests.documents import (
+from harness.documents import (
     LOCAL_FILE_TEXT,
     MARKUP,
     docx_bytes,
@@ -35,6 +28,13 @@ from tests.documents import (
     rewrite_member,
     xlsx_bytes,
 )
+from sir_convert_a_lot.backends.base import BackendResult
+from sir_convert_a_lot.backends.document_open import OpenedDocument, open_document
+from sir_convert_a_lot.backends.model_free import ModelFreeBackend
+from sir_convert_a_lot.errors import ErrorCode, JobFailure
+from sir_convert_a_lot.formats import format_of_name
+from sir_convert_a_lot.names import split_suffix
+from sir_convert_a_lot.options import ConversionOptions
 
 pytestmark = pytest.mark.slow  # docling: seconds to import
 

@@ -15,7 +15,7 @@ import pytest
 
 from harness.pdfs import scanned_pdf_bytes
 from sir_convert_a_lot.backends import ocr_engine
-from sir_convert_a_lot.backends.base import BackendContext, BackendResult
+from sir_convert_a_lot.backends.base import BackendContext
 from sir_convert_a_lot.backends.docling import DoclingBackend
 from sir_convert_a_lot.backends.docling_pipeline import pipeline_options
 from sir_convert_a_lot.backends.models import RAPIDOCR_FILES
@@ -27,6 +27,7 @@ from sir_convert_a_lot.engine.protocol import Converted
 from sir_convert_a_lot.engine.supervisor import Engine
 from sir_convert_a_lot.errors import JobFailure
 from sir_convert_a_lot.options import ConversionOptions
+from tests.backends.together import convert_together
 from tests.helpers import docling_config, load_config
 
 pytestmark = pytest.mark.usefixtures("offline")
@@ -124,24 +125,6 @@ def test_the_engine_is_built_at_load_and_says_where_it_runs(torch_on_cpu: Doclin
         detector.predictor = placed
 
 
-def _convert_together(backend: DoclingBackend, documents: list[bytes]) -> list[BackendResult]:
-    results: list[Any] = [None] * len(documents)
-    start = threading.Barrier(len(documents))
-
-    def convert(index: int) -> None:
-        pdf = open_pdf(documents[index], max_pages=10)
-        start.wait()
-        results[index] = backend.convert(pdf, FORCE, lambda _page, _pages: None)
-
-    threads = [threading.Thread(target=convert, args=(n,)) for n in range(len(documents))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=600)
-    assert all(isinstance(result, BackendResult) for result in results)
-    return results
-
-
 @pytest.mark.slow
 def test_ocr_pages_of_several_documents_share_one_call_on_the_model_thread(
     torch_on_cpu: DoclingBackend, monkeypatch: pytest.MonkeyPatch
@@ -166,7 +149,8 @@ def test_ocr_pages_of_several_documents_share_one_call_on_the_model_thread(
 
     monkeypatch.setattr(model, "reader", noted)
     monkeypatch.setattr(torch_on_cpu._coalescer, "_gather", 600.0)  # wait for all three
-    together = _convert_together(torch_on_cpu, documents)
+    named = [(data, "document.pdf") for data in documents]
+    together = convert_together(torch_on_cpu, named, FORCE, timeout=600)
     monkeypatch.undo()
     for by_itself, shared in zip(alone, together, strict=True):
         assert shared.batches["ocr"] == ((1, 3),)  # its page, in one call of three

@@ -30,7 +30,7 @@ from sir_convert_a_lot.jobs.endings import _measured
 from sir_convert_a_lot.jobs.outcome import Outcome, Status
 from sir_convert_a_lot.options import ConversionOptions
 from sir_convert_a_lot.service.metrics import Metrics
-from tests.helpers import REPO, SAMPLES, pdf_bytes
+from tests.helpers import REPO, SAMPLES, Sink, pdf_bytes
 
 OPTIONS = ConversionOptions(backend_strategy="docling", ocr_mode="off", table_mode="fast")
 TABLE_PAGE = SAMPLES / "2305.03393v1-pg9.pdf"  # the stand-in layout finds 2 tables on it
@@ -186,7 +186,7 @@ def test_an_unverified_docling_ibm_models_keeps_docling_own_prediction_and_says_
     from, and the metrics."""
     monkeypatch.setattr(table_guard, "VERIFIED", {"4.0.3": table_guard.VERIFIED["4.0.4"]})
     settings = WorkerSettings(0, str(stand_in_models), 10**8, 50, table_check_every=1)
-    worker = _Worker(conn=_Sink(), settings=settings)
+    worker = _Worker(conn=Sink(), settings=settings)
     worker.option_sets = (OPTIONS,)
     source = tmp_path / "table.pdf"
     source.write_bytes(TABLE_PAGE.read_bytes())
@@ -207,14 +207,6 @@ def test_an_unverified_docling_ibm_models_keeps_docling_own_prediction_and_says_
     metrics = _metrics_after(answer)
     assert metrics["sir_convert_tables_predicted_total"] == 2
     assert metrics["sir_convert_tables_fast_total"] == 0
-
-
-class _Sink:
-    def send(self, _message: object) -> None:
-        return None
-
-    def recv(self) -> object:
-        raise EOFError
 
 
 def _metrics_after(answer: Converted) -> dict[str, float]:

@@ -29,7 +29,7 @@ from sir_convert_a_lot.engine.worker import _Worker
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
 from sir_convert_a_lot.options import ConversionOptions
 from tests.daemon import run_cli
-from tests.helpers import REPO, make_pdf, write_config
+from tests.helpers import REPO, Sink, make_pdf, write_config
 
 BROKEN = REPO / "fixtures" / "broken_pdfs"
 CYCLE = BROKEN / "Pages-tree-refs.pdf"
@@ -159,21 +159,8 @@ class _RaisingBackend:
         raise self.exc
 
 
-class _Sink:
-    """The supervisor's end, for a worker driven by hand: keeps what it is sent."""
-
-    def __init__(self) -> None:
-        self.sent: list[object] = []
-
-    def send(self, obj: object) -> None:
-        self.sent.append(obj)
-
-    def recv(self) -> object:
-        raise EOFError
-
-
 def _worker_failure(tmp_path: Path, exc: Exception) -> Failed:
-    worker = _Worker(conn=_Sink(), settings=WorkerSettings(0, "", 10**8, 100))
+    worker = _Worker(conn=Sink(), settings=WorkerSettings(0, "", 10**8, 100))
     worker.backends[("pymupdf", "cpu")] = _RaisingBackend(exc)  # type: ignore[assignment]
     source = make_pdf(tmp_path / "good.pdf")
     options = ConversionOptions(backend_strategy="pymupdf", ocr_mode="off")

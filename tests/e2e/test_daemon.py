@@ -20,7 +20,15 @@ from sir_convert_a_lot.jobs.publish import TMP_PREFIX
 from sir_convert_a_lot.options import ConversionOptions
 from sir_convert_a_lot.versions import build_id
 from tests.daemon import Daemon, run_cli
-from tests.helpers import copy_sample, files_under, make_pdf, pdf_bytes, wait_for, write_config
+from tests.helpers import (
+    SHIPPED,
+    copy_sample,
+    files_under,
+    make_pdf,
+    pdf_bytes,
+    wait_for,
+    write_config,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -53,15 +61,7 @@ def test_without_a_gpu_the_default_config_fails_every_pdf_with_gpu_not_available
 ) -> None:
     if probe(0).cuda_available:
         pytest.skip("this host has a GPU: the default config converts instead")
-    config = write_config(
-        tmp_path,
-        conversion={
-            "backend_strategy": "auto",
-            "ocr_mode": "auto",
-            "acceleration_policy": "gpu_required",
-        },
-        governance={"allow_cpu_only": False, "decision_record": ""},
-    )
+    config = write_config(tmp_path, **SHIPPED)
     with Daemon(config).start() as daemon:
         ready = daemon.events()
         assert any(e["event"] == "no_backend_can_run" for e in ready)

@@ -14,28 +14,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.daemon import Daemon
-from tests.helpers import copy_sample, make_pdf, wait_for, write_config
+from tests.helpers import copy_sample, ended, make_pdf, shell_hook, wait_for, write_config
 
 pytestmark = pytest.mark.slow
 
 HANG_TIMEOUT = 40.0  # long enough for 20 small files to convert on a busy two-core machine
-
-
-def _hook(folder: Path, name: str, body: str) -> str:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    path.write_text("#!/bin/sh\n" + body, encoding="utf-8")
-    path.chmod(0o755)
-    return str(path)
-
-
-def _gone(pid: int) -> bool:
-    """Ended: no such process, or a zombie waiting for init to reap it."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return True
-    return fields[0] in ("Z", "X")
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -60,9 +43,8 @@ def test_a_hook_past_its_timeout_is_killed_and_counted_while_the_next_20_files_c
 ) -> None:
     marks = tmp_path / "marks"
     marks.mkdir()
-    hook = _hook(
-        tmp_path / "hooks",
-        "notify.sh",
+    hook = shell_hook(
+        tmp_path / "hooks" / "notify.sh",
         f'case "$1" in\n'
         f"  */hangs.json) echo $$ > {marks}/hangs.pid; sleep 600 & wait;;\n"
         f'  *) echo "$1" >> {marks}/ran;;\n'
@@ -87,11 +69,11 @@ def test_a_hook_past_its_timeout_is_killed_and_counted_while_the_next_20_files_c
         for name in names:
             make_pdf(inbox / f"{name}.pdf")
         wait_for(lambda: all((outbox / f"{n}.json").exists() for n in names), HANG_TIMEOUT)
-        assert not _gone(pid), "the 20 files converted while the hook still hung"
+        assert not ended(pid), "the 20 files converted while the hook still hung"
         assert not any(e["event"] == "hook_timed_out" for e in daemon.events())
 
         [timed_out] = daemon.wait_event("hook_timed_out", timeout=HANG_TIMEOUT + 10)
-        wait_for(lambda: _gone(pid), 5)
+        wait_for(lambda: ended(pid), 5)
         daemon.wait_event("hook_ran", count=20, timeout=30)  # the 20 queued behind it
         assert daemon.terminate() == 0
     ran = (marks / "ran").read_text().split()
@@ -122,8 +104,10 @@ def test_hooks_get_the_published_path_and_the_job_and_a_failing_one_changes_no_o
         f'}} > "{calls}/$SIR_CONVERT_JOB_ID"\n'
     )
     hooks = tmp_path / "hooks"
-    on_success = _hook(hooks, "success.sh", record + "echo 'webhook answered 503' >&2\nexit 1\n")
-    on_failure = _hook(hooks, "failure.sh", record + "echo queued for review\n")
+    on_success = shell_hook(
+        hooks / "success.sh", record + "echo 'webhook answered 503' >&2\nexit 1\n"
+    )
+    on_failure = shell_hook(hooks / "failure.sh", record + "echo queued for review\n")
     config = write_config(tmp_path, hooks={"on_success": on_success, "on_failure": on_failure})
     inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
     with Daemon(config, env={"SITE_SETTING": "from the unit"}).start() as daemon:
@@ -155,7 +139,7 @@ def test_hooks_get_the_published_path_and_the_job_and_a_failing_one_changes_no_o
 
 def test_no_hook_outlives_the_daemon(tmp_path: Path) -> None:
     pids = tmp_path / "pids"
-    hook = _hook(tmp_path / "hooks", "hang.sh", f"sleep 600 &\necho $$ $! > {pids}\nwait\n")
+    hook = shell_hook(tmp_path / "hooks" / "hang.sh", f"sleep 600 &\necho $$ $! > {pids}\nwait\n")
     config = write_config(tmp_path, hooks={"on_success": hook, "timeout_seconds": 3})
     with Daemon(config).start() as daemon:
         make_pdf(tmp_path / "inbox" / "a.pdf")
@@ -169,7 +153,7 @@ def test_no_hook_outlives_the_daemon(tmp_path: Path) -> None:
     assert took < 15, "the stop waited for the hook about hooks.timeout_seconds"
     assert timed_out["timeout_seconds"] == 3
     # The hook and the child it started were killed before the daemon exited.
-    wait_for(lambda: all(_gone(int(pid)) for pid in running), 5)
+    wait_for(lambda: all(ended(int(pid)) for pid in running), 5)
 
 
 @pytest.mark.parametrize(
@@ -184,9 +168,8 @@ def test_a_job_a_crash_left_published_runs_its_hook_once_the_restart_finishes_it
 ) -> None:
     calls = tmp_path / "calls"
     calls.mkdir()
-    hook = _hook(
-        tmp_path / "hooks",
-        "record.sh",
+    hook = shell_hook(
+        tmp_path / "hooks" / "record.sh",
         f'echo "$1 $SIR_CONVERT_OUTCOME" >> "{calls}/$SIR_CONVERT_JOB_ID"\n',
     )
     config = write_config(tmp_path, hooks={"on_success": hook, "on_failure": hook})

@@ -20,7 +20,7 @@ from typing import BinaryIO
 import pytest
 
 from harness import samba
-from harness.format_samples import docx_bytes
+from harness.documents import docx_bytes
 from tests.daemon import CAP_LEASE, Daemon, can_obey_permissions, run_cli
 from tests.helpers import pdf_bytes, wait_for, write_config
 

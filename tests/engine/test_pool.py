@@ -29,7 +29,7 @@ from sir_convert_a_lot.engine.pool import EnginePool
 from sir_convert_a_lot.engine.ray_cluster import MARK_VARIABLE
 from sir_convert_a_lot.engine.ray_reaper import marked_processes, reap, with_descendants
 from sir_convert_a_lot.service.daemon import Service
-from tests.helpers import load_config, make_pdf, wait_for, write_config
+from tests.helpers import Sink, load_config, make_pdf, wait_for, write_config
 from tests.plugins.scripted_service import scripted_service
 from tests.plugins.scripted_worker import ScriptedWorker
 
@@ -376,13 +376,6 @@ def test_a_lost_node_s_job_is_converted_once_elsewhere_and_its_actor_returns_wit
     assert [o.job_id for o in service.outcomes].count(sidecar["job_id"]) == 1
 
 
-class _Silent:
-    def send(self, obj: object) -> None: ...
-
-    def recv(self) -> object:
-        raise EOFError
-
-
 def test_an_actor_takes_its_host_s_gpu_lock_before_loading_and_a_second_is_refused(
     tmp_path: Path,
 ) -> None:
@@ -399,13 +392,13 @@ def test_an_actor_takes_its_host_s_gpu_lock_before_loading_and_a_second_is_refus
         lock_instance="pool-a",
         lock_folder=str(tmp_path),
     )
-    first = worker._Worker(_Silent(), settings)
+    first = worker._Worker(Sink(), settings)
     first._lock_device((("pymupdf", "cpu"),))
     assert not (tmp_path / "gpu3.lock").exists()  # nothing on the GPU: no lock taken
     first._lock_device((("docling", "cuda"),))
     holder = json.loads((tmp_path / "gpu3.lock").read_text())
     assert holder["instance"] == "pool-a" and holder["pid"] == os.getpid()
-    second = worker._Worker(_Silent(), replace(settings, lock_instance="pool-b"))
+    second = worker._Worker(Sink(), replace(settings, lock_instance="pool-b"))
     with pytest.raises(JobFailure) as refused:
         second._lock_device((("docling", "cuda"),))
     assert refused.value.details["reason"] == "device_busy"
@@ -440,9 +433,9 @@ def test_an_actor_converts_a_docx_from_its_own_copy_of_the_file(tmp_path: Path) 
     """The worker reads a file's format from the name it is sent, never from where the bytes
     lie (the actor's copy, which keeps the suffix too), so an actor converts every format. A
     DOCX runs no model: no device, whatever the lock."""
+    from harness.documents import docx_bytes
     from sir_convert_a_lot.engine.policy import RunOn
     from sir_convert_a_lot.engine.protocol import Converted
-    from tests.documents import docx_bytes
 
     config = load_config(tmp_path, engine={**RAY_CPUS, "workers": 1})
     pool = EnginePool(config, config.governance, instance="ray-docx")

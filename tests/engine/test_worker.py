@@ -9,6 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from harness.documents import (
+    docx_bytes,
+    image_bytes,
+    png_claiming,
+    pptx_bytes,
+    rewrite_member,
+    tiff_chain,
+    zip_bomb,
+)
 from sir_convert_a_lot.engine.policy import Refused, RunOn
 from sir_convert_a_lot.engine.protocol import (
     Converted,
@@ -20,38 +29,16 @@ from sir_convert_a_lot.engine.protocol import (
 from sir_convert_a_lot.engine.supervisor import Engine
 from sir_convert_a_lot.engine.worker import _Worker
 from sir_convert_a_lot.options import ConversionOptions
-from tests.documents import (
-    docx_bytes,
-    image_bytes,
-    many_page_tiff,
-    png_claiming,
-    pptx_bytes,
-    rewrite_member,
-    zip_bomb,
-)
-from tests.helpers import load_config
+from tests.helpers import SHIPPED, Sink, load_config
 
 MAX_BYTES = 50 * 1024 * 1024
 LOCKED = ConversionOptions()  # gpu_required, docling, OCR auto: the defaults
 
 
-class _Sink:
-    """The supervisor's end, for a worker driven by hand: keeps what it is sent."""
-
-    def __init__(self) -> None:
-        self.sent: list[object] = []
-
-    def send(self, obj: object) -> None:
-        self.sent.append(obj)
-
-    def recv(self) -> object:
-        raise EOFError
-
-
 @pytest.fixture
 def worker() -> Iterator[_Worker]:
     """A worker that loaded nothing: what starts on a host without a GPU under the lock."""
-    made = _Worker(_Sink(), WorkerSettings(0, "", MAX_BYTES, 2000))
+    made = _Worker(Sink(), WorkerSettings(0, "", MAX_BYTES, 2000))
     yield made
     made.model_thread.shutdown()
 
@@ -89,7 +76,7 @@ def test_a_hostile_file_fails_with_its_own_error_before_any_model_is_needed(
 
 
 def test_a_ten_thousand_page_tiff_fails_too_many_pages(worker: _Worker, tmp_path: Path) -> None:
-    answer = _convert(worker, tmp_path, "scan.tif", many_page_tiff(10_000), device="cuda")
+    answer = _convert(worker, tmp_path, "scan.tif", tiff_chain(10_000), device="cuda")
     assert isinstance(answer, Failed) and answer.code == "too_many_pages"
     assert answer.details["max_pages"] == 2000
 
@@ -125,15 +112,7 @@ def test_a_docx_converts_with_no_model_loaded_and_the_worker_goes_on_after_a_bro
 def test_on_a_host_without_a_gpu_a_docx_converts_under_the_lock_and_a_pdf_does_not(
     tmp_path: Path,
 ) -> None:
-    config = load_config(
-        tmp_path,
-        conversion={
-            "backend_strategy": "auto",
-            "ocr_mode": "auto",
-            "acceleration_policy": "gpu_required",
-        },
-        governance={"allow_cpu_only": False, "decision_record": ""},
-    )
+    config = load_config(tmp_path, **SHIPPED)
     assert config.governance.lock == "gpu_first"
     assert config.defaults.acceleration_policy == "gpu_required"
     engine = Engine(config, config.governance, instance="no-gpu-test")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.format_samples import docx_bytes
+from harness.documents import docx_bytes
 from sir_convert_a_lot import zipdir
 from sir_convert_a_lot.errors import JobFailure
 from sir_convert_a_lot.intake.arrival import (

@@ -10,15 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.format_samples import (
-    OLE_MAGIC,
-    docx_bytes,
-    image_bytes,
-    packaged_bytes,
-    pptx_bytes,
-    xlsx_bytes,
-    zip_bytes,
-)
+from harness.documents import SAMPLES, docx_bytes, image_bytes, xlsx_bytes, zip_bytes
 from harness.pdfs import pdf_bytes
 from sir_convert_a_lot import zipdir
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
@@ -45,19 +37,19 @@ def _refused(
 
 GOOD: dict[str, Callable[[], bytes]] = {
     "scan.pdf": pdf_bytes,
-    "photo.jpg": lambda: image_bytes("jpeg"),
-    "saved-as.jpg": lambda: image_bytes("png"),  # a PNG under an image name: accepted
+    "photo.jpg": SAMPLES["jpeg"],
+    "saved-as.jpg": SAMPLES["png"],  # a PNG under an image name: accepted
     "fax.tiff": lambda: image_bytes("tiff", pages=2),
-    "letter.docx": docx_bytes,
-    "sheet.xlsx": xlsx_bytes,
-    "talk.pptx": pptx_bytes,
-    "text.odt": lambda: packaged_bytes("odt"),
-    "book.epub": lambda: packaged_bytes("epub"),
+    "letter.docx": SAMPLES["docx"],
+    "sheet.xlsx": SAMPLES["xlsx"],
+    "talk.pptx": SAMPLES["pptx"],
+    "text.odt": SAMPLES["odt"],
+    "book.epub": SAMPLES["epub"],
     "page.html": lambda: b"<html><body><p>Hi</p></body></html>",
     "notes.md": lambda: "# Caf\u00e9\n".encode(),
     "mail.eml": lambda: b"From: a@example.org\r\nSubject: hi\r\n\r\nBody\r\n",
-    "old.doc": lambda: OLE_MAGIC + bytes(504),
-    "letter.rtf": lambda: b"{\\rtf1\\ansi Hello.}",
+    "old.doc": SAMPLES["ole"],
+    "letter.rtf": SAMPLES["rtf"],
 }
 
 

@@ -11,39 +11,23 @@ from pathlib import Path
 import pytest
 
 from sir_convert_a_lot.service.hook_process import OUTPUT_KEEP, TERM_GRACE, Call, run
-from tests.helpers import wait_for
+from tests.helpers import ended, shell_hook, wait_for
 
 pytestmark = pytest.mark.slow
 
 SIDECAR = Path("/srv/sir-convert/outbox/report.json")
 
 
-def _hook(folder: Path, body: str) -> str:
-    path = folder / "hook.sh"
-    path.write_text("#!/bin/sh\n" + body, encoding="utf-8")
-    path.chmod(0o755)
-    return str(path)
-
-
 def _call(hook: str, timeout: float = 10) -> Call:
     return Call(hook, SIDECAR, "job_3f2c", "succeeded", timeout)
-
-
-def _gone(pid: int) -> bool:
-    """Ended: no such process, or a zombie waiting for init to reap it."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return True
-    return fields[0] in ("Z", "X")
 
 
 def test_the_hook_gets_the_path_the_two_variables_the_daemons_environment_and_no_stdin(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SITE_SETTING", "from the unit")
-    hook = _hook(
-        tmp_path,
+    hook = shell_hook(
+        tmp_path / "hook.sh",
         'echo "argc=$# arg=$1"\n'
         'echo "job=$SIR_CONVERT_JOB_ID outcome=$SIR_CONVERT_OUTCOME site=$SITE_SETTING"\n'
         'echo "stdin=$(readlink /proc/$$/fd/0)"\n'
@@ -64,7 +48,9 @@ def test_the_hook_gets_the_path_the_two_variables_the_daemons_environment_and_no
 
 
 def test_a_failing_hook_says_its_code_and_keeps_the_end_of_a_long_output(tmp_path: Path) -> None:
-    hook = _hook(tmp_path, "seq 1 200000\necho 'the webhook said 500' >&2\nexit 3\n")
+    hook = shell_hook(
+        tmp_path / "hook.sh", "seq 1 200000\necho 'the webhook said 500' >&2\nexit 3\n"
+    )
     ran = run(_call(hook), time.monotonic() + 10)
     assert (ran.result, ran.exit_code) == ("exit", 3)
     assert ran.output.endswith("the webhook said 500")
@@ -74,25 +60,29 @@ def test_a_failing_hook_says_its_code_and_keeps_the_end_of_a_long_output(tmp_pat
 
 def test_a_hook_past_its_deadline_is_killed_with_everything_it_started(tmp_path: Path) -> None:
     pids = tmp_path / "pids"
-    hook = _hook(tmp_path, f"echo started\nsleep 600 &\necho $$ $! > {pids}\nwait\n")
+    hook = shell_hook(
+        tmp_path / "hook.sh", f"echo started\nsleep 600 &\necho $$ $! > {pids}\nwait\n"
+    )
     started = time.monotonic()
     ran = run(_call(hook, timeout=1), started + 1)
     took = time.monotonic() - started
     assert ran.result == "timeout" and ran.exit_code is None and ran.output == "started"
     assert 1 <= took < 1 + TERM_GRACE
     # SIGKILL is delivered at once but a process takes a moment to end.
-    wait_for(lambda: all(_gone(int(pid)) for pid in pids.read_text().split()), timeout=5)
+    wait_for(lambda: all(ended(int(pid)) for pid in pids.read_text().split()), timeout=5)
 
 
 def test_a_hook_that_ignores_sigterm_is_killed_after_the_grace(tmp_path: Path) -> None:
     pid_file = tmp_path / "pid"
-    hook = _hook(tmp_path, f"trap '' TERM\necho $$ > {pid_file}\nwhile :; do sleep 0.1; done\n")
+    hook = shell_hook(
+        tmp_path / "hook.sh", f"trap '' TERM\necho $$ > {pid_file}\nwhile :; do sleep 0.1; done\n"
+    )
     started = time.monotonic()
     ran = run(_call(hook, timeout=1), started + 1)
     took = time.monotonic() - started
     assert ran.result == "timeout"
     assert 1 + TERM_GRACE - 0.2 <= took < 1 + TERM_GRACE + 2
-    wait_for(lambda: _gone(int(pid_file.read_text())), timeout=5)
+    wait_for(lambda: ended(int(pid_file.read_text())), timeout=5)
 
 
 def test_what_a_finished_hook_left_running_is_ended_and_does_not_hold_the_run(
@@ -100,12 +90,12 @@ def test_what_a_finished_hook_left_running_is_ended_and_does_not_hold_the_run(
 ) -> None:
     pid_file = tmp_path / "pid"
     # The child keeps the output pipe open: waiting for its end would wait for the deadline.
-    hook = _hook(tmp_path, f"sleep 600 &\necho $! > {pid_file}\necho posted\n")
+    hook = shell_hook(tmp_path / "hook.sh", f"sleep 600 &\necho $! > {pid_file}\necho posted\n")
     started = time.monotonic()
     ran = run(_call(hook, timeout=30), started + 30)
     assert (ran.result, ran.output) == ("ran", "posted")
     assert time.monotonic() - started < 5
-    wait_for(lambda: _gone(int(pid_file.read_text())), timeout=5)
+    wait_for(lambda: ended(int(pid_file.read_text())), timeout=5)
 
 
 def test_a_hook_that_cannot_be_executed_is_a_spawn_failure(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from harness.format_samples import docx_bytes
+from harness.documents import docx_bytes
 from harness.pdfs import pdf_bytes
 from tests.helpers import REPO
 

@@ -178,22 +178,13 @@ class Hooks:
             self._count(None)
             return
         effect = "the job's outcome stands"
+        ended = bound.bind(seconds=ran.seconds, output=ran.output, output_bytes=ran.output_bytes)
         if ran.result == "exit":
-            bound.warning(
-                "hook_failed",
-                exit_code=ran.exit_code,
-                seconds=ran.seconds,
-                output=ran.output,
-                output_bytes=ran.output_bytes,
-                effect=effect,
-            )
+            ended.warning("hook_failed", exit_code=ran.exit_code, effect=effect)
         elif ran.result == "timeout":
-            bound.warning(
+            ended.warning(
                 "hook_timed_out",
                 timeout_seconds=call.timeout,
-                seconds=ran.seconds,
-                output=ran.output,
-                output_bytes=ran.output_bytes,
                 effect="killed with its process group; " + effect,
             )
         else:

@@ -1,31 +1,46 @@
-"""Documents of every format of ``conversion.formats`` but PDF, made in memory for the tests,
-and their hostile twins: ZIP bombs, XML external entities and entity expansion, references to
-local files and local servers, a 10,000-page TIFF, truncated files.
+"""Documents of every accepted format but PDF (harness/pdfs.py has those), made in memory so no
+test depends on a sample file, and their hostile twins: ZIP bombs, XML external entities and
+entity expansion, a PNG claiming billions of pixels, TIFF chains that loop or run past the end.
 
-The office files come from python-docx, python-pptx and openpyxl; ODF files, EPUB and e-mail are
-put together by hand (a ZIP of the few parts a reader needs, ``email.message``)."""
+The office files come from python-docx, python-pptx and openpyxl (docling's own dependencies);
+ODF files, EPUB and e-mail are put together by hand (a ZIP of the few parts a reader needs,
+``email.message``); TIFF chains byte by byte, as no library writes a broken one."""
 
 from __future__ import annotations
 
 import io
 import re
+import struct
 import zipfile
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Collection, Mapping
 from email.message import EmailMessage
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 LOCAL_FILE_TEXT = "SECRET-8c1f0d7e-only-in-a-local-file"
 """What a hostile document tries to pull into its Markdown from a local file."""
+
+OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+"""How a legacy Office file (.doc, .xls, .ppt) begins."""
 
 
 # -- office files ------------------------------------------------------------------------------
 
 
-def docx_bytes(text: str = "A paragraph of the document.", heading: str = "Title") -> bytes:
+def docx_bytes(
+    text: str = "A paragraph of the document.", *, heading: str = "Title", paragraphs: int = 1
+) -> bytes:
+    """A heading, ``text`` and a small table; ``paragraphs`` > 1 repeats ``text``, numbered so
+    that the copies do not pack to nothing."""
     import docx
 
     document = docx.Document()
     document.add_heading(heading, 1)
-    document.add_paragraph(text)
+    for number in range(paragraphs):
+        document.add_paragraph(text if paragraphs == 1 else f"{text} {number + 1}")
     table = document.add_table(rows=2, cols=2)
     table.cell(0, 0).text = "name"
     table.cell(0, 1).text = "value"
@@ -50,6 +65,7 @@ def pptx_bytes(slides: int = 3) -> bytes:
 
 
 def xlsx_bytes(text: str = "alpha") -> bytes:
+    """A workbook of two sheets, ``text`` in the first."""
     import openpyxl
 
     workbook = openpyxl.Workbook()
@@ -87,7 +103,8 @@ def odf_bytes(
     kind: str = "text", text: str = "An OpenDocument paragraph.", prolog: str = ""
 ) -> bytes:
     """An OpenDocument file (``kind``: text, spreadsheet, presentation) of the parts a reader
-    needs; ``prolog`` goes before the content's root element (a DOCTYPE)."""
+    needs, ``mimetype`` first and stored as the spec says; ``prolog`` goes before the content's
+    root element (a DOCTYPE)."""
     content = (
         f'<?xml version="1.0" encoding="UTF-8"?>{prolog}'
         f"<office:document-content {_ODF_NS}><office:body>"
@@ -101,7 +118,7 @@ def odf_bytes(
         f'manifest:media-type="{mimetype}"/><manifest:file-entry manifest:full-path="content.xml" '
         'manifest:media-type="text/xml"/></manifest:manifest>'
     )
-    return zip_of(
+    return zip_bytes(
         {"mimetype": mimetype, "content.xml": content, "META-INF/manifest.xml": manifest},
         stored=("mimetype",),
     )
@@ -130,7 +147,7 @@ def epub_bytes(
         f'xmlns="http://www.w3.org/1999/xhtml"><head><title>Chapter</title></head><body>{body}'
         "</body></html>"
     )
-    return zip_of(
+    return zip_bytes(
         {
             "mimetype": "application/epub+zip",
             "META-INF/container.xml": container,
@@ -164,8 +181,8 @@ MARKUP = {
 # -- images ------------------------------------------------------------------------------------
 
 
-def page_image(text: str = "Scanned words", size: tuple[int, int] = (600, 200)) -> object:
-    """A white page with black text, as Pillow draws it."""
+def _page_image(text: str, size: tuple[int, int]) -> Image.Image:
+    """A white page with black text, as Pillow draws it, large enough for OCR to read."""
     from PIL import Image, ImageDraw, ImageFont
 
     image = Image.new("RGB", size, "white")
@@ -174,49 +191,65 @@ def page_image(text: str = "Scanned words", size: tuple[int, int] = (600, 200)) 
     return image
 
 
-def image_bytes(kind: str = "PNG", text: str = "Scanned words", pages: int = 1) -> bytes:
-    """An image file of ``kind`` (Pillow's format name); ``pages`` > 1 needs TIFF (or WEBP)."""
-    frames = [page_image(f"{text} {n + 1}" if pages > 1 else text) for n in range(pages)]
+def image_bytes(
+    kind: str = "PNG",
+    text: str = "Scanned words",
+    pages: int = 1,
+    size: tuple[int, int] = (600, 200),
+) -> bytes:
+    """An image file of ``kind`` (Pillow's format name, any case: png, jpeg, tiff, bmp, webp);
+    ``pages`` > 1 needs TIFF (or WEBP)."""
+    frames = [_page_image(f"{text} {n + 1}" if pages > 1 else text, size) for n in range(pages)]
     out = io.BytesIO()
-    first = frames[0]
-    extra = {"save_all": True, "append_images": frames[1:]} if pages > 1 else {}
-    first.save(out, format=kind, **extra)  # type: ignore[attr-defined]
+    extra: dict[str, Any] = {"save_all": True, "append_images": frames[1:]} if pages > 1 else {}
+    frames[0].save(out, format=kind.upper(), **extra)
     return out.getvalue()
 
 
-def many_page_tiff(pages: int) -> bytes:
-    """A TIFF of ``pages`` 1x1 pages, written IFD by IFD (Pillow would take minutes)."""
-    import struct
-
-    out = bytearray(b"II*\x00" + struct.pack("<I", 8))
-    entry_count = 9
-    ifd_size = 2 + entry_count * 12 + 4
-    for number in range(pages):
+def tiff_chain(
+    pages: int,
+    *,
+    order: str = "<",
+    last_next: int | None = None,
+    strip_at: int | None = None,
+) -> bytes:
+    """A classic TIFF of ``pages`` 1x1 grey pages, written directory by directory (Pillow would
+    take minutes for ten thousand), each page's pixel before its directory. ``last_next``: where
+    the last directory points (a loop, or past the end); ``strip_at``: where the last page's
+    pixel is said to lie."""
+    magic = b"II*\x00" if order == "<" else b"MM\x00*"
+    out = bytearray(magic + b"\0\0\0\0")
+    previous_next_at = 4
+    for page in range(pages):
+        pixel_at = len(out)
+        out += b"\x80\x00"
         ifd_at = len(out)
-        pixel_at = ifd_at + ifd_size
-        next_at = pixel_at + 1 if number + 1 < pages else 0
+        struct.pack_into(order + "I", out, previous_next_at, ifd_at)
+        strip = strip_at if strip_at is not None and page == pages - 1 else pixel_at
         entries = [
             (256, 3, 1, 1),  # width
             (257, 3, 1, 1),  # height
             (258, 3, 1, 8),  # bits per sample
             (259, 3, 1, 1),  # no compression
             (262, 3, 1, 1),  # black is zero
-            (273, 4, 1, pixel_at),  # strip offset
+            (273, 4, 1, strip),  # strip offsets
             (277, 3, 1, 1),  # samples per pixel
             (278, 3, 1, 1),  # rows per strip
-            (279, 4, 1, 1),  # strip byte count
+            (279, 4, 1, 1),  # strip byte counts
         ]
-        out += struct.pack("<H", entry_count)
+        out += struct.pack(order + "H", len(entries))
         for tag, kind, count, value in entries:
-            out += struct.pack("<HHII", tag, kind, count, value)
-        out += struct.pack("<I", next_at) + b"\xff"
+            packed = struct.pack(order + ("H2x" if kind == 3 else "I"), value)
+            out += struct.pack(order + "HHI", tag, kind, count) + packed
+        previous_next_at = len(out)
+        out += b"\0\0\0\0"
+    if last_next is not None:
+        struct.pack_into(order + "I", out, previous_next_at, last_next)
     return bytes(out)
 
 
 def png_claiming(width: int, height: int) -> bytes:
     """A PNG whose header claims ``width`` x ``height`` pixels with next to no data (a bomb)."""
-    import struct
-    import zlib
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         body = kind + data
@@ -229,14 +262,44 @@ def png_claiming(width: int, height: int) -> bytes:
     )
 
 
-# -- ZIP surgery -------------------------------------------------------------------------------
+# -- one whole sample of each ---------------------------------------------------------------
+
+SAMPLES: dict[str, Callable[[], bytes]] = {
+    "png": lambda: image_bytes("png"),
+    "jpeg": lambda: image_bytes("jpeg"),
+    "tiff": lambda: image_bytes("tiff"),
+    "bmp": lambda: image_bytes("bmp"),
+    "webp": lambda: image_bytes("webp"),
+    "ole": lambda: OLE_MAGIC + bytes(504),
+    "rtf": lambda: b"{\\rtf1\\ansi Hello.}",
+    "docx": docx_bytes,
+    "xlsx": xlsx_bytes,
+    "pptx": pptx_bytes,
+    "odt": lambda: odf_bytes("text"),
+    "ods": lambda: odf_bytes("spreadsheet"),
+    "odp": lambda: odf_bytes("presentation"),
+    "epub": epub_bytes,
+}
+"""A whole file of each content ``sniff`` tells by its bytes (a ZIP by the document it holds),
+but PDF (``harness.pdfs``) and text, keyed by the name ``sniff`` gives it."""
+
+ZIPPED = ("docx", "xlsx", "pptx", "odt", "ods", "odp", "epub")
+"""The keys of ``SAMPLES`` that are ZIPs."""
 
 
-def zip_of(parts: dict[str, str | bytes], stored: tuple[str, ...] = ()) -> bytes:
+# -- ZIPs and ZIP surgery ----------------------------------------------------------------------
+
+
+def zip_bytes(
+    members: Mapping[str, str | bytes],
+    method: int = zipfile.ZIP_DEFLATED,
+    stored: Collection[str] = (),
+) -> bytes:
+    """A ZIP of ``members`` packed by ``method``, those named in ``stored`` left unpacked."""
     out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in parts.items():
-            kind = zipfile.ZIP_STORED if name in stored else zipfile.ZIP_DEFLATED
+    with zipfile.ZipFile(out, "w", compression=method) as archive:
+        for name, data in members.items():
+            kind = zipfile.ZIP_STORED if name in stored else method
             archive.writestr(name, data, compress_type=kind)
     return out.getvalue()
 
@@ -258,8 +321,6 @@ def zip_bomb(data: bytes, members: int = 4, gibibytes: int = 1) -> bytes:
     """``data``'s members plus ``members`` members of ``gibibytes`` GiB of zeros each, with true
     sizes and checksums (about 1 MB packed a GiB): unpacked, it is gigabytes. Written by hand,
     each member's deflate stream one 16 MiB block repeated, so it takes a second to make."""
-    import zlib
-
     block = b"\x00" * (1 << 24)
     packer = zlib.compressobj(9, zlib.DEFLATED, -15)
     piece = packer.compress(block) + packer.flush(zlib.Z_FULL_FLUSH)
@@ -283,16 +344,12 @@ def zip_bomb(data: bytes, members: int = 4, gibibytes: int = 1) -> bytes:
 
 
 def _deflate(data: bytes) -> bytes:
-    import zlib
-
     packer = zlib.compressobj(6, zlib.DEFLATED, -15)
     return packer.compress(data) + packer.flush()
 
 
 def _raw_zip(entries: list[tuple[str, bytes, int, int]]) -> bytes:
     """A ZIP of (name, deflated data, CRC-32, unpacked size) entries, without ZIP64."""
-    import struct
-
     out = bytearray()
     directory = bytearray()
     for name, packed, crc, size in entries:
