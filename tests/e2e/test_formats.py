@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from harness.documents import epub_bytes, image_bytes, pptx_bytes, xlsx_bytes
 from tests.daemon import Daemon
-from tests.documents import epub_bytes, image_bytes, pptx_bytes, xlsx_bytes
 from tests.helpers import OFFLINE, docling_config, pdf_bytes, wait_for, write_config
 
 pytestmark = pytest.mark.slow
