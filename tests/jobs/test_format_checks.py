@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from harness.documents import SAMPLES, docx_bytes, image_bytes, xlsx_bytes, zip_bytes
+from harness.documents import (
+    LOCAL_FILE_TEXT,
+    SAMPLES,
+    docx_bytes,
+    external_entity,
+    image_bytes,
+    xlsx_bytes,
+    zip_bytes,
+)
 from harness.pdfs import pdf_bytes
 from sir_convert_a_lot import zipdir
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
@@ -87,6 +95,20 @@ def test_a_format_this_folder_does_not_accept_is_refused_even_when_whole(tmp_pat
     assert failure.message == (
         "A Word document ('letter.docx') is not converted here; drop a file ending in one of: .pdf."
     )
+
+
+def test_a_jats_article_is_refused_by_its_name_before_anything_reads_its_entities(
+    tmp_path: Path,
+) -> None:
+    """docling reads JATS, but ``.xml`` is no format of ``conversion.formats``: an article whose
+    DOCTYPE names a local file as an entity is refused by its name, so no XML parser sees it."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text(LOCAL_FILE_TEXT)
+    article = f"{external_entity('article', str(secret))}<article><p>&xxe;</p></article>"
+    failure = _refused(tmp_path, "paper.xml", article.encode(), ConversionOptions())
+    assert failure.code is ErrorCode.UNSUPPORTED_MEDIA_TYPE
+    assert failure.details["reason"] == "format_not_accepted"
+    assert LOCAL_FILE_TEXT not in failure.message + str(failure.details)
 
 
 def test_a_zip_is_told_to_be_unpacked(tmp_path: Path) -> None:
