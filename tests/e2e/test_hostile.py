@@ -235,11 +235,11 @@ def test_a_file_changed_after_its_claim_is_given_back_and_converted_whole(
     whole = pdf_bytes(pages=3, text="complete")
     appended = threading.Event()
 
-    def writer_still_writing(path: Path, name: str, limit: int) -> object:
+    def writer_still_writing(path: Path, name: str, *limits: Any) -> object:
         if not appended.is_set():  # the writer had the file open and wrote on after the claim
             appended.set()
             path.write_bytes(whole)
-        return real_inspect(path, name, limit)
+        return real_inspect(path, name, *limits)
 
     monkeypatch.setattr(lifecycle_module, "inspect_source", writer_still_writing)
     service = Service(load_config(tmp_path))
