@@ -378,6 +378,9 @@ def main() -> int:
         "--ray", action="store_true", help="also run the first batch size on the Ray engine"
     )
     args = parser.parse_args()
+    missing = [str(pdf) for pdf in args.pdfs if not pdf.is_file()]
+    if missing:  # before minutes of model building, not after
+        parser.error(f"--pdfs: no such file: {', '.join(missing)}")
 
     work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     built = time.monotonic()
