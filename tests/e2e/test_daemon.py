@@ -441,7 +441,7 @@ def test_repeated_sigkills_during_a_batch_lose_nothing_and_duplicate_nothing(
             time.sleep(delay)
             daemon.kill()
     with Daemon(config).start() as daemon:
-        _wait_files(tmp_path / "outbox", [n.replace(".pdf", ".json") for n in names], timeout=120)
+        _wait_files(tmp_path / "outbox", [n.replace(".pdf", ".json") for n in names], timeout=240)
         daemon.terminate()
     expected = sorted(
         [n.replace(".pdf", ".json") for n in names] + [n.replace(".pdf", ".md") for n in names]
