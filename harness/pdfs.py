@@ -30,14 +30,20 @@ def pdf_bytes(pages: int = 1, text: str = "Hello from a test page.") -> bytes:
     return data
 
 
+SCAN_PAGE = (360, 144)  # points: a slip, not a sheet, so that OCR on the CPU takes seconds less
+
+
 def scanned_pdf_bytes(text: str) -> bytes:
-    """A one-page PDF whose text exists only as pixels, as a scanner writes it."""
+    """A one-page PDF whose text exists only as pixels, as a scanner writes it. The page is
+    small: OCR's cost grows with the page's area, and no test needs a whole sheet of it."""
     import pymupdf
 
-    text_page = pymupdf.open(stream=pdf_bytes(text=text))
+    width, height = SCAN_PAGE
+    text_page = pymupdf.open()
+    text_page.new_page(width=width, height=height).insert_text((24, 72), text, fontsize=12)
     pixmap = text_page[0].get_pixmap(dpi=100)
     document = pymupdf.open()
-    document.new_page().insert_image(document[0].rect, pixmap=pixmap)
+    document.new_page(width=width, height=height).insert_image(document[0].rect, pixmap=pixmap)
     data: bytes = document.tobytes()
     return data
 

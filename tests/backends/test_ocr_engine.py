@@ -196,7 +196,7 @@ def test_through_the_worker_scans_submitted_together_share_ocr_calls(
 
 
 @pytest.mark.slow
-def test_a_broken_ocr_model_fails_the_load_not_the_firstscanned_pdf_bytes(
+def test_a_broken_ocr_model_fails_the_load_not_the_first_scan(
     tmp_path: Path, stand_in_models: Path
 ) -> None:
     models = tmp_path / "models"
