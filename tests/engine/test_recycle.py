@@ -127,6 +127,37 @@ def test_drained_documents_in_a_due_worker_finish_there_and_a_new_one_waits_for_
     assert engine.memory().recycles == {"jobs": 1}
 
 
+def test_a_stop_during_a_drained_recycle_leaves_no_worker_behind(tmp_path: Path) -> None:
+    """Stopped while the recycling thread spawns the replacement (after the old worker is shut
+    down, before the new one is in place, where ``stop`` cannot see it): the replacement is
+    discarded, not loaded beside a stopped engine, and no failure is reported (issue 26)."""
+    spawning, spawned = threading.Event(), threading.Event()
+    made: list[ScriptedTransport] = []
+
+    def factory(settings: WorkerSettings) -> Transport:
+        if made:
+            spawning.set()
+            spawned.wait(10)
+        made.append(ScriptedTransport(settings))
+        return made[-1]
+
+    config = load_config(tmp_path, engine={"recycle_after_jobs": 1})
+    engine = Engine(config, UNLOCK, instance="recycle", transport=factory, overlap=False)
+    _ENGINES.append(engine)
+    engine.start()
+    with capture_logs() as logged:
+        engine.submit("job_a", "/a.pdf", _options(), CPU)
+        made[0].inbox.append(_converted("job_a"))
+        assert engine.wait("job_a") == _converted("job_a")  # due: the recycling thread acts
+        assert spawning.wait(10)
+        engine.stop()
+        spawned.set()
+        wait_for(lambda: not engine.recycling, timeout=10)
+    assert len(made) == 2 and not made[0].alive() and not made[1].alive()
+    assert not engine.alive
+    assert [e for e in logged if e["event"].startswith("worker_recycle")] == []
+
+
 # -- overlapped: the replacement loads beside the due worker ------------------------------------
 
 

@@ -1,11 +1,17 @@
-"""The service's own wiring, without starting it: what a reload (SIGHUP) reaches."""
+"""The service's own wiring: what a reload (SIGHUP) reaches, and its stop steps."""
 
 from __future__ import annotations
 
+import errno
+import os
+import threading
 from pathlib import Path
 from typing import Any, cast
 
-from sir_convert_a_lot.engine.interface import ConversionEngine, ProgressSink
+from structlog.testing import capture_logs
+
+from sir_convert_a_lot.engine.gpu import GpuProbe
+from sir_convert_a_lot.engine.interface import ConversionEngine, ProgressSink, WorkerInfo
 from sir_convert_a_lot.jobs.job import Job
 from sir_convert_a_lot.jobs.outcome import Outcome, Status
 from sir_convert_a_lot.service.daemon import Service
@@ -116,3 +122,48 @@ def test_the_snapshot_says_at_once_that_the_service_stops(tmp_path: Path) -> Non
     snap = service.snapshot()
     assert snap.stopping and not snap.ready and snap.in_flight == 0
     assert service.heartbeat.status(snap)["state"] == "stopping"
+
+
+class _EngineThatFailsToStop(_IdleEngine):
+    """An engine that starts, is never sent a document, and fails its stop the way issue 26's
+    did (EBADF out of a worker's pipe)."""
+
+    alive = True
+
+    def start(self) -> WorkerInfo:
+        probe = GpuProbe(False, None, "no usable GPU: test", "not checked", "not checked")
+        return WorkerInfo(os.getpid(), 0, probe, {}, (("pymupdf", "cpu"),), 0.0, 0.0)
+
+    def abort(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+
+
+def test_a_stop_step_that_fails_leaves_the_steps_after_it_done_and_the_exit_code_1(
+    tmp_path: Path,
+) -> None:
+    """Whatever one part raises while the daemon stops, the parts after it still stop, in their
+    order: the heartbeat ends, the stop is noted and the lease removed (no other instance waits
+    for it to go stale), and the exit code says that something went wrong."""
+    config = load_config(tmp_path)
+    engine = _EngineThatFailsToStop()
+    service = Service(config, engine_factory=lambda _on_progress: cast(ConversionEngine, engine))
+    codes: list[int] = []
+    with capture_logs() as logged:
+        running = threading.Thread(target=lambda: codes.append(service.run()), daemon=True)
+        running.start()
+        assert service.ready.wait(30)
+        service.request_stop()
+        running.join(30)
+    assert codes == [1]
+    events = [e["event"] for e in logged]
+    assert events.index("daemon_stopping") < events.index("stop_step_failed")
+    assert events.index("stop_step_failed") < events.index("daemon_stopped")
+    [failed] = [e for e in logged if e["event"] == "stop_step_failed"]
+    assert failed["step"] == "engine" and "Bad file descriptor" in failed["error"]
+    instances = config.paths.state / "instances"
+    assert not (instances / f"{config.instances.name}.lease").exists()
+    assert (instances / f"{config.instances.name}.stopped").exists()
+    assert service.heartbeat._thread is not None and not service.heartbeat._thread.is_alive()

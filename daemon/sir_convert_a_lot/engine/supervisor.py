@@ -25,14 +25,14 @@ alone=True)`` waits until the worker is empty and keeps others out until that jo
 a suspect of a shared crash tried alone crashes only for itself. A worker due for recycling
 is replaced by ``recycle``: beside it, then retired (overlapped), or after it (drained).
 
-Several threads may ``submit``, ``wait`` and ``convert`` at once (the daemon runs one job thread
-per document in flight). One waiter at a time is the pump: it takes the messages of every worker
-holding documents (two while a recycle overlaps), routes each to its job, and enforces the
-limits; the other waiters sleep on a condition variable until a message was routed or the pump
-hands over (after each step of at most 0.25 s, so a waiter whose job settled leaves at once).
-Starting a worker happens under its own lock, so two threads submitting together start one
-worker. ``abort`` and ``stop`` may come from any thread; every job they end is settled and
-its waiter woken.
+Several threads may ``submit``, ``wait`` and ``convert`` at once (the daemon runs one job thread per
+document in flight). One waiter at a time is the pump: it takes the messages of every worker holding
+documents (two while a recycle overlaps), routes each to its job, and enforces the limits; the other
+waiters sleep on a condition variable until a message was routed or the pump hands over (after each
+step of at most 0.25 s, so a waiter whose job settled leaves at once). Starting a worker happens
+under its own lock, so two threads submitting together start one worker. ``abort`` and ``stop`` may
+come from any thread; every job they end is settled and its waiter woken, and no worker starts after
+``stop`` (one a recycle was spawning is discarded).
 """
 
 from __future__ import annotations
@@ -166,6 +166,8 @@ class Engine:
             return self.info
 
     def _handshake(self, transport: Transport) -> WorkerInfo:
+        if self.stopped:  # stop() came while it spawned (a recycle's), too soon to see it
+            raise EngineStartError("engine_stopped", "the engine was stopped")
         option_sets = [self.config.defaults, *self.config.profiles.values()]
         return handshake(transport, option_sets, self.governance, self._lock_device)
 
@@ -342,8 +344,7 @@ class Engine:
         self._discard(transport, self._crashed_with(transport))
 
     def _crashed_with(self, transport: Transport) -> ErrorFor:
-        """The verdict for jobs in a worker that went down: crashed, and ``shared`` when more
-        than one was in it (the culprit cannot be told)."""
+        """Jobs in a worker that went down crashed, ``shared`` when several were in it."""
         shared = len(self._docket.waiting_on(transport)) > 1
         innocent = transport.lost_with_node()
         return lambda _job_id, _job: WorkerCrashed(

@@ -11,14 +11,13 @@ comes first.
 
 from __future__ import annotations
 
-import contextlib
 import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 
-from sir_convert_a_lot import __version__, logs
+from sir_convert_a_lot import logs
 from sir_convert_a_lot.config import Config, Reconfigurable
 from sir_convert_a_lot.engine.choose import build_engine
 from sir_convert_a_lot.engine.interface import ConversionEngine, EngineStartError, ProgressSink
@@ -31,7 +30,7 @@ from sir_convert_a_lot.jobs.job import Job
 from sir_convert_a_lot.jobs.lifecycle import JobRunner
 from sir_convert_a_lot.jobs.outcome import Outcome
 from sir_convert_a_lot.jobs.spool import Spool
-from sir_convert_a_lot.service import reload, signals, startup
+from sir_convert_a_lot.service import reload, shutdown, signals, startup
 from sir_convert_a_lot.service.events import Done, Event, EventsLost, Hint, Reload, Wake
 from sir_convert_a_lot.service.heartbeat import Heartbeat
 from sir_convert_a_lot.service.hooks import Hooks
@@ -39,7 +38,6 @@ from sir_convert_a_lot.service.metrics import Metrics, Sample
 from sir_convert_a_lot.service.runners import JobThreads
 from sir_convert_a_lot.service.snapshot import Activity, Board, ServiceSnapshot, published
 from sir_convert_a_lot.systemd import Notifier
-from sir_convert_a_lot.versions import build_id
 
 log = logs.get()
 
@@ -176,8 +174,8 @@ class Service:
         try:
             code = self._loop()
         finally:
-            self._shutdown()
-        return code
+            clean = self._shutdown()
+        return code if clean else 1
 
     def request_stop(self) -> None:
         """Stop claiming; let the running jobs finish within the grace period. Thread-safe."""
@@ -395,7 +393,9 @@ class Service:
 
     # -- stop ---------------------------------------------------------------------------------
 
-    def _shutdown(self) -> None:
+    def _shutdown(self) -> bool:
+        """Stop the parts in order, each whatever the one before raised (``shutdown``); False
+        when one failed."""
         if not self.stopping.is_set():
             self.notifier.stopping("stopping")
         self.stopping.set()
@@ -403,23 +403,21 @@ class Service:
         running = [activity.job_id for activity in self.converting()]
         log.info("daemon_stopping", running=running)
         deadline = time.monotonic() + self.config.service.stop_grace_seconds
-        self.threads.stop(deadline, self._give_up_on)
-        self._count_last_endings()
-        if self.watcher is not None:
-            with contextlib.suppress(Exception):
-                self.watcher.stop()
-        self.engine.stop()
-        self.hooks.stop()  # before the metrics' last textfile, which counts them
-        self.metrics.stop()
-        self.heartbeat.stop()
-        try:
-            self.spool.instances.record_stop(
-                {"version": __version__, "build": build_id(), "started_at": self.started_at}
+        clean = shutdown.in_order(
+            (
+                ("job threads", lambda: self.threads.stop(deadline, self._give_up_on)),
+                ("last endings", self._count_last_endings),
+                ("watcher", lambda: shutdown.stop_watching(self.watcher)),
+                ("engine", self.engine.stop),
+                ("hooks", self.hooks.stop),  # before the metrics' last textfile, which counts them
+                ("metrics", self.metrics.stop),
+                ("heartbeat", self.heartbeat.stop),
+                ("stop note", lambda: shutdown.note_stop(self.spool.instances, self.started_at)),
+                ("lease", self.spool.instances.remove_lease),
             )
-        except OSError as exc:
-            log.warning("stop_note_failed", error=str(exc), effect="status cannot say when")
-        self.spool.instances.remove_lease()
+        )
         log.info("daemon_stopped")
+        return clean
 
     def _count_last_endings(self) -> None:
         """Jobs that ended while the service stopped: the loop no longer handles their events,

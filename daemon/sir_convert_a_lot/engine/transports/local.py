@@ -6,6 +6,11 @@ takes only the child down. Messages are the frozen dataclasses of ``protocol``, 
 ``multiprocessing`` pipe. Signs of life come through a shared double the child stamps every
 second from its own thread: a child stuck in native code that holds the GIL stops stamping.
 
+The pipe end is used and closed from several threads (a document's pump, a recycle, ``stop``),
+and ``Connection.close`` is not safe against itself: two closes at once both ``os.close`` the
+number, and the second fails with EBADF or closes whatever took the number meanwhile. So the
+transport closes it once, under a lock, and only once no ``send`` or ``receive`` is using it.
+
 The parent half is ``LocalProcessTransport``; the child half is ``worker_process_main``, which
 makes the process die with the daemon and then runs the worker's entry point over the pipe:
 ``worker.serve``, unless a test hands the transport its own (``worker.WorkerEntry``).
@@ -54,6 +59,9 @@ class LocalProcessTransport:
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
         self._stamp: Any = None  # multiprocessing.Value("d"): the child's last sign of life
+        self._sending = threading.Lock()  # held while the pipe is written
+        self._receiving = threading.Lock()  # held while the pipe is polled and read
+        self._closing = threading.Lock()  # one close at a time
 
     def start(self) -> None:
         context = multiprocessing.get_context("spawn")
@@ -70,24 +78,26 @@ class LocalProcessTransport:
         self._process, self._conn = process, parent
 
     def send(self, message: object) -> None:
-        conn = self._conn
-        if conn is None:
-            raise TransportClosed("the worker's pipe is closed")
-        try:
-            conn.send(message)
-        except (BrokenPipeError, OSError):
-            raise TransportClosed("the worker's pipe broke") from None
+        with self._sending:
+            conn = self._conn
+            if conn is None:
+                raise TransportClosed("the worker's pipe is closed")
+            try:
+                conn.send(message)
+            except OSError:
+                raise TransportClosed("the worker's pipe broke") from None
 
     def receive(self, timeout: float) -> object | None:
-        conn, process = self._conn, self._process
-        if conn is None or process is None:
-            raise TransportClosed("the worker's pipe is closed")
-        try:
-            if conn.poll(timeout):
-                message: object = conn.recv()
-                return message
-        except (EOFError, OSError):
-            raise TransportClosed("the worker's pipe closed") from None
+        with self._receiving:
+            conn, process = self._conn, self._process
+            if conn is None or process is None:
+                raise TransportClosed("the worker's pipe is closed")
+            try:
+                if conn.poll(timeout):
+                    message: object = conn.recv()
+                    return message
+            except (EOFError, OSError):
+                raise TransportClosed("the worker's pipe closed") from None
         if not process.is_alive():
             raise TransportClosed("the worker process exited")
         return None
@@ -123,13 +133,18 @@ class LocalProcessTransport:
             process.kill()
 
     def close(self) -> None:
-        if self._process is not None:
-            if self._process.is_alive():
-                self._process.kill()
-            self._process.join(timeout=_JOIN_SECONDS)
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        """Kill the worker if need be, then close the pipe: once, whoever else closes it, and
+        after a ``send`` or ``receive`` in progress (the worker gone, it ends at once)."""
+        with self._closing:
+            process = self._process
+            if process is not None:
+                if process.is_alive():
+                    process.kill()
+                process.join(timeout=_JOIN_SECONDS)
+            with self._sending, self._receiving:
+                conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()
 
 
 # -- the child's side ---------------------------------------------------------------------------

@@ -1,0 +1,54 @@
+"""The stop steps run in their order whatever one of them raises.
+
+A step that fails (an unexpected OSError from a part that was stopping, as issue 26's EBADF
+was) must not skip those after it: the heartbeat must end, the stop be noted and the lease
+removed, or another instance waits for a stale lease and ``status`` shows a daemon that is gone.
+The failure is logged and the daemon exits 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable
+
+from sir_convert_a_lot import __version__, logs
+from sir_convert_a_lot.intake.watch import InboxWatcher
+from sir_convert_a_lot.jobs.leases import Instances
+from sir_convert_a_lot.versions import build_id
+
+log = logs.get()
+
+Step = tuple[str, Callable[[], object]]
+
+
+def in_order(steps: Iterable[Step]) -> bool:
+    """Run each named step in order; whether every one ran without raising."""
+    clean = True
+    for name, step in steps:
+        try:
+            step()
+        except Exception as error:  # noqa: BLE001 - the steps after it must run all the same
+            clean = False
+            log.error(
+                "stop_step_failed",
+                step=name,
+                error=f"{type(error).__name__}: {error}",
+                effect="the remaining stop steps run all the same; the daemon exits 1",
+            )
+    return clean
+
+
+def stop_watching(watcher: InboxWatcher | None) -> None:
+    if watcher is not None:
+        with contextlib.suppress(Exception):  # watchdog's own races at its stop are no fault
+            watcher.stop()
+
+
+def note_stop(instances: Instances, started_at: float) -> None:
+    """The note ``status`` reads once the lease is gone; without it, it cannot say when."""
+    try:
+        instances.record_stop(
+            {"version": __version__, "build": build_id(), "started_at": started_at}
+        )
+    except OSError as exc:
+        log.warning("stop_note_failed", error=str(exc), effect="status cannot say when")
