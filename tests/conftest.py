@@ -22,13 +22,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """GPU tests run only where CUDA works; everywhere else they are skipped, saying why.
-    Heavy tests share one xdist group, so that `tools/test`'s two processes never run two of
-    them at once: on two cores, two model or Ray runs side by side each take twice as long,
-    and the timing-sensitive ones among them then fail for want of CPU, not for a bug."""
-    for item in items:
-        if item.get_closest_marker("heavy") is not None:
-            item.add_marker(pytest.mark.xdist_group("heavy"))
+    """GPU tests run only where CUDA works; everywhere else they are skipped, saying why."""
     from sir_convert_a_lot.engine.gpu import probe
 
     found = probe(0)

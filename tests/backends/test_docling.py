@@ -36,11 +36,7 @@ from tests.plugins.scripted_worker import ScriptedWorker
 TABLE_PAGE = SAMPLES / "2305.03393v1-pg9.pdf"
 
 
-pytestmark = [
-    pytest.mark.usefixtures("offline"),
-    pytest.mark.slow,
-    pytest.mark.heavy,
-]  # models: seconds per test
+pytestmark = [pytest.mark.usefixtures("offline"), pytest.mark.slow]  # models: seconds per test
 
 
 class _RecordingModel:

@@ -24,7 +24,7 @@ from sir_convert_a_lot.options import ConversionOptions
 from tests.backends.together import convert_together
 from tests.helpers import OFFLINE, REPO, SAMPLES, docling_config, load_config, pdf_bytes
 
-pytestmark = [pytest.mark.slow, pytest.mark.heavy]  # models, workers or Ray: seconds per test
+pytestmark = pytest.mark.slow  # models, workers or Ray: seconds per test
 
 OPTIONS = ConversionOptions(backend_strategy="docling", ocr_mode="off", table_mode="fast")
 

@@ -36,11 +36,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PICTURE_BOX = (72.0, 145.0, 312.0, 280.0)
 
 
-pytestmark = [
-    pytest.mark.usefixtures("offline"),
-    pytest.mark.slow,
-    pytest.mark.heavy,
-]  # models: seconds per test
+pytestmark = [pytest.mark.usefixtures("offline"), pytest.mark.slow]  # models: seconds per test
 
 
 def _document_with_pictures(count: int) -> Any:

@@ -21,11 +21,7 @@ from sir_convert_a_lot.options import ConversionOptions
 from tests.backends.together import convert_together
 from tests.helpers import pdf_bytes
 
-pytestmark = [
-    pytest.mark.usefixtures("offline"),
-    pytest.mark.slow,
-    pytest.mark.heavy,
-]  # models: seconds per test
+pytestmark = [pytest.mark.usefixtures("offline"), pytest.mark.slow]  # models: seconds per test
 
 AUTO = ConversionOptions(backend_strategy="docling", ocr_mode="auto", table_mode="fast")
 FORCE = ConversionOptions(backend_strategy="docling", ocr_mode="force", table_mode="fast")

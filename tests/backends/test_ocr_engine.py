@@ -30,7 +30,7 @@ from sir_convert_a_lot.options import ConversionOptions
 from tests.backends.together import convert_together
 from tests.helpers import docling_config, load_config
 
-pytestmark = [pytest.mark.usefixtures("offline"), pytest.mark.heavy]
+pytestmark = pytest.mark.usefixtures("offline")
 
 FORCE = ConversionOptions(backend_strategy="docling", ocr_mode="force", table_mode="fast")
 

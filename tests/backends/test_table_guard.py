@@ -36,11 +36,7 @@ OPTIONS = ConversionOptions(backend_strategy="docling", ocr_mode="off", table_mo
 TABLE_PAGE = SAMPLES / "2305.03393v1-pg9.pdf"  # the stand-in layout finds 2 tables on it
 MULTI_PAGE = SAMPLES / "multi_page.pdf"
 
-pytestmark = [
-    pytest.mark.usefixtures("offline"),
-    pytest.mark.slow,
-    pytest.mark.heavy,
-]  # models: seconds per test
+pytestmark = [pytest.mark.usefixtures("offline"), pytest.mark.slow]  # models: seconds per test
 
 
 # -- which library ------------------------------------------------------------------------------

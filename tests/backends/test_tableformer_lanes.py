@@ -19,7 +19,7 @@ from harness.scripted_tables import CELL_TAGS, History, RowScripts
 from sir_convert_a_lot.backends import tableformer_fast, tableformer_lanes
 from tests.backends.test_tableformer_fast import assert_same, load_predictor
 
-pytestmark = [pytest.mark.slow, pytest.mark.heavy]  # models, workers or Ray: seconds per test
+pytestmark = pytest.mark.slow  # models, workers or Ray: seconds per test
 
 Prediction = tuple[list[int], Tensor, Tensor]
 ENDS = [1, 5, 37, 90, 2, 12, 20, 3, 9, 30, 7, 15]  # steps at which each table writes <end>

@@ -21,7 +21,7 @@ from harness.documents import epub_bytes, image_bytes, pptx_bytes, xlsx_bytes
 from tests.daemon import Daemon
 from tests.helpers import OFFLINE, docling_config, pdf_bytes, wait_for, write_config
 
-pytestmark = [pytest.mark.slow, pytest.mark.heavy]
+pytestmark = pytest.mark.slow
 
 MODELS_RAN = ("scan", "pages", "born-digital")
 

@@ -29,7 +29,7 @@ from tests.helpers import (
 sys.path.insert(0, str(REPO / "tools"))
 import parity
 
-pytestmark = [pytest.mark.slow, pytest.mark.heavy]
+pytestmark = pytest.mark.slow
 
 TABLE_PAGE = SAMPLES / "2305.03393v1-pg9.pdf"  # a page with a table: the TableFormer path runs
 SAMPLE_NEIGHBOURS = ("mathfuncs.pdf", "mathfuncs_colswitch.pdf")

@@ -33,7 +33,7 @@ from tests.helpers import Sink, load_config, make_pdf, wait_for, write_config
 from tests.plugins.scripted_service import scripted_service
 from tests.plugins.scripted_worker import ScriptedWorker
 
-pytestmark = [pytest.mark.slow, pytest.mark.heavy]  # models, workers or Ray: seconds per test
+pytestmark = pytest.mark.slow  # models, workers or Ray: seconds per test
 
 RAY = {"kind": "ray", "ray_address": "local", "workers": 2, "gpus_per_worker": 0}
 RAY_CPUS = {**RAY, "cpus_per_worker": 1}

@@ -41,8 +41,6 @@ from tests.plugins.scripted_service import scripted_transport
 from tests.plugins.scripted_worker import ScriptedWorker
 from tests.service.test_runners import _converted
 
-pytestmark = pytest.mark.heavy  # models or timing: one at a time in tools/test
-
 _ENGINES: list[Engine] = []  # made by this module's tests, stopped after each
 
 

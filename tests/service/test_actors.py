@@ -22,7 +22,7 @@ from tests.helpers import load_config, make_pdf, wait_for
 from tests.plugins.scripted_service import scripted_service
 from tests.plugins.scripted_worker import ScriptedWorker
 
-pytestmark = [pytest.mark.slow, pytest.mark.heavy]  # models, workers or Ray: seconds per test
+pytestmark = pytest.mark.slow  # models, workers or Ray: seconds per test
 
 RAY_CPUS = {
     "kind": "ray",

@@ -16,7 +16,7 @@ from tests.helpers import REPO
 sys.path.insert(0, str(REPO / "tools"))
 import table_cost
 
-pytestmark = [pytest.mark.slow, pytest.mark.heavy]  # models, workers or Ray: seconds per test
+pytestmark = pytest.mark.slow  # models, workers or Ray: seconds per test
 
 
 def test_each_way_is_timed_and_gives_docling_s_tags(stand_in_models: Path) -> None:
