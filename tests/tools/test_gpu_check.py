@@ -12,7 +12,7 @@ import pytest
 
 from tests.helpers import REPO, SAMPLES
 
-pytestmark = [pytest.mark.slow, pytest.mark.heavy]
+pytestmark = pytest.mark.slow
 
 
 def _run(out: Path, *extra: str) -> tuple[int, dict[str, Any]]:
