@@ -1,16 +1,20 @@
 """The local transport's pipe is closed once, by whichever thread gets there first, and never
-while another thread reads or writes it (issue 26: a stop during a drained recycle closed one
-worker's pipe from two threads; the second ``os.close`` failed with EBADF and the daemon exited
-1, or would have closed whatever descriptor had taken that number meanwhile)."""
+while another thread reads or writes it; every thread that waits for the worker's end reads its
+exit code (issue 26: a stop during a drained recycle closed one worker's pipe from two threads;
+the second ``os.close`` failed with EBADF and the daemon exited 1, or would have closed whatever
+descriptor had taken that number meanwhile)."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import threading
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, cast
+
+import pytest
 
 from sir_convert_a_lot.engine.startup import worker_settings
 from sir_convert_a_lot.engine.transports.base import TransportClosed
@@ -120,3 +124,28 @@ def test_a_close_waits_for_a_receive_in_progress_and_the_receive_ends_as_closed(
         pass
     else:
         raise AssertionError("a closed transport received")
+
+
+@pytest.mark.slow
+def test_threads_waiting_together_for_a_worker_s_end_all_read_its_exit_code(
+    tmp_path: Path,
+) -> None:
+    # A crash report and a stop can wait for the same worker at once; each must read the exit
+    # code, not None because the other reaped the process first.
+    transport = LocalProcessTransport(worker_settings(load_config(tmp_path)))
+    forked = multiprocessing.get_context("fork")
+    for _round in range(10):
+        process = forked.Process(target=time.sleep, args=(0.2,))
+        process.start()
+        transport._process = process
+        codes: list[int | None] = []
+
+        def wait_for_its_end(codes: list[int | None] = codes) -> None:
+            codes.append(transport.exit_code(wait=10))
+
+        waiters = [threading.Thread(target=wait_for_its_end) for _ in range(8)]
+        for waiter in waiters:
+            waiter.start()
+        for waiter in waiters:
+            waiter.join(20)
+        assert codes == [0] * 8

@@ -10,6 +10,9 @@ The pipe end is used and closed from several threads (a document's pump, a recyc
 and ``Connection.close`` is not safe against itself: two closes at once both ``os.close`` the
 number, and the second fails with EBADF or closes whatever took the number meanwhile. So the
 transport closes it once, under a lock, and only once no ``send`` or ``receive`` is using it.
+Reaping the child is not safe against itself either: of two threads that join it at once, one
+reaps it and the other's ``waitpid`` fails, so it reads no exit code. So a thread waits on the
+process's sentinel, which any number of threads may do, and reaps it under a lock.
 
 The parent half is ``LocalProcessTransport``; the child half is ``worker_process_main``, which
 makes the process die with the daemon and then runs the worker's entry point over the pipe:
@@ -21,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import threading
@@ -62,6 +66,7 @@ class LocalProcessTransport:
         self._sending = threading.Lock()  # held while the pipe is written
         self._receiving = threading.Lock()  # held while the pipe is polled and read
         self._closing = threading.Lock()  # one close at a time
+        self._reaping = threading.Lock()  # one waitpid at a time
 
     def start(self) -> None:
         context = multiprocessing.get_context("spawn")
@@ -98,12 +103,16 @@ class LocalProcessTransport:
                     return message
             except (EOFError, OSError):
                 raise TransportClosed("the worker's pipe closed") from None
-        if not process.is_alive():
+        if not self._alive(process):
             raise TransportClosed("the worker process exited")
         return None
 
     def alive(self) -> bool:
-        return self._process is not None and self._process.is_alive()
+        return self._process is not None and self._alive(self._process)
+
+    def _alive(self, process: BaseProcess) -> bool:
+        with self._reaping:
+            return process.is_alive()
 
     def silent_seconds(self) -> float:
         if self._stamp is None or not self.alive():
@@ -112,7 +121,7 @@ class LocalProcessTransport:
 
     def resident_bytes(self) -> int | None:
         process = self._process
-        if process is None or process.pid is None or not process.is_alive():
+        if process is None or process.pid is None or not self._alive(process):
             return None
         return resident_bytes(process.pid)
 
@@ -120,16 +129,24 @@ class LocalProcessTransport:
         process = self._process
         if process is None:
             return None
-        if wait > 0:
-            process.join(timeout=wait)
-        return process.exitcode
+        return self._reap(process, wait)
+
+    def _reap(self, process: BaseProcess, wait: float) -> int | None:
+        """The exit code once the process has ended within ``wait`` seconds, else None."""
+        ended = not self._alive(process) or bool(
+            wait > 0 and multiprocessing.connection.wait([process.sentinel], timeout=wait)
+        )
+        with self._reaping:
+            if ended:  # its sentinel closes a moment before it can be reaped: wait for that
+                process.join(timeout=_JOIN_SECONDS)
+            return process.exitcode
 
     def lost_with_node(self) -> bool:
         return False  # the node is this host: if it went, so did the daemon
 
     def kill(self) -> None:
         process = self._process
-        if process is not None and process.is_alive():
+        if process is not None and self._alive(process):
             process.kill()
 
     def close(self) -> None:
@@ -138,9 +155,9 @@ class LocalProcessTransport:
         with self._closing:
             process = self._process
             if process is not None:
-                if process.is_alive():
+                if self._alive(process):
                     process.kill()
-                process.join(timeout=_JOIN_SECONDS)
+                self._reap(process, _JOIN_SECONDS)
             with self._sending, self._receiving:
                 conn, self._conn = self._conn, None
             if conn is not None:
