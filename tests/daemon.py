@@ -1,5 +1,6 @@
 """The daemon as the tests run it: ``harness.daemon`` from the repository's
-own environment, plus ``crash_at``, which runs it under ``tests.crash_harness``."""
+own environment, plus ``crash_at``, which runs it under ``tests.crash_harness``, and ``quick``,
+which runs its local workers on the text-layer stand-in (``tests.plugins.quick_daemon``)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ __all__ = [
 
 class Daemon(harness.Daemon):
     """``sir-convert --config CFG run`` in a subprocess with its log in a file; ``crash_at``
-    names the point where ``tests.crash_harness`` makes it crash."""
+    names the point where ``tests.crash_harness`` makes it crash; ``quick`` is for a test whose
+    subject is the files, not their conversion: its PDFs convert through the text layer."""
 
     def __init__(
         self,
@@ -36,10 +38,13 @@ class Daemon(harness.Daemon):
         *,
         crash_at: str | None = None,
         harness: tuple[str, ...] = (),
+        quick: bool = False,
         **options: Any,
     ) -> None:
         if crash_at:
             harness = ("tests.crash_harness", crash_at)
+        if quick:
+            harness = ("tests.plugins.quick_daemon", *harness)
         super().__init__(config, harness=harness, cwd=REPO, bin_dir=VENV_BIN, **options)
 
 

@@ -186,7 +186,7 @@ def test_a_slow_writer_is_never_claimed_mid_write(tmp_path: Path) -> None:
     config = write_config(tmp_path, watch={"stability_seconds": 0.6})
     data = pdf_bytes(pages=3)
     chunks = [data[i : i + 1024] for i in range(0, len(data), 1024)]
-    with Daemon(config).start() as daemon:
+    with Daemon(config, quick=True).start() as daemon:
         target = tmp_path / "inbox" / "slow.pdf"
         with target.open("wb") as handle:
             for chunk in chunks:
@@ -210,7 +210,7 @@ def test_polling_mode_and_folders_dropped_with_pdfs_inside(tmp_path: Path) -> No
     outside = tmp_path / "outside" / "batch"
     make_pdf(outside / "a.pdf")
     make_pdf(outside / "deeper" / "b.pdf")
-    with Daemon(config).start() as daemon:
+    with Daemon(config, quick=True).start() as daemon:
         os.rename(outside, tmp_path / "inbox" / "batch")
         _wait_files(tmp_path / "outbox", ["batch/a.json", "batch/deeper/b.json"])
         daemon.terminate()
@@ -219,7 +219,7 @@ def test_polling_mode_and_folders_dropped_with_pdfs_inside(tmp_path: Path) -> No
 
 def test_name_collisions_get_numbered_never_overwritten(tmp_path: Path) -> None:
     config = write_config(tmp_path)
-    with Daemon(config).start() as daemon:
+    with Daemon(config, quick=True).start() as daemon:
         make_pdf(tmp_path / "inbox" / "Report.pdf", text="first")
         _wait_files(tmp_path / "outbox", ["Report.json"])
         make_pdf(tmp_path / "inbox" / "report.PDF", text="second")
@@ -250,7 +250,7 @@ def test_hostile_names_are_kept_exactly_and_logged_escaped(tmp_path: Path) -> No
         b"report..final.pdf",  # holds ".." but stays one name in the inbox
     ]
     longest = ("y" * 251).encode() + b".pdf"  # 255 bytes: "<stem>.json" would not fit
-    with Daemon(config).start() as daemon:
+    with Daemon(config, quick=True).start() as daemon:
         content = pdf_bytes()
         for name in [*names, longest]:
             with open(os.path.join(inbox, name), "wb") as handle:
@@ -285,7 +285,7 @@ def test_symlinks_fifos_and_linked_folders_are_never_followed(tmp_path: Path) ->
     config = write_config(tmp_path)
     secret = make_pdf(tmp_path / "private" / "secret.pdf", text="do not read")
     make_pdf(tmp_path / "private" / "inside-linked-folder.pdf")
-    with Daemon(config).start() as daemon:
+    with Daemon(config, quick=True).start() as daemon:
         inbox = tmp_path / "inbox"
         (inbox / "link.pdf").symlink_to(secret)
         os.mkfifo(inbox / "pipe.pdf")
@@ -308,7 +308,7 @@ def test_status_shows_the_instance_ready_at_once_even_with_a_long_lease(tmp_path
     """The lease is rewritten every quarter lease (15 s at the default 60); being ready, and
     every change status shows, must not wait for that."""
     config = write_config(tmp_path, instances={"lease_seconds": 60})
-    with Daemon(config).start():
+    with Daemon(config, quick=True).start():
         ready_at = time.monotonic()
 
         def shown_ready() -> bool:
@@ -332,7 +332,7 @@ def test_status_shows_the_instance_ready_at_once_even_with_a_long_lease(tmp_path
 
 def test_sigterm_stops_cleanly_and_status_reports_the_instance(tmp_path: Path) -> None:
     config = write_config(tmp_path)
-    with Daemon(config).start() as daemon:
+    with Daemon(config, quick=True).start() as daemon:
         status = run_cli("status", "--json", config=config)
         assert status.returncode == 0, status.stderr
         report = json.loads(status.stdout)
@@ -370,7 +370,7 @@ def test_retry_brings_a_failed_file_back_and_a_success_supersedes_its_error(
 ) -> None:
     locked = write_config(tmp_path, governance={"allow_cpu_only": False, "decision_record": ""})
     # cpu_only under the lock: refused with gpu_not_available on any host
-    with Daemon(locked).start() as daemon:
+    with Daemon(locked, quick=True).start() as daemon:
         make_pdf(tmp_path / "inbox" / "later.pdf")
         _wait_files(tmp_path / "outbox", ["later.error.json"])
         daemon.terminate()
@@ -380,7 +380,7 @@ def test_retry_brings_a_failed_file_back_and_a_success_supersedes_its_error(
     assert retried.returncode == 0, retried.stderr
     assert (tmp_path / "inbox" / "later.pdf").exists()
     assert not (tmp_path / "failed" / "later.pdf").exists()
-    with Daemon(unlocked).start() as daemon:
+    with Daemon(unlocked, quick=True).start() as daemon:
         _wait_files(tmp_path / "outbox", ["later.json"])
         daemon.terminate()
     assert sorted(os.listdir(tmp_path / "outbox")) == ["later.json", "later.md"]
@@ -404,11 +404,11 @@ def test_sigkill_at_a_stage_boundary_then_restart_gives_exactly_one_set_of_outpu
     tmp_path: Path, point: str
 ) -> None:
     config = write_config(tmp_path)
-    with Daemon(config, crash_at=point, log_name="crashing").start() as crashing:
+    with Daemon(config, crash_at=point, log_name="crashing", quick=True).start() as crashing:
         make_pdf(tmp_path / "inbox" / "doc.pdf", pages=2)
         assert crashing.wait(timeout=60) == -9
     assert not (tmp_path / "inbox" / "doc.pdf").exists()
-    with Daemon(config).start() as daemon:
+    with Daemon(config, quick=True).start() as daemon:
         _wait_files(tmp_path / "outbox", ["doc.json"])
         daemon.terminate()
     assert _outputs(tmp_path / "outbox") == ["doc.json", "doc.md"]
@@ -419,10 +419,12 @@ def test_sigkill_at_a_stage_boundary_then_restart_gives_exactly_one_set_of_outpu
 
 def test_sigkill_before_a_failure_is_disposed_still_fails_once(tmp_path: Path) -> None:
     config = write_config(tmp_path)
-    with Daemon(config, crash_at="before_fail_disposal", log_name="crashing").start() as crashing:
+    with Daemon(
+        config, crash_at="before_fail_disposal", log_name="crashing", quick=True
+    ).start() as crashing:
         copy_sample("not_a_pdf.pdf", tmp_path / "inbox")
         assert crashing.wait(timeout=60) == -9
-    with Daemon(config).start() as daemon:
+    with Daemon(config, quick=True).start() as daemon:
         wait_for(lambda: (tmp_path / "failed" / "not_a_pdf.pdf").exists())
         daemon.terminate()
     assert _outputs(tmp_path / "outbox") == ["not_a_pdf.error.json"]
@@ -456,8 +458,8 @@ def test_two_instances_share_one_inbox_and_convert_each_file_once(tmp_path: Path
     config = write_config(tmp_path, conversion={"normalize": "none"})
     names = [f"file-{i:03d}.pdf" for i in range(100)]
     with (
-        Daemon(config, instance="alpha").start() as alpha,
-        Daemon(config, instance="beta").start() as beta,
+        Daemon(config, instance="alpha", quick=True).start() as alpha,
+        Daemon(config, instance="beta", quick=True).start() as beta,
     ):
         for name in names:
             make_pdf(tmp_path / "inbox" / name)
@@ -477,12 +479,12 @@ def test_two_instances_share_one_inbox_and_convert_each_file_once(tmp_path: Path
 def test_a_dead_instances_claim_is_taken_over_after_its_lease(tmp_path: Path) -> None:
     config = write_config(tmp_path, instances={"lease_seconds": 2})
     with Daemon(
-        config, instance="doomed", crash_at="after_claim", log_name="doomed"
+        config, instance="doomed", crash_at="after_claim", log_name="doomed", quick=True
     ).start() as doomed:
         make_pdf(tmp_path / "inbox" / "orphan.pdf")
         assert doomed.wait(timeout=60) == -9
     assert list((tmp_path / "state" / "claimed" / "doomed").iterdir())
-    with Daemon(config, instance="rescuer").start() as rescuer:
+    with Daemon(config, instance="rescuer", quick=True).start() as rescuer:
         _wait_files(tmp_path / "outbox", ["orphan.json"], timeout=30)
         rescuer.terminate()
     assert _sidecar(tmp_path / "outbox", "orphan")["execution"]["instance"] == "rescuer"
@@ -491,7 +493,7 @@ def test_a_dead_instances_claim_is_taken_over_after_its_lease(tmp_path: Path) ->
 
 def test_the_daemon_exits_non_zero_when_its_watcher_dies(tmp_path: Path) -> None:
     config = write_config(tmp_path)
-    with Daemon(config).start() as daemon:
+    with Daemon(config, quick=True).start() as daemon:
         shutil.rmtree(tmp_path / "inbox")
         code = daemon.wait(timeout=30)
     assert code == 1
@@ -500,7 +502,7 @@ def test_the_daemon_exits_non_zero_when_its_watcher_dies(tmp_path: Path) -> None
 
 def test_a_second_daemon_with_the_same_instance_name_is_refused(tmp_path: Path) -> None:
     config = write_config(tmp_path)
-    with Daemon(config).start():
+    with Daemon(config, quick=True).start():
         second = run_cli("run", config=config, timeout=60)
     assert second.returncode == 2
     assert "instances.name" in second.stderr
@@ -599,7 +601,7 @@ def test_the_periodic_rescan_finds_files_whose_events_never_came(tmp_path: Path)
         tmp_path,
         watch={"mode": "polling", "poll_interval_seconds": 3600, "rescan_interval_seconds": 1},
     )
-    with Daemon(config).start() as daemon:
+    with Daemon(config, quick=True).start() as daemon:
         make_pdf(tmp_path / "inbox" / "quiet.pdf")
         _wait_files(tmp_path / "outbox", ["quiet.json"], timeout=30)
         daemon.terminate()
@@ -625,7 +627,7 @@ def test_a_real_inotify_queue_overflow_triggers_a_rescan_that_finds_the_lost_fil
     names = [f"after-overflow-{i}.pdf" for i in range(3)]
     for name in names:
         make_pdf(staging / name)
-    with Daemon(config).start() as daemon:
+    with Daemon(config, quick=True).start() as daemon:
         assert daemon.process is not None
         os.kill(daemon.process.pid, signal.SIGSTOP)
         try:
@@ -645,7 +647,7 @@ def test_a_real_inotify_queue_overflow_triggers_a_rescan_that_finds_the_lost_fil
 def test_files_waiting_before_the_start_are_found_by_the_start_up_scan(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     make_pdf(tmp_path / "inbox" / "early" / "waiting.pdf")
-    with Daemon(config).start() as daemon:
+    with Daemon(config, quick=True).start() as daemon:
         _wait_files(tmp_path / "outbox", ["early/waiting.json"])
         daemon.terminate()
 

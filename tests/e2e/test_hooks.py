@@ -59,7 +59,7 @@ def test_a_hook_past_its_timeout_is_killed_and_counted_while_the_next_20_files_c
     )
     inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
     names = [f"doc{number:02d}" for number in range(20)]
-    with Daemon(config).start() as daemon:
+    with Daemon(config, quick=True).start() as daemon:
         make_pdf(inbox / "hangs.pdf")
         pid = int(
             wait_for(
@@ -110,7 +110,7 @@ def test_hooks_get_the_published_path_and_the_job_and_a_failing_one_changes_no_o
     on_failure = shell_hook(hooks / "failure.sh", record + "echo queued for review\n")
     config = write_config(tmp_path, hooks={"on_success": on_success, "on_failure": on_failure})
     inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
-    with Daemon(config, env={"SITE_SETTING": "from the unit"}).start() as daemon:
+    with Daemon(config, env={"SITE_SETTING": "from the unit"}, quick=True).start() as daemon:
         make_pdf(inbox / "good.pdf")
         copy_sample("not_a_pdf.pdf", inbox)
         [failed] = daemon.wait_event("hook_failed")
@@ -141,7 +141,7 @@ def test_no_hook_outlives_the_daemon(tmp_path: Path) -> None:
     pids = tmp_path / "pids"
     hook = shell_hook(tmp_path / "hooks" / "hang.sh", f"sleep 600 &\necho $$ $! > {pids}\nwait\n")
     config = write_config(tmp_path, hooks={"on_success": hook, "timeout_seconds": 3})
-    with Daemon(config).start() as daemon:
+    with Daemon(config, quick=True).start() as daemon:
         make_pdf(tmp_path / "inbox" / "a.pdf")
         running = wait_for(
             lambda: pids.exists() and len(found := pids.read_text().split()) == 2 and found, 60
@@ -174,14 +174,14 @@ def test_a_job_a_crash_left_published_runs_its_hook_once_the_restart_finishes_it
     )
     config = write_config(tmp_path, hooks={"on_success": hook, "on_failure": hook})
     inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
-    with Daemon(config, crash_at=point, log_name="crashing").start() as crashing:
+    with Daemon(config, crash_at=point, log_name="crashing", quick=True).start() as crashing:
         if drop == "report.pdf":
             make_pdf(inbox / drop)
         else:
             copy_sample(drop, inbox)
         assert crashing.wait(timeout=60) == -9  # killed with its output out, its job unended
     assert (outbox / published).exists() and list(calls.iterdir()) == []
-    with Daemon(config).start() as daemon:
+    with Daemon(config, quick=True).start() as daemon:
         [ran] = daemon.wait_event("hook_ran")
         assert daemon.terminate() == 0
     job_id = _json(outbox / published)["job_id"]

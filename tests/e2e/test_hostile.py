@@ -96,7 +96,7 @@ def test_links_sockets_folders_named_pdf_and_lookalike_names(tmp_path: Path) -> 
     outside = make_pdf(tmp_path / "private" / "outside.pdf", text="not for the daemon")
     before = outside.read_bytes()
     inbox = tmp_path / "inbox"
-    with Daemon(config).start() as daemon:
+    with Daemon(config, quick=True).start() as daemon:
         os.link(outside, inbox / "hardlink.pdf")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(str(inbox / "socket.pdf"))
@@ -334,7 +334,7 @@ def test_a_folder_the_daemon_may_not_write_loses_nothing_and_publishes_nothing_t
     # Real EACCES: the daemon runs without the capabilities that let root ignore file modes.
     config = write_config(tmp_path)
     outbox = tmp_path / "outbox"
-    with Daemon(config, obey_permissions=True).start() as daemon:
+    with Daemon(config, obey_permissions=True, quick=True).start() as daemon:
         (tmp_path / read_only).chmod(0o555)
         try:
             make_pdf(tmp_path / "inbox" / "good.pdf")
@@ -363,7 +363,7 @@ def test_a_folder_the_daemon_may_not_write_loses_nothing_and_publishes_nothing_t
         finally:
             (tmp_path / read_only).chmod(0o755)
         assert daemon.terminate() == 0
-    with Daemon(config, obey_permissions=True, log_name="restarted").start() as daemon:
+    with Daemon(config, obey_permissions=True, log_name="restarted", quick=True).start() as daemon:
         wait_for(lambda: files_under(tmp_path / "failed") == ["not_a_pdf.pdf"], timeout=60)
         wait_for(lambda: files_under(tmp_path / "archive") == ["good.pdf"], timeout=60)
         assert daemon.terminate() == 0
@@ -432,7 +432,7 @@ def test_a_file_in_a_folder_the_daemon_may_not_write_waits_alone_and_status_name
     try:
         for index in range(3):
             make_pdf(inbox / f"free-{index}.pdf")
-        with Daemon(config, obey_permissions=True).start() as daemon:
+        with Daemon(config, obey_permissions=True, quick=True).start() as daemon:
             failure = daemon.wait_event("claim_failed", timeout=30)[0]
             assert failure["source"] == "locked/stuck.pdf"
             assert failure["errno"] == "EACCES"
@@ -481,7 +481,7 @@ def test_a_read_only_state_folder_leaves_the_file_in_the_inbox_and_claims_resume
 ) -> None:
     config = write_config(tmp_path)
     claimed = tmp_path / "state" / "claimed" / "test-instance"
-    with Daemon(config, obey_permissions=True).start() as daemon:
+    with Daemon(config, obey_permissions=True, quick=True).start() as daemon:
         claimed.chmod(0o555)
         try:
             make_pdf(tmp_path / "inbox" / "patient.pdf")
@@ -503,7 +503,7 @@ def test_a_file_only_its_owner_may_read_fails_saying_so_and_how_to_fix_it(
     tmp_path: Path,
 ) -> None:
     config = write_config(tmp_path)
-    with Daemon(config, obey_permissions=True).start() as daemon:
+    with Daemon(config, obey_permissions=True, quick=True).start() as daemon:
         private = make_pdf(tmp_path / "private.pdf")
         os.chown(private, 65534, 65534)  # another user's file, as a share user drops it
         private.chmod(0o600)

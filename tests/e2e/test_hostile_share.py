@@ -111,7 +111,9 @@ def test_a_hostile_share_user_reaches_nothing_outside_and_loses_nothing(
     watch = ledger.Watch(root / "outbox", guarded, {s.sha256: s.path for s in sentinels})
     fresh = pdf_bytes(1, "Dropped after the storm.")
     started = time.monotonic()
-    with Daemon(config, harness=("tests.hostile_calls", str(targets["lock"]))) as daemon:
+    with Daemon(
+        config, harness=("tests.hostile_calls", str(targets["lock"])), quick=True
+    ) as daemon:
         daemon.start()
         watch.start()
         user.run(CHAOS_SECONDS, MAX_OPS)
@@ -154,7 +156,7 @@ def test_a_second_failure_of_the_same_inbox_name_ends_in_failed(tmp_path: Path) 
     fails again took the same road. design.md: a second failure replaces the envelope."""
     config = write_config(tmp_path, watch={"stability_seconds": 0.3})
     second = b"not a PDF either"
-    with Daemon(config).start() as daemon:
+    with Daemon(config, quick=True).start() as daemon:
         (tmp_path / "inbox" / "x.pdf").write_bytes(b"")
         wait_for(lambda: (tmp_path / "outbox" / "x.error.json").exists(), timeout=30)
         (tmp_path / "inbox" / "x.pdf").write_bytes(second)
@@ -176,7 +178,7 @@ def test_a_failure_below_a_folder_named_like_an_earlier_failed_file_is_disposed(
     (``job_disposal_deferred`` every 60 s); it must end in failed/ all the same."""
     config = write_config(tmp_path, watch={"stability_seconds": 0.3})
     inbox = tmp_path / "inbox"
-    with Daemon(config).start() as daemon:
+    with Daemon(config, quick=True).start() as daemon:
         (inbox / "team").write_bytes(b"a file called team, not a PDF")
         wait_for(lambda: (tmp_path / "failed" / "team").is_file(), timeout=30)
         (inbox / "team").mkdir()

@@ -96,7 +96,7 @@ def test_a_writer_that_pauses_longer_than_every_window_gets_the_complete_convers
     )
     data = _document()
     half = len(data) // 2
-    with Daemon(config).start() as daemon:
+    with Daemon(config, quick=True).start() as daemon:
         handle = open_in_inbox("report.pdf", "wb")
         if preallocate:  # as Windows Explorer does: the full size first, zeros until written
             handle.truncate(len(data))
@@ -131,7 +131,7 @@ def test_a_word_document_written_with_a_pause_is_claimed_only_once_whole(tmp_pat
     data = docx_bytes("A paragraph written slowly.", paragraphs=400)
     half = len(data) // 2
     target = tmp_path / "inbox" / "letter.docx"
-    with Daemon(config).start() as daemon:
+    with Daemon(config, quick=True).start() as daemon:
         with target.open("wb") as handle:
             handle.write(data[:half])
         paused = time.monotonic()
@@ -163,7 +163,7 @@ def test_a_writer_that_never_finishes_ends_truncated_after_the_limit(tmp_path: P
     config = write_config(tmp_path, watch={"stability_seconds": 0.3, "incomplete_wait_seconds": 2})
     data = _document()
     target = tmp_path / "inbox" / "abandoned.pdf"
-    with Daemon(config).start() as daemon:
+    with Daemon(config, quick=True).start() as daemon:
         target.write_bytes(data[: len(data) // 2])
         last_write = time.time()
         error_json = wait_for(lambda: _finished(tmp_path / "outbox", "abandoned"), timeout=60)
@@ -189,7 +189,7 @@ def test_a_file_rewritten_during_conversion_is_converted_again_from_its_final_by
     replacement.write_bytes(final)
     first = pdf_bytes(pages=2, text="An early draft.")
     harness = ("tests.change_harness", "draft.pdf", str(replacement))
-    with Daemon(config, harness=harness).start() as daemon:
+    with Daemon(config, harness=harness, quick=True).start() as daemon:
         (tmp_path / "inbox" / "draft.pdf").write_bytes(first)
         wait_for(lambda: _finished(tmp_path / "outbox", "draft"), timeout=60)
         daemon.terminate()
@@ -215,7 +215,7 @@ def test_without_cap_lease_the_daemon_says_so_and_the_other_checks_still_hold(
     config = write_config(tmp_path, watch={"stability_seconds": 0.3, "incomplete_wait_seconds": 30})
     data = _document()
     target = tmp_path / "inbox" / "shared.pdf"
-    with Daemon(config, drop_capabilities=(CAP_LEASE,)).start() as daemon:
+    with Daemon(config, drop_capabilities=(CAP_LEASE,), quick=True).start() as daemon:
         target.write_bytes(data[: len(data) // 2])
         os.chown(target, 65534, 65534)  # owned by a share user, not by the service
         unavailable = daemon.wait_event("open_writer_check_unavailable")[0]

@@ -113,7 +113,7 @@ def test_a_daemon_under_umask_0002_keeps_the_share_group_out_of_its_state(share:
         folder.mkdir(mode=0o2775)
         os.chown(folder, 0, SHARE_GID)
         folder.chmod(0o2775)
-    daemon = Daemon(config)
+    daemon = Daemon(config, quick=True)
     daemon.preexec = _umask_0002
     with daemon.start():
         fixed = daemon.wait_event("state_permissions_fixed")[0]

@@ -86,12 +86,12 @@ def test_an_instance_frozen_past_its_lease_publishes_the_job_exactly_once(
         tmp_path, instances={"lease_seconds": LEASE_SECONDS}, conversion={"normalize": "none"}
     )
     outbox = tmp_path / "outbox"
-    stale = Daemon(config, instance="stale", crash_at=f"stop:{stage}", log_name="stale")
+    stale = Daemon(config, instance="stale", crash_at=f"stop:{stage}", log_name="stale", quick=True)
     with stale.start(), _watching(outbox) as replaced:
         make_pdf(tmp_path / "inbox" / "report.pdf")
         wait_for(lambda: _frozen(stale), timeout=60)
         (claimed,) = os.listdir(tmp_path / "state" / "claimed" / "stale")
-        with Daemon(config, instance="holder", log_name="holder").start() as holder:
+        with Daemon(config, instance="holder", log_name="holder", quick=True).start() as holder:
             wait_for(lambda: (outbox / "report.json").exists(), timeout=60)
             published = _snapshot(outbox)
             assert stale.process is not None

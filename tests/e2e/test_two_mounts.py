@@ -203,8 +203,8 @@ def test_two_instances_on_two_mount_paths_of_one_share_never_share_or_replace_a_
         ]
         inputs: dict[str, str] = {}  # sha256 -> the name it was dropped as
         with (
-            Daemon(configs[0], instance="alpha", harness=SLOW_SHARE).start() as alpha,
-            Daemon(configs[1], instance="beta", harness=SLOW_SHARE).start() as beta,
+            Daemon(configs[0], instance="alpha", harness=SLOW_SHARE, quick=True).start() as alpha,
+            Daemon(configs[1], instance="beta", harness=SLOW_SHARE, quick=True).start() as beta,
             _Witness(share / "outbox") as witness,
         ):
             variants = _case_variants(CASE_STEM, 100)

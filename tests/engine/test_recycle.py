@@ -459,7 +459,7 @@ def test_documents_keep_arriving_while_the_worker_is_recycled_and_each_ends_once
     names: list[str] = []
     engine = {"recycle_after_jobs": every, "recycle_overlap": overlap}
     config = write_config(tmp_path, engine=engine)
-    with Daemon(config).start() as daemon:
+    with Daemon(config, quick=True).start() as daemon:
         # A steady flow until two recycles are over: documents arrive while workers load,
         # overlap and retire.
         while len([e for e in daemon.events() if e["event"] == "worker_recycled"]) < 2:

@@ -77,7 +77,8 @@ def test_ready_status_watchdog_and_stopping_over_a_real_run(
     tmp_path: Path, notify: NotifySocket
 ) -> None:
     config = write_config(tmp_path, watch={"stability_seconds": 0.5})
-    with Daemon(config, env=_env(notify, watchdog_seconds=2.0)).start(wait_ready=False) as daemon:
+    notified = Daemon(config, env=_env(notify, watchdog_seconds=2.0), quick=True)
+    with notified.start(wait_ready=False) as daemon:
         wait_for(lambda: notify.with_key("READY"), timeout=60)
         _ready_at, ready = notify.with_key("READY")[0]
         # READY comes after the worker is warm and the start-up scan is done
@@ -106,7 +107,7 @@ def test_sighup_applies_a_live_change_and_refuses_bad_or_restart_only_ones(
     tmp_path: Path, notify: NotifySocket
 ) -> None:
     config = write_config(tmp_path)
-    with Daemon(config, env=_env(notify, watchdog_seconds=10)).start() as daemon:
+    with Daemon(config, env=_env(notify, watchdog_seconds=10), quick=True).start() as daemon:
         assert daemon.process is not None
         write_config(tmp_path, watch={"stability_seconds": 0.3}, conversion={"normalize": "none"})
         daemon.process.send_signal(signal.SIGHUP)
@@ -139,7 +140,7 @@ def test_sighup_refuses_a_config_that_became_group_writable_and_keeps_the_old_on
     tmp_path: Path,
 ) -> None:
     config = write_config(tmp_path)
-    with Daemon(config).start() as daemon:
+    with Daemon(config, quick=True).start() as daemon:
         assert daemon.process is not None
         write_config(tmp_path, conversion={"normalize": "none"})
         config.chmod(0o664)

@@ -222,20 +222,23 @@ class _Worker:
     def _loaded_backend(self, name: str, device: str) -> Backend:
         key = (name, device)
         if key not in self.backends:
-            context = BackendContext(
-                device="cuda" if device == "cuda" else "cpu",
-                device_index=self.settings.device_index,
-                model_thread=self.model_thread,
-                models_path=self.settings.models_path,
-                batch_sizes=self.settings.batch_sizes,
-                ocr_backend=self.settings.ocr_backend,
-                table_check_every=self.settings.table_check_every,
-            )
-            backend = create_backend(name, context)
+            backend = create_backend(name, self._context(device))
             wanted = tuple(o for o in self.option_sets if o.backend == name)
             backend.load(wanted)
             self.backends[key] = backend
         return self.backends[key]
+
+    def _context(self, device: str) -> BackendContext:
+        """What a backend on ``device`` is given: the one model thread and the settings."""
+        return BackendContext(
+            device="cuda" if device == "cuda" else "cpu",
+            device_index=self.settings.device_index,
+            model_thread=self.model_thread,
+            models_path=self.settings.models_path,
+            batch_sizes=self.settings.batch_sizes,
+            ocr_backend=self.settings.ocr_backend,
+            table_check_every=self.settings.table_check_every,
+        )
 
     def _backend_for(self, opened: Opened, request: ConvertRequest) -> Backend:
         """The model-free backend for a format that runs no model; else the job's own, on the

@@ -1,0 +1,100 @@
+"""A stand-in for the pymupdf backend's layout model, for the tests whose subject is what happens
+to a file (its claim, names, leases, crashes, a hostile share), not how it converts.
+
+The real pymupdf backend costs each worker about 1.5 s to import and warm pymupdf-layout's ONNX
+models, and each page about 0.5 s of CPU (its image features run at a fixed input size, however
+small the page). A daemon test that drops 100 one-page PDFs spends most of its time there. This
+stand-in keeps everything around the model: the real worker process, its handshake, the model
+thread, preflight, progress, normalising and publishing. Only the page's Markdown comes from the
+PDF's own text layer instead of the layout model, as the stand-in models do for docling
+(``harness.stand_in_models``).
+
+The tests that check what a conversion says (its Markdown, its sidecar's stages, warnings and
+pictures, the worker's memory and recycling) keep the real backend. The stand-in reaches a
+daemon only through the engine's one seam, the worker's entry point (``QuickWorker``); the
+daemon picks it up when a test starts it under ``tests.plugins.quick_daemon``.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import ClassVar
+
+from sir_convert_a_lot.backends import Backend
+from sir_convert_a_lot.backends.base import BackendContext, BackendResult, ProgressCallback
+from sir_convert_a_lot.backends.document_open import Opened
+from sir_convert_a_lot.backends.pdf_open import MUPDF, OpenedPdf
+from sir_convert_a_lot.backends.pymupdf import PyMuPDFBackend, pdf_only
+from sir_convert_a_lot.capabilities import Capabilities
+from sir_convert_a_lot.engine import worker
+from sir_convert_a_lot.engine.protocol import WorkerSettings
+from sir_convert_a_lot.errors import ErrorCode, JobFailure
+from sir_convert_a_lot.options import ConversionOptions
+
+
+class TextLayerBackend:
+    """The pymupdf backend's interface and outputs, its layout model replaced by the text layer:
+    each page's text, on the model thread, as the real backend converts there."""
+
+    name = "pymupdf"
+    capabilities: ClassVar[Capabilities] = PyMuPDFBackend.capabilities
+
+    def __init__(self, context: BackendContext) -> None:
+        self.context = context
+
+    def load(self, option_sets: tuple[ConversionOptions, ...]) -> None:
+        if self.context.device != "cpu":  # as the real backend refuses
+            raise JobFailure(
+                ErrorCode.VALIDATION_ERROR,
+                "The pymupdf backend runs on the CPU only.",
+                reason="backend_is_cpu_only",
+            )
+
+    def warm(self, sample: OpenedPdf, options: ConversionOptions) -> None:
+        self.context.model_thread.submit(self._pages, sample).result()
+
+    def convert(
+        self, document: Opened, options: ConversionOptions, progress: ProgressCallback
+    ) -> BackendResult:
+        if not isinstance(document, OpenedPdf):
+            raise pdf_only(document)
+        progress(0, document.pages)
+        pages, thread_id = self.context.model_thread.submit(self._pages, document).result()
+        progress(document.pages, document.pages)
+        return BackendResult(
+            markdown="".join(pages),
+            backend_used=self.name,
+            acceleration_used="cpu",
+            ocr_enabled=False,
+            model_thread_id=thread_id,
+            pages=pages,
+            furniture=tuple(() for _ in pages),
+            stage_devices={"layout": "cpu"},
+        )
+
+    def _pages(self, pdf: OpenedPdf) -> tuple[tuple[str, ...], int]:
+        import pymupdf
+
+        with MUPDF, pymupdf.open(stream=pdf.data, filetype="pdf") as document:
+            pages = tuple(f"{page.get_text().strip()}\n\n" for page in document)
+        return pages, threading.get_ident()
+
+
+@dataclass(frozen=True)
+class QuickWorker:
+    """A ``worker.WorkerEntry``: the real worker, whose pymupdf backend is ``TextLayerBackend``;
+    every other backend (docling, the model-free formats) is the real one."""
+
+    def __call__(self, channel: worker.Channel, settings: WorkerSettings) -> None:
+        _Quick(channel, settings).serve()
+
+
+class _Quick(worker._Worker):
+    def _loaded_backend(self, name: str, device: str) -> Backend:
+        key = (name, device)
+        if name == TextLayerBackend.name and key not in self.backends:
+            backend = TextLayerBackend(self._context(device))
+            backend.load(tuple(o for o in self.option_sets if o.backend == name))
+            self.backends[key] = backend
+        return super()._loaded_backend(name, device)
