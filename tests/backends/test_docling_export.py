@@ -196,7 +196,11 @@ def test_a_one_shot_docling_conversion_publishes_the_docling_json(
     result = run_cli("convert", str(pdf), "--out", str(out), config=config, timeout=300)
 
     assert result.returncode == 0, result.stderr
+    assert pdf.exists()  # convert reads in place, never moves
     sidecar = json.loads((out / "doc.json").read_text(encoding="utf-8"))
+    metadata = sidecar["result"]["conversion_metadata"]  # the governed fallback, one-shot
+    assert (metadata["backend_used"], metadata["acceleration_used"]) == ("docling", "cpu")
+    assert "gpu_prefer_fell_back_to_cpu" in sidecar["result"]["warnings"]
     lossless = (out / "doc.docling.json").read_bytes()
     entry = {
         "name": "doc.docling.json",

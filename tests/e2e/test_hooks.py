@@ -18,7 +18,7 @@ from tests.helpers import copy_sample, ended, make_pdf, shell_hook, wait_for, wr
 
 pytestmark = pytest.mark.slow
 
-HANG_TIMEOUT = 40.0  # long enough for 20 small files to convert on a busy two-core machine
+HANG_TIMEOUT = 20.0  # long enough for 20 small files to convert on quick workers on a busy machine
 
 
 def _json(path: Path) -> dict[str, Any]:
