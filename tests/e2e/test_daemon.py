@@ -435,21 +435,34 @@ def test_repeated_sigkills_during_a_batch_lose_nothing_and_duplicate_nothing(
     tmp_path: Path,
 ) -> None:
     config = write_config(tmp_path)
-    names = [f"batch-{i:02d}.pdf" for i in range(16)]
+    outbox = tmp_path / "outbox"
+    names = [f"batch-{i:02d}" for i in range(16)]
     for name in names:
-        make_pdf(tmp_path / "inbox" / name, pages=2)
-    for delay in (1.5, 2.5, 3.5):
-        with Daemon(config, log_name="killed").start() as daemon:
+        make_pdf(tmp_path / "inbox" / f"{name}.pdf", pages=2)
+    for number, delay in enumerate((1.5, 2.5, 3.5)):
+        # Each its own log: in a shared one, the next start would see the last one's readiness.
+        with Daemon(config, log_name=f"killed-{number}").start() as daemon:
             time.sleep(delay)
             daemon.kill()
     with Daemon(config).start() as daemon:
-        _wait_files(tmp_path / "outbox", [n.replace(".pdf", ".json") for n in names], timeout=240)
+        ended = [(outbox / f"{n}.json", outbox / f"{n}.error.json") for n in names]
+        wait_for(lambda: all(a.exists() or b.exists() for a, b in ended), timeout=240)
         daemon.terminate()
+    # Each file ends once. One whose conversion all three kills interrupted has used its three
+    # attempts (every conversion started counts), and fails saying so; the others convert.
+    crashed = [n for n in names if (outbox / f"{n}.error.json").exists()]
+    for name in crashed:
+        error = json.loads((outbox / f"{name}.error.json").read_text())["error"]
+        assert (error["code"], error["details"]["attempts"]) == ("worker_crashed", 3), name
+    converted = [n for n in names if n not in crashed]
     expected = sorted(
-        [n.replace(".pdf", ".json") for n in names] + [n.replace(".pdf", ".md") for n in names]
+        [f"{n}.json" for n in converted]
+        + [f"{n}.md" for n in converted]
+        + [f"{n}.error.json" for n in crashed]
     )
-    assert _outputs(tmp_path / "outbox") == expected
-    assert sorted(os.listdir(tmp_path / "archive")) == names
+    assert _outputs(outbox) == expected
+    assert sorted(os.listdir(tmp_path / "archive")) == [f"{n}.pdf" for n in converted]
+    assert sorted(os.listdir(tmp_path / "failed")) == [f"{n}.pdf" for n in crashed]
     assert not os.listdir(tmp_path / "inbox")
     assert _state_is_empty(tmp_path)
 

@@ -15,6 +15,10 @@ where the converter would take the file:
 And at its start: ``load_seconds`` more to load its models (a slow model load), and a load that
 fails (``StartupFailed``) while the file ``fail_load_if`` names exists.
 
+Its PDFs convert through the text-layer stand-in for pymupdf-layout (``text_layer``): the subject
+of a scripted test is what the engine does around a conversion, not what the conversion says.
+``text_layer=False`` keeps the real backend.
+
 This module runs inside the worker process or Ray actor, so it imports only the worker's side.
 """
 
@@ -33,6 +37,7 @@ from sir_convert_a_lot.engine import worker
 from sir_convert_a_lot.engine.gpu import GpuProbe
 from sir_convert_a_lot.engine.protocol import Converted, ConvertRequest, Failed, WorkerSettings
 from sir_convert_a_lot.errors import ErrorCode, JobFailure
+from tests.plugins.text_layer import TextLayerWorker
 
 Fault = Literal["crash", "hang", "slow", "raise", "bloat"]
 
@@ -49,12 +54,13 @@ class ScriptedWorker:
     probe: GpuProbe | None = None
     load_seconds: float = 0.0
     fail_load_if: str = ""  # a path: while it exists, the load fails
+    text_layer: bool = True  # False: the real pymupdf backend and its layout model
 
     def __call__(self, channel: worker.Channel, settings: WorkerSettings) -> None:
         _Scripted(channel, settings, self).serve()
 
 
-class _Scripted(worker._Worker):
+class _Scripted(TextLayerWorker):
     """The real worker with the script played where the converter would be reached."""
 
     def __init__(
@@ -62,6 +68,7 @@ class _Scripted(worker._Worker):
     ) -> None:
         super().__init__(channel, settings)
         self.script = script
+        self.text_layer = script.text_layer
         self._document = threading.local()  # each document converts on a thread of its own
 
     def _probe(self) -> GpuProbe:

@@ -87,13 +87,18 @@ class QuickWorker:
     every other backend (docling, the model-free formats) is the real one."""
 
     def __call__(self, channel: worker.Channel, settings: WorkerSettings) -> None:
-        _Quick(channel, settings).serve()
+        TextLayerWorker(channel, settings).serve()
 
 
-class _Quick(worker._Worker):
+class TextLayerWorker(worker._Worker):
+    """The real worker with the pymupdf backend on the text layer (``text_layer`` False: the
+    real backend, for a subclass that decides per worker)."""
+
+    text_layer = True
+
     def _loaded_backend(self, name: str, device: str) -> Backend:
         key = (name, device)
-        if name == TextLayerBackend.name and key not in self.backends:
+        if self.text_layer and name == TextLayerBackend.name and key not in self.backends:
             backend = TextLayerBackend(self._context(device))
             backend.load(tuple(o for o in self.option_sets if o.backend == name))
             self.backends[key] = backend
