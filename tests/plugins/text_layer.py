@@ -25,11 +25,10 @@ from sir_convert_a_lot.backends import Backend
 from sir_convert_a_lot.backends.base import BackendContext, BackendResult, ProgressCallback
 from sir_convert_a_lot.backends.document_open import Opened
 from sir_convert_a_lot.backends.pdf_open import MUPDF, OpenedPdf
-from sir_convert_a_lot.backends.pymupdf import PyMuPDFBackend, pdf_only
+from sir_convert_a_lot.backends.pymupdf import PyMuPDFBackend, pdf_only, refuse_a_gpu
 from sir_convert_a_lot.capabilities import Capabilities
 from sir_convert_a_lot.engine import worker
 from sir_convert_a_lot.engine.protocol import WorkerSettings
-from sir_convert_a_lot.errors import ErrorCode, JobFailure
 from sir_convert_a_lot.options import ConversionOptions
 
 
@@ -44,12 +43,7 @@ class TextLayerBackend:
         self.context = context
 
     def load(self, option_sets: tuple[ConversionOptions, ...]) -> None:
-        if self.context.device != "cpu":  # as the real backend refuses
-            raise JobFailure(
-                ErrorCode.VALIDATION_ERROR,
-                "The pymupdf backend runs on the CPU only.",
-                reason="backend_is_cpu_only",
-            )
+        refuse_a_gpu(self.context)  # as the real backend does
 
     def warm(self, sample: OpenedPdf, options: ConversionOptions) -> None:
         self.context.model_thread.submit(self._pages, sample).result()

@@ -106,12 +106,7 @@ class PyMuPDFBackend:
         self._layout_markdown: Any = None
 
     def load(self, option_sets: tuple[ConversionOptions, ...]) -> None:
-        if self.context.device != "cpu":
-            raise JobFailure(
-                ErrorCode.VALIDATION_ERROR,
-                "The pymupdf backend runs on the CPU only.",
-                reason="backend_is_cpu_only",
-            )
+        refuse_a_gpu(self.context)
         self.context.model_thread.submit(self._import_models).result()
 
     def _import_models(self) -> None:
@@ -208,6 +203,16 @@ class PyMuPDFBackend:
         ):
             text = self._layout_markdown(document, use_ocr=False, force_ocr=False)
         return str(text)
+
+
+def refuse_a_gpu(context: BackendContext) -> None:
+    """pymupdf-layout's models run on onnxruntime's CPU provider only: a load on a GPU fails."""
+    if context.device != "cpu":
+        raise JobFailure(
+            ErrorCode.VALIDATION_ERROR,
+            "The pymupdf backend runs on the CPU only.",
+            reason="backend_is_cpu_only",
+        )
 
 
 def pdf_only(document: OpenedDocument) -> JobFailure:
