@@ -17,62 +17,36 @@ daemon picks it up when a test starts it under ``tests.plugins.quick_daemon``.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
-from typing import ClassVar
 
-from sir_convert_a_lot.backends import Backend
-from sir_convert_a_lot.backends.base import BackendContext, BackendResult, ProgressCallback
-from sir_convert_a_lot.backends.document_open import Opened
+from sir_convert_a_lot.backends import Backend, no_text
 from sir_convert_a_lot.backends.pdf_open import MUPDF, OpenedPdf
-from sir_convert_a_lot.backends.pymupdf import PyMuPDFBackend, pdf_only, refuse_a_gpu
-from sir_convert_a_lot.capabilities import Capabilities
+from sir_convert_a_lot.backends.pictures import PictureSet
+from sir_convert_a_lot.backends.pymupdf import PyMuPDFBackend
 from sir_convert_a_lot.engine import worker
 from sir_convert_a_lot.engine.protocol import WorkerSettings
-from sir_convert_a_lot.options import ConversionOptions
 
 
-class TextLayerBackend:
-    """The pymupdf backend's interface and outputs, its layout model replaced by the text layer:
-    each page's text, on the model thread, as the real backend converts there."""
+class TextLayerBackend(PyMuPDFBackend):
+    """The real pymupdf backend (its load, checks, model thread, warnings and result), with the
+    layout model's part replaced: each page's Markdown is its text layer, no line is labelled
+    page furniture, no block a table, and no picture is kept."""
 
-    name = "pymupdf"
-    capabilities: ClassVar[Capabilities] = PyMuPDFBackend.capabilities
+    def _import_models(self) -> None:
+        return None  # no model to import
 
-    def __init__(self, context: BackendContext) -> None:
-        self.context = context
+    def _markdown(self, pdf: OpenedPdf) -> str:
+        return "".join(self._pages(pdf)[0])
 
-    def load(self, option_sets: tuple[ConversionOptions, ...]) -> None:
-        refuse_a_gpu(self.context)  # as the real backend does
-
-    def warm(self, sample: OpenedPdf, options: ConversionOptions) -> None:
-        self.context.model_thread.submit(self._pages, sample).result()
-
-    def convert(
-        self, document: Opened, options: ConversionOptions, progress: ProgressCallback
-    ) -> BackendResult:
-        if not isinstance(document, OpenedPdf):
-            raise pdf_only(document)
-        progress(0, document.pages)
-        pages, thread_id = self.context.model_thread.submit(self._pages, document).result()
-        progress(document.pages, document.pages)
-        return BackendResult(
-            markdown="".join(pages),
-            backend_used=self.name,
-            acceleration_used="cpu",
-            ocr_enabled=False,
-            model_thread_id=thread_id,
-            pages=pages,
-            furniture=tuple(() for _ in pages),
-            stage_devices={"layout": "cpu"},
-        )
-
-    def _pages(self, pdf: OpenedPdf) -> tuple[tuple[str, ...], int]:
+    def _pages(
+        self, pdf: OpenedPdf, pictures: bool = False
+    ) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...], bool, PictureSet | None, int]:
         import pymupdf
 
         with MUPDF, pymupdf.open(stream=pdf.data, filetype="pdf") as document:
+            textless = no_text.pages_without_text(document)
             pages = tuple(f"{page.get_text().strip()}\n\n" for page in document)
-        return pages, threading.get_ident()
+        return pages, tuple(() for _ in pages), False, None, textless
 
 
 @dataclass(frozen=True)
