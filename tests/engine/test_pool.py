@@ -32,17 +32,13 @@ from sir_convert_a_lot.service.daemon import Service
 from tests.helpers import Sink, load_config, make_pdf, wait_for, write_config
 from tests.plugins.scripted_service import scripted_service
 from tests.plugins.scripted_worker import ScriptedWorker
+from tests.private_ray import my_private_rays, private_ray_processes, processes_of
 
 pytestmark = pytest.mark.slow  # models, workers or Ray: seconds per test
 
 RAY = {"kind": "ray", "ray_address": "local", "workers": 2, "gpus_per_worker": 0}
 RAY_CPUS = {**RAY, "cpus_per_worker": 1}
 LOOPBACK = {"127.0.0.1", "::1"}
-
-
-def private_ray_processes() -> list[int]:
-    """Every process of any private Ray a daemon started (they carry its mark)."""
-    return marked_processes("")
 
 
 @pytest.fixture(autouse=True)
@@ -172,12 +168,13 @@ def test_a_daemon_killed_mid_drain_converts_each_file_once_and_leaves_no_ray(
         for name in names:
             make_pdf(tmp_path / "inbox" / f"{name}.pdf", pages=3)
         daemon.wait_event("job_succeeded", timeout=120)
-        assert private_ray_processes(), "the private Ray should be running"
+        [ray] = my_private_rays()
+        assert len(processes_of(ray)) > 1, "the private Ray should be running"
     finally:
         daemon.kill()
-    # The reaper takes the whole private Ray down with the daemon.
+    # The reaper takes the whole private Ray down with the daemon, its agents included.
     assert wait_for(lambda: not private_ray_processes(), timeout=30), private_ray_processes()
-    assert not list(Path("/tmp").glob("sca-ray-*/session_*"))
+    assert not Path(ray.folder).exists()
     with Daemon(config).start(timeout=120) as again:
         wait_for(lambda: all((tmp_path / "outbox" / f"{n}.json").exists() for n in names), 180)
         time.sleep(1)

@@ -544,7 +544,8 @@ def test_status_shows_the_worker_beside_its_limits_and_torch_on_a_gpu() -> None:
 def test_ray_actors_are_recycled_the_same_way_and_each_document_ends_once(
     tmp_path: Path,
 ) -> None:
-    from tests.engine.test_pool import RAY_CPUS, _running, _stop, private_ray_processes
+    from tests.engine.test_pool import RAY_CPUS, _running, _stop
+    from tests.private_ray import private_ray_processes
 
     config = load_config(tmp_path, engine={**RAY_CPUS, "recycle_after_jobs": 2})
     names = [f"doc-{number}.pdf" for number in range(8)]

@@ -39,6 +39,9 @@ def processes_of(mark: str) -> list[int]:
 
 
 def _status(config_path: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> str:
+    """What ``status`` printed; not what went before it (an in-process Service's log lines,
+    printed to stdout once an earlier test of this process has set logging up that way)."""
+    capsys.readouterr()
     assert main(["--config", str(config_path), "status", *extra]) == 0
     return capsys.readouterr().out
 

@@ -3,8 +3,13 @@
 Started by the daemon with a pipe on its standard input that only the daemon holds. It waits
 for that pipe to close, which happens however the daemon ends (a clean stop, a crash, SIGKILL),
 then kills every process whose environment carries ``SIR_CONVERT_RAY_MARK=MARK`` (the private
-cluster's GCS, raylet and workers inherit it) and every process below them (the agents, which
-replace their environment), and removes the cluster's folder.
+cluster's GCS, raylet and workers inherit it), every process writing a file under FOLDER (each
+of the cluster's processes writes its log there; someone reading one, ``tail -f``, is spared)
+and every process below them, and removes the cluster's folder.
+
+The open files matter for Ray's agents: their process title overwrites the environment that
+held the mark, and when a SIGKILLed daemon takes the raylet with it, they pass to init before
+anyone can find them below it. Found by the mark alone they stayed, one pair per crash.
 It ignores SIGINT and SIGTERM: stopping it early would leave the cluster behind.
 """
 
@@ -16,6 +21,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Iterator
 
 _ROUNDS = 3  # Ray's processes may start others while they are being killed
 _PAUSE_SECONDS = 0.5
@@ -41,10 +47,44 @@ def marked_processes(mark: str, spare: frozenset[int] = frozenset()) -> list[int
     return found
 
 
+def writing_under(folder: str, spare: frozenset[int] = frozenset()) -> list[int]:
+    """The pids with a file open for writing below ``folder`` (an absolute path, never
+    ``/``), except ``spare``; a file removed since still counts, under its old path."""
+    root = os.path.normpath(folder)
+    if not os.path.isabs(root) or root == "/":
+        raise ValueError(f"not a cluster's folder: {folder!r}")
+    prefix = root + "/"
+    return [
+        int(entry)
+        for entry in os.listdir("/proc")
+        if entry.isdigit()
+        and int(entry) not in spare
+        and any(path.startswith(prefix) for path in files_written_by(int(entry)))
+    ]
+
+
+def files_written_by(pid: int) -> Iterator[str]:
+    """The paths a process has open for writing (a removed file's ends in `` (deleted)``);
+    none for a process that is gone or another user's."""
+    try:
+        descriptors = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return
+    for descriptor in descriptors:
+        try:
+            path = os.readlink(f"/proc/{pid}/fd/{descriptor}")
+            with open(f"/proc/{pid}/fdinfo/{descriptor}", "rb") as info:
+                flags = next(line for line in info if line.startswith(b"flags:")).split()[1]
+        except (OSError, StopIteration, IndexError):
+            continue
+        if (int(flags, 8) & os.O_ACCMODE) in (os.O_WRONLY, os.O_RDWR):
+            yield path
+
+
 def with_descendants(pids: list[int], spare: frozenset[int] = frozenset()) -> list[int]:
     """``pids`` and every process below them: Ray's agents replace their environment (the
-    mark is gone from it) but are still the raylet's children, found before anyone is killed
-    (once their parent dies they belong to init)."""
+    mark is gone from it) but are the raylet's children while it lives (after, they belong to
+    init, and only the logs they write say whose they are)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -67,12 +107,14 @@ def with_descendants(pids: list[int], spare: frozenset[int] = frozenset()) -> li
 
 
 def reap(mark: str, folder: str, spare: frozenset[int]) -> int:
-    """Kill the marked processes (a few rounds) and remove the folder; how many were killed."""
+    """Kill the cluster's processes (a few rounds) and remove its folder; how many were
+    killed."""
     if not mark:
         raise ValueError("a reaper needs its cluster's mark: an empty one matches every Ray")
     killed = 0
     for _ in range(_ROUNDS):
-        pids = with_descendants(marked_processes(mark, spare), spare)
+        writers = writing_under(folder, spare) if folder else []
+        pids = with_descendants(marked_processes(mark, spare) + writers, spare)
         for pid in pids:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)

@@ -8,7 +8,6 @@ The failure is logged and the daemon exits 1.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterable
 
 from sir_convert_a_lot import __version__, logs
@@ -39,9 +38,18 @@ def in_order(steps: Iterable[Step]) -> bool:
 
 
 def stop_watching(watcher: InboxWatcher | None) -> None:
-    if watcher is not None:
-        with contextlib.suppress(Exception):  # watchdog's own races at its stop are no fault
-            watcher.stop()
+    """Watchdog's own races at its stop are no fault of the daemon's, so they do not make it
+    exit 1; but an operator who finds an observer thread left behind needs the reason."""
+    if watcher is None:
+        return
+    try:
+        watcher.stop()
+    except Exception as error:  # noqa: BLE001 - any observer failure here is only noted
+        log.warning(
+            "watcher_stop_failed",
+            error=f"{type(error).__name__}: {error}",
+            effect="the stop goes on; the inbox is no longer watched either way",
+        )
 
 
 def note_stop(instances: Instances, started_at: float) -> None:
