@@ -14,10 +14,7 @@ import functools
 import platform
 import re
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-
-from sir_convert_a_lot import __version__
 
 _PACKAGES = ("pymupdf", "pymupdf4llm", "pymupdf-layout", "docling", "docling-ibm-models", "torch")
 
@@ -29,9 +26,22 @@ _RECORDED = re.compile(r"[0-9a-f]{7,64}(-modified)?")
 _MAX_READ = 1 << 20  # a ref file or packed-refs larger than this is not read
 
 
+@functools.cache
+def package_version() -> str:
+    """This package's installed version; ``0.0.0+unknown`` from a tree never installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sir-convert-a-lot")
+    except PackageNotFoundError:  # pragma: no cover - a source tree without an install
+        return "0.0.0+unknown"
+
+
 def component_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
     found = {
-        "sir_convert_a_lot": __version__,
+        "sir_convert_a_lot": package_version(),
         "sir_convert_a_lot_build": build_id(),
         "python": platform.python_version(),
     }

@@ -323,3 +323,20 @@ def test_a_wrong_argument_gets_its_exit_code_and_one_line_with_the_fix(
     assert problem in lines[0] and fix in lines[0], shown
     if name == "run-share-missing":
         assert not (world / "mnt").exists(), "created folders on the empty mount point"
+
+
+def test_version_names_the_installed_version_and_the_build(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import sir_convert_a_lot
+    from sir_convert_a_lot.ops.cli import main
+    from sir_convert_a_lot.versions import build_id
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    version = sir_convert_a_lot.__version__
+    assert version and version != "0.0.0+unknown"  # the installed package's, read lazily
+    assert capsys.readouterr().out == f"sir-convert {version} (build {build_id()})\n"
+    with pytest.raises(AttributeError, match="no attribute 'version'"):
+        sir_convert_a_lot.version  # noqa: B018 - only __version__ is worked out on demand

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from sir_convert_a_lot import __version__, logs
+from sir_convert_a_lot import logs
 from sir_convert_a_lot.config import DEFAULT_CONFIG_PATH
 from sir_convert_a_lot.errors import ConfigError
 from sir_convert_a_lot.ops.base import (
@@ -24,7 +24,7 @@ from sir_convert_a_lot.ops.base import (
     os_problem,
 )
 from sir_convert_a_lot.ops.commands import convert, doctor, init_config, models, retry, run, status
-from sir_convert_a_lot.versions import build_id
+from sir_convert_a_lot.versions import build_id, package_version
 
 TRACEBACK_VARIABLE = "SIR_CONVERT_TRACEBACK"
 
@@ -48,13 +48,25 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: {message}; see: {self.prog} --help\n")
 
 
+class _ShowVersion(argparse.Action):
+    """``--version``, worked out only when asked: argparse's own version action wants the
+    text when the parser is built, on every command."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object, **_kwargs: object) -> None:
+        sys.stdout.write(f"sir-convert {package_version()} (build {build_id()})\n")
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="sir-convert",
         description="Watch-folder daemon that converts PDFs to Markdown on the GPU.",
     )
     parser.add_argument(
-        "--version", action="version", version=f"sir-convert {__version__} (build {build_id()})"
+        "--version", action=_ShowVersion, help="show the version and build, then exit"
     )
     parser.add_argument(
         "--config",

@@ -13,12 +13,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sir_convert_a_lot import __version__
 from sir_convert_a_lot.config import Config
 from sir_convert_a_lot.fsutil import walk_files
 from sir_convert_a_lot.intake.watch import scan
 from sir_convert_a_lot.jobs.spool import Spool
-from sir_convert_a_lot.versions import build_id
+from sir_convert_a_lot.versions import build_id, package_version
 
 RECENT_FAILURES = 10
 
@@ -41,7 +40,7 @@ def gather_status(config: Config) -> dict[str, Any]:
         "stopped_instances": stopped,
         "blocked": blocked,
         "recent_failures": recent,
-        "installed": {"version": __version__, "build": build_id()},
+        "installed": {"version": package_version(), "build": build_id()},
     }
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from sir_convert_a_lot import __version__, logs
+from sir_convert_a_lot import logs
 from sir_convert_a_lot.intake.watch import InboxWatcher
 from sir_convert_a_lot.jobs.leases import Instances
-from sir_convert_a_lot.versions import build_id
+from sir_convert_a_lot.versions import build_id, package_version
 
 log = logs.get()
 
@@ -56,7 +56,7 @@ def note_stop(instances: Instances, started_at: float) -> None:
     """The note ``status`` reads once the lease is gone; without it, it cannot say when."""
     try:
         instances.record_stop(
-            {"version": __version__, "build": build_id(), "started_at": started_at}
+            {"version": package_version(), "build": build_id(), "started_at": started_at}
         )
     except OSError as exc:
         log.warning("stop_note_failed", error=str(exc), effect="status cannot say when")

@@ -15,11 +15,11 @@ from collections.abc import Iterator
 from importlib import metadata
 from typing import Any
 
-from sir_convert_a_lot import __version__
 from sir_convert_a_lot.config import Config, EngineSection
 from sir_convert_a_lot.engine import ray_cluster
 from sir_convert_a_lot.engine.interface import EngineStartError
 from sir_convert_a_lot.ops.doctor.report import FAIL, OK, Check
+from sir_convert_a_lot.versions import package_version
 
 NODE_SECONDS = 60.0  # how long the nodes together may take to say their versions
 COMPARED = ("sir_convert_a_lot", "docling", "ray")
@@ -98,7 +98,7 @@ def versions_here() -> dict[str, str]:
     """This process's host and the versions that must match across the cluster."""
     return {
         "host": socket.gethostname(),
-        "sir_convert_a_lot": __version__,
+        "sir_convert_a_lot": package_version(),
         "docling": _installed("docling"),
         "ray": _installed("ray"),
         "python": platform.python_version(),
