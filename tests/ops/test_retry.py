@@ -160,7 +160,7 @@ _AS_SHARE_USER = """
 import os, sys
 from sir_convert_a_lot.ops.cli import main
 # Everything imported while still root: the interpreter's own files may be root's alone.
-import secrets, tomllib, binascii, json, hashlib, socket
+import secrets, tomllib, binascii, json, hashlib, socket, shutil  # shutil: argparse, lazily
 import sir_convert_a_lot.ops.retry, sir_convert_a_lot.ops.commands.retry, sir_convert_a_lot.config
 os.setgroups([4242]); os.setgid(4242); os.setuid(65534)
 sys.exit(main(["--config", sys.argv[1], "retry", "--all"]))

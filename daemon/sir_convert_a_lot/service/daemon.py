@@ -142,10 +142,11 @@ class Service:
             return 1
         # Refusals come first and alone: one line, exit 2, nothing started that needs stopping.
         startup.prepare_folders(self.config, self.spool)
+        instances = self.spool.instances
         startup.refuse_duplicate_instance(
-            self.spool, self.instance, self.config.instances.lease_seconds
+            instances, self.instance, self.config.instances.lease_seconds
         )
-        startup.refuse_disagreeing_instances(self.spool, self.config, self.instance)
+        startup.refuse_disagreeing_instances(instances, self.config, self.instance)
         self.metrics.start()  # a ConfigError when it cannot listen or write: nothing to stop
         with signals.handled(stop=self.request_stop, reload=self.request_reload):
             return self._start_and_loop()
@@ -194,11 +195,6 @@ class Service:
         return self.board.take(
             threads.converting, threads.count, ready=self.ready, stopping=self.stopping
         )
-
-    @property
-    def deferred(self) -> list[tuple[float, Job, str]]:
-        """The deferred jobs: (next try on the service clock, job, why)."""
-        return [(entry.next_try, entry.job, entry.why) for entry in self.deferrals.waiting]
 
     @property
     def in_flight(self) -> int:
@@ -290,7 +286,9 @@ class Service:
     def _publish(self) -> None:
         """What status shows of the main thread's state, handed to the heartbeat."""
         board, intake = self.board, self.intake
-        shown = published(board.shown, self.state, self.watcher, intake, self.deferred, self.config)
+        shown = published(
+            board.shown, self.state, self.watcher, intake, self.deferrals, self.config
+        )
         board.publish(shown)
 
     def _sample(self) -> None:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sir_convert_a_lot import __version__, logs
+from sir_convert_a_lot import logs
 from sir_convert_a_lot.engine.interface import ConversionEngine
 from sir_convert_a_lot.intake.blocked import BLOCKED_SHOWN
 from sir_convert_a_lot.jobs.leases import Instances
@@ -21,7 +21,7 @@ from sir_convert_a_lot.service.actors import ActorView, lease_actors
 from sir_convert_a_lot.service.snapshot import Activity, ServiceSnapshot
 from sir_convert_a_lot.service.startup import naming_settings
 from sir_convert_a_lot.systemd import Notifier
-from sir_convert_a_lot.versions import build_id
+from sir_convert_a_lot.versions import build_id, package_version
 
 log = logs.get()
 
@@ -126,12 +126,12 @@ class Heartbeat:
             "arriving_count": snap.arriving_count,
             "deferred": [
                 {
-                    "source": display(job.relative_path),
-                    "job_id": job.job_id,
-                    "why": why,
-                    "retry_in_seconds": round(max(0.0, at - now)),
+                    "source": display(entry.job.relative_path),
+                    "job_id": entry.job.job_id,
+                    "why": entry.why,
+                    "retry_in_seconds": round(max(0.0, entry.next_try - now)),
                 }
-                for at, job, why in snap.deferred
+                for entry in snap.deferred
             ],
             "blocked_count": len(snap.blocked),
             "blocked": [entry.to_dict(now) for entry in snap.blocked[:BLOCKED_SHOWN]],
@@ -139,7 +139,7 @@ class Heartbeat:
             "lock": snap.governance.lock,
             "cpu_stages": list(snap.governance.cpu_stages),
             "started_at": snap.started_at,
-            "version": __version__,
+            "version": package_version(),
             "naming": naming_settings(snap.config),
             "build": build_id(),
             "worker": self._worker(snap),

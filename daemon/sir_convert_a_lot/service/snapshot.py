@@ -18,7 +18,7 @@ from sir_convert_a_lot.config import Config, Governance
 from sir_convert_a_lot.intake.blocked import Blocked
 from sir_convert_a_lot.intake.queue import Intake
 from sir_convert_a_lot.intake.watch import InboxWatcher
-from sir_convert_a_lot.jobs.job import Job
+from sir_convert_a_lot.jobs.deferral import Deferrals, Deferred
 
 STATUS_ARRIVING = 20  # files still arriving (and deferred jobs) that status lists by name
 
@@ -58,7 +58,7 @@ class ServiceSnapshot:
     candidates: int = 0  # files ready for a claim
     arriving: tuple[tuple[str, str], ...] = ()  # the first by path: (path, what it waits for)
     arriving_count: int = 0
-    deferred: tuple[tuple[float, Job, str], ...] = ()  # the first: (next try, job, why)
+    deferred: tuple[Deferred, ...] = ()  # the first few, as status lists them
     blocked: tuple[Blocked, ...] = ()
 
 
@@ -106,7 +106,7 @@ def published(
     state: str,
     watcher: InboxWatcher | None,
     intake: Intake,
-    deferred: list[tuple[float, Job, str]],
+    deferrals: Deferrals,
     config: Config,
 ) -> ServiceSnapshot:
     """What the main thread shows of its own state now (called on the main thread only)."""
@@ -121,6 +121,6 @@ def published(
         candidates=intake.claimable(),
         arriving=tuple(heapq.nsmallest(STATUS_ARRIVING, waiting.items())),
         arriving_count=len(waiting),
-        deferred=tuple(deferred[:STATUS_ARRIVING]),
+        deferred=deferrals.waiting[:STATUS_ARRIVING],
         blocked=intake.files.blocked_view,
     )

@@ -10,15 +10,16 @@ import os
 import socket
 from pathlib import Path
 
-from sir_convert_a_lot import __version__, logs
+from sir_convert_a_lot import logs
 from sir_convert_a_lot.backends import models
 from sir_convert_a_lot.config import Config, Governance
 from sir_convert_a_lot.engine.policy import OCR_OFF_GPU, ocr_left_on_cpu
 from sir_convert_a_lot.engine.supervisor import WorkerInfo, resident_bytes
 from sir_convert_a_lot.errors import ConfigError
 from sir_convert_a_lot.folders import prepare
+from sir_convert_a_lot.jobs.leases import Instances
 from sir_convert_a_lot.jobs.spool import Spool
-from sir_convert_a_lot.versions import build_id
+from sir_convert_a_lot.versions import build_id, package_version
 
 log = logs.get()
 
@@ -48,9 +49,9 @@ def prepare_folders(config: Config, spool: Spool) -> None:
     spool.ensure_layout()
 
 
-def refuse_duplicate_instance(spool: Spool, instance: str, lease_seconds: float) -> None:
+def refuse_duplicate_instance(instances: Instances, instance: str, lease_seconds: float) -> None:
     """ConfigError when a live daemon already holds this instance name's lease."""
-    for lease in spool.instances.leases():
+    for lease in instances.leases():
         if lease.instance != instance or lease.age_seconds > lease_seconds:
             continue
         host, pid = lease.data.get("host"), lease.data.get("pid")
@@ -70,11 +71,11 @@ def naming_settings(config: Config) -> dict[str, str]:
     return {"output.on_collision": config.output.on_collision}
 
 
-def refuse_disagreeing_instances(spool: Spool, config: Config, instance: str) -> None:
+def refuse_disagreeing_instances(instances: Instances, config: Config, instance: str) -> None:
     """ConfigError naming the setting and the other instance when a live instance on this
     state folder (this share) decides output names otherwise."""
     mine = naming_settings(config)
-    for lease in spool.instances.leases():
+    for lease in instances.leases():
         if lease.instance == instance or lease.age_seconds > config.instances.lease_seconds:
             continue
         theirs = lease.data.get("naming")
@@ -92,7 +93,7 @@ def refuse_disagreeing_instances(spool: Spool, config: Config, instance: str) ->
 def announce_start(config: Config, governance: Governance, instance: str) -> None:
     log.info(
         "daemon_starting",
-        version=__version__,
+        version=package_version(),
         build=build_id(),
         instance=instance,
         config=str(config.source) if config.source else None,
