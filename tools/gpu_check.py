@@ -14,6 +14,9 @@ same GPU and records that it waits for the device lock, naming the holder.
 
 ``--ray`` adds a run of the first batch size on the Ray engine (a private Ray, one actor that
 takes the GPU as ``gpus_per_worker = 1``): the same checks, and the sidecars must say ``ray``.
+``--steady-jobs N`` (default 500; 5 with ``--allow-cpu``, where nothing is measured) ends with N
+copies of the first PDF converted one at a time, to read torch's allocated memory after each
+(``gpu_memory_check``; 0 skips it).
 ``--allow-cpu`` runs the same steps on a machine without a GPU (``gpu_prefer`` with a governed
 CPU fallback), so the script itself is tested in CI; its report then says ``cpu``.
 Writes OUT_DIR/gpu-check.json and OUT_DIR/gpu-check.md. Exit 0 when every check passed.
@@ -34,7 +37,9 @@ from typing import Any
 
 import tomli_w
 
+import gpu_memory_check
 import gpu_tables
+from gpu_verdict import SCAN_STEM, verdict
 from harness.daemon import Daemon
 from harness.pdfs import scanned_pdf_bytes
 from harness.stand_in_models import build_stand_in_models
@@ -44,7 +49,7 @@ from toolkit import REPO
 
 SAMPLES = REPO / "fixtures" / "corpus_sample"
 DEFAULT_PDFS = ("2305.03393v1-pg9.pdf", "multi_page.pdf", "r6-owner-password.pdf")
-SCAN = "scanned.pdf"  # written at the start: a page whose text is only pixels, read by OCR
+SCAN = f"{SCAN_STEM}.pdf"  # written at the start: a page whose text is only pixels, read by OCR
 ENV = {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
@@ -59,7 +64,7 @@ ENV = {
 
 
 def write_config(
-    root: Path, models: Path, batch: int, allow_cpu: bool, engine: str = "local"
+    root: Path, models: Path, batch: int, allow_cpu: bool, engine: str = "local", in_flight: int = 0
 ) -> Path:
     document = config_module.default_document(root)
     document["watch"].update(stability_seconds=0.2)
@@ -74,8 +79,11 @@ def write_config(
         layout_batch_size=batch,
         table_batch_size=batch,
         ocr_batch_size=batch,
+        max_pages_in_flight=in_flight,
     )
     document["instances"].update(name="gpu-check", lease_seconds=30)
+    # One worker for every job of a run: a recycle would reset the GPU memory the check reads.
+    document["engine"].update(recycle_after_jobs=0, recycle_above_bytes=0)
     if engine == "ray":  # one actor on a private Ray, holding the GPU as an actor would
         document["engine"].update(
             kind="ray",
@@ -151,10 +159,11 @@ def run_batch_size(
     check_lock: bool,
     engine: str = "local",
     alone: bool = False,
+    in_flight: int = 0,
 ) -> dict[str, Any]:
-    config = write_config(root, models, batch, allow_cpu, engine)
+    config = write_config(root, models, batch, allow_cpu, engine, in_flight)
     daemon = start_daemon(config, "gpu-check")
-    result: dict[str, Any] = {"batch_size": batch, "engine": engine}
+    result: dict[str, Any] = {"batch_size": batch, "engine": engine, "in_flight": in_flight}
     try:
         ready = daemon.wait_event("worker_ready", timeout=900)[0]
         result.update(
@@ -234,6 +243,7 @@ def job_of(outbox: Path, name: str) -> dict[str, Any]:
         "worker_pid": execution["worker"].get("pid"),
         "engine": execution.get("engine"),
         "convert_ms": execution["timings_ms"].get("convert_ms"),
+        "finished_at": execution["finished_at"],
         "memory_peak_bytes": (execution["device"] or {}).get("memory_peak_bytes"),
         "device": execution["device"],
     }
@@ -274,62 +284,6 @@ def second_instance_waits(config: Path) -> dict[str, Any]:
         second.kill()
 
 
-def verdict(report: dict[str, Any], allow_cpu: bool) -> list[str]:
-    want = "cpu" if allow_cpu else "cuda"
-    problems = []
-    if not allow_cpu and not report["probe"]["cuda_available"]:
-        problems.append(f"no usable GPU: {report['probe']['reason']}")
-    for run in report["runs"]:
-        label = f"batch {run['batch_size']} ({run.get('engine', 'local')})"
-        if run.get("engines") != [run.get("engine", "local")]:
-            problems.append(f"{label}: sidecars say engine {run.get('engines')}")
-        if run.get("jobs_succeeded") != run.get("jobs_total"):
-            problems.append(
-                f"{label}: {run.get('jobs_total', 0) - run.get('jobs_succeeded', 0)} jobs failed"
-            )
-        if run.get("acceleration_used") != [want]:
-            problems.append(
-                f"{label}: acceleration_used {run.get('acceleration_used')}, want {want}"
-            )
-        if len(run.get("conversion_threads") or []) != 1:
-            problems.append(f"{label}: model calls on threads {run.get('conversion_threads')}")
-        if len(run.get("worker_pids") or []) != 1:
-            problems.append(f"{label}: more than one worker process {run.get('worker_pids')}")
-        lock = run.get("device_lock")
-        if lock is not None and not lock.get("second_instance_waited"):
-            problems.append(f"{label}: a second instance did not wait for the device lock")
-    problems += scan_problems(report, want) + determinism_problems(report)
-    return problems + gpu_tables.problems(report["tables"])
-
-
-def all_jobs(report: dict[str, Any]) -> list[dict[str, Any]]:
-    return [job for run in report["runs"] for job in run.get("alone", []) + run.get("jobs", [])]
-
-
-def scan_problems(report: dict[str, Any], want: str) -> list[str]:
-    """The scanned PDF's every model stage, OCR included, ran on the device."""
-    scans = [j for j in all_jobs(report) if j["pdf"] == SCAN.removesuffix(".pdf")]
-    report["scan_stage_devices"] = sorted({json.dumps(j.get("stage_devices")) for j in scans})
-    wrong = [
-        j["source"]
-        for j in scans
-        if j["status"] != "succeeded"
-        or "ocr" not in j["stage_devices"]
-        or set(j["stage_devices"].values()) != {want}
-    ]
-    return [f"scanned PDF: stages not all on {want} (or no OCR) in {wrong}"] if wrong else []
-
-
-def determinism_problems(report: dict[str, Any]) -> list[str]:
-    """Each PDF's Markdown the same alone, among its copies, at every batch size and engine."""
-    digests: dict[str, set[str]] = {}
-    for job in all_jobs(report):
-        if job["status"] == "succeeded":
-            digests.setdefault(job["pdf"], set()).add(job["markdown_sha256"])
-    report["markdown_variants"] = {pdf: len(found) for pdf, found in sorted(digests.items())}
-    return [f"{pdf}: {n} different Markdowns" for pdf, n in digests.items() if len(n) > 1]
-
-
 def render(report: dict[str, Any]) -> str:
     lines = [
         "# gpu-check",
@@ -343,7 +297,8 @@ def render(report: dict[str, Any]) -> str:
     ]
     for run in report["runs"]:
         lines.append(
-            f"| {run['batch_size']} {run.get('engine', 'local')} "
+            f"| {run['batch_size']} {run.get('engine', 'local')}"
+            f"{', one job at a time' if run.get('in_flight') == 1 else ''} "
             f"| {run.get('model_load_seconds')} | {run.get('warm_seconds')} "
             f"| {run.get('jobs_succeeded')}/{run.get('jobs_total')} | {run.get('pages')} "
             f"| {','.join(run.get('acceleration_used') or [])} "
@@ -361,6 +316,7 @@ def render(report: dict[str, Any]) -> str:
         f"{report.get('markdown_variants')}",
         "",
     ]
+    lines += [*gpu_memory_check.render(report["memory"]), ""]
     lines += gpu_tables.render(report["tables"])
     lines += ["", "Verdict: " + ("PASS" if not report["problems"] else "FAIL")]
     lines += [f"- {problem}" for problem in report["problems"]]
@@ -373,6 +329,7 @@ def main() -> int:
     parser.add_argument("--batch-sizes", default="4,64")
     parser.add_argument("--copies", type=int, default=3)
     parser.add_argument("--pdfs", nargs="*", type=Path, default=[SAMPLES / n for n in DEFAULT_PDFS])
+    parser.add_argument("--steady-jobs", type=int, default=None)
     parser.add_argument("--allow-cpu", action="store_true")
     parser.add_argument(
         "--ray", action="store_true", help="also run the first batch size on the Ray engine"
@@ -424,6 +381,23 @@ def main() -> int:
                 engine="ray",
             )
         )
+    steady: list[dict[str, Any]] = []
+    if args.steady_jobs is None:
+        args.steady_jobs = 5 if args.allow_cpu else 500
+    if args.steady_jobs:  # one page in flight: each job ends alone in the worker
+        run = run_batch_size(
+            work / "steady",
+            models,
+            1,
+            args.pdfs[:1],
+            args.steady_jobs,
+            args.allow_cpu,
+            check_lock=False,
+            in_flight=1,
+        )
+        report["runs"].append(run)
+        steady = run.get("jobs", [])
+    report["memory"] = gpu_memory_check.summary(steady)
     device = "cuda" if report["probe"]["cuda_available"] else "cpu"
     report["tables"] = gpu_tables.compare(models, device)
     report["problems"] = verdict(report, args.allow_cpu)

@@ -42,13 +42,16 @@ def test_gpu_check_reports_every_figure_on_a_cpu_with_the_governed_fallback(
         "2",
         "--pdfs",
         str(SAMPLES / "2305.03393v1-pg9.pdf"),
+        "--steady-jobs",
+        "3",  # one job at a time, for the GPU memory after each
     )
     assert code == 0, report["problems"]
-    runs = [(run["batch_size"], run["engine"]) for run in report["runs"]]
-    assert runs == [(2, "local"), (2, "ray")]
+    runs = [(run["batch_size"], run["engine"], run["in_flight"]) for run in report["runs"]]
+    assert runs == [(2, "local", 0), (2, "ray", 0), (1, "local", 1)]
+    assert [run["jobs_total"] for run in report["runs"]] == [4, 4, 3]  # the PDF and scan twice
     for run in report["runs"]:
         assert run["engines"] == [run["engine"]]  # what the sidecars say
-        assert run["jobs_succeeded"] == run["jobs_total"] == 4  # the PDF and the scan, twice
+        assert run["jobs_succeeded"] == run["jobs_total"]
         assert run["acceleration_used"] == ["cpu"]
         assert len(run["conversion_threads"]) == 1
         assert run["loaded"] == ["docling@cpu"]
@@ -58,6 +61,7 @@ def test_gpu_check_reports_every_figure_on_a_cpu_with_the_governed_fallback(
     assert report["probe"]["cuda_available"] in (True, False)
     assert [job["pdf"] for job in report["runs"][0]["alone"]] == ["2305.03393v1-pg9", "scanned"]
     assert report["markdown_variants"] == {"2305.03393v1-pg9": 1, "scanned": 1}
+    assert report["memory"] == {"jobs": 3, "measured": 0}  # torch's allocator: only on a GPU
     [devices] = report["scan_stage_devices"]
     scan = json.loads(devices)
     assert {"layout", "ocr"} <= set(scan) and set(scan.values()) == {"cpu"}
@@ -72,3 +76,4 @@ def test_gpu_check_passes_on_a_gpu(tmp_path: Path) -> None:
     assert code == 0, report["problems"]
     assert all(run["acceleration_used"] == ["cuda"] for run in report["runs"])
     assert report["runs"][0]["device_lock"]["second_instance_waited"] is True
+    assert report["memory"]["measured"] == 500 and report["memory"]["over_tolerance"] == 0
