@@ -139,6 +139,7 @@ class DoclingBackend:
 
     def _load_converter(self, key: Variant) -> Any:
         # torch only in the worker: the daemon asks this class for its capabilities
+        from sir_convert_a_lot.backends import layout_slabs
         from sir_convert_a_lot.backends.table_batch import BatchedTables
         from sir_convert_a_lot.backends.table_fast_path import FastPath, accelerate
 
@@ -162,6 +163,9 @@ class DoclingBackend:
                 self._fast_path = FastPath(self.context.table_check_every)
             table_model = getattr(pipeline, "table_model", None)
             accelerate(getattr(table_model, "tf_predictor", None), self._fast_path)
+            layout = getattr(pipeline, "layout_model", None)  # a page's layout alone, any company
+            layout_size = self.context.batch_sizes.get("layout", 4)
+            self.context.model_thread.submit(layout_slabs.install, layout, layout_size).result()
             for stage in ("layout", "table", "ocr"):
                 model = getattr(pipeline, f"{stage}_model")
                 size = self.context.batch_sizes.get(stage, 4)

@@ -45,17 +45,18 @@ _FLAGS = threading.RLock()
 
 
 @contextmanager
-def exact_kernels() -> Iterator[None]:
+def exact_kernels(keep_tf32: bool = False) -> Iterator[None]:
     """Deterministic cuDNN, no autotuning, no TF32, while the fast path runs: what a table gives
     must not hinge on which algorithm a benchmark picked or on 10-bit products. The switches are
     global, so they are put back as found (the legacy switches: the newer per-backend ones would
-    leave them unreadable)."""
+    leave them unreadable). ``keep_tf32`` leaves TF32 as found: the layout slabs need the same
+    kernels for every call, not docling's precision changed."""
     matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
     with _FLAGS:
         saved = (matmul.allow_tf32, cudnn.allow_tf32, cudnn.deterministic, cudnn.benchmark)
         matmul.allow_tf32, cudnn.allow_tf32, cudnn.deterministic, cudnn.benchmark = (
-            False,
-            False,
+            saved[0] and keep_tf32,
+            saved[1] and keep_tf32,
             True,
             False,
         )
