@@ -25,6 +25,7 @@ Writes OUT_DIR/gpu-check.json and OUT_DIR/gpu-check.md. Exit 0 when every check 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -93,6 +94,7 @@ def write_config(
             cpus_per_worker=1,
         )
     document["logging"].update(format="json")
+    document["output"].update(formats=["markdown", "docling_json"])  # alone against batched
     if allow_cpu:
         document["governance"].update(
             allow_cpu_fallback=True,
@@ -235,6 +237,7 @@ def job_of(outbox: Path, name: str) -> dict[str, Any]:
         "pdf": name.rsplit("-", 1)[0],
         "status": "succeeded",
         "markdown_sha256": document["result"]["artifact"]["sha256"],
+        "json_sha256": lossless_digest(outbox / name.replace(".pdf", ".docling.json")),
         "stage_devices": metadata["stage_devices"],
         "tables": execution.get("tables"),
         "pages": document["source"]["pages"],
@@ -247,6 +250,17 @@ def job_of(outbox: Path, name: str) -> dict[str, Any]:
         "memory_peak_bytes": (execution["device"] or {}).get("memory_peak_bytes"),
         "device": execution["device"],
     }
+
+
+def lossless_digest(path: Path) -> str | None:
+    """The lossless JSON's sha256 without the two fields that name the file (copies differ
+    there): what must not change with the company a document keeps."""
+    if not path.exists():
+        return None
+    document = json.loads(path.read_text(encoding="utf-8"))
+    document.pop("name", None)
+    document.get("origin", {}).pop("filename", None)
+    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
 
 def figures(jobs: list[dict[str, Any]], wall: float, utilisation: list[int]) -> dict[str, Any]:
@@ -314,6 +328,7 @@ def render(report: dict[str, Any]) -> str:
         "",
         "Markdowns per PDF (alone, among copies, every batch size; 1 = deterministic): "
         f"{report.get('markdown_variants')}",
+        f"Lossless JSONs per PDF (the same, file names left out): {report.get('json_variants')}",
         "",
     ]
     lines += [*gpu_memory_check.render(report["memory"]), ""]

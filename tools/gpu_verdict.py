@@ -59,10 +59,22 @@ def scan_problems(report: dict[str, Any], want: str) -> list[str]:
 
 
 def determinism_problems(report: dict[str, Any]) -> list[str]:
-    """Each PDF's Markdown the same alone, among its copies, at every batch size and engine."""
-    digests: dict[str, set[str]] = {}
-    for job in all_jobs(report):
-        if job["status"] == "succeeded":
-            digests.setdefault(job["pdf"], set()).add(job["markdown_sha256"])
-    report["markdown_variants"] = {pdf: len(found) for pdf, found in sorted(digests.items())}
-    return [f"{pdf}: {n} different Markdowns" for pdf, n in digests.items() if len(n) > 1]
+    """Each PDF's Markdown the same alone, among its copies, at every batch size and engine; its
+    lossless JSON the same alone and among its copies at each batch size (contract section 6:
+    outputs never depend on the neighbours; another batch size is other options, and its
+    coordinates may differ in their last digits)."""
+    markdown: dict[str, set[str]] = {}
+    lossless: dict[str, set[str]] = {}
+    for run in report["runs"]:
+        for job in run.get("alone", []) + run.get("jobs", []):
+            if job["status"] != "succeeded":
+                continue
+            markdown.setdefault(job["pdf"], set()).add(job["markdown_sha256"])
+            if job.get("json_sha256"):
+                key = f"{job['pdf']} at batch {run['batch_size']}"
+                lossless.setdefault(key, set()).add(job["json_sha256"])
+    report["markdown_variants"] = {pdf: len(found) for pdf, found in sorted(markdown.items())}
+    report["json_variants"] = {key: len(found) for key, found in sorted(lossless.items())}
+    return [f"{pdf}: {n} different Markdowns" for pdf, n in markdown.items() if len(n) > 1] + [
+        f"{key}: {n} different lossless JSONs" for key, n in lossless.items() if len(n) > 1
+    ]

@@ -61,6 +61,11 @@ def test_gpu_check_reports_every_figure_on_a_cpu_with_the_governed_fallback(
     assert report["probe"]["cuda_available"] in (True, False)
     assert [job["pdf"] for job in report["runs"][0]["alone"]] == ["2305.03393v1-pg9", "scanned"]
     assert report["markdown_variants"] == {"2305.03393v1-pg9": 1, "scanned": 1}
+    assert report["json_variants"] == {  # alone and among copies, per batch size
+        "2305.03393v1-pg9 at batch 1": 1,  # the steady run's copies
+        "2305.03393v1-pg9 at batch 2": 1,  # local and Ray
+        "scanned at batch 2": 1,
+    }
     assert report["memory"] == {"jobs": 3, "measured": 0}  # torch's allocator: only on a GPU
     [devices] = report["scan_stage_devices"]
     scan = json.loads(devices)
