@@ -6,6 +6,7 @@ whose rows mix is caught."""
 
 from __future__ import annotations
 
+import copy
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
@@ -121,3 +122,10 @@ def test_on_a_gpu_pages_go_in_full_slabs_whose_rows_are_independent(
     alone = _read(engine._model, engine, page)
     together = _read(engine._model, engine, [*others, *page])
     assert torch.equal(together.pred_boxes[20], alone.pred_boxes[0])
+
+
+def test_a_wrapped_model_copies_and_answers_for_the_model_it_wraps() -> None:
+    model = _MixingModel()
+    slabs = copy.copy(LayoutSlabs(model, 2))  # a copy is built before its fields are set
+    assert slabs.size == 2 and slabs.model is model
+    assert slabs.scale is model.scale  # what docling reads off the model (dtype) passes through

@@ -48,6 +48,8 @@ class LayoutSlabs:
         self.size = max(1, size)
 
     def __getattr__(self, name: str) -> Any:  # dtype, config, device: the model's own
+        if name == "model":  # not yet set (a copy being built): no endless lookup
+            raise AttributeError(name)
         return getattr(self.model, name)
 
     def __call__(self, pixel_values: Tensor, **inputs: Any) -> SimpleNamespace:
