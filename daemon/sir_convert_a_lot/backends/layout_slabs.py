@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from sir_convert_a_lot import logs
-from sir_convert_a_lot.backends.tableformer_lanes import exact_kernels
+from sir_convert_a_lot.backends.kernel_switches import exact_kernels
 
 log = logs.get()
 

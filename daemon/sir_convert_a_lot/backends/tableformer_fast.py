@@ -33,10 +33,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from sir_convert_a_lot.backends.kernel_switches import exact_kernels
 from sir_convert_a_lot.backends.tableformer_lanes import (
     ImageKeys,
     Slab,
-    exact_kernels,
     image_keys,
     lanes_for,
     tag_memory,

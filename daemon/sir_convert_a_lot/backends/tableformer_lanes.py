@@ -27,10 +27,7 @@ Eight lanes on a CPU: a slab of eight costs about what three tables alone do (``
 
 from __future__ import annotations
 
-import threading
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -41,29 +38,6 @@ LANES = {"cpu": 8, "cuda": 32}  # tables stepped together on each kind of device
 CAPACITY_STEP = 128  # the tags' key and value buffers grow by this many positions at a time
 
 _checked: weakref.WeakKeyDictionary[Any, dict[tuple[str, int], int]] = weakref.WeakKeyDictionary()
-_FLAGS = threading.RLock()
-
-
-@contextmanager
-def exact_kernels(keep_tf32: bool = False) -> Iterator[None]:
-    """Deterministic cuDNN, no autotuning, no TF32, while the fast path runs: what a table gives
-    must not hinge on which algorithm a benchmark picked or on 10-bit products. The switches are
-    global, so they are put back as found (the legacy switches: the newer per-backend ones would
-    leave them unreadable). ``keep_tf32`` leaves TF32 as found: the layout slabs need the same
-    kernels for every call, not docling's precision changed."""
-    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
-    with _FLAGS:
-        saved = (matmul.allow_tf32, cudnn.allow_tf32, cudnn.deterministic, cudnn.benchmark)
-        matmul.allow_tf32, cudnn.allow_tf32, cudnn.deterministic, cudnn.benchmark = (
-            saved[0] and keep_tf32,
-            saved[1] and keep_tf32,
-            True,
-            False,
-        )
-        try:
-            yield
-        finally:
-            matmul.allow_tf32, cudnn.allow_tf32, cudnn.deterministic, cudnn.benchmark = saved
 
 
 def tag_memory(transformer: Any, encoded: Tensor) -> Tensor:
