@@ -353,6 +353,8 @@ def main() -> int:
     missing = [str(pdf) for pdf in args.pdfs if not pdf.is_file()]
     if missing:  # before minutes of model building, not after
         parser.error(f"--pdfs: no such file: {', '.join(missing)}")
+    if args.steady_jobs is not None and args.steady_jobs < 0:
+        parser.error(f"--steady-jobs: {args.steady_jobs} is below 0 (0 skips the steady run)")
 
     work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     built = time.monotonic()

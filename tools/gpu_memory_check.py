@@ -16,19 +16,26 @@ from typing import Any
 TOLERANCE_PERCENT = 1.0  # issue 26: within 1 % of the level after the first job
 
 
-def summary(jobs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The allocated bytes after each job, in the order the jobs ended, against the first."""
-    rows = sorted(
-        (job["finished_at"], job["device"]["memory_allocated_bytes"])
+def readings(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The device readings of the succeeded jobs that have one, in the order the jobs ended."""
+    measured = [
+        job
         for job in jobs
         if job["status"] == "succeeded"
         and isinstance(job.get("device"), dict)
         and job["device"].get("memory_allocated_bytes") is not None
-    )
-    found: dict[str, Any] = {"jobs": len(jobs), "measured": len(rows)}
-    if not rows:
+    ]
+    return [job["device"] for job in sorted(measured, key=lambda job: job["finished_at"])]
+
+
+def summary(jobs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The allocated bytes after each job, in the order the jobs ended, against the first."""
+    devices = readings(jobs)
+    found: dict[str, Any] = {"jobs": len(jobs), "measured": len(devices)}
+    if not devices:
         return found
-    allocated = [bytes_ for _, bytes_ in rows]
+    allocated = [device["memory_allocated_bytes"] for device in devices]
+    reserved = [device.get("memory_reserved_bytes") or 0 for device in devices]
     first = allocated[0]
     worst = max(abs(level - first) for level in allocated)
     found.update(
@@ -42,6 +49,8 @@ def summary(jobs: list[dict[str, Any]]) -> dict[str, Any]:
             for level in allocated
             if first and 100 * abs(level - first) / first > TOLERANCE_PERCENT
         ),
+        reserved_first_bytes=reserved[0],
+        reserved_max_bytes=max(reserved),
     )
     return found
 

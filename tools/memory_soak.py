@@ -39,6 +39,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import gpu_memory_check
 import memory_report
 from harness.configs import write_config
 from harness.daemon import Daemon
@@ -280,31 +281,24 @@ def _events(log: Path) -> list[dict[str, Any]]:
 
 
 def _gpu(sidecars: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """torch's allocated and reserved memory after each job, in the order the jobs ended."""
-    rows = sorted(
-        (s["execution"]["finished_at"], s["execution"]["device"])
+    """torch's allocated and reserved memory after each job, in the order the jobs ended, judged
+    as gpu-check judges it (``gpu_memory_check``)."""
+    jobs = [
+        {
+            "status": "succeeded",
+            "finished_at": s["execution"]["finished_at"],
+            "device": s["execution"].get("device"),
+        }
         for s in sidecars
-        if isinstance(s["execution"].get("device"), dict)
-        and s["execution"]["device"].get("memory_allocated_bytes") is not None
-    )
-    if not rows:
+    ]
+    found = gpu_memory_check.summary(jobs)
+    if not found["measured"]:
         return None
-    allocated = [device["memory_allocated_bytes"] for _, device in rows]
-    reserved = [device["memory_reserved_bytes"] for _, device in rows]
-    first = allocated[0]
+    devices = gpu_memory_check.readings(jobs)
     return {
-        "jobs": len(rows),
-        "allocated_first": first,
-        "allocated_last": allocated[-1],
-        "allocated_max_off_first_percent": round(
-            100 * max(abs(a - first) for a in allocated) / first, 3
-        )
-        if first
-        else None,
-        "reserved_first": reserved[0],
-        "reserved_max": max(reserved),
-        "allocated": allocated,
-        "reserved": reserved,
+        **found,
+        "allocated": [device["memory_allocated_bytes"] for device in devices],
+        "reserved": [device.get("memory_reserved_bytes") for device in devices],
     }
 
 

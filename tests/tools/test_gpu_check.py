@@ -82,3 +82,17 @@ def test_gpu_check_passes_on_a_gpu(tmp_path: Path) -> None:
     assert all(run["acceleration_used"] == ["cuda"] for run in report["runs"])
     assert report["runs"][0]["device_lock"]["second_instance_waited"] is True
     assert report["memory"]["measured"] == 500 and report["memory"]["over_tolerance"] == 0
+
+
+def test_a_negative_steady_run_is_refused_before_any_model_is_built(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [str(REPO / "tools" / "gpu-check"), "--output", str(tmp_path), "--steady-jobs", "-3"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 2
+    assert "--steady-jobs: -3 is below 0" in completed.stderr
+    assert "Traceback" not in completed.stderr and not (tmp_path / "gpu-check.json").exists()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -106,3 +107,26 @@ def test_the_soak_documents_differ_and_carry_a_table_on_every_page() -> None:
             pages.append(pdf.page_count)
             assert all(len(page.get_drawings()) >= 9 for page in pdf)  # the table's cells
     assert 1 in pages and max(pages) > 1
+
+
+def test_the_soak_reads_torchs_memory_after_each_job_in_the_order_the_jobs_ended() -> None:
+    def sidecar(finished_at: str, allocated: int | None) -> dict[str, Any]:
+        device = (
+            None
+            if allocated is None
+            else {
+                "memory_allocated_bytes": allocated,
+                "memory_reserved_bytes": 2 * allocated,
+            }
+        )
+        return {"execution": {"finished_at": finished_at, "device": device}}
+
+    found = memory_soak._gpu(
+        [sidecar("10:02", 1_030_000), sidecar("10:00", 1_000_000), sidecar("10:01", 1_005_000)]
+    )
+    assert found is not None
+    assert found["allocated"] == [1_000_000, 1_005_000, 1_030_000]
+    assert found["reserved"] == [2_000_000, 2_010_000, 2_060_000]
+    assert found["largest_departure_percent"] == 3.0 and found["over_tolerance"] == 1
+    assert found["reserved_max_bytes"] == 2_060_000
+    assert memory_soak._gpu([sidecar("10:00", None)]) is None  # a CPU run: nothing to read
