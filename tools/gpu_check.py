@@ -40,6 +40,7 @@ import tomli_w
 
 import gpu_memory_check
 import gpu_tables
+from gpu_report import render
 from gpu_verdict import SCAN_STEM, verdict
 from harness.daemon import Daemon
 from harness.pdfs import scanned_pdf_bytes
@@ -298,46 +299,6 @@ def second_instance_waits(config: Path) -> dict[str, Any]:
         second.kill()
 
 
-def render(report: dict[str, Any]) -> str:
-    lines = [
-        "# gpu-check",
-        "",
-        f"Command: `{report['command']}`",
-        f"Probe: {report['probe']['reason']}; device: {report['probe'].get('device')}",
-        "",
-        "| batch | load s | warm s | jobs | pages | accel | threads | s/page | pages/s (convert) "
-        "| pages/s (wall) | GPU mem peak | GPU util % |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for run in report["runs"]:
-        lines.append(
-            f"| {run['batch_size']} {run.get('engine', 'local')}"
-            f"{', one job at a time' if run.get('in_flight') == 1 else ''} "
-            f"| {run.get('model_load_seconds')} | {run.get('warm_seconds')} "
-            f"| {run.get('jobs_succeeded')}/{run.get('jobs_total')} | {run.get('pages')} "
-            f"| {','.join(run.get('acceleration_used') or [])} "
-            f"| {len(run.get('conversion_threads') or [])} | {run.get('seconds_per_page_convert')} "
-            f"| {run.get('pages_per_second_convert')} | {run.get('pages_per_second_wall')} "
-            f"| {run.get('gpu_memory_peak_bytes')} | {run.get('gpu_utilisation_mean_percent')} |"
-        )
-    for run in report["runs"]:
-        if "device_lock" in run:
-            lines += ["", f"Device lock (batch {run['batch_size']}): {run['device_lock']}"]
-    lines += ["", f"Scanned PDF, devices per stage: {report.get('scan_stage_devices')}"]
-    lines += [
-        "",
-        "Markdowns per PDF (alone, among copies, every batch size; 1 = deterministic): "
-        f"{report.get('markdown_variants')}",
-        f"Lossless JSONs per PDF (the same, file names left out): {report.get('json_variants')}",
-        "",
-    ]
-    lines += [*gpu_memory_check.render(report["memory"]), ""]
-    lines += gpu_tables.render(report["tables"])
-    lines += ["", "Verdict: " + ("PASS" if not report["problems"] else "FAIL")]
-    lines += [f"- {problem}" for problem in report["problems"]]
-    return "\n".join(lines) + "\n"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, required=True)
@@ -357,6 +318,29 @@ def main() -> int:
         parser.error(f"--steady-jobs: {args.steady_jobs} is below 0 (0 skips the steady run)")
 
     work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
+    try:
+        report = check(args, work)
+    except BaseException:
+        print(f"gpu-check: stopped; its models, daemons and logs stay in {work}", file=sys.stderr)
+        raise
+    report["work_folder"] = tidy(work, passed=not report["problems"])
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "gpu-check.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    (args.output / "gpu-check.md").write_text(render(report))
+    print(render(report))
+    return 0 if not report["problems"] else 1
+
+
+def tidy(work: Path, passed: bool) -> dict[str, Any]:
+    """Remove the run's folder (stand-in models and daemons, tens of MB) after a pass; keep it
+    after a failure, whose daemons' logs say why."""
+    if passed:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"path": str(work), "kept": not passed}
+
+
+def check(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Every run and comparison, in ``work``; the report with its problems."""
     built = time.monotonic()
     # OCR is off in every run here, so no RapidOCR stand-in: the device bundle leaves rapidocr
     # (26 MiB of wheel) out (tools/gpu-bundle).
@@ -418,11 +402,7 @@ def main() -> int:
     device = "cuda" if report["probe"]["cuda_available"] else "cpu"
     report["tables"] = gpu_tables.compare(models, device)
     report["problems"] = verdict(report, args.allow_cpu)
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "gpu-check.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    (args.output / "gpu-check.md").write_text(render(report))
-    print(render(report))
-    return 0 if not report["problems"] else 1
+    return report
 
 
 if __name__ == "__main__":

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.helpers import REPO, SAMPLES
+
+sys.path.insert(0, str(REPO / "tools"))
+import gpu_check
+import gpu_report
 
 pytestmark = pytest.mark.slow
 
@@ -73,6 +78,9 @@ def test_gpu_check_reports_every_figure_on_a_cpu_with_the_governed_fallback(
     tables = report["tables"]["settings"]
     assert [(s["tf32"], s["batch_size"]) for s in tables] == [(False, 1), (False, 8), (False, 32)]
     assert all(s["bitwise_as_alone"] == report["tables"]["tables"] for s in tables)
+    # A pass leaves nothing behind: each run's models and daemons are tens of MB in /tmp.
+    assert report["work_folder"]["kept"] is False
+    assert not Path(report["work_folder"]["path"]).exists()
 
 
 @pytest.mark.gpu
@@ -96,3 +104,18 @@ def test_a_negative_steady_run_is_refused_before_any_model_is_built(tmp_path: Pa
     assert completed.returncode == 2
     assert "--steady-jobs: -3 is below 0" in completed.stderr
     assert "Traceback" not in completed.stderr and not (tmp_path / "gpu-check.json").exists()
+
+
+def test_a_failed_run_keeps_its_folder_for_the_logs_and_says_where(tmp_path: Path) -> None:
+    work = tmp_path / "gpu-check-run"
+    (work / "batch-4").mkdir(parents=True)
+    (work / "batch-4" / "gpu-check.log").write_text("why it failed\n")
+    kept = gpu_check.tidy(work, passed=False)
+    assert kept == {"path": str(work), "kept": True}
+    assert (work / "batch-4" / "gpu-check.log").read_text() == "why it failed\n"
+    report = {"probe": {"reason": "r"}, "runs": [], "problems": ["x"], "work_folder": kept}
+    report |= {"command": "c", "memory": {"jobs": 0, "measured": 0}}
+    report |= {"tables": {"settings": [], "tables": 0, "device": "cpu", "tag_steps": [1]}}
+    assert f"kept in {work}" in gpu_report.render(report)
+    assert gpu_check.tidy(work, passed=True) == {"path": str(work), "kept": False}
+    assert not work.exists()
