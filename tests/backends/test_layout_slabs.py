@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from structlog.testing import capture_logs
 
 from sir_convert_a_lot.backends.base import BackendContext
 from sir_convert_a_lot.backends.docling import DoclingBackend
@@ -57,9 +58,20 @@ def _read(model: Any, engine: Any, images: list[Image.Image]) -> Any:
 
 @pytest.mark.slow
 def test_a_page_reads_the_same_alone_and_among_fifteen_others(stand_in_models: Path) -> None:
-    engine = _engine(stand_in_models, "cpu", layout_batch=16)
+    with capture_logs() as logged:
+        engine = _engine(stand_in_models, "cpu", layout_batch=16)
     assert isinstance(engine._model, LayoutSlabs)
     assert engine._model.size == 1  # a CPU: each page its own call, its cheapest there too
+    said = [e for e in logged if e["event"] == "layout_slabs"]  # the journal says so
+    assert said == [
+        {
+            "event": "layout_slabs",
+            "log_level": "info",
+            "slab_pages": 1,
+            "layout_batch_size": 16,
+            "device": "cpu",
+        }
+    ]
     page, others = _pages(1, seed=1), _pages(15, seed=2)
     alone = _read(engine._model, engine, page)
     for position in (0, 7, 15):

@@ -92,6 +92,12 @@ def install(layout_model: Any, batch_size: int) -> int:
         return 0
     size = slab_size(model, batch_size, _input_shape(engine))
     engine._model = LayoutSlabs(model, size)
+    log.info(  # which shape every layout call has, so which bits a page gets
+        "layout_slabs",
+        slab_pages=size,
+        layout_batch_size=batch_size,
+        device=str(next(model.parameters()).device),
+    )
     return size
 
 
