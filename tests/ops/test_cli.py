@@ -251,6 +251,9 @@ CASES: dict[str, Case] = {
     "unknown-command": Case((*CFG, "frobnicate"), Expect(2, "invalid choice", USAGE_HELP)),
     "unknown-option": Case((*CFG, "status", "--verbose"), Expect(2, "unrecognized", USAGE_HELP)),
     "no-command": Case(CFG, Expect(2, "required: COMMAND", USAGE_HELP)),
+    "mistyped-option-no-command": Case(  # named, not "COMMAND is required"
+        ("--versoin",), Expect(2, "unrecognized arguments: --versoin", USAGE_HELP)
+    ),
     "gpu-not-a-number": Case((*CFG, "run", "--gpu", "one"), Expect(2, "invalid int", USAGE_HELP)),
     "gpu-negative": Case((*CFG, "run", "--gpu", "-1"), Expect(2, "--gpu", "0 or more")),
     # run --instance: the name becomes file names in the state folder

@@ -77,7 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     # --config is accepted after the command too (`sir-convert run --config X`).
     config_after = _Parser(add_help=False)
     config_after.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="config file")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # Not required here: main asks for a command after naming any option it does not know.
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in COMMANDS:
         sub = subparsers.add_parser(command.name, help=command.help, parents=[config_after])
         command.add_arguments(sub, config_after)
@@ -85,7 +86,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # `sir-convert --versoin`: the typo, not "COMMAND is required"
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.command is None:
+        parser.error("the following arguments are required: COMMAND")
     command = _BY_NAME[args.command]
     try:
         return command.execute(args)
