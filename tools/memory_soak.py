@@ -5,23 +5,24 @@ Usage:
         --output docs/reference/memory-soak.json --plot docs/reference/memory-soak.png
 
 Each arm is a fresh daemon on the docling backend with the tiny stand-in models (built into a
-temporary folder unless ``--models`` names them), the governed CPU fallback where there is no
-GPU: ``off`` with ``engine.recycle_after_jobs = 0`` and ``recycle_above_bytes = 0``, ``on`` at the
-documented defaults (or ``--recycle-after-jobs N``). The arms run one after the other in
+temporary folder unless ``--models`` names them), the governed CPU fallback where there is no GPU:
+``off`` with ``engine.recycle_after_jobs = 0`` and ``recycle_above_bytes = 0``, ``on`` at the
+documented defaults (or ``--recycle-after-jobs N``; ``--recycle-overlap`` loads its replacement
+worker beside the old one, ``engine.recycle_overlap = true``). The arms run one after the other in
 ``--arms`` order, or with ``--together`` both at once (CPU only: two daemons would queue for one
 GPU's lock), so that a shared machine's load weighs on both alike. Each keeps ``--backlog``
 documents waiting or converting for ``--minutes``: generated PDFs, three in ten of two to five
-pages, every page with a heading, a paragraph and a ruled table of random figures, every
-document different. Every ``--sample-seconds`` (15) it samples the resident memory of the
-daemon, of its worker (the largest process under it) and of all its processes together, with
-the documents converted so far. After the flow: files lost (dropped, no sidecar or error
-envelope) or doubled, attempts over one, recycles from the journal (with their mean load and
-warm-up, time to the replacement's ready and overlap of the two workers), and on a GPU torch's
-allocated and reserved memory after each job (the sidecars' ``execution.device``). The report
-(``memory_report``) fits the slope of the total against documents after ``--warmup-minutes``,
-compares the peak after ``--baseline-minutes`` with the peak before, compares throughput
-(documents a minute after warm-up, the drain left out), and judges issue 26's acceptance; the
-plot is the total against documents for each arm.
+pages, every page with a heading, a paragraph and a ruled table of random figures, every document
+different. Every ``--sample-seconds`` (15) it samples the resident memory of the daemon, of its
+worker (the largest process under it) and of all its processes together, with the documents
+converted so far. After the flow: files lost (dropped, no sidecar or error envelope) or doubled,
+attempts over one, recycles from the journal (with their mean load and warm-up, time to the
+replacement's ready and overlap of the two workers), and on a GPU torch's allocated and reserved
+memory after each job (the sidecars' ``execution.device``). The report (``memory_report``) fits the
+slope of the total against documents after ``--warmup-minutes``, compares the peak after
+``--baseline-minutes`` with the peak before, compares throughput (documents a minute after warm-up,
+the drain left out), and judges issue 26's acceptance; the plot is the total against documents for
+each arm.
 """
 
 from __future__ import annotations
@@ -150,13 +151,20 @@ def sample(pid: int, t: float, documents: int) -> dict[str, Any]:
     }
 
 
+def arm_engine(name: str, after_jobs: int | None, overlap: bool) -> dict[str, Any]:
+    """The ``[engine]`` keys an arm sets: ``off`` never recycles; ``on`` keeps the defaults
+    but for what the command line names."""
+    if name == "off":
+        return {"recycle_after_jobs": 0, "recycle_above_bytes": 0}
+    engine: dict[str, Any] = {"recycle_overlap": True} if overlap else {}
+    if after_jobs is not None:
+        engine["recycle_after_jobs"] = after_jobs
+    return engine
+
+
 def run_arm(name: str, args: argparse.Namespace, models: Path) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix=f"sca-memsoak-{name}-"))
-    engine: dict[str, Any] = {}
-    if name == "off":
-        engine = {"recycle_after_jobs": 0, "recycle_above_bytes": 0}
-    elif args.recycle_after_jobs is not None:
-        engine = {"recycle_after_jobs": args.recycle_after_jobs}
+    engine = arm_engine(name, args.recycle_after_jobs, args.recycle_overlap)
     config = write_config(
         root,
         conversion={"backend_strategy": "docling", "acceleration_policy": "gpu_prefer"},
@@ -307,6 +315,9 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=30, help="of flow, per arm")
     parser.add_argument("--arms", default="off,on", help="off, on or both, in the order run")
     parser.add_argument("--recycle-after-jobs", type=int, default=None)
+    parser.add_argument(
+        "--recycle-overlap", action="store_true", help="on: the replacement loads beside the old"
+    )
     parser.add_argument("--backlog", type=int, default=8)
     parser.add_argument("--sample-seconds", type=float, default=15)
     parser.add_argument("--warmup-minutes", type=float, default=1)
@@ -329,6 +340,7 @@ def main() -> int:
     report = {
         "command": " ".join(["tools/memory_soak.py", *sys.argv[1:]]),
         "together": args.together,
+        "recycle_overlap": args.recycle_overlap,
         "cpus": os.cpu_count(),
         "load_average_after": os.getloadavg(),
         "arms": arms,

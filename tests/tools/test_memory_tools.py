@@ -130,3 +130,15 @@ def test_the_soak_reads_torchs_memory_after_each_job_in_the_order_the_jobs_ended
     assert found["largest_departure_percent"] == 3.0 and found["over_tolerance"] == 1
     assert found["reserved_max_bytes"] == 2_060_000
     assert memory_soak._gpu([sidecar("10:00", None)]) is None  # a CPU run: nothing to read
+
+
+def test_each_arm_sets_the_recycling_the_command_line_asks_for() -> None:
+    assert memory_soak.arm_engine("off", 25, True) == {
+        "recycle_after_jobs": 0,
+        "recycle_above_bytes": 0,
+    }
+    assert memory_soak.arm_engine("on", None, False) == {}  # the documented defaults
+    assert memory_soak.arm_engine("on", 25, True) == {
+        "recycle_after_jobs": 25,
+        "recycle_overlap": True,
+    }
