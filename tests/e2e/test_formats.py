@@ -134,8 +134,9 @@ def test_a_mixed_backlog_converts_each_document_with_a_truthful_sidecar(
         metadata = sidecars[stem]["result"]["conversion_metadata"]
         assert metadata["ocr_enabled"] and metadata["stage_devices"]["ocr"] == "cpu"
     assert not sidecars["born-digital"]["result"]["conversion_metadata"]["ocr_enabled"]
-    # The model documents' pages met in layout calls: the PDF's page went in a call that held
-    # more pages than its own, and only scans were there to share it.
+    # Every page of the model documents went through the layout model, each counted once.
+    # Whether the PDF's page met the scans' in one call depends on timing in a daemon (the
+    # scheduler waits 50 ms for pages on their way; in a loaded suite it once went alone):
+    # tests/backends/test_docling_images.py shows the meeting with the wait held open.
     layout = {s: sidecars[s]["execution"]["batching"]["layout"] for s in MODELS_RAN}
-    assert layout["born-digital"]["share_of_calls"] < layout["born-digital"]["calls"], layout
-    assert sum(layout[s]["pages"] for s in MODELS_RAN) == 5
+    assert {s: layout[s]["pages"] for s in MODELS_RAN} == {s: PAGES[s] for s in MODELS_RAN}
